@@ -1,1 +1,3 @@
+//! Test tooling for the workspace.
 
+pub mod postgres;
