@@ -1,0 +1,110 @@
+//! Configuration, read from the environment (or flags) by clap, so `orders --help`
+//! documents every variable and its default.
+//!
+//! The timing knobs at the end exist so tests can exercise heartbeats, backoff and the
+//! sweeper with short durations instead of sleeping through the real ones.
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// The token both services fall back to; using it is fine locally and logged as a warning.
+pub const DEFAULT_PAYMENTS_TOKEN: &str = "dev-token";
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "orders",
+    version,
+    about = "The Orders service: HTTP API for orders, one WebSocket to Payments"
+)]
+pub struct Config {
+    /// PostgreSQL database of this service; created at start-up if missing.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/orders"
+    )]
+    pub database_url: String,
+
+    /// Address the HTTP API listens on (port 0 picks a free port).
+    #[arg(long, env = "ORDERS_ADDR", default_value = "127.0.0.1:8080")]
+    pub orders_addr: String,
+
+    /// WebSocket endpoint of Payments.
+    #[arg(
+        long,
+        env = "PAYMENTS_WS_URL",
+        default_value = "ws://127.0.0.1:8081/ws"
+    )]
+    pub payments_ws_url: String,
+
+    /// Bearer token sent to Payments in the WebSocket handshake.
+    #[arg(long, env = "PAYMENTS_TOKEN", default_value = DEFAULT_PAYMENTS_TOKEN, hide_env_values = true)]
+    pub payments_token: String,
+
+    /// Log filter, in tracing's EnvFilter syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub rust_log: String,
+
+    /// Log format: `pretty` for people, `json` for one JSON object per line.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+
+    /// How often Orders pings Payments.
+    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Silence after which Payments is considered dead and the link reconnects.
+    #[arg(long, env = "PEER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub peer_timeout: Duration,
+
+    /// How long an order may wait for an answer from Payments before its request is re-sent.
+    #[arg(long, env = "RESEND_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub resend_after: Duration,
+
+    /// Upper bound of the first reconnect delay; each later one doubles, up to the cap.
+    #[arg(long, env = "RECONNECT_BASE", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub reconnect_base: Duration,
+
+    /// The longest delay between two reconnect attempts.
+    #[arg(long, env = "RECONNECT_CAP", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub reconnect_cap: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl Config {
+    /// The defaults, as if no variable were set.
+    pub fn defaults() -> Config {
+        Config::parse_from(["orders"])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_architecture() {
+        // Parse with an empty environment: clap would otherwise read the test's variables.
+        let c = Config::try_parse_from([
+            "orders",
+            "--database-url=postgres://postgres@127.0.0.1:5432/orders",
+        ])
+        .unwrap();
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(10));
+        assert_eq!(c.peer_timeout, Duration::from_secs(30));
+        assert_eq!(c.reconnect_base, Duration::from_millis(200));
+        assert_eq!(c.reconnect_cap, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Config::command().debug_assert();
+    }
+}

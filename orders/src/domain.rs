@@ -1,0 +1,257 @@
+//! The order's types and rules: what a valid new order is, the states an order moves
+//! through, and the JSON shapes of HTTP-API.md.
+//!
+//! Values are parsed once, at the edge ([`NewOrder::parse`]), into newtypes; the rest
+//! of the service never re-validates them.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use shared_protocol::{Amount, CancelReason, Currency, OrderId};
+
+/// The largest amount an order may have, in minor units.
+pub const MAX_AMOUNT: i64 = 100_000_000;
+/// The longest description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 500;
+
+/// Where an order stands. Stored as text with a CHECK constraint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Created; Payments has not sent the page yet.
+    PendingPayment,
+    /// The payment page URL is known; the customer is paying.
+    AwaitingPayment,
+    /// Paid, with an invoice. Final.
+    Fulfilled,
+    /// Not paid. Final.
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub const ALL: [OrderStatus; 4] = [
+        OrderStatus::PendingPayment,
+        OrderStatus::AwaitingPayment,
+        OrderStatus::Fulfilled,
+        OrderStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::PendingPayment => "pending_payment",
+            OrderStatus::AwaitingPayment => "awaiting_payment",
+            OrderStatus::Fulfilled => "fulfilled",
+            OrderStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OrderStatus> {
+        OrderStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, OrderStatus::Fulfilled | OrderStatus::Cancelled)
+    }
+}
+
+/// An order as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Order {
+    pub id: OrderId,
+    pub amount: i64,
+    pub currency: String,
+    pub description: Option<String>,
+    pub status: OrderStatus,
+    pub payment_method: Option<String>,
+    pub payment_url: Option<String>,
+    pub cancel_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An invoice as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Invoice {
+    pub number: String,
+    pub order_id: OrderId,
+    pub amount: i64,
+    pub currency: String,
+    pub issued_at: DateTime<Utc>,
+}
+
+/// `INV-000001`: the invoice number as people read it.
+pub fn invoice_number(n: i64) -> String {
+    format!("INV-{n:06}")
+}
+
+/// A validated request to create an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    pub amount: Amount,
+    pub currency: Currency,
+    pub description: Option<String>,
+}
+
+/// A field that failed validation, and why (the message names the field).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: &'static str, message: impl Into<String>) -> Self {
+        FieldError {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl NewOrder {
+    /// Validates the JSON object of `POST /orders`. Unknown fields are ignored.
+    pub fn parse(body: &serde_json::Map<String, Value>) -> Result<NewOrder, FieldError> {
+        let amount = match body.get("amount") {
+            None | Some(Value::Null) => {
+                return Err(FieldError::new("amount", "amount is required"));
+            }
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(a) if (1..=MAX_AMOUNT).contains(&a) => {
+                    Amount::new(a).map_err(|e| FieldError::new("amount", e.to_string()))?
+                }
+                _ => {
+                    return Err(FieldError::new(
+                        "amount",
+                        format!(
+                            "amount must be an integer number of minor units from 1 to {MAX_AMOUNT}, got {n}"
+                        ),
+                    ));
+                }
+            },
+            Some(other) => {
+                return Err(FieldError::new(
+                    "amount",
+                    format!("amount must be an integer, got {}", kind(other)),
+                ));
+            }
+        };
+        let currency = match body.get("currency") {
+            None | Some(Value::Null) => {
+                return Err(FieldError::new("currency", "currency is required"));
+            }
+            Some(Value::String(s)) => Currency::parse_lenient(s).map_err(|_| {
+                FieldError::new(
+                    "currency",
+                    format!(
+                        "currency must be a three-letter ISO 4217 code such as \"EUR\", got {s:?}"
+                    ),
+                )
+            })?,
+            Some(other) => {
+                return Err(FieldError::new(
+                    "currency",
+                    format!("currency must be a string, got {}", kind(other)),
+                ));
+            }
+        };
+        let description = match body.get("description") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.chars().count() <= MAX_DESCRIPTION_CHARS => Some(s.clone()),
+            Some(Value::String(_)) => {
+                return Err(FieldError::new(
+                    "description",
+                    format!("description must be at most {MAX_DESCRIPTION_CHARS} characters"),
+                ));
+            }
+            Some(other) => {
+                return Err(FieldError::new(
+                    "description",
+                    format!("description must be a string, got {}", kind(other)),
+                ));
+            }
+        };
+        Ok(NewOrder {
+            amount,
+            currency,
+            description,
+        })
+    }
+}
+
+/// The cancel reason as stored and shown.
+pub fn cancel_reason_text(reason: Option<CancelReason>) -> Option<&'static str> {
+    reason.map(CancelReason::as_str)
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<NewOrder, FieldError> {
+        NewOrder::parse(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn a_valid_order_is_parsed_and_currency_upper_cased() {
+        let o =
+            parse(json!({"amount": 1999, "currency": "eur", "description": "2 × coffee", "x": 1}))
+                .unwrap();
+        assert_eq!(o.amount.minor(), 1999);
+        assert_eq!(o.currency.as_str(), "EUR");
+        assert_eq!(o.description.as_deref(), Some("2 × coffee"));
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            (json!({"currency": "EUR"}), "amount"),
+            (json!({"amount": 0, "currency": "EUR"}), "amount"),
+            (json!({"amount": -1, "currency": "EUR"}), "amount"),
+            (json!({"amount": 100_000_001, "currency": "EUR"}), "amount"),
+            (json!({"amount": 19.99, "currency": "EUR"}), "amount"),
+            (json!({"amount": "1999", "currency": "EUR"}), "amount"),
+            (json!({"amount": 1999}), "currency"),
+            (json!({"amount": 1999, "currency": "EURO"}), "currency"),
+            (json!({"amount": 1999, "currency": 978}), "currency"),
+            (
+                json!({"amount": 1999, "currency": "EUR", "description": 5}),
+                "description",
+            ),
+            (
+                json!({"amount": 1999, "currency": "EUR", "description": "x".repeat(501)}),
+                "description",
+            ),
+        ];
+        for (body, field) in cases {
+            let err = parse(body.clone()).unwrap_err();
+            assert_eq!(err.field, field, "{body}");
+            assert!(err.message.contains(field), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn limits_are_inclusive() {
+        assert!(parse(json!({"amount": MAX_AMOUNT, "currency": "EUR"})).is_ok());
+        assert!(
+            parse(json!({"amount": 1, "currency": "EUR", "description": "é".repeat(500)})).is_ok()
+        );
+    }
+
+    #[test]
+    fn invoice_numbers_are_padded() {
+        assert_eq!(invoice_number(1), "INV-000001");
+        assert_eq!(invoice_number(1234567), "INV-1234567");
+    }
+}

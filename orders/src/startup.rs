@@ -1,0 +1,137 @@
+//! Building and running the service: the store, the link to Payments and the HTTP
+//! server, wired the same way for `main` and for tests (which bind port 0).
+
+use std::net::TcpListener;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::ErrorHandlers;
+use actix_web::{App, HttpServer, web};
+use tracing_actix_web::TracingLogger;
+
+use crate::config::{Config, DEFAULT_PAYMENTS_TOKEN};
+use crate::error::json_errors;
+use crate::payments_link::{LinkConfig, LinkGuard, PaymentsLink};
+use crate::routes;
+use crate::store::{Store, StoreError};
+
+/// What the request handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    pub store: Store,
+    pub link: PaymentsLink,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("could not open the database")]
+    Store(#[from] StoreError),
+    #[error("could not listen on {addr}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not start")]
+    Io(#[from] std::io::Error),
+}
+
+/// The service, built and listening, not yet running.
+pub struct Application {
+    port: u16,
+    server: Server,
+    link: PaymentsLink,
+    link_guard: LinkGuard,
+    store: Store,
+}
+
+/// A `Send` handle to stop a running [`Application`].
+#[derive(Clone)]
+pub struct AppHandle {
+    server: ServerHandle,
+}
+
+impl AppHandle {
+    /// Stops the HTTP server (gracefully: in-flight requests finish) and, with it, the link.
+    pub async fn stop(&self, graceful: bool) {
+        self.server.stop(graceful).await;
+    }
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Application, StartupError> {
+        if config.payments_token == DEFAULT_PAYMENTS_TOKEN {
+            tracing::warn!(
+                "PAYMENTS_TOKEN is not set: using the development token {DEFAULT_PAYMENTS_TOKEN:?}"
+            );
+        }
+        let store = Store::connect(&config.database_url).await?;
+        let listener =
+            TcpListener::bind(&config.orders_addr).map_err(|source| StartupError::Bind {
+                addr: config.orders_addr.clone(),
+                source,
+            })?;
+        let port = listener.local_addr()?.port();
+        let (link, link_guard) = PaymentsLink::start(
+            LinkConfig {
+                url: config.payments_ws_url.clone(),
+                token: config.payments_token.clone(),
+                heartbeat_interval: config.heartbeat_interval,
+                peer_timeout: config.peer_timeout,
+                resend_after: config.resend_after,
+                reconnect_base: config.reconnect_base,
+                reconnect_cap: config.reconnect_cap,
+            },
+            store.clone(),
+        )?;
+        let state = web::Data::new(AppState {
+            store: store.clone(),
+            link: link.clone(),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(ErrorHandlers::new().default_handler(json_errors))
+                .wrap(TracingLogger::default())
+                .app_data(state.clone())
+                .configure(routes::configure)
+        })
+        .listen(listener)?
+        .run();
+        tracing::info!(port, payments = %config.payments_ws_url, "orders is listening");
+        Ok(Application {
+            port,
+            server,
+            link,
+            link_guard,
+            store,
+        })
+    }
+
+    /// The port the HTTP API listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn handle(&self) -> AppHandle {
+        AppHandle {
+            server: self.server.handle(),
+        }
+    }
+
+    /// The link to Payments (for readiness checks in tests).
+    pub fn link(&self) -> PaymentsLink {
+        self.link.clone()
+    }
+
+    pub fn store(&self) -> Store {
+        self.store.clone()
+    }
+
+    /// Serves until stopped (SIGTERM/SIGINT, or [`AppHandle::stop`]), then closes the link.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        let guard = self.link_guard;
+        // Joining the link's thread blocks: do it off the async thread.
+        let _ = tokio::task::spawn_blocking(move || guard.stop()).await;
+        result
+    }
+}

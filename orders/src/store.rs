@@ -1,0 +1,482 @@
+//! All the SQL of the Orders service, in one place.
+//!
+//! Every state change is one conditional `UPDATE … WHERE status IN (…)`: the database,
+//! not Rust, decides whether a transition still applies, so concurrent or repeated
+//! messages cannot apply one twice. Zero rows affected is a normal answer. A fulfilled
+//! order gets its invoice in the same transaction as the status change.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use shared_protocol::{CancelReason, OrderId, PaymentId, PaymentOutcome};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::domain::{Invoice, NewOrder, Order, OrderStatus, invoice_number};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid DATABASE_URL: {0}")]
+    BadUrl(#[source] sqlx::Error),
+    #[error("could not create the database {name:?}")]
+    CreateDatabase {
+        name: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("could not run the migrations")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("row holds a value the code does not know: {0}")]
+    Corrupt(String),
+}
+
+/// The order store: a connection pool on this service's database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+/// The answer to an insert with an optional idempotency key.
+#[derive(Debug)]
+pub enum Inserted {
+    /// A new order.
+    Created(Order),
+    /// The key was used before with the same request: the first order.
+    Replayed(Order),
+    /// The key was used before with another request.
+    KeyReused,
+}
+
+/// The answer to a cancel request from the API.
+#[derive(Debug)]
+pub enum CancelRequest {
+    /// Recorded; the link will ask Payments.
+    Requested(Order),
+    /// The order is already fulfilled or cancelled.
+    Final(Order),
+    NotFound,
+}
+
+/// What the link should do after Payments offered methods.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MethodChoice {
+    /// Select this method (the first offered, or the one chosen earlier).
+    Select(String),
+    /// The order has moved on (page known, or final): nothing to do.
+    NotPending(OrderStatus),
+    UnknownOrder,
+}
+
+/// What applying a `payment_state` event did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The order moved to its final state (with an invoice when fulfilled).
+    Transitioned {
+        status: OrderStatus,
+        invoice: Option<String>,
+    },
+    /// The order was already final: nothing changed.
+    AlreadyFinal(OrderStatus),
+    UnknownOrder,
+}
+
+/// An open order the link must (re-)send a request for.
+#[derive(Debug, Clone)]
+pub struct OpenOrder {
+    pub id: OrderId,
+    pub amount: i64,
+    pub currency: String,
+    pub status: OrderStatus,
+    pub cancel_requested: bool,
+}
+
+/// One page of `GET /orders`.
+#[derive(Debug)]
+pub struct OrderPage {
+    pub orders: Vec<Order>,
+    /// The cursor of the next page, when there is one.
+    pub next: Option<OrderId>,
+}
+
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    id: Uuid,
+    amount: i64,
+    currency: String,
+    description: Option<String>,
+    status: String,
+    payment_method: Option<String>,
+    payment_url: Option<String>,
+    cancel_reason: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+const ORDER_COLUMNS: &str = "id, amount, currency, description, status, payment_method, \
+     payment_url, cancel_reason, created_at, updated_at";
+
+impl TryFrom<OrderRow> for Order {
+    type Error = StoreError;
+    fn try_from(r: OrderRow) -> Result<Order, StoreError> {
+        Ok(Order {
+            id: OrderId(r.id),
+            amount: r.amount,
+            currency: r.currency,
+            description: r.description,
+            status: parse_status(&r.status)?,
+            payment_method: r.payment_method,
+            payment_url: r.payment_url,
+            cancel_reason: r.cancel_reason,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+fn parse_status(s: &str) -> Result<OrderStatus, StoreError> {
+    OrderStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("order status {s:?}")))
+}
+
+impl Store {
+    /// Connects, creating the database if it does not exist, and runs the migrations.
+    pub async fn connect(database_url: &str) -> Result<Store, StoreError> {
+        let options = PgConnectOptions::from_str(database_url).map_err(StoreError::BadUrl)?;
+        create_database_if_missing(&options).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("../migrations/orders").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Whether the database answers (for `/readyz`).
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Inserts a new order in `pending_payment`, honouring an idempotency key.
+    pub async fn insert_order(
+        &self,
+        new: &NewOrder,
+        idempotency_key: Option<&str>,
+    ) -> Result<Inserted, StoreError> {
+        let inserted: Option<OrderRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "INSERT INTO orders (id, amount, currency, description, idempotency_key) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (idempotency_key) DO NOTHING \
+             RETURNING {ORDER_COLUMNS}"
+        )))
+        .bind(Uuid::new_v4())
+        .bind(new.amount.minor())
+        .bind(new.currency.as_str())
+        .bind(new.description.as_deref())
+        .bind(idempotency_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = inserted {
+            return Ok(Inserted::Created(row.try_into()?));
+        }
+        // Only a key conflict skips the insert: the key is set.
+        let existing: OrderRow = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE idempotency_key = $1"
+        )))
+        .bind(idempotency_key)
+        .fetch_one(&self.pool)
+        .await?;
+        let same = existing.amount == new.amount.minor()
+            && existing.currency == new.currency.as_str()
+            && existing.description == new.description;
+        Ok(if same {
+            Inserted::Replayed(existing.try_into()?)
+        } else {
+            Inserted::KeyReused
+        })
+    }
+
+    pub async fn order(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
+        let row: Option<OrderRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"
+        )))
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Order::try_from).transpose()
+    }
+
+    /// Orders newest first, optionally of one status, after the cursor `after`.
+    /// Returns `None` when `after` names no order.
+    pub async fn list(
+        &self,
+        status: Option<OrderStatus>,
+        limit: u32,
+        after: Option<OrderId>,
+    ) -> Result<Option<OrderPage>, StoreError> {
+        let cursor: Option<(DateTime<Utc>, Uuid)> = match after {
+            None => None,
+            Some(id) => {
+                let found: Option<(DateTime<Utc>, Uuid)> =
+                    sqlx::query_as("SELECT created_at, id FROM orders WHERE id = $1")
+                        .bind(id.0)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                match found {
+                    None => return Ok(None),
+                    found => found,
+                }
+            }
+        };
+        let rows: Vec<OrderRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {ORDER_COLUMNS} FROM orders \
+             WHERE ($1::text IS NULL OR status = $1) \
+               AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3)) \
+             ORDER BY created_at DESC, id DESC \
+             LIMIT $4"
+        )))
+        .bind(status.map(OrderStatus::as_str))
+        .bind(cursor.map(|c| c.0))
+        .bind(cursor.map(|c| c.1))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut orders = rows
+            .into_iter()
+            .map(Order::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = if orders.len() > limit as usize {
+            orders.truncate(limit as usize);
+            orders.last().map(|o| o.id)
+        } else {
+            None
+        };
+        Ok(Some(OrderPage { orders, next }))
+    }
+
+    /// Records that the customer wants to cancel an open order.
+    pub async fn request_cancel(&self, id: OrderId) -> Result<CancelRequest, StoreError> {
+        let row: Option<OrderRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "UPDATE orders SET cancel_requested_at = coalesce(cancel_requested_at, clock_timestamp()) \
+             WHERE id = $1 AND status IN ('pending_payment', 'awaiting_payment') \
+             RETURNING {ORDER_COLUMNS}"
+        )))
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            return Ok(CancelRequest::Requested(row.try_into()?));
+        }
+        Ok(match self.order(id).await? {
+            Some(order) => CancelRequest::Final(order),
+            None => CancelRequest::NotFound,
+        })
+    }
+
+    pub async fn invoice(&self, order_id: OrderId) -> Result<Option<Invoice>, StoreError> {
+        let row: Option<(i64, Uuid, i64, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT number, order_id, amount, currency, issued_at FROM invoices WHERE order_id = $1",
+        )
+        .bind(order_id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(
+            row.map(|(number, order_id, amount, currency, issued_at)| Invoice {
+                number: invoice_number(number),
+                order_id: OrderId(order_id),
+                amount,
+                currency,
+                issued_at,
+            }),
+        )
+    }
+
+    /// Payments offered `methods` (non-empty) for an order: pick the first, once.
+    pub async fn choose_method(
+        &self,
+        id: OrderId,
+        methods: &[String],
+    ) -> Result<MethodChoice, StoreError> {
+        let Some(first) = methods.first() else {
+            return Ok(MethodChoice::NotPending(OrderStatus::PendingPayment));
+        };
+        // Keep a method chosen earlier if it is still offered, so a repeated offer
+        // never makes us ask for a second one (Payments would answer `conflict`).
+        let chosen: Option<(Option<String>,)> = sqlx::query_as(
+            "UPDATE orders SET payment_method = CASE \
+                 WHEN payment_method IS NOT NULL AND payment_method = ANY($3) THEN payment_method \
+                 ELSE $2 END, \
+               updated_at = clock_timestamp() \
+             WHERE id = $1 AND status = 'pending_payment' \
+             RETURNING payment_method",
+        )
+        .bind(id.0)
+        .bind(first)
+        .bind(methods)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some((Some(method),)) = chosen {
+            return Ok(MethodChoice::Select(method));
+        }
+        Ok(match self.status(id).await? {
+            Some(status) => MethodChoice::NotPending(status),
+            None => MethodChoice::UnknownOrder,
+        })
+    }
+
+    /// Payments sent the page: the order now awaits the customer's payment.
+    /// Returns the order's status afterwards (`None` for an unknown order).
+    pub async fn record_page(
+        &self,
+        id: OrderId,
+        payment_id: PaymentId,
+        url: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Option<OrderStatus>, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE orders SET status = 'awaiting_payment', payment_id = $2, payment_url = $3, \
+                 payment_expires_at = $4, updated_at = clock_timestamp() \
+             WHERE id = $1 AND status IN ('pending_payment', 'awaiting_payment') \
+               AND payment_url IS DISTINCT FROM $3",
+        )
+        .bind(id.0)
+        .bind(payment_id.0)
+        .bind(url)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 1 {
+            return Ok(Some(OrderStatus::AwaitingPayment));
+        }
+        self.status(id).await
+    }
+
+    /// Applies a final outcome from Payments: one transaction, one invoice at most.
+    pub async fn apply_outcome(
+        &self,
+        id: OrderId,
+        payment_id: PaymentId,
+        outcome: PaymentOutcome,
+        reason: Option<CancelReason>,
+    ) -> Result<Applied, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let (status, reason) = match outcome {
+            PaymentOutcome::Fulfill => (OrderStatus::Fulfilled, None),
+            PaymentOutcome::Cancel => (OrderStatus::Cancelled, reason.map(CancelReason::as_str)),
+        };
+        let moved: Option<(i64, String)> = sqlx::query_as(
+            "UPDATE orders SET status = $2, cancel_reason = $3, \
+                 payment_id = coalesce(payment_id, $4), updated_at = clock_timestamp() \
+             WHERE id = $1 AND status IN ('pending_payment', 'awaiting_payment') \
+             RETURNING amount, currency",
+        )
+        .bind(id.0)
+        .bind(status.as_str())
+        .bind(reason)
+        .bind(payment_id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((amount, currency)) = moved else {
+            drop(tx);
+            return Ok(match self.status(id).await? {
+                Some(status) => Applied::AlreadyFinal(status),
+                None => Applied::UnknownOrder,
+            });
+        };
+        let invoice = if status == OrderStatus::Fulfilled {
+            let (number,): (i64,) = sqlx::query_as(
+                "INSERT INTO invoices (order_id, amount, currency) VALUES ($1, $2, $3) RETURNING number",
+            )
+            .bind(id.0)
+            .bind(amount)
+            .bind(&currency)
+            .fetch_one(&mut *tx)
+            .await?;
+            Some(invoice_number(number))
+        } else {
+            None
+        };
+        tx.commit().await?;
+        Ok(Applied::Transitioned { status, invoice })
+    }
+
+    /// Open orders that wait for an answer from Payments: still `pending_payment`, or
+    /// with a cancel requested and unconfirmed. With `stale_after`, only those that have
+    /// waited that long, plus `awaiting_payment` orders that long past the page's
+    /// expiry (Payments must have decided; asking again fetches a lost outcome).
+    pub async fn open_orders(
+        &self,
+        stale_after: Option<Duration>,
+    ) -> Result<Vec<OpenOrder>, StoreError> {
+        let stale_secs = stale_after.map(|d| d.as_secs_f64());
+        let rows: Vec<(Uuid, i64, String, String, bool)> = sqlx::query_as(
+            "SELECT id, amount, currency, status, cancel_requested_at IS NOT NULL \
+             FROM orders \
+             WHERE status IN ('pending_payment', 'awaiting_payment') AND ( \
+                 (status = 'pending_payment' AND ($1::float8 IS NULL \
+                     OR updated_at < clock_timestamp() - make_interval(secs => $1))) \
+                 OR (cancel_requested_at IS NOT NULL AND ($1::float8 IS NULL \
+                     OR cancel_requested_at < clock_timestamp() - make_interval(secs => $1))) \
+                 OR ($1::float8 IS NOT NULL \
+                     AND payment_expires_at < clock_timestamp() - make_interval(secs => $1))) \
+             ORDER BY created_at",
+        )
+        .bind(stale_secs)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, amount, currency, status, cancel_requested)| {
+                Ok(OpenOrder {
+                    id: OrderId(id),
+                    amount,
+                    currency,
+                    status: parse_status(&status)?,
+                    cancel_requested,
+                })
+            })
+            .collect()
+    }
+
+    async fn status(&self, id: OrderId) -> Result<Option<OrderStatus>, StoreError> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT status FROM orders WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|(s,)| parse_status(&s)).transpose()
+    }
+}
+
+/// Creates the database named in `options` when the server does not have it yet.
+async fn create_database_if_missing(options: &PgConnectOptions) -> Result<(), StoreError> {
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut conn = PgConnection::connect_with(&options.clone().database("postgres")).await?;
+    let (exists,): (bool,) =
+        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        let quoted = name.replace('"', "\"\"");
+        // The name is quoted as an identifier above; CREATE DATABASE takes no parameters.
+        match sqlx::query(AssertSqlSafe(format!(r#"CREATE DATABASE "{quoted}""#)))
+            .execute(&mut conn)
+            .await
+        {
+            Ok(_) => tracing::info!(database = %name, "created the database"),
+            // Another instance created it between our check and our CREATE.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(source) => return Err(StoreError::CreateDatabase { name, source }),
+        }
+    }
+    let _ = conn.close().await;
+    Ok(())
+}

@@ -1,0 +1,400 @@
+//! The HTTP API of HTTP-API.md, request by request: shapes, statuses, every error of
+//! its table, idempotency and pagination. Payments is unreachable here on purpose:
+//! the API must answer without it.
+
+mod helpers;
+
+use helpers::TestApp;
+use serde_json::{Value, json};
+
+/// A WebSocket URL where nothing listens: the link keeps retrying in the background.
+const NOWHERE: &str = "ws://127.0.0.1:9/ws";
+
+async fn error_of(response: reqwest::Response) -> (u16, String, String) {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body: Value = response.json().await.expect("error bodies are JSON");
+    assert_eq!(content_type.as_deref(), Some("application/json"), "{body}");
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .expect("error.code")
+            .to_owned(),
+        body["error"]["message"]
+            .as_str()
+            .expect("error.message")
+            .to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn creating_an_order_returns_it_with_its_location() {
+    let app = TestApp::spawn(NOWHERE).await;
+    let response = app
+        .post_order(&json!({"amount": 1999, "currency": "eur", "description": "2 × coffee"}))
+        .await;
+    assert_eq!(response.status(), 201);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let order: Value = response.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/orders/{}", order["id"].as_str().unwrap())
+    );
+    assert_eq!(order["amount"], 1999);
+    assert_eq!(order["currency"], "EUR", "currency is stored upper case");
+    assert_eq!(order["description"], "2 × coffee");
+    assert_eq!(order["status"], "pending_payment");
+    assert_eq!(order["payment_method"], Value::Null);
+    assert_eq!(order["payment_url"], Value::Null);
+    assert_eq!(order["cancel_reason"], Value::Null);
+    assert!(order["created_at"].as_str().unwrap().ends_with('Z'));
+    assert!(order["updated_at"].is_string());
+
+    let fetched = app.get(&location).await;
+    assert_eq!(fetched.status(), 200);
+    let fetched: Value = fetched.json().await.unwrap();
+    assert_eq!(fetched, order);
+}
+
+#[tokio::test]
+async fn every_bad_request_gets_its_status_and_code_and_writes_nothing() {
+    let app = TestApp::spawn(NOWHERE).await;
+    let post = |body: Vec<u8>, content_type: Option<&'static str>| {
+        let mut request = app.client.post(app.url("/orders")).body(body);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        request.send()
+    };
+    let json_ct = Some("application/json");
+    /// body, Content-Type, expected status, expected code, a word the message must hold
+    type Case = (
+        Vec<u8>,
+        Option<&'static str>,
+        u16,
+        &'static str,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            b"{not json".to_vec(),
+            json_ct,
+            400,
+            "malformed_json",
+            "JSON",
+        ),
+        (b"".to_vec(), json_ct, 400, "malformed_json", "JSON"),
+        (b"[1, 2]".to_vec(), json_ct, 400, "malformed_json", "object"),
+        (b"\"x\"".to_vec(), json_ct, 400, "malformed_json", "object"),
+        (
+            br#"{"amount": 1, "currency": "EUR"}"#.to_vec(),
+            None,
+            415,
+            "unsupported_media_type",
+            "application/json",
+        ),
+        (
+            br#"{"amount": 1, "currency": "EUR"}"#.to_vec(),
+            Some("text/plain"),
+            415,
+            "unsupported_media_type",
+            "application/json",
+        ),
+        (
+            vec![b' '; 16 * 1024 + 1],
+            json_ct,
+            413,
+            "payload_too_large",
+            "16384",
+        ),
+        (
+            br#"{"currency": "EUR"}"#.to_vec(),
+            json_ct,
+            422,
+            "validation_failed",
+            "amount",
+        ),
+        (
+            br#"{"amount": "12", "currency": "EUR"}"#.to_vec(),
+            json_ct,
+            422,
+            "validation_failed",
+            "amount",
+        ),
+        (
+            br#"{"amount": 0, "currency": "EUR"}"#.to_vec(),
+            json_ct,
+            422,
+            "validation_failed",
+            "amount",
+        ),
+        (
+            br#"{"amount": 100000001, "currency": "EUR"}"#.to_vec(),
+            json_ct,
+            422,
+            "validation_failed",
+            "amount",
+        ),
+        (
+            br#"{"amount": 12.5, "currency": "EUR"}"#.to_vec(),
+            json_ct,
+            422,
+            "validation_failed",
+            "amount",
+        ),
+        (
+            br#"{"amount": 1}"#.to_vec(),
+            json_ct,
+            422,
+            "validation_failed",
+            "currency",
+        ),
+        (
+            br#"{"amount": 1, "currency": "EU"}"#.to_vec(),
+            json_ct,
+            422,
+            "validation_failed",
+            "currency",
+        ),
+        (
+            br#"{"amount": 1, "currency": "EUR", "description": 7}"#.to_vec(),
+            json_ct,
+            422,
+            "validation_failed",
+            "description",
+        ),
+        (
+            format!(
+                r#"{{"amount": 1, "currency": "EUR", "description": "{}"}}"#,
+                "d".repeat(501)
+            )
+            .into_bytes(),
+            json_ct,
+            422,
+            "validation_failed",
+            "description",
+        ),
+    ];
+    for (body, content_type, status, code, mentions) in cases {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
+        let (got_status, got_code, message) =
+            error_of(post(body, content_type).await.unwrap()).await;
+        assert_eq!(
+            (got_status, got_code.as_str()),
+            (status, code),
+            "{shown} ({content_type:?}): {message}"
+        );
+        assert!(
+            message.contains(mentions),
+            "{shown}: message {message:?} should mention {mentions:?}"
+        );
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM orders").await,
+        0,
+        "a rejected request wrote a row"
+    );
+}
+
+#[tokio::test]
+async fn unknown_ids_routes_and_methods_are_json_errors() {
+    let app = TestApp::spawn(NOWHERE).await;
+    let unknown = uuid::Uuid::new_v4();
+    for path in [
+        format!("/orders/{unknown}"),
+        "/orders/not-a-uuid".to_owned(),
+        format!("/orders/{unknown}/invoice"),
+        "/nope".to_owned(),
+    ] {
+        let (status, code, _) = error_of(app.get(&path).await).await;
+        assert_eq!((status, code.as_str()), (404, "not_found"), "GET {path}");
+    }
+    let (status, code, _) = error_of(app.post(&format!("/orders/{unknown}/cancel")).await).await;
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+    let (status, code, _) = error_of(app.post("/orders/not-a-uuid/cancel").await).await;
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+
+    let response = app.client.delete(app.url("/orders")).send().await.unwrap();
+    let (status, code, _) = error_of(response).await;
+    assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
+    let response = app
+        .client
+        .put(app.url(&format!("/orders/{unknown}")))
+        .send()
+        .await
+        .unwrap();
+    let (status, code, _) = error_of(response).await;
+    assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
+    let (status, code, _) = error_of(app.get(&format!("/orders/{unknown}/cancel")).await).await;
+    assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_first_order_and_refuses_another_body() {
+    let app = TestApp::spawn(NOWHERE).await;
+    let send = |key: String, body: Value| {
+        app.client
+            .post(app.url("/orders"))
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+    };
+    let body = json!({"amount": 500, "currency": "USD", "description": "tea"});
+    let first = send("key-1".into(), body.clone()).await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+
+    let again = send("key-1".into(), body.clone()).await.unwrap();
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+
+    let (status, code, _) = error_of(
+        send(
+            "key-1".into(),
+            json!({"amount": 501, "currency": "USD", "description": "tea"}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (409, "conflict"));
+
+    let (status, code, message) =
+        error_of(send("k".repeat(256), body.clone()).await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (422, "validation_failed"));
+    assert!(message.contains("Idempotency-Key"));
+    assert_eq!(
+        send("k".repeat(255), body.clone()).await.unwrap().status(),
+        201
+    );
+
+    // Another key is another order.
+    assert_eq!(send("key-2".into(), body).await.unwrap().status(), 201);
+    assert_eq!(app.count("SELECT count(*) FROM orders").await, 3);
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_idempotency_key_create_one_order() {
+    let app = TestApp::spawn(NOWHERE).await;
+    let body = json!({"amount": 700, "currency": "EUR"});
+    let requests = (0..8).map(|_| {
+        app.client
+            .post(app.url("/orders"))
+            .header("idempotency-key", "same")
+            .json(&body)
+            .send()
+    });
+    let responses = futures_util::future::join_all(requests).await;
+    let mut ids = std::collections::HashSet::new();
+    let mut created = 0;
+    for response in responses {
+        let response = response.unwrap();
+        if response.status() == 201 {
+            created += 1;
+        } else {
+            assert_eq!(response.status(), 200);
+        }
+        let order: Value = response.json().await.unwrap();
+        ids.insert(order["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(created, 1);
+    assert_eq!(ids.len(), 1);
+}
+
+#[tokio::test]
+async fn orders_are_listed_newest_first_in_pages() {
+    let app = TestApp::spawn(NOWHERE).await;
+    let mut created = Vec::new();
+    for amount in 1..=5 {
+        created.push(app.create_order(amount, "EUR").await.id().to_string());
+    }
+    created.reverse();
+
+    let mut seen = Vec::new();
+    let mut path = "/orders?limit=2".to_owned();
+    loop {
+        let page: Value = app.get(&path).await.json().await.unwrap();
+        let orders = page["orders"].as_array().unwrap();
+        assert!(orders.len() <= 2);
+        seen.extend(orders.iter().map(|o| o["id"].as_str().unwrap().to_owned()));
+        match page["next"].as_str() {
+            Some(next) => path = format!("/orders?limit=2&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, created);
+
+    let page: Value = app.get("/orders").await.json().await.unwrap();
+    assert_eq!(page["orders"].as_array().unwrap().len(), 5);
+    assert_eq!(page["next"], Value::Null);
+    let page: Value = app
+        .get("/orders?status=fulfilled")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["orders"].as_array().unwrap().len(), 0);
+    let page: Value = app
+        .get("/orders?status=pending_payment&limit=100")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["orders"].as_array().unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn bad_list_parameters_are_validation_errors() {
+    let app = TestApp::spawn(NOWHERE).await;
+    for (query, mentions) in [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("limit=ten", "limit"),
+        ("status=paid", "status"),
+        ("after=xyz", "after"),
+        (&*format!("after={}", uuid::Uuid::new_v4()), "after"),
+    ] {
+        let (status, code, message) = error_of(app.get(&format!("/orders?{query}")).await).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (422, "validation_failed"),
+            "{query}"
+        );
+        assert!(message.contains(mentions), "{query}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn an_invoice_is_not_found_before_the_order_is_fulfilled() {
+    let app = TestApp::spawn(NOWHERE).await;
+    let order = app.create_order(100, "EUR").await;
+    let (status, code, message) =
+        error_of(app.get(&format!("/orders/{}/invoice", order.id())).await).await;
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+    assert!(message.contains("pending_payment"), "{message}");
+}
+
+#[tokio::test]
+async fn health_is_up_and_readiness_needs_the_payments_link() {
+    let app = TestApp::spawn(NOWHERE).await;
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    let response = app.get("/readyz").await;
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["database"], "up");
+    assert_eq!(body["payments_link"], "disconnected");
+}
+
+#[tokio::test]
+async fn the_service_creates_its_database_when_missing() {
+    // TestApp::spawn uses a database name that does not exist yet.
+    let app = TestApp::spawn(NOWHERE).await;
+    let order = app.create_order(100, "EUR").await;
+    assert_eq!(app.count("SELECT count(*) FROM orders").await, 1);
+    assert_eq!(order.status(), "pending_payment");
+}
