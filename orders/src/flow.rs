@@ -8,7 +8,8 @@ use shared_protocol::{Amount, ClientMessage, Currency, ErrorCode, OrderId, Serve
 use tracing::Instrument;
 
 use crate::domain::OrderStatus;
-use crate::store::{Applied, MethodChoice, OpenOrder, Store, StoreError};
+use crate::metrics::Metrics;
+use crate::store::{Applied, MethodChoice, OpenOrder, PageRecorded, Store, StoreError};
 
 /// What the link must do after handling one message.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -33,7 +34,11 @@ impl Reaction {
 ///
 /// A store error is returned to the caller: the event it concerned was not applied and
 /// must not be acked, and the link reconnects so Payments delivers it again.
-pub async fn handle(store: &Store, message: ServerMessage) -> Result<Reaction, StoreError> {
+pub async fn handle(
+    store: &Store,
+    metrics: &Metrics,
+    message: ServerMessage,
+) -> Result<Reaction, StoreError> {
     match message {
         ServerMessage::PaymentMethods { order_id, methods } => {
             let span = tracing::info_span!("payment_methods", %order_id);
@@ -74,16 +79,19 @@ pub async fn handle(store: &Store, message: ServerMessage) -> Result<Reaction, S
                     .record_page(order_id, payment_id, &url, expires_at)
                     .await?
                 {
-                    Some(OrderStatus::AwaitingPayment) => {
+                    PageRecorded::Recorded => {
+                        metrics.transition(OrderStatus::AwaitingPayment.as_str());
                         tracing::info!(%url, %expires_at, "payment page ready; awaiting payment");
                     }
-                    Some(status) => {
+                    PageRecorded::Unchanged(status) => {
                         tracing::debug!(
                             status = status.as_str(),
-                            "page for a final order: ignored"
+                            "page already known, or order final: nothing to do"
                         );
                     }
-                    None => tracing::warn!("Payments sent a page for an order we do not have"),
+                    PageRecorded::UnknownOrder => {
+                        tracing::warn!("Payments sent a page for an order we do not have")
+                    }
                 }
                 Ok(Reaction::none())
             }
@@ -102,6 +110,7 @@ pub async fn handle(store: &Store, message: ServerMessage) -> Result<Reaction, S
                 let ack = ClientMessage::Ack { event_id };
                 match store.apply_outcome(order_id, payment_id, state, reason).await? {
                     Applied::Transitioned { status, invoice } => {
+                        metrics.transition(status.as_str());
                         tracing::info!(status = status.as_str(), invoice, reason = reason.map(|r| r.as_str()), "order is final");
                         Ok(Reaction::reply(ack))
                     }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod flow;
+pub mod metrics;
 pub mod payments_link;
 pub mod routes;
 pub mod startup;

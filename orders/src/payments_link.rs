@@ -9,6 +9,7 @@
 //! queued in memory matters: the database is the to-do list.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_http::ws::Item;
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep, sleep_until};
 
 use crate::flow;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// How many requests may wait for the link; beyond that they are dropped, because
@@ -68,7 +70,11 @@ pub struct LinkGuard {
 
 impl PaymentsLink {
     /// Starts the link on its own thread.
-    pub fn start(config: LinkConfig, store: Store) -> std::io::Result<(PaymentsLink, LinkGuard)> {
+    pub fn start(
+        config: LinkConfig,
+        store: Store,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(PaymentsLink, LinkGuard)> {
         let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
         let (state_tx, state_rx) = watch::channel(LinkState::Connecting);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -76,7 +82,14 @@ impl PaymentsLink {
             .name("payments-link".into())
             .spawn(move || {
                 let system = actix_rt::System::new();
-                system.block_on(run(config, store, outbox_rx, state_tx, shutdown_rx));
+                system.block_on(run(
+                    config,
+                    store,
+                    metrics,
+                    outbox_rx,
+                    state_tx,
+                    shutdown_rx,
+                ));
             })?;
         Ok((
             PaymentsLink {
@@ -132,6 +145,7 @@ enum End {
 async fn run(
     config: LinkConfig,
     store: Store,
+    metrics: Arc<Metrics>,
     mut outbox: mpsc::Receiver<ClientMessage>,
     state: watch::Sender<LinkState>,
     mut shutdown: watch::Receiver<bool>,
@@ -152,11 +166,13 @@ async fn run(
             Ok(framed) => {
                 failures = 0;
                 let _ = state.send(LinkState::Connected);
+                metrics.link_up();
                 tracing::info!(url = %config.url, "connected to Payments");
-                let end = Connection::new(&config, &store)
+                let end = Connection::new(&config, &store, &metrics)
                     .run(framed, &mut outbox, &mut shutdown)
                     .await;
                 let _ = state.send(LinkState::Connecting);
+                metrics.link_down();
                 match end {
                     End::Shutdown => break,
                     End::Lost(why) => {
@@ -252,15 +268,17 @@ async fn connect(config: &LinkConfig) -> Result<Framed, ConnectError> {
 struct Connection<'a> {
     config: &'a LinkConfig,
     store: &'a Store,
+    metrics: &'a Metrics,
     /// A fragmented message being reassembled.
     fragments: Option<Vec<u8>>,
 }
 
 impl<'a> Connection<'a> {
-    fn new(config: &'a LinkConfig, store: &'a Store) -> Self {
+    fn new(config: &'a LinkConfig, store: &'a Store, metrics: &'a Metrics) -> Self {
         Connection {
             config,
             store,
+            metrics,
             fragments: None,
         }
     }
@@ -283,7 +301,7 @@ impl<'a> Connection<'a> {
                     "resuming open orders"
                 );
                 for message in requests {
-                    if let Err(why) = send(&mut sink, &message).await {
+                    if let Err(why) = send(&mut sink, self.metrics, &message).await {
                         return End::Lost(why);
                     }
                 }
@@ -334,10 +352,10 @@ impl<'a> Connection<'a> {
                             return End::Lost("Payments sent a message over 64 KiB".into());
                         }
                         Incoming::Message(message) => {
-                            match flow::handle(self.store, message).await {
+                            match flow::handle(self.store, self.metrics, message).await {
                                 Ok(reaction) => {
                                     for reply in reaction.replies {
-                                        if let Err(why) = send(&mut sink, &reply).await {
+                                        if let Err(why) = send(&mut sink, self.metrics, &reply).await {
                                             return End::Lost(why);
                                         }
                                     }
@@ -354,7 +372,7 @@ impl<'a> Connection<'a> {
                     }
                 }
                 Some(message) = outbox.recv() => {
-                    if let Err(why) = send(&mut sink, &message).await {
+                    if let Err(why) = send(&mut sink, self.metrics, &message).await {
                         return End::Lost(why);
                     }
                 }
@@ -373,7 +391,7 @@ impl<'a> Connection<'a> {
                             let requests = flow::requests_for(&stale);
                             tracing::info!(orders = stale.len(), "re-sending requests that got no answer");
                             for message in requests {
-                                if let Err(why) = send(&mut sink, &message).await {
+                                if let Err(why) = send(&mut sink, self.metrics, &message).await {
                                     return End::Lost(why);
                                 }
                             }
@@ -461,6 +479,7 @@ impl<'a> Connection<'a> {
         match shared_protocol::decode::<ServerMessage>(text) {
             Ok(message) => {
                 tracing::debug!(r#type = message.type_name(), order_id = ?message.order_id(), "received from Payments");
+                self.metrics.message("in", message.type_name());
                 Incoming::Message(message)
             }
             Err(DecodeError::TooLarge { .. }) => Incoming::TooLarge,
@@ -480,12 +499,13 @@ enum Incoming {
     Message(ServerMessage),
 }
 
-async fn send<S>(sink: &mut S, message: &ClientMessage) -> Result<(), String>
+async fn send<S>(sink: &mut S, metrics: &Metrics, message: &ClientMessage) -> Result<(), String>
 where
     S: futures_util::Sink<Message> + Unpin,
     S::Error: fmt::Display,
 {
     tracing::debug!(r#type = message.type_name(), order_id = ?message.order_id(), "sending to Payments");
+    metrics.message("out", message.type_name());
     sink.send(Message::Text(shared_protocol::encode(message).into()))
         .await
         .map_err(|e| format!("could not send {}: {e}", message.type_name()))

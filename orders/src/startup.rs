@@ -2,6 +2,7 @@
 //! server, wired the same way for `main` and for tests (which bind port 0).
 
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::ErrorHandlers;
@@ -10,6 +11,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::config::{Config, DEFAULT_PAYMENTS_TOKEN};
 use crate::error::json_errors;
+use crate::metrics::{self, Metrics};
 use crate::payments_link::{LinkConfig, LinkGuard, PaymentsLink};
 use crate::routes;
 use crate::store::{Store, StoreError};
@@ -19,6 +21,7 @@ use crate::store::{Store, StoreError};
 pub struct AppState {
     pub store: Store,
     pub link: PaymentsLink,
+    pub metrics: Arc<Metrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +74,7 @@ impl Application {
                 source,
             })?;
         let port = listener.local_addr()?.port();
+        let metrics = Metrics::new();
         let (link, link_guard) = PaymentsLink::start(
             LinkConfig {
                 url: config.payments_ws_url.clone(),
@@ -82,14 +86,17 @@ impl Application {
                 reconnect_cap: config.reconnect_cap,
             },
             store.clone(),
+            metrics.clone(),
         )?;
         let state = web::Data::new(AppState {
             store: store.clone(),
             link: link.clone(),
+            metrics,
         });
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(ErrorHandlers::new().default_handler(json_errors))
+                .wrap(actix_web::middleware::from_fn(metrics::record_http))
                 .wrap(TracingLogger::default())
                 .app_data(state.clone())
                 .configure(routes::configure)

@@ -84,6 +84,16 @@ pub enum Applied {
     UnknownOrder,
 }
 
+/// What recording a payment page did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PageRecorded {
+    /// The order now awaits payment at this page.
+    Recorded,
+    /// Nothing changed: the same page again, or the order is final.
+    Unchanged(OrderStatus),
+    UnknownOrder,
+}
+
 /// An open order the link must (re-)send a request for.
 #[derive(Debug, Clone)]
 pub struct OpenOrder {
@@ -332,14 +342,13 @@ impl Store {
     }
 
     /// Payments sent the page: the order now awaits the customer's payment.
-    /// Returns the order's status afterwards (`None` for an unknown order).
     pub async fn record_page(
         &self,
         id: OrderId,
         payment_id: PaymentId,
         url: &str,
         expires_at: DateTime<Utc>,
-    ) -> Result<Option<OrderStatus>, StoreError> {
+    ) -> Result<PageRecorded, StoreError> {
         let updated = sqlx::query(
             "UPDATE orders SET status = 'awaiting_payment', payment_id = $2, payment_url = $3, \
                  payment_expires_at = $4, updated_at = clock_timestamp() \
@@ -353,9 +362,12 @@ impl Store {
         .execute(&self.pool)
         .await?;
         if updated.rows_affected() == 1 {
-            return Ok(Some(OrderStatus::AwaitingPayment));
+            return Ok(PageRecorded::Recorded);
         }
-        self.status(id).await
+        Ok(match self.status(id).await? {
+            Some(status) => PageRecorded::Unchanged(status),
+            None => PageRecorded::UnknownOrder,
+        })
     }
 
     /// Applies a final outcome from Payments: one transaction, one invoice at most.

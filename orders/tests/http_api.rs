@@ -398,3 +398,34 @@ async fn the_service_creates_its_database_when_missing() {
     assert_eq!(app.count("SELECT count(*) FROM orders").await, 1);
     assert_eq!(order.status(), "pending_payment");
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_orders_by_transition() {
+    let app = TestApp::spawn(NOWHERE).await;
+    let order = app.create_order(100, "EUR").await;
+    app.order(order.id()).await;
+    assert_eq!(app.get("/orders/not-a-uuid").await.status(), 404);
+
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = response.text().await.unwrap();
+    for line in [
+        r#"orders_http_requests_total{method="POST",route="/orders",status="201"} 1"#,
+        r#"orders_http_requests_total{method="GET",route="/orders/{id}",status="200"} 1"#,
+        r#"orders_http_requests_total{method="GET",route="/orders/{id}",status="404"} 1"#,
+        r#"orders_order_transitions_total{to="pending_payment"} 1"#,
+        "orders_payments_link_connected 0",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    assert!(
+        text.contains("orders_http_request_duration_seconds_bucket{"),
+        "{text}"
+    );
+}

@@ -30,6 +30,9 @@ pub async fn create(
         Inserted::Created(order) => {
             tracing::info!(order_id = %order.id, amount = order.amount, currency = %order.currency, "order created");
             state
+                .metrics
+                .transition(OrderStatus::PendingPayment.as_str());
+            state
                 .link
                 .send(flow::initiate(order.id, new.amount, new.currency));
             Ok(HttpResponse::Created()
