@@ -15,7 +15,7 @@ pub const MAX_AMOUNT: i64 = 100_000_000;
 pub const MAX_DESCRIPTION_CHARS: usize = 500;
 
 /// Where an order stands. Stored as text with a CHECK constraint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Created; Payments has not sent the page yet.
@@ -55,24 +55,30 @@ impl OrderStatus {
 }
 
 /// An order as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Order {
+    #[schema(value_type = String, format = Uuid)]
     pub id: OrderId,
     pub amount: i64,
     pub currency: String,
     pub description: Option<String>,
     pub status: OrderStatus,
+    /// Null until a method is selected.
     pub payment_method: Option<String>,
+    /// Null until Payments sent the page.
     pub payment_url: Option<String>,
+    /// `customer`, `expired` or `orders_cancelled` once cancelled.
     pub cancel_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 /// An invoice as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Invoice {
+    /// `INV-000001`, unique and increasing.
     pub number: String,
+    #[schema(value_type = String, format = Uuid)]
     pub order_id: OrderId,
     pub amount: i64,
     pub currency: String,

@@ -9,6 +9,7 @@ pub mod domain;
 pub mod error;
 pub mod flow;
 pub mod metrics;
+pub mod openapi;
 pub mod payments_link;
 pub mod routes;
 pub mod startup;

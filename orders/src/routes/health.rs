@@ -3,14 +3,19 @@
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
+use crate::openapi::Readiness;
 use crate::startup::AppState;
 
 /// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "meta", responses((status = 200, description = "The process is up")))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// Ready when the database answers and the link to Payments is open.
+#[utoipa::path(get, path = "/readyz", tag = "meta", responses(
+    (status = 200, description = "Ready", body = Readiness),
+    (status = 503, description = "The database or the Payments link is down", body = Readiness)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database = state.store.ping().await;
     let payments = state.link.is_connected();
@@ -27,6 +32,8 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -2,8 +2,8 @@
 //! methods that do not exist.
 
 mod body;
-mod health;
-mod orders;
+pub(crate) mod health;
+pub(crate) mod orders;
 
 use actix_web::web;
 
@@ -47,6 +47,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/metrics")
             .route(web::get().to(health::metrics))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/openapi.json")
+            .route(web::get().to(crate::openapi::openapi_json))
             .default_service(web::to(method_not_allowed)),
     )
     .default_service(web::to(not_found));

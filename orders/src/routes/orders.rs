@@ -5,9 +5,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 use shared_protocol::{ClientMessage, OrderId};
 
+use crate::domain::{Invoice, Order};
 use crate::domain::{NewOrder, OrderStatus};
 use crate::error::ApiError;
 use crate::flow;
+use crate::openapi::{ErrorBody, NewOrderRequest, OrderList};
 use crate::routes::body;
 use crate::startup::AppState;
 use crate::store::{CancelRequest, Inserted};
@@ -18,6 +20,20 @@ pub const DEFAULT_PAGE_SIZE: u32 = 20;
 pub const MAX_PAGE_SIZE: u32 = 100;
 
 /// `POST /orders`: create an order; its payment starts in the background.
+#[utoipa::path(post, path = "/orders", tag = "orders",
+    request_body(content = NewOrderRequest, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, max_length = 255,
+        description = "The same key with the same body returns the first order (200); with another body, 409")),
+    responses(
+        (status = 201, description = "Created; the payment starts in the background", body = Order,
+            headers(("Location" = String, description = "/orders/{id}"))),
+        (status = 200, description = "Replay of an Idempotency-Key: the first order", body = Order),
+        (status = 400, description = "The body is not a JSON object", body = ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with another body", body = ErrorBody),
+        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+        (status = 422, description = "A field is missing, of the wrong type or out of range", body = ErrorBody),
+    ))]
 pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
@@ -52,6 +68,9 @@ pub async fn create(
 }
 
 /// `GET /orders/{id}`.
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders",
+    params(("id" = String, Path, format = Uuid)),
+    responses((status = 200, body = Order), (status = 404, description = "No such order (or the id is not a UUID)", body = ErrorBody)))]
 pub async fn get(
     id: web::Path<String>,
     state: web::Data<AppState>,
@@ -64,6 +83,16 @@ pub async fn get(
 }
 
 /// `GET /orders?status=&limit=&after=`: newest first, keyset-paginated.
+#[utoipa::path(get, path = "/orders", tag = "orders",
+    params(
+        ("status" = Option<OrderStatus>, Query),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "default 20"),
+        ("after" = Option<String>, Query, format = Uuid, description = "the `next` cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, body = OrderList),
+        (status = 422, description = "A bad parameter", body = ErrorBody),
+    ))]
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let params = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map_err(|e| ApiError::Validation(format!("query string: {e}")))?
@@ -115,6 +144,13 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
 
 /// `POST /orders/{id}/cancel`: ask Payments to cancel; the order becomes `cancelled`
 /// when Payments confirms.
+#[utoipa::path(post, path = "/orders/{id}/cancel", tag = "orders",
+    params(("id" = String, Path, format = Uuid)),
+    responses(
+        (status = 202, description = "Payments was asked to cancel", body = Order),
+        (status = 409, description = "The order is already final", body = ErrorBody),
+        (status = 404, description = "No such order (or the id is not a UUID)", body = ErrorBody),
+    ))]
 pub async fn cancel(
     id: web::Path<String>,
     state: web::Data<AppState>,
@@ -137,6 +173,12 @@ pub async fn cancel(
 }
 
 /// `GET /orders/{id}/invoice`: 404 until the order is fulfilled.
+#[utoipa::path(get, path = "/orders/{id}/invoice", tag = "orders",
+    params(("id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, body = Invoice),
+        (status = 404, description = "No such order, or not fulfilled (yet)", body = ErrorBody),
+    ))]
 pub async fn invoice(
     id: web::Path<String>,
     state: web::Data<AppState>,

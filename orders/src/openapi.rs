@@ -1,0 +1,97 @@
+//! The OpenAPI 3.1 document of the Orders API, generated from the handlers' annotations
+//! and the response types (utoipa), served at `GET /openapi.json`. A test keeps the
+//! snapshot under `docs/` in step with it.
+
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::domain::{Invoice, Order, OrderStatus};
+use crate::routes;
+
+/// The body of `POST /orders`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documents the request; the handler validates the JSON by hand
+pub struct NewOrderRequest {
+    /// Minor units (cents), 1 to 100000000.
+    #[schema(minimum = 1, maximum = 100_000_000, example = 1999)]
+    amount: i64,
+    /// ISO 4217 code; stored upper case.
+    #[schema(pattern = "^[A-Za-z]{3}$", example = "EUR")]
+    currency: String,
+    #[schema(max_length = 500, example = "2 × coffee")]
+    description: Option<String>,
+}
+
+/// One page of orders, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct OrderList {
+    pub orders: Vec<Order>,
+    /// Pass as `after` to get the next page; null on the last page.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub next: Option<shared_protocol::OrderId>,
+}
+
+/// Every error answer.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// malformed_json, payload_too_large, unsupported_media_type, validation_failed,
+    /// not_found, method_not_allowed, conflict or internal.
+    #[schema(example = "validation_failed")]
+    pub code: String,
+    #[schema(example = "amount is required")]
+    pub message: String,
+}
+
+/// `GET /readyz`.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// `up` or `down`.
+    pub database: String,
+    /// `connected` or `disconnected`.
+    pub payments_link: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Orders",
+        description = "Create and read orders; payments happen through the Payments service.",
+        version = env!("CARGO_PKG_VERSION"),
+    ),
+    paths(
+        routes::orders::create,
+        routes::orders::list,
+        routes::orders::get,
+        routes::orders::cancel,
+        routes::orders::invoice,
+        routes::health::healthz,
+        routes::health::readyz,
+        routes::health::metrics,
+        openapi_json,
+    ),
+    components(schemas(Order, OrderStatus, Invoice, NewOrderRequest, OrderList, ErrorBody, ErrorDetail, Readiness)),
+)]
+pub struct ApiDoc;
+
+/// The document as pretty JSON (what `/openapi.json` serves and `docs/` keeps).
+pub fn document() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises")
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses((status = 200, description = "OpenAPI 3.1 of this API", content_type = "application/json")))]
+pub async fn openapi_json() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document())
+}
