@@ -13,6 +13,7 @@
 
 mod ids;
 mod messages;
+pub mod schema;
 
 pub use ids::{Amount, Currency, EventId, IdError, OrderId, PaymentId};
 pub use messages::{

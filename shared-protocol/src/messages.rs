@@ -1,6 +1,7 @@
 //! The messages of `payments.v1`: one enum per direction, tagged by `"type"`.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{Amount, Currency, EventId, OrderId, PaymentId};
@@ -19,7 +20,7 @@ pub trait Message: Serialize + for<'de> Deserialize<'de> {
 }
 
 /// Orders → Payments.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
     /// Start (or resume) the payment session of an order. Idempotent.
@@ -64,13 +65,14 @@ impl Message for ClientMessage {
 }
 
 /// Payments → Orders.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// The methods offered for an order (never empty); Orders picks the first.
     PaymentMethods {
         order_id: OrderId,
         #[serde(deserialize_with = "non_empty")]
+        #[schemars(length(min = 1))]
         methods: Vec<String>,
     },
     /// Where the customer completes the payment.
@@ -140,7 +142,7 @@ fn non_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::E
 }
 
 /// The final state of a payment, as the wire spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum PaymentOutcome {
     #[serde(rename = "FULFILL")]
     Fulfill,
@@ -149,7 +151,7 @@ pub enum PaymentOutcome {
 }
 
 /// Why a payment was cancelled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CancelReason {
     /// The customer pressed Cancel on the payment page.
@@ -180,7 +182,7 @@ impl CancelReason {
 }
 
 /// The `code` of an `error` message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     MalformedMessage,
