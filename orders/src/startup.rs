@@ -16,6 +16,9 @@ use crate::payments_link::{LinkConfig, LinkGuard, PaymentsLink};
 use crate::routes;
 use crate::store::{Store, StoreError};
 
+/// How long a graceful stop may take before in-flight requests are dropped.
+pub const SHUTDOWN_TIMEOUT_SECS: u64 = 8;
+
 /// What the request handlers share.
 #[derive(Debug)]
 pub struct AppState {
@@ -102,6 +105,8 @@ impl Application {
                 .configure(routes::configure)
         })
         .listen(listener)?
+        // SIGTERM/SIGINT: stop accepting, let in-flight requests finish, exit within 10 s.
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
         .run();
         tracing::info!(port, payments = %config.payments_ws_url, "orders is listening");
         Ok(Application {

@@ -112,7 +112,7 @@ pub struct OrderPage {
     pub next: Option<OrderId>,
 }
 
-#[derive(sqlx::FromRow)]
+/// An `orders` row as the API's queries read it.
 struct OrderRow {
     id: Uuid,
     amount: i64,
@@ -125,9 +125,6 @@ struct OrderRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
-
-const ORDER_COLUMNS: &str = "id, amount, currency, description, status, payment_method, \
-     payment_url, cancel_reason, created_at, updated_at";
 
 impl TryFrom<OrderRow> for Order {
     type Error = StoreError;
@@ -180,27 +177,32 @@ impl Store {
         new: &NewOrder,
         idempotency_key: Option<&str>,
     ) -> Result<Inserted, StoreError> {
-        let inserted: Option<OrderRow> = sqlx::query_as(AssertSqlSafe(format!(
+        let inserted = sqlx::query_as!(
+            OrderRow,
             "INSERT INTO orders (id, amount, currency, description, idempotency_key) \
              VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (idempotency_key) DO NOTHING \
-             RETURNING {ORDER_COLUMNS}"
-        )))
-        .bind(Uuid::new_v4())
-        .bind(new.amount.minor())
-        .bind(new.currency.as_str())
-        .bind(new.description.as_deref())
-        .bind(idempotency_key)
+             RETURNING id, amount, currency, description, status, payment_method, \
+                 payment_url, cancel_reason, created_at, updated_at",
+            Uuid::new_v4(),
+            new.amount.minor(),
+            new.currency.as_str(),
+            new.description.as_deref(),
+            idempotency_key,
+        )
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = inserted {
             return Ok(Inserted::Created(row.try_into()?));
         }
         // Only a key conflict skips the insert: the key is set.
-        let existing: OrderRow = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE idempotency_key = $1"
-        )))
-        .bind(idempotency_key)
+        let existing = sqlx::query_as!(
+            OrderRow,
+            "SELECT id, amount, currency, description, status, payment_method, payment_url, \
+                 cancel_reason, created_at, updated_at \
+             FROM orders WHERE idempotency_key = $1",
+            idempotency_key,
+        )
         .fetch_one(&self.pool)
         .await?;
         let same = existing.amount == new.amount.minor()
@@ -214,10 +216,13 @@ impl Store {
     }
 
     pub async fn order(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
-        let row: Option<OrderRow> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"
-        )))
-        .bind(id.0)
+        let row = sqlx::query_as!(
+            OrderRow,
+            "SELECT id, amount, currency, description, status, payment_method, payment_url, \
+                 cancel_reason, created_at, updated_at \
+             FROM orders WHERE id = $1",
+            id.0,
+        )
         .fetch_optional(&self.pool)
         .await?;
         row.map(Order::try_from).transpose()
@@ -231,31 +236,32 @@ impl Store {
         limit: u32,
         after: Option<OrderId>,
     ) -> Result<Option<OrderPage>, StoreError> {
-        let cursor: Option<(DateTime<Utc>, Uuid)> = match after {
+        let cursor = match after {
             None => None,
             Some(id) => {
-                let found: Option<(DateTime<Utc>, Uuid)> =
-                    sqlx::query_as("SELECT created_at, id FROM orders WHERE id = $1")
-                        .bind(id.0)
-                        .fetch_optional(&self.pool)
-                        .await?;
+                let found = sqlx::query!("SELECT created_at, id FROM orders WHERE id = $1", id.0)
+                    .fetch_optional(&self.pool)
+                    .await?;
                 match found {
                     None => return Ok(None),
-                    found => found,
+                    Some(row) => Some((row.created_at, row.id)),
                 }
             }
         };
-        let rows: Vec<OrderRow> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {ORDER_COLUMNS} FROM orders \
+        let rows = sqlx::query_as!(
+            OrderRow,
+            "SELECT id, amount, currency, description, status, payment_method, payment_url, \
+                 cancel_reason, created_at, updated_at \
+             FROM orders \
              WHERE ($1::text IS NULL OR status = $1) \
-               AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3)) \
+               AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid)) \
              ORDER BY created_at DESC, id DESC \
-             LIMIT $4"
-        )))
-        .bind(status.map(OrderStatus::as_str))
-        .bind(cursor.map(|c| c.0))
-        .bind(cursor.map(|c| c.1))
-        .bind(i64::from(limit) + 1)
+             LIMIT $4",
+            status.map(OrderStatus::as_str),
+            cursor.map(|c| c.0),
+            cursor.map(|c| c.1),
+            i64::from(limit) + 1,
+        )
         .fetch_all(&self.pool)
         .await?;
         let mut orders = rows
@@ -273,12 +279,14 @@ impl Store {
 
     /// Records that the customer wants to cancel an open order.
     pub async fn request_cancel(&self, id: OrderId) -> Result<CancelRequest, StoreError> {
-        let row: Option<OrderRow> = sqlx::query_as(AssertSqlSafe(format!(
+        let row = sqlx::query_as!(
+            OrderRow,
             "UPDATE orders SET cancel_requested_at = coalesce(cancel_requested_at, clock_timestamp()) \
              WHERE id = $1 AND status IN ('pending_payment', 'awaiting_payment') \
-             RETURNING {ORDER_COLUMNS}"
-        )))
-        .bind(id.0)
+             RETURNING id, amount, currency, description, status, payment_method, \
+                 payment_url, cancel_reason, created_at, updated_at",
+            id.0,
+        )
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = row {
@@ -291,21 +299,19 @@ impl Store {
     }
 
     pub async fn invoice(&self, order_id: OrderId) -> Result<Option<Invoice>, StoreError> {
-        let row: Option<(i64, Uuid, i64, String, DateTime<Utc>)> = sqlx::query_as(
+        let row = sqlx::query!(
             "SELECT number, order_id, amount, currency, issued_at FROM invoices WHERE order_id = $1",
+            order_id.0,
         )
-        .bind(order_id.0)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(
-            row.map(|(number, order_id, amount, currency, issued_at)| Invoice {
-                number: invoice_number(number),
-                order_id: OrderId(order_id),
-                amount,
-                currency,
-                issued_at,
-            }),
-        )
+        Ok(row.map(|r| Invoice {
+            number: invoice_number(r.number),
+            order_id: OrderId(r.order_id),
+            amount: r.amount,
+            currency: r.currency,
+            issued_at: r.issued_at,
+        }))
     }
 
     /// Payments offered `methods` (non-empty) for an order: pick the first, once.
@@ -319,20 +325,20 @@ impl Store {
         };
         // Keep a method chosen earlier if it is still offered, so a repeated offer
         // never makes us ask for a second one (Payments would answer `conflict`).
-        let chosen: Option<(Option<String>,)> = sqlx::query_as(
+        let chosen = sqlx::query_scalar!(
             "UPDATE orders SET payment_method = CASE \
                  WHEN payment_method IS NOT NULL AND payment_method = ANY($3) THEN payment_method \
                  ELSE $2 END, \
                updated_at = clock_timestamp() \
              WHERE id = $1 AND status = 'pending_payment' \
              RETURNING payment_method",
+            id.0,
+            first,
+            methods,
         )
-        .bind(id.0)
-        .bind(first)
-        .bind(methods)
         .fetch_optional(&self.pool)
         .await?;
-        if let Some((Some(method),)) = chosen {
+        if let Some(Some(method)) = chosen {
             return Ok(MethodChoice::Select(method));
         }
         Ok(match self.status(id).await? {
@@ -349,16 +355,16 @@ impl Store {
         url: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<PageRecorded, StoreError> {
-        let updated = sqlx::query(
+        let updated = sqlx::query!(
             "UPDATE orders SET status = 'awaiting_payment', payment_id = $2, payment_url = $3, \
                  payment_expires_at = $4, updated_at = clock_timestamp() \
              WHERE id = $1 AND status IN ('pending_payment', 'awaiting_payment') \
                AND payment_url IS DISTINCT FROM $3",
+            id.0,
+            payment_id.0,
+            url,
+            expires_at,
         )
-        .bind(id.0)
-        .bind(payment_id.0)
-        .bind(url)
-        .bind(expires_at)
         .execute(&self.pool)
         .await?;
         if updated.rows_affected() == 1 {
@@ -383,19 +389,19 @@ impl Store {
             PaymentOutcome::Fulfill => (OrderStatus::Fulfilled, None),
             PaymentOutcome::Cancel => (OrderStatus::Cancelled, reason.map(CancelReason::as_str)),
         };
-        let moved: Option<(i64, String)> = sqlx::query_as(
+        let moved = sqlx::query!(
             "UPDATE orders SET status = $2, cancel_reason = $3, \
                  payment_id = coalesce(payment_id, $4), updated_at = clock_timestamp() \
              WHERE id = $1 AND status IN ('pending_payment', 'awaiting_payment') \
              RETURNING amount, currency",
+            id.0,
+            status.as_str(),
+            reason,
+            payment_id.0,
         )
-        .bind(id.0)
-        .bind(status.as_str())
-        .bind(reason)
-        .bind(payment_id.0)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((amount, currency)) = moved else {
+        let Some(moved) = moved else {
             drop(tx);
             return Ok(match self.status(id).await? {
                 Some(status) => Applied::AlreadyFinal(status),
@@ -403,12 +409,12 @@ impl Store {
             });
         };
         let invoice = if status == OrderStatus::Fulfilled {
-            let (number,): (i64,) = sqlx::query_as(
+            let number = sqlx::query_scalar!(
                 "INSERT INTO invoices (order_id, amount, currency) VALUES ($1, $2, $3) RETURNING number",
+                id.0,
+                moved.amount,
+                moved.currency,
             )
-            .bind(id.0)
-            .bind(amount)
-            .bind(&currency)
             .fetch_one(&mut *tx)
             .await?;
             Some(invoice_number(number))
@@ -428,40 +434,39 @@ impl Store {
         stale_after: Option<Duration>,
     ) -> Result<Vec<OpenOrder>, StoreError> {
         let stale_secs = stale_after.map(|d| d.as_secs_f64());
-        let rows: Vec<(Uuid, i64, String, String, bool)> = sqlx::query_as(
-            "SELECT id, amount, currency, status, cancel_requested_at IS NOT NULL \
-             FROM orders \
-             WHERE status IN ('pending_payment', 'awaiting_payment') AND ( \
-                 (status = 'pending_payment' AND ($1::float8 IS NULL \
-                     OR updated_at < clock_timestamp() - make_interval(secs => $1))) \
-                 OR (cancel_requested_at IS NOT NULL AND ($1::float8 IS NULL \
-                     OR cancel_requested_at < clock_timestamp() - make_interval(secs => $1))) \
-                 OR ($1::float8 IS NOT NULL \
-                     AND payment_expires_at < clock_timestamp() - make_interval(secs => $1))) \
-             ORDER BY created_at",
+        let rows = sqlx::query!(
+            r#"SELECT id, amount, currency, status, cancel_requested_at IS NOT NULL AS "cancel_requested!"
+             FROM orders
+             WHERE status IN ('pending_payment', 'awaiting_payment') AND (
+                 (status = 'pending_payment' AND ($1::float8 IS NULL
+                     OR updated_at < clock_timestamp() - make_interval(secs => $1)))
+                 OR (cancel_requested_at IS NOT NULL AND ($1::float8 IS NULL
+                     OR cancel_requested_at < clock_timestamp() - make_interval(secs => $1)))
+                 OR ($1::float8 IS NOT NULL
+                     AND payment_expires_at < clock_timestamp() - make_interval(secs => $1)))
+             ORDER BY created_at"#,
+            stale_secs,
         )
-        .bind(stale_secs)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(id, amount, currency, status, cancel_requested)| {
+            .map(|r| {
                 Ok(OpenOrder {
-                    id: OrderId(id),
-                    amount,
-                    currency,
-                    status: parse_status(&status)?,
-                    cancel_requested,
+                    id: OrderId(r.id),
+                    amount: r.amount,
+                    currency: r.currency,
+                    status: parse_status(&r.status)?,
+                    cancel_requested: r.cancel_requested,
                 })
             })
             .collect()
     }
 
     async fn status(&self, id: OrderId) -> Result<Option<OrderStatus>, StoreError> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT status FROM orders WHERE id = $1")
-            .bind(id.0)
+        let status = sqlx::query_scalar!("SELECT status FROM orders WHERE id = $1", id.0)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|(s,)| parse_status(&s)).transpose()
+        status.map(|s| parse_status(&s)).transpose()
     }
 }
 
