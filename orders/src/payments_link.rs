@@ -291,6 +291,9 @@ impl<'a> Connection<'a> {
     ) -> End {
         let (mut sink, mut stream) = framed.split();
 
+        // Requests queued while the link was down are all in the database too:
+        // drop them and resume from the database alone, so nothing goes out twice.
+        while outbox.try_recv().is_ok() {}
         // Resume: everything still waiting for Payments, straight from the database.
         match self.store.open_orders(None).await {
             Ok(open) => {

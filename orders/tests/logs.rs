@@ -1,0 +1,60 @@
+//! What the link logs, read from a captured subscriber (this binary's only test, since
+//! the subscriber is process-global and the link logs from its own thread).
+
+mod helpers;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use helpers::TestApp;
+use test_harness::payments::FakePayments;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_refused_handshake_and_each_attempt_are_logged() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter("orders=info")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
+
+    let fake = FakePayments::start().await;
+    fake.reject_next_handshakes(2, 401);
+    let _app = TestApp::spawn(&fake.url()).await;
+    let _conn = fake.next_connection().await;
+
+    let logs = captured.text();
+    assert_eq!(
+        logs.matches("Payments answered 401 Unauthorized: check PAYMENTS_TOKEN")
+            .count(),
+        2,
+        "{logs}"
+    );
+    for attempt in 1..=3 {
+        assert!(
+            logs.contains(&format!("attempt={attempt}")),
+            "attempt {attempt} not logged:\n{logs}"
+        );
+    }
+    assert!(logs.contains("connected to Payments"), "{logs}");
+}

@@ -1,0 +1,329 @@
+//! `FakePayments`: the fake Payments service, a thin preset of [`FakeServer`] for
+//! `shared-protocol`'s messages, with the auto-replies of the happy path.
+//!
+//! By default it answers like the real Payments does: `initiate_payment` →
+//! `payment_methods`, `select_payment_method` → `payment_page`, `cancel_payment` → a
+//! `CANCEL` `payment_state` (reason `orders_cancelled`), and records acks. Outcomes
+//! are the test's to push: `conn.fulfill(order_id)`, `conn.cancel(order_id, reason)`.
+//! `FakePayments::builder().manual()` turns the auto-replies off.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::panic::Location;
+use std::sync::atomic::{AtomicI64, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+
+use shared_protocol::{
+    CancelReason, ClientMessage, EventId, OrderId, PaymentId, PaymentOutcome, SUBPROTOCOL,
+    ServerMessage,
+};
+
+use crate::matcher::Matcher;
+use crate::server::{Connection, FakeServer, FakeServerBuilder, Rule};
+
+/// The methods the fake offers, in order.
+pub const METHODS: [&str; 3] = ["credit_card", "paypal", "bank_transfer"];
+
+/// What the fake remembers across connections and restarts: payment ids per order,
+/// and the event counter.
+#[derive(Default)]
+struct PaymentsState {
+    port: AtomicU16,
+    next_event: AtomicI64,
+    payments: Mutex<HashMap<OrderId, PaymentId>>,
+}
+
+impl PaymentsState {
+    fn payment_id(&self, order_id: OrderId) -> PaymentId {
+        *self
+            .payments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(order_id)
+            .or_default()
+    }
+
+    fn event(
+        &self,
+        order_id: OrderId,
+        state: PaymentOutcome,
+        reason: Option<CancelReason>,
+    ) -> ServerMessage {
+        ServerMessage::PaymentState {
+            event_id: EventId(self.next_event.fetch_add(1, Ordering::SeqCst) + 1),
+            order_id,
+            payment_id: self.payment_id(order_id),
+            state,
+            reason,
+        }
+    }
+
+    fn page(&self, order_id: OrderId) -> ServerMessage {
+        let payment_id = self.payment_id(order_id);
+        ServerMessage::PaymentPage {
+            order_id,
+            payment_id,
+            url: format!(
+                "http://127.0.0.1:{}/pay/{payment_id}",
+                self.port.load(Ordering::SeqCst)
+            ),
+            expires_at: chrono::Utc::now() + chrono::Duration::minutes(15),
+        }
+    }
+}
+
+/// Configures a [`FakePayments`].
+#[must_use]
+pub struct FakePaymentsBuilder {
+    manual: bool,
+    lenient: bool,
+    rules: Vec<Rule<ClientMessage, ServerMessage>>,
+}
+
+impl FakePaymentsBuilder {
+    /// No automatic replies: the test scripts every answer.
+    pub fn manual(mut self) -> Self {
+        self.manual = true;
+        self
+    }
+
+    /// Messages the test never looked at do not fail it.
+    pub fn lenient(mut self) -> Self {
+        self.lenient = true;
+        self
+    }
+
+    /// A custom reply, checked before the default ones.
+    #[track_caller]
+    pub fn on(
+        self,
+        matcher: Matcher<ClientMessage>,
+        reply: impl Fn(&ClientMessage) -> Vec<ServerMessage> + Send + Sync + 'static,
+    ) -> Self {
+        let rule = Rule::when(matcher, reply);
+        self.rule(rule)
+    }
+
+    /// A custom rule (with `delay` or `expect`), checked before the default ones.
+    pub fn rule(mut self, rule: Rule<ClientMessage, ServerMessage>) -> Self {
+        self.rules.push(rule);
+        self
+    }
+
+    /// Binds `127.0.0.1:0` and starts serving.
+    #[track_caller]
+    pub fn start(self) -> impl std::future::Future<Output = FakePayments> + Send {
+        let location = Location::caller();
+        async move {
+            let state = Arc::new(PaymentsState::default());
+            let mut builder: FakeServerBuilder<ClientMessage, ServerMessage> =
+                FakeServer::builder()
+                    .subprotocol(SUBPROTOCOL)
+                    .decoder(|text| {
+                        shared_protocol::decode::<ClientMessage>(text).map_err(|e| e.to_string())
+                    });
+            for rule in self.rules {
+                builder = builder.rule(rule);
+            }
+            if !self.manual {
+                let s = state.clone();
+                builder = builder.rule(Rule::when(
+                    Matcher::new("any initiate_payment", |m| {
+                        matches!(m, ClientMessage::InitiatePayment { .. })
+                    }),
+                    move |m| {
+                        let _ = &s;
+                        vec![ServerMessage::PaymentMethods {
+                            order_id: m.order_id().expect("initiate names an order"),
+                            methods: METHODS.iter().map(|m| m.to_string()).collect(),
+                        }]
+                    },
+                ));
+                let s = state.clone();
+                builder = builder.rule(Rule::when(
+                    Matcher::new("any select_payment_method", |m| {
+                        matches!(m, ClientMessage::SelectPaymentMethod { .. })
+                    }),
+                    move |m| vec![s.page(m.order_id().expect("select names an order"))],
+                ));
+                let s = state.clone();
+                builder = builder.rule(Rule::when(
+                    Matcher::new("any cancel_payment", |m| {
+                        matches!(m, ClientMessage::CancelPayment { .. })
+                    }),
+                    move |m| {
+                        vec![s.event(
+                            m.order_id().expect("cancel names an order"),
+                            PaymentOutcome::Cancel,
+                            Some(CancelReason::OrdersCancelled),
+                        )]
+                    },
+                ));
+                builder = builder.rule(Rule::when(ack(), |_| Vec::new()));
+            }
+            if self.lenient {
+                builder = builder.lenient();
+            }
+            let server = builder.start_at(location).await;
+            state.port.store(server.port(), Ordering::SeqCst);
+            FakePayments { server, state }
+        }
+    }
+}
+
+use shared_protocol::Message as _;
+
+/// The fake Payments service. Derefs to [`FakeServer`] for everything generic.
+pub struct FakePayments {
+    server: FakeServer<ClientMessage, ServerMessage>,
+    state: Arc<PaymentsState>,
+}
+
+impl FakePayments {
+    /// Starts with the default auto-replies.
+    #[track_caller]
+    pub fn start() -> impl std::future::Future<Output = FakePayments> + Send {
+        Self::builder().start()
+    }
+
+    pub fn builder() -> FakePaymentsBuilder {
+        FakePaymentsBuilder {
+            manual: false,
+            lenient: false,
+            rules: Vec::new(),
+        }
+    }
+
+    /// The next connection, with the Payments helpers.
+    #[track_caller]
+    pub fn next_connection(
+        &self,
+    ) -> impl std::future::Future<Output = PaymentsConnection> + Send + '_ {
+        self.next_connection_within(crate::server::DEFAULT_DEADLINE)
+    }
+
+    #[track_caller]
+    pub fn next_connection_within(
+        &self,
+        deadline: std::time::Duration,
+    ) -> impl std::future::Future<Output = PaymentsConnection> + Send + '_ {
+        let next = self.server.next_connection_within(deadline);
+        async move {
+            PaymentsConnection {
+                conn: next.await,
+                state: self.state.clone(),
+            }
+        }
+    }
+
+    /// A `payment_state` with a fresh event id, not sent: send it (even twice) yourself.
+    pub fn payment_state(
+        &self,
+        order_id: OrderId,
+        state: PaymentOutcome,
+        reason: Option<CancelReason>,
+    ) -> ServerMessage {
+        self.state.event(order_id, state, reason)
+    }
+
+    /// The payment id the fake uses for an order.
+    pub fn payment_id(&self, order_id: OrderId) -> PaymentId {
+        self.state.payment_id(order_id)
+    }
+
+    /// Stops and checks, like dropping, but waits for the connections to go.
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+    }
+}
+
+impl Deref for FakePayments {
+    type Target = FakeServer<ClientMessage, ServerMessage>;
+    fn deref(&self) -> &Self::Target {
+        &self.server
+    }
+}
+
+/// A connection to the fake Payments. Derefs to [`Connection`].
+#[derive(Clone)]
+pub struct PaymentsConnection {
+    conn: Connection<ClientMessage, ServerMessage>,
+    state: Arc<PaymentsState>,
+}
+
+impl PaymentsConnection {
+    /// Sends a `FULFILL` `payment_state` for the order; returns its event id.
+    pub async fn fulfill(&self, order_id: OrderId) -> EventId {
+        self.outcome(order_id, PaymentOutcome::Fulfill, None).await
+    }
+
+    /// Sends a `CANCEL` `payment_state` with `reason`; returns its event id.
+    pub async fn cancel(&self, order_id: OrderId, reason: CancelReason) -> EventId {
+        self.outcome(order_id, PaymentOutcome::Cancel, Some(reason))
+            .await
+    }
+
+    async fn outcome(
+        &self,
+        order_id: OrderId,
+        state: PaymentOutcome,
+        reason: Option<CancelReason>,
+    ) -> EventId {
+        let message = self.state.event(order_id, state, reason);
+        let ServerMessage::PaymentState { event_id, .. } = message else {
+            unreachable!("event() builds a payment_state")
+        };
+        self.conn.send(message).await;
+        event_id
+    }
+}
+
+impl Deref for PaymentsConnection {
+    type Target = Connection<ClientMessage, ServerMessage>;
+    fn deref(&self) -> &Self::Target {
+        &self.conn
+    }
+}
+
+/// `initiate_payment` for this order.
+pub fn initiate_payment(order_id: OrderId) -> Matcher<ClientMessage> {
+    Matcher::new(
+        format!("initiate_payment for {order_id}"),
+        move |m| matches!(m, ClientMessage::InitiatePayment { order_id: id, .. } if *id == order_id),
+    )
+}
+
+/// `select_payment_method` of `method` for this order.
+pub fn select_payment_method(order_id: OrderId, method: &str) -> Matcher<ClientMessage> {
+    let method = method.to_owned();
+    Matcher::new(
+        format!("select_payment_method {method:?} for {order_id}"),
+        move |m| matches!(m, ClientMessage::SelectPaymentMethod { order_id: id, method: chosen } if *id == order_id && *chosen == method),
+    )
+}
+
+/// `cancel_payment` for this order.
+pub fn cancel_payment(order_id: OrderId) -> Matcher<ClientMessage> {
+    Matcher::new(
+        format!("cancel_payment for {order_id}"),
+        move |m| matches!(m, ClientMessage::CancelPayment { order_id: id } if *id == order_id),
+    )
+}
+
+/// Any `ack`.
+pub fn ack() -> Matcher<ClientMessage> {
+    Matcher::new("any ack", |m| matches!(m, ClientMessage::Ack { .. }))
+}
+
+/// The `ack` of this event.
+pub fn ack_of(event_id: EventId) -> Matcher<ClientMessage> {
+    Matcher::new(
+        format!("ack of event {event_id}"),
+        move |m| matches!(m, ClientMessage::Ack { event_id: id } if *id == event_id),
+    )
+}
+
+/// Any message.
+pub fn any() -> Matcher<ClientMessage> {
+    Matcher::any()
+}

@@ -1,0 +1,74 @@
+//! What a connection carried, both ways, in order: the material of every failure message.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Who sent a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the client under test to the fake.
+    FromClient,
+    /// From the fake to the client.
+    ToClient,
+}
+
+/// A frame as it crossed the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameKind {
+    Text(String),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    Close { code: Option<u16>, reason: String },
+}
+
+/// One line of a transcript.
+#[derive(Debug, Clone)]
+pub struct TranscriptEntry {
+    /// Time since the connection was accepted.
+    pub at: Duration,
+    pub direction: Direction,
+    pub frame: FrameKind,
+    /// What the fake made of it: a decode error (contract violation), the rule that answered.
+    pub note: Option<String>,
+}
+
+impl fmt::Display for TranscriptEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let arrow = match self.direction {
+            Direction::FromClient => "client → fake",
+            Direction::ToClient => "fake → client",
+        };
+        write!(f, "{:>8.3}s  {arrow}  ", self.at.as_secs_f64())?;
+        match &self.frame {
+            FrameKind::Text(text) => write!(f, "text {}", shorten(text, 400))?,
+            FrameKind::Binary(bytes) => write!(f, "binary ({} bytes)", bytes.len())?,
+            FrameKind::Ping(_) => f.write_str("ping")?,
+            FrameKind::Pong(_) => f.write_str("pong")?,
+            FrameKind::Close { code, reason } => write!(f, "close {code:?} {reason:?}")?,
+        }
+        if let Some(note) = &self.note {
+            write!(f, "   [{note}]")?;
+        }
+        Ok(())
+    }
+}
+
+/// Renders a transcript, one frame a line.
+pub fn render(entries: &[TranscriptEntry]) -> String {
+    if entries.is_empty() {
+        return "    (no frames)".to_owned();
+    }
+    entries
+        .iter()
+        .map(|e| format!("    {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}… ({} bytes)", &text[..i], text.len()),
+        None => text.to_owned(),
+    }
+}
