@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use test_harness::payments::FakePayments;
 use test_harness::postgres::TestDatabase;
 
-fn orders(db: &TestDatabase, payments_ws_url: &str) -> Command {
+fn orders(db: &TestDatabase, port: u16, payments_ws_url: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_orders"));
     command
         .env_clear()
         .env("DATABASE_URL", db.url())
-        .env("ORDERS_ADDR", "127.0.0.1:0")
+        .env("ORDERS_ADDR", format!("127.0.0.1:{port}"))
         .env("PAYMENTS_WS_URL", payments_ws_url)
         .env("PAYMENTS_TOKEN", "binary-test-token")
         .env("LOG_FORMAT", "json")
@@ -21,6 +21,15 @@ fn orders(db: &TestDatabase, payments_ws_url: &str) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command
+}
+
+/// A port that was free a moment ago (the binary must be told its port up front).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Waits for the child to exit, killing it after `deadline`.
@@ -67,8 +76,22 @@ fn help_lists_every_variable() {
 async fn sigterm_closes_the_link_with_1001_and_exits_within_10_seconds() {
     let fake = FakePayments::start().await;
     let db = TestDatabase::unborn("orders");
-    let mut child = orders(&db, &fake.url()).spawn().unwrap();
+    let port = free_port();
+    let mut child = orders(&db, port, &fake.url()).spawn().unwrap();
     let conn = fake.next_connection_within(Duration::from_secs(20)).await;
+    // SIGTERM is handled once the HTTP server runs: wait until it answers.
+    let client = reqwest::Client::new();
+    let healthz = format!("http://127.0.0.1:{port}/healthz");
+    let end = Instant::now() + Duration::from_secs(20);
+    while !client
+        .get(&healthz)
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(Instant::now() < end, "orders never answered {healthz}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

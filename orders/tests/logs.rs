@@ -40,8 +40,10 @@ async fn a_refused_handshake_and_each_attempt_are_logged() {
 
     let fake = FakePayments::start().await;
     fake.reject_next_handshakes(2, 401);
-    let _app = TestApp::spawn(&fake.url()).await;
+    let app = TestApp::spawn(&fake.url()).await;
     let _conn = fake.next_connection().await;
+    // The fake accepts before the client has read the 101: wait for the client's side.
+    app.wait_connected().await;
 
     let logs = captured.text();
     assert_eq!(

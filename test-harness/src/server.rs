@@ -566,16 +566,9 @@ where
     }
 
     /// Stops the server and checks what the client sent (see the type's docs).
-    #[track_caller]
-    pub fn shutdown(self) -> impl std::future::Future<Output = ()> + Send
-    where
-        In: Sync,
-        Out: Sync,
-    {
-        async move {
-            self.stop().await;
-            drop(self);
-        }
+    pub async fn shutdown(self) {
+        self.stop().await;
+        drop(self);
     }
 
     /// Everything that would fail the test at drop (empty when all is well).
@@ -672,7 +665,8 @@ async fn wait_for<In, Out, T>(
     deadline: Duration,
     mut check: impl FnMut(&mut State<In, Out>) -> Option<T>,
 ) -> Option<T> {
-    let timer = runtime.spawn(tokio::time::sleep(deadline));
+    // The sleep is created inside the task: creating it here would need the caller's runtime.
+    let timer = runtime.spawn(async move { tokio::time::sleep(deadline).await });
     tokio::pin!(timer);
     loop {
         let notified = shared.notify.notified();
@@ -722,10 +716,14 @@ where
     Out: Serialize + Send + 'static,
 {
     let at = Instant::now();
-    let seen: Arc<Mutex<Option<(HandshakeRequest, Option<u16>)>>> = Arc::default();
+    // What the handshake callback saw: the request, and the status it was refused with.
+    type Seen = Option<(HandshakeRequest, Option<u16>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let callback = {
         let shared = shared.clone();
         let seen = seen.clone();
+        // tungstenite's callback signature fixes the error type; its size is not ours to choose.
+        #[allow(clippy::result_large_err)]
         move |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
             let handshake = HandshakeRequest::from_request(request);
             let rejection = if request.uri().path() != shared.config.path {
@@ -1170,6 +1168,30 @@ where
             if broke.is_some() {
                 panic!(
                     "{caller}: expected silence for {duration:?} on connection {id}, but the client sent a frame.\ntranscript:\n{}",
+                    render(&self.transcript())
+                );
+            }
+        }
+    }
+
+    /// Waits (up to [`DEFAULT_DEADLINE`]) until the transcript holds at least `n`
+    /// frames, whatever they are: for tests of raw or invalid frames.
+    #[track_caller]
+    pub fn wait_for_frames(&self, n: usize) -> impl std::future::Future<Output = ()> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
+        let caller = Location::caller();
+        async move {
+            let id = self.id;
+            let reached = wait_for(&self.shared, &self.runtime, DEFAULT_DEADLINE, |state| {
+                (state.connections[id].transcript.len() >= n).then_some(())
+            })
+            .await;
+            if reached.is_none() {
+                panic!(
+                    "{caller}: connection {id} carried fewer than {n} frames within {DEFAULT_DEADLINE:?}.\ntranscript:\n{}",
                     render(&self.transcript())
                 );
             }
