@@ -1,0 +1,90 @@
+//! Configuration, read from the environment (or flags) by clap, so `payments --help`
+//! documents every variable and its default. The timing knobs at the end let tests
+//! run expiry, redelivery and dead-peer detection in milliseconds.
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// The token both services fall back to; using it is logged as a warning.
+pub const DEFAULT_PAYMENTS_TOKEN: &str = "dev-token";
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "payments",
+    version,
+    about = "The Payments service: the payments.v1 WebSocket and the payment page"
+)]
+pub struct Config {
+    /// PostgreSQL database of this service; created at start-up if missing.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/payments"
+    )]
+    pub database_url: String,
+
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "PAYMENTS_ADDR", default_value = "127.0.0.1:8081")]
+    pub payments_addr: String,
+
+    /// Base of payment page URLs; default `http://` + the bound address.
+    #[arg(long, env = "PAYMENTS_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Bearer token Orders must present on the WebSocket handshake.
+    #[arg(long, env = "PAYMENTS_TOKEN", default_value = DEFAULT_PAYMENTS_TOKEN, hide_env_values = true)]
+    pub payments_token: String,
+
+    /// How long a payment session may stay open before it is cancelled as `expired`.
+    #[arg(long, env = "PAYMENT_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub payment_ttl: Duration,
+
+    /// Log filter, in tracing's EnvFilter syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub rust_log: String,
+
+    /// Log format: `pretty` for people, `json` for one JSON object per line.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+
+    /// How often Payments pings each connection.
+    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Silence after which a connection is dropped.
+    #[arg(long, env = "PEER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub peer_timeout: Duration,
+
+    /// How often open sessions are checked for expiry.
+    #[arg(long, env = "EXPIRY_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub expiry_interval: Duration,
+
+    /// How often undelivered events are scanned for (NOTIFY is the fast path).
+    #[arg(long, env = "DELIVERY_SCAN_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub delivery_scan_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl Config {
+    /// The defaults, as if no variable were set.
+    pub fn defaults() -> Config {
+        Config::parse_from(["payments"])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Config::command().debug_assert();
+    }
+}

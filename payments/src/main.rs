@@ -1,0 +1,13 @@
+use clap::Parser;
+use payments::{Application, Config, telemetry};
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    telemetry::init(&config.rust_log, config.log_format)?;
+    Application::build(config)
+        .await?
+        .run_until_stopped()
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! Liveness, readiness and metrics.
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use crate::startup::AppState;
+
+/// The process is up.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Ready when the database answers.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.delivery.store.ping().await {
+        HttpResponse::Ok().json(json!({"status": "ready", "database": "up"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({"status": "not_ready", "database": "down"}))
+    }
+}
+
+/// Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    match state.delivery.store.backlog().await {
+        Ok((unacked, oldest)) => state.metrics.set_backlog(unacked, oldest),
+        Err(e) => tracing::warn!(error = %e, "could not read the event backlog for metrics"),
+    }
+    state.metrics.set_connections(state.delivery.registry.len());
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.encode())
+}

@@ -1,0 +1,47 @@
+//! Routes: the WebSocket, the payment page, health and metrics. Unknown paths and
+//! methods get JSON errors like the rest of the API.
+
+pub mod health;
+pub mod page;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::json;
+
+use crate::ws;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/ws")
+            .route(web::get().to(ws::endpoint))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/pay/{payment_id}")
+            .route(web::get().to(page::show))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/pay/{payment_id}/complete")
+            .route(web::post().to(page::complete))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/pay/{payment_id}/cancel")
+            .route(web::post().to(page::cancel))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .route("/healthz", web::get().to(health::healthz))
+    .route("/readyz", web::get().to(health::readyz))
+    .route("/metrics", web::get().to(health::metrics))
+    .default_service(web::to(not_found));
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .json(json!({"error": {"code": "method_not_allowed", "message": "method not allowed"}}))
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    HttpResponse::NotFound().json(json!({"error": {"code": "not_found",
+        "message": format!("no route for {} {}", req.method(), req.path())}}))
+}

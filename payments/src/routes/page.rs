@@ -1,0 +1,261 @@
+//! The hosted payment page: `GET /pay/{payment_id}` and its two forms, Pay and Cancel.
+//! Both POSTs answer `303 See Other` back to the page, which then shows the outcome
+//! (post/redirect/get, so a reload never pays twice). HTML comes from maud, which
+//! escapes every interpolated value.
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpResponse, web};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use shared_protocol::{CancelReason, PaymentId};
+
+use crate::protocol::error_chain;
+use crate::startup::AppState;
+use crate::store::{Finished, Session, SessionState};
+
+/// `GET /pay/{payment_id}`
+pub async fn show(path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+    let Ok(payment_id) = PaymentId::parse(&path) else {
+        return not_found();
+    };
+    match state.delivery.store.session_by_payment(payment_id).await {
+        Ok(Some(session)) => html_response(StatusCode::OK, checkout(&session)),
+        Ok(None) => not_found(),
+        Err(e) => internal(&e),
+    }
+}
+
+/// `POST /pay/{payment_id}/complete`: the customer pays.
+pub async fn complete(path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+    act(&path, &state, Action::Complete).await
+}
+
+/// `POST /pay/{payment_id}/cancel`: the customer gives up.
+pub async fn cancel(path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+    act(&path, &state, Action::Cancel).await
+}
+
+enum Action {
+    Complete,
+    Cancel,
+}
+
+async fn act(raw: &str, state: &AppState, action: Action) -> HttpResponse {
+    let Ok(payment_id) = PaymentId::parse(raw) else {
+        return not_found();
+    };
+    let store = &state.delivery.store;
+    let result = match action {
+        Action::Complete => store.complete(payment_id).await,
+        Action::Cancel => store.cancel_by_customer(payment_id).await,
+    };
+    match result {
+        Ok(Finished::Unknown) => not_found(),
+        Ok(Finished::Now(event)) => {
+            tracing::info!(%payment_id, order_id = %event.order_id, event_id = %event.event_id, state = ?event.state, "customer finished the payment");
+            see_other(payment_id)
+        }
+        Ok(Finished::Already(_) | Finished::NotApplicable(_)) => see_other(payment_id),
+        Err(e) => internal(&e),
+    }
+}
+
+fn see_other(payment_id: PaymentId) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, format!("/pay/{payment_id}")))
+        .finish()
+}
+
+fn html_response(status: StatusCode, markup: Markup) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .body(markup.into_string())
+}
+
+fn not_found() -> HttpResponse {
+    html_response(
+        StatusCode::NOT_FOUND,
+        layout(
+            "Payment not found",
+            html! {
+                h1 { "Payment not found" }
+                p.muted { "This payment link is not valid. Please return to the shop and try again." }
+            },
+        ),
+    )
+}
+
+fn internal(e: &dyn std::error::Error) -> HttpResponse {
+    tracing::error!(error = %error_chain(e), "payment page failed");
+    html_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        layout(
+            "Something went wrong",
+            html! {
+                h1 { "Something went wrong" }
+                p.muted { "Nothing was charged. Please try again in a moment." }
+            },
+        ),
+    )
+}
+
+fn checkout(session: &Session) -> Markup {
+    let amount = format_amount(session.amount, &session.currency);
+    let expired = session.expires_at <= chrono::Utc::now();
+    layout(
+        &format!("Pay {amount}"),
+        html! {
+            p.brand { "Secure checkout" }
+            p.label { "Amount due" }
+            p #amount .amount { (amount) }
+            dl {
+                dt { "Currency" } dd #currency { (session.currency) }
+                dt { "Payment method" } dd #method { (method_name(session.method.as_deref())) }
+                dt { "Order" } dd #order .mono { (session.order_id) }
+            }
+            @match session.state {
+                SessionState::MethodSelected if !expired => {
+                    div.actions {
+                        form method="post" action={ "/pay/" (session.payment_id) "/complete" } {
+                            button #pay .primary type="submit" { "Pay " (amount) }
+                        }
+                        form method="post" action={ "/pay/" (session.payment_id) "/cancel" } {
+                            button #cancel .secondary type="submit" { "Cancel" }
+                        }
+                    }
+                    p.muted { "This page expires at " (session.expires_at.format("%H:%M UTC on %d %b %Y")) "." }
+                }
+                SessionState::MethodSelected | SessionState::Initiated if expired => {
+                    p #status .status.cancelled { "This payment has expired." }
+                }
+                SessionState::Initiated => {
+                    p #status .status { "Choose a payment method in the shop first." }
+                }
+                SessionState::Fulfilled => {
+                    p #status .status.paid { "✓ Paid. Thank you!" }
+                }
+                SessionState::Cancelled => {
+                    p #status .status.cancelled { (cancelled_text(session.cancel_reason)) }
+                }
+                _ => {}
+            }
+        },
+    )
+}
+
+fn cancelled_text(reason: Option<CancelReason>) -> &'static str {
+    match reason {
+        Some(CancelReason::Customer) => "Payment cancelled. You have not been charged.",
+        Some(CancelReason::Expired) => "This payment has expired. You have not been charged.",
+        Some(CancelReason::OrdersCancelled) => {
+            "The shop cancelled this payment. You have not been charged."
+        }
+        None => "Payment cancelled. You have not been charged.",
+    }
+}
+
+fn method_name(method: Option<&str>) -> String {
+    match method {
+        Some("credit_card") => "Credit card".into(),
+        Some("paypal") => "PayPal".into(),
+        Some("bank_transfer") => "Bank transfer".into(),
+        Some(other) => other.replace('_', " "),
+        None => "Not chosen yet".into(),
+    }
+}
+
+/// The number of minor-unit digits of a currency (ISO 4217); 2 unless listed.
+fn exponent(currency: &str) -> u32 {
+    match currency {
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
+        | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        _ => 2,
+    }
+}
+
+/// An amount as people read it: `€19.99`, `$5.00`, `¥500`, `12.345 KWD`.
+pub fn format_amount(minor: i64, currency: &str) -> String {
+    let digits = exponent(currency);
+    let sign = if minor < 0 { "-" } else { "" };
+    let minor = minor.unsigned_abs();
+    let scale = 10u64.pow(digits);
+    let whole = group_thousands(minor / scale);
+    let number = if digits == 0 {
+        whole
+    } else {
+        format!("{whole}.{:0width$}", minor % scale, width = digits as usize)
+    };
+    match currency {
+        "EUR" => format!("{sign}€{number}"),
+        "USD" => format!("{sign}${number}"),
+        "GBP" => format!("{sign}£{number}"),
+        "JPY" => format!("{sign}¥{number}"),
+        _ => format!("{sign}{number} {currency}"),
+    }
+}
+
+fn group_thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+const STYLE: &str = r#"
+*{box-sizing:border-box}
+body{margin:0;min-height:100vh;display:flex;align-items:center;justify-content:center;
+  font-family:-apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
+  background:linear-gradient(135deg,#eef2ff 0%,#f8fafc 60%);color:#0f172a}
+main{width:100%;max-width:420px;margin:24px;background:#fff;border-radius:16px;
+  box-shadow:0 10px 30px rgba(15,23,42,.10);padding:32px}
+.brand{margin:0 0 24px;font-weight:600;color:#4f46e5;letter-spacing:.02em}
+.label{margin:0;color:#64748b;font-size:14px}
+.amount{margin:4px 0 24px;font-size:40px;font-weight:700;letter-spacing:-.02em}
+dl{display:grid;grid-template-columns:auto 1fr;gap:8px 16px;margin:0 0 28px;font-size:14px}
+dt{color:#64748b}dd{margin:0;text-align:right}
+.mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px;word-break:break-all}
+.actions{display:flex;flex-direction:column;gap:10px}
+.actions form{margin:0}
+button{width:100%;padding:14px;border-radius:10px;font-size:16px;font-weight:600;cursor:pointer;border:1px solid transparent}
+.primary{background:#4f46e5;color:#fff}.primary:hover{background:#4338ca}
+.secondary{background:#fff;color:#334155;border-color:#cbd5e1}.secondary:hover{background:#f1f5f9}
+.muted{color:#64748b;font-size:13px;margin:16px 0 0}
+.status{padding:14px;border-radius:10px;background:#f1f5f9;font-weight:600;margin:0}
+.paid{background:#dcfce7;color:#166534}.cancelled{background:#fee2e2;color:#991b1b}
+h1{font-size:22px;margin:0 0 8px}
+"#;
+
+fn layout(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body { main { (body) } }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_amount;
+
+    #[test]
+    fn amounts_are_formatted_for_people() {
+        assert_eq!(format_amount(1999, "EUR"), "€19.99");
+        assert_eq!(format_amount(5, "USD"), "$0.05");
+        assert_eq!(format_amount(123_456_789, "GBP"), "£1,234,567.89");
+        assert_eq!(format_amount(500, "JPY"), "¥500");
+        assert_eq!(format_amount(12_345, "KWD"), "12.345 KWD");
+        assert_eq!(format_amount(1000, "CHF"), "10.00 CHF");
+    }
+}

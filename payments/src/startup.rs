@@ -1,0 +1,230 @@
+//! Building and running the service, the same way for `main` and for tests (port 0):
+//! the store, the HTTP server with the WebSocket and the page, event delivery and
+//! expiry in the background, and a graceful stop that closes WebSockets with 1001.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, web};
+use tokio::sync::watch;
+use tracing_actix_web::TracingLogger;
+use uuid::Uuid;
+
+use crate::config::{Config, DEFAULT_PAYMENTS_TOKEN};
+use crate::delivery::{Delivery, Registry};
+use crate::metrics::{self, Metrics};
+use crate::protocol::error_chain;
+use crate::routes;
+use crate::store::{Store, StoreError};
+
+/// How long a graceful stop may take before connections are dropped.
+pub const SHUTDOWN_TIMEOUT_SECS: u64 = 8;
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Config,
+    pub public_url: String,
+    pub delivery: Delivery,
+    pub metrics: Arc<Metrics>,
+    /// Turns true when the service stops: WebSocket loops close with 1001.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("could not open the database")]
+    Store(#[from] StoreError),
+    #[error("could not listen on {addr}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not start")]
+    Io(#[from] std::io::Error),
+}
+
+/// The service, built and listening.
+pub struct Application {
+    port: u16,
+    public_url: String,
+    server: Server,
+    shutdown: Arc<watch::Sender<bool>>,
+    store: Store,
+}
+
+/// A `Send` handle to stop a running [`Application`].
+#[derive(Clone)]
+pub struct AppHandle {
+    server: ServerHandle,
+    shutdown: Arc<watch::Sender<bool>>,
+}
+
+impl AppHandle {
+    /// Closes the WebSockets with 1001 and stops the server (gracefully: in-flight
+    /// requests finish).
+    pub async fn stop(&self, graceful: bool) {
+        let _ = self.shutdown.send(true);
+        self.server.stop(graceful).await;
+    }
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Application, StartupError> {
+        if config.payments_token == DEFAULT_PAYMENTS_TOKEN {
+            tracing::warn!(
+                "PAYMENTS_TOKEN is not set: using the development token {DEFAULT_PAYMENTS_TOKEN:?}"
+            );
+        }
+        let store = Store::connect(&config.database_url).await?;
+        let listener =
+            TcpListener::bind(&config.payments_addr).map_err(|source| StartupError::Bind {
+                addr: config.payments_addr.clone(),
+                source,
+            })?;
+        let local = listener.local_addr()?;
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}"))
+            .trim_end_matches('/')
+            .to_owned();
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let delivery = Delivery {
+            store: store.clone(),
+            registry: Arc::new(Registry::default()),
+            instance: Uuid::new_v4(),
+            // A connection is alive while its instance refreshed it within three scans.
+            stale_after: (config.delivery_scan_interval * 3).max(Duration::from_secs(3)),
+        };
+        let metrics = Metrics::new();
+        tokio::spawn(
+            delivery
+                .clone()
+                .run(config.delivery_scan_interval, shutdown.clone()),
+        );
+        tokio::spawn(expire_sessions(
+            store.clone(),
+            config.expiry_interval,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        let state = web::Data::new(AppState {
+            config: config.clone(),
+            public_url: public_url.clone(),
+            delivery,
+            metrics,
+            shutdown,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(actix_web::middleware::from_fn(metrics::record_http))
+                .wrap(TracingLogger::default())
+                .app_data(state.clone())
+                .configure(routes::configure)
+        })
+        .listen(listener)?
+        // Signals are ours (see run_until_stopped): WebSockets must close before the
+        // server waits for its connections to end.
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        .run();
+        tracing::info!(address = %local, %public_url, "payments is listening");
+        Ok(Application {
+            port: local.port(),
+            public_url,
+            server,
+            shutdown: Arc::new(shutdown_tx),
+            store,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The base of payment page URLs.
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    pub fn store(&self) -> Store {
+        self.store.clone()
+    }
+
+    pub fn handle(&self) -> AppHandle {
+        AppHandle {
+            server: self.server.handle(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
+    /// Serves until SIGTERM/SIGINT or [`AppHandle::stop`].
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.handle();
+        let server = self.server;
+        tokio::pin!(server);
+        let result = tokio::select! {
+            result = &mut server => result,
+            _ = termination() => {
+                tracing::info!("stopping: closing WebSockets, finishing in-flight requests");
+                handle.stop(true).await;
+                server.await
+            }
+        };
+        let _ = self.shutdown.send(true);
+        result
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Cancels sessions past their deadline, every `interval`.
+async fn expire_sessions(
+    store: Store,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => match store.expire().await {
+                Ok(events) if !events.is_empty() => {
+                    metrics.expired(events.len());
+                    for event in &events {
+                        tracing::info!(order_id = %event.order_id, event_id = %event.event_id, "payment expired");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %error_chain(&e), "expiry scan failed; will retry"),
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+}

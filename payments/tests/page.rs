@@ -1,0 +1,102 @@
+//! The payment page over plain HTTP: what it shows, its two POSTs (303), final states,
+//! 404s, and that nothing from the URL is reflected unescaped.
+
+mod helpers;
+
+use helpers::{TestApp, page_path};
+use shared_protocol::{OrderId, PaymentOutcome, ServerMessage};
+use test_harness::postgres::TestDatabase;
+
+#[tokio::test]
+async fn the_page_shows_the_payment_and_paying_fulfils_it_once() {
+    let db = TestDatabase::create("payments").await;
+    let app = TestApp::spawn(&db).await;
+    let mut client = app.connect().await;
+    let order = OrderId::new();
+    let page = client.start_payment(order, 1999, "EUR").await;
+    let path = page_path(&page);
+
+    let response = app.get(&path).await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = response.text().await.unwrap();
+    for needle in [
+        "€19.99",
+        "EUR",
+        "Credit card",
+        &order.to_string(),
+        r#"id="pay""#,
+        r#"id="cancel""#,
+    ] {
+        assert!(html.contains(needle), "{needle} missing from the page");
+    }
+
+    let paid = app.post(&format!("{path}/complete")).await;
+    assert_eq!(paid.status(), 303);
+    assert_eq!(paid.headers()["location"], path.as_str());
+    let event = client.recv().await;
+    assert!(
+        matches!(event, ServerMessage::PaymentState { state: PaymentOutcome::Fulfill, order_id, .. } if order_id == order)
+    );
+
+    let html = app.get(&path).await.text().await.unwrap();
+    assert!(html.contains("Paid"), "{html}");
+    assert!(
+        !html.contains(r#"id="pay""#),
+        "a paid page still offers to pay"
+    );
+
+    // Posting again changes nothing and still answers 303.
+    assert_eq!(app.post(&format!("{path}/complete")).await.status(), 303);
+    assert_eq!(app.post(&format!("{path}/cancel")).await.status(), 303);
+    assert!(app.get(&path).await.text().await.unwrap().contains("Paid"));
+    client.send(&helpers::initiate(order, 1999, "EUR")).await;
+    assert_eq!(client.recv().await, event, "still the one event");
+}
+
+#[tokio::test]
+async fn cancelling_on_the_page_cancels_with_reason_customer() {
+    let db = TestDatabase::create("payments").await;
+    let app = TestApp::spawn(&db).await;
+    let mut client = app.connect().await;
+    let order = OrderId::new();
+    let path = page_path(&client.start_payment(order, 500, "USD").await);
+    assert_eq!(app.post(&format!("{path}/cancel")).await.status(), 303);
+    let event = client.recv().await;
+    assert!(
+        matches!(
+            event,
+            ServerMessage::PaymentState {
+                state: PaymentOutcome::Cancel,
+                reason: Some(shared_protocol::CancelReason::Customer),
+                ..
+            }
+        ),
+        "{event:?}"
+    );
+    let html = app.get(&path).await.text().await.unwrap();
+    assert!(html.contains("Payment cancelled"), "{html}");
+}
+
+#[tokio::test]
+async fn unknown_payments_get_a_404_page_that_reflects_nothing() {
+    let db = TestDatabase::create("payments").await;
+    let app = TestApp::spawn(&db).await;
+    for path in [
+        format!("/pay/{}", uuid::Uuid::new_v4()),
+        "/pay/not-a-uuid".to_owned(),
+        "/pay/%3Cscript%3Ealert(1)%3C%2Fscript%3E".to_owned(),
+    ] {
+        let response = app.get(&path).await;
+        assert_eq!(response.status(), 404, "{path}");
+        let html = response.text().await.unwrap();
+        assert!(html.contains("Payment not found"));
+        assert!(!html.contains("<script>"), "{html}");
+        assert_eq!(app.post(&format!("{path}/complete")).await.status(), 404);
+    }
+}
