@@ -15,6 +15,6 @@ mod transcript;
 pub use matcher::Matcher;
 pub use server::{
     Attempt, AttemptOutcome, Connection, DEFAULT_DEADLINE, Decoder, FakeServer, FakeServerBuilder,
-    HandshakeRequest, Rule,
+    HandshakeRequest, InvalidFrame, Rule,
 };
 pub use transcript::{Direction, FrameKind, TranscriptEntry};

@@ -14,9 +14,11 @@ use std::sync::atomic::{AtomicI64, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
 use shared_protocol::{
-    CancelReason, ClientMessage, EventId, OrderId, PaymentId, PaymentOutcome, SUBPROTOCOL,
-    ServerMessage,
+    CancelReason, ClientMessage, EventId, MAX_MESSAGE_BYTES, OrderId, PaymentId, PaymentOutcome,
+    SUBPROTOCOL, ServerMessage,
 };
+
+use shared_protocol::Message as _;
 
 use crate::matcher::Matcher;
 use crate::server::{Connection, FakeServer, FakeServerBuilder, Rule};
@@ -104,6 +106,27 @@ impl FakePaymentsBuilder {
         self.rule(rule)
     }
 
+    /// The rule mounted last (by `on` or `rule`) must fire exactly `n` times,
+    /// checked when the fake is dropped.
+    #[track_caller]
+    pub fn times(mut self, n: usize) -> Self {
+        crate::server::last_rule(&mut self.rules).expected = Some(n);
+        self
+    }
+
+    /// Same as [`FakePaymentsBuilder::times`].
+    #[track_caller]
+    pub fn expect(self, n: usize) -> Self {
+        self.times(n)
+    }
+
+    /// The rule mounted last (by `on` or `rule`) answers after `delay`.
+    #[track_caller]
+    pub fn delay(mut self, delay: std::time::Duration) -> Self {
+        crate::server::last_rule(&mut self.rules).delay = Some(delay);
+        self
+    }
+
     /// A custom rule (with `delay` or `expect`), checked before the default ones.
     pub fn rule(mut self, rule: Rule<ClientMessage, ServerMessage>) -> Self {
         self.rules.push(rule);
@@ -126,13 +149,11 @@ impl FakePaymentsBuilder {
                 builder = builder.rule(rule);
             }
             if !self.manual {
-                let s = state.clone();
                 builder = builder.rule(Rule::when(
                     Matcher::new("any initiate_payment", |m| {
                         matches!(m, ClientMessage::InitiatePayment { .. })
                     }),
-                    move |m| {
-                        let _ = &s;
+                    |m| {
                         vec![ServerMessage::PaymentMethods {
                             order_id: m.order_id().expect("initiate names an order"),
                             methods: METHODS.iter().map(|m| m.to_string()).collect(),
@@ -170,8 +191,6 @@ impl FakePaymentsBuilder {
         }
     }
 }
-
-use shared_protocol::Message as _;
 
 /// The fake Payments service. Derefs to [`FakeServer`] for everything generic.
 pub struct FakePayments {
@@ -261,6 +280,18 @@ impl PaymentsConnection {
     pub async fn cancel(&self, order_id: OrderId, reason: CancelReason) -> EventId {
         self.outcome(order_id, PaymentOutcome::Cancel, Some(reason))
             .await
+    }
+
+    /// Sends a text frame one byte over [`MAX_MESSAGE_BYTES`] (a JSON object padded
+    /// with an unknown field), which the client must refuse with close code 1009.
+    pub async fn send_oversize(&self) {
+        const PREFIX: &str =
+            r#"{"type":"error","order_id":null,"code":"internal","message":"","padding":""#;
+        const SUFFIX: &str = r#""}"#;
+        let padding = "x".repeat(MAX_MESSAGE_BYTES + 1 - PREFIX.len() - SUFFIX.len());
+        let text = format!("{PREFIX}{padding}{SUFFIX}");
+        debug_assert_eq!(text.len(), MAX_MESSAGE_BYTES + 1);
+        self.conn.send_text(text).await;
     }
 
     async fn outcome(

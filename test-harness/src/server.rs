@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -45,8 +46,8 @@ type Reply<In, Out> = Arc<dyn Fn(&In) -> Vec<Out> + Send + Sync>;
 pub struct Rule<In, Out> {
     matcher: Matcher<In>,
     reply: Reply<In, Out>,
-    delay: Option<Duration>,
-    expected: Option<usize>,
+    pub(crate) delay: Option<Duration>,
+    pub(crate) expected: Option<usize>,
     location: &'static Location<'static>,
 }
 
@@ -79,6 +80,20 @@ impl<In, Out> Rule<In, Out> {
         self.expected = Some(times);
         self
     }
+
+    /// Same as [`Rule::expect`], in wiremock's words.
+    #[must_use]
+    pub fn times(self, times: usize) -> Self {
+        self.expect(times)
+    }
+}
+
+/// The rule a builder's `times`/`delay` applies to: the one mounted last.
+#[track_caller]
+pub(crate) fn last_rule<In, Out>(rules: &mut [Rule<In, Out>]) -> &mut Rule<In, Out> {
+    rules.last_mut().expect(
+        "times/expect/delay apply to the rule mounted just before: mount one with `on` first",
+    )
 }
 
 struct MountedRule<In, Out> {
@@ -147,6 +162,26 @@ where
     ) -> Self {
         let rule = Rule::when(matcher, reply);
         self.rule(rule)
+    }
+
+    /// The rule mounted last (by `on` or `rule`) must fire exactly `n` times.
+    #[track_caller]
+    pub fn times(mut self, n: usize) -> Self {
+        last_rule(&mut self.rules).expected = Some(n);
+        self
+    }
+
+    /// Same as [`FakeServerBuilder::times`].
+    #[track_caller]
+    pub fn expect(self, n: usize) -> Self {
+        self.times(n)
+    }
+
+    /// The rule mounted last (by `on` or `rule`) answers after `delay`.
+    #[track_caller]
+    pub fn delay(mut self, delay: Duration) -> Self {
+        last_rule(&mut self.rules).delay = Some(delay);
+        self
     }
 
     /// Frames the test never looked at do not fail it.
@@ -272,6 +307,13 @@ impl Attempt {
     }
 }
 
+/// A frame from the client that is not an `In`: what it was, and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidFrame {
+    pub frame: FrameKind,
+    pub error: String,
+}
+
 /// A data frame from the client, and what became of it.
 struct Inbound<In> {
     /// Index into the transcript.
@@ -293,6 +335,8 @@ struct ConnState<In> {
     /// `Some(code)` once closed; the inner value is the client's close code, if any.
     closed: Option<Option<u16>>,
     claimed: bool,
+    /// Its problems already failed the test (when its handle was dropped).
+    reported: bool,
 }
 
 impl<In> ConnState<In> {
@@ -308,6 +352,8 @@ impl<In> ConnState<In> {
 }
 
 struct State<In, Out> {
+    /// Bumped by every stop: a handshake that began before it is not let in after it.
+    epoch: u64,
     connections: Vec<ConnState<In>>,
     attempts: Vec<Attempt>,
     reject_next: VecDeque<u16>,
@@ -336,6 +382,12 @@ impl<In, Out> Shared<In, Out> {
     }
 }
 
+/// The accept loop of a listening server, and how to stop it.
+struct Listening {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
 enum Command {
     Send(Message, oneshot::Sender<()>),
     Close(u16, String, oneshot::Sender<()>),
@@ -349,7 +401,7 @@ pub struct FakeServer<In, Out> {
     shared: Arc<Shared<In, Out>>,
     runtime: Handle,
     port: u16,
-    accept_stop: Mutex<Option<oneshot::Sender<()>>>,
+    listening: Mutex<Option<Listening>>,
     runtime_stop: Option<oneshot::Sender<()>>,
 }
 
@@ -384,6 +436,7 @@ where
             .expect("fake server thread");
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
+                epoch: 0,
                 connections: Vec::new(),
                 attempts: Vec::new(),
                 reject_next: VecDeque::new(),
@@ -413,7 +466,7 @@ where
             shared,
             runtime: handle,
             port,
-            accept_stop: Mutex::new(None),
+            listening: Mutex::new(None),
             runtime_stop: Some(runtime_stop),
         };
         server.serve(listener);
@@ -422,9 +475,10 @@ where
 
     fn serve(&self, listener: TcpListener) {
         let (stop, stopped) = oneshot::channel();
-        *self.accept_stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(stop);
-        self.runtime
+        let task = self
+            .runtime
             .spawn(accept_loop(self.shared.clone(), listener, stopped));
+        *self.listening.lock().unwrap_or_else(|e| e.into_inner()) = Some(Listening { stop, task });
     }
 
     /// `ws://127.0.0.1:PORT/ws`
@@ -457,14 +511,14 @@ where
     ) -> impl std::future::Future<Output = Connection<In, Out>> + Send + '_ {
         let caller = Location::caller();
         async move {
-            let found = wait_for(&self.shared, &self.runtime, deadline, |state| {
+            let found = wait_for(&self.shared, &self.runtime, Some(deadline), |state| {
                 let conn = state.connections.iter_mut().find(|c| !c.claimed)?;
                 conn.claimed = true;
                 Some(conn.id)
             })
             .await;
             match found {
-                Some(id) => self.connection(id),
+                Some(id) => self.connection(id, caller),
                 None => {
                     let attempts = self.attempts();
                     panic!(
@@ -475,14 +529,17 @@ where
         }
     }
 
-    fn connection(&self, id: usize) -> Connection<In, Out> {
+    fn connection(&self, id: usize, location: &'static Location<'static>) -> Connection<In, Out> {
         let state = self.shared.lock();
         Connection {
-            shared: self.shared.clone(),
-            runtime: self.runtime.clone(),
-            id,
-            commands: state.outbound[id].clone(),
-            request: state.connections[id].request.clone(),
+            inner: Arc::new(ConnectionInner {
+                shared: self.shared.clone(),
+                runtime: self.runtime.clone(),
+                id,
+                commands: state.outbound[id].clone(),
+                request: state.connections[id].request.clone(),
+                location,
+            }),
         }
     }
 
@@ -505,41 +562,18 @@ where
     /// Stops listening and drops every connection without a close frame: the client
     /// sees a reset, then "connection refused" until [`FakeServer::restart`].
     pub async fn stop(&self) {
-        let stop = self
-            .accept_stop
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(stop) = stop {
-            let _ = stop.send(());
+        if let Some(task) = self.halt() {
+            // The listener is dropped when its task ends: from then on, connection refused.
+            let _ = task.await;
         }
-        let senders: Vec<_> = self
-            .shared
-            .lock()
-            .outbound
-            .iter()
-            .flatten()
-            .cloned()
-            .collect();
-        for sender in senders {
-            let (done, wait) = oneshot::channel();
-            if sender.send(Command::Abort(done)).is_ok() {
-                let _ = wait.await;
-            }
-        }
-        // The listener is closed by its task; wait until the port refuses.
-        let port = self.port;
-        let _ = self
-            .runtime
-            .spawn(async move {
-                for _ in 0..200 {
-                    if TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            })
-            .await;
+        // And every connection task has let go of its socket.
+        let _ = wait_for(
+            &self.shared,
+            &self.runtime,
+            Some(DEFAULT_DEADLINE),
+            |state| state.outbound.iter().all(Option::is_none).then_some(()),
+        )
+        .await;
     }
 
     /// Listens again on the same port after [`FakeServer::stop`].
@@ -573,55 +607,91 @@ where
 
     /// Everything that would fail the test at drop (empty when all is well).
     pub fn problems(&self) -> Vec<String> {
-        problems_of(&self.shared)
+        problems_of(&self.shared, None)
+    }
+}
+
+impl<In, Out> FakeServer<In, Out> {
+    /// Closes the listener and drops every connection abruptly (a reset); returns the
+    /// accept task, which owns the listener, so a caller can wait for the port to close.
+    fn halt(&self) -> Option<JoinHandle<()>> {
+        let listening = self
+            .listening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let task = listening.map(|Listening { stop, task }| {
+            let _ = stop.send(());
+            task
+        });
+        let mut state = self.shared.lock();
+        // Handshakes still in flight belong to the old epoch and are dropped when they end.
+        state.epoch += 1;
+        for sender in state.outbound.iter().flatten() {
+            let (done, _) = oneshot::channel();
+            let _ = sender.send(Command::Abort(done));
+        }
+        task
     }
 }
 
 impl<In, Out> Drop for FakeServer<In, Out> {
     fn drop(&mut self) {
-        if let Some(stop) = self
-            .accept_stop
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            let _ = stop.send(());
-        }
-        let problems = {
-            let state = self.shared.lock();
-            for sender in state.outbound.iter().flatten() {
-                let (done, _) = oneshot::channel();
-                let _ = sender.send(Command::Abort(done));
-            }
-            drop(state);
-            problems_of(&self.shared)
-        };
+        // No waiting here: a drop must not block, and the runtime's own shutdown
+        // closes whatever is left.
+        let _ = self.halt();
         if let Some(stop) = self.runtime_stop.take() {
             let _ = stop.send(());
         }
-        if !problems.is_empty() && !std::thread::panicking() {
-            let transcripts = {
-                let state = self.shared.lock();
-                state
-                    .connections
-                    .iter()
-                    .map(|c| format!("  connection {}:\n{}", c.id, render(&c.transcript)))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            };
-            panic!(
-                "the fake WebSocket server started at {} found problems:\n- {}\n\ntranscripts:\n{transcripts}",
-                self.shared.config.location,
-                problems.join("\n- ")
-            );
-        }
+        fail_on_problems(
+            &self.shared,
+            None,
+            &format!(
+                "the fake WebSocket server started at {}",
+                self.shared.config.location
+            ),
+        );
     }
 }
 
-fn problems_of<In, Out>(shared: &Shared<In, Out>) -> Vec<String> {
+/// Panics with every problem of the fake (`only: None`) or of one connection, unless
+/// the thread is already panicking. Reported connections are not reported again.
+fn fail_on_problems<In, Out>(shared: &Shared<In, Out>, only: Option<usize>, whose: &str) {
+    if std::thread::panicking() {
+        return;
+    }
+    let problems = problems_of(shared, only);
+    if problems.is_empty() {
+        return;
+    }
+    let transcripts = {
+        let mut state = shared.lock();
+        state
+            .connections
+            .iter_mut()
+            .filter(|c| only.is_none_or(|id| id == c.id))
+            .map(|c| {
+                c.reported = true;
+                format!("  connection {}:\n{}", c.id, render(&c.transcript))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    panic!(
+        "{whose} found problems:\n- {}\n\ntranscripts:\n{transcripts}",
+        problems.join("\n- ")
+    );
+}
+
+/// What fails the test at drop: of the whole fake (`None`) or of one connection.
+fn problems_of<In, Out>(shared: &Shared<In, Out>, only: Option<usize>) -> Vec<String> {
     let state = shared.lock();
     let mut problems = Vec::new();
-    for conn in &state.connections {
+    let connections = state
+        .connections
+        .iter()
+        .filter(|c| !c.reported && only.is_none_or(|id| id == c.id));
+    for conn in connections {
         for inbound in &conn.inbound {
             if inbound.consumed {
                 continue;
@@ -645,41 +715,55 @@ fn problems_of<In, Out>(shared: &Shared<In, Out>) -> Vec<String> {
             }
         }
     }
-    for mounted in &state.rules {
-        if let Some(expected) = mounted.rule.expected
-            && mounted.hits != expected
-        {
-            problems.push(format!(
-                "the rule for {} (mounted at {}) fired {} times, expected {expected}",
-                mounted.rule.matcher, mounted.rule.location, mounted.hits
-            ));
+    if only.is_none() {
+        for mounted in &state.rules {
+            if let Some(expected) = mounted.rule.expected
+                && mounted.hits != expected
+            {
+                problems.push(format!(
+                    "the rule for {} (mounted at {}) fired {} times, expected {expected}",
+                    mounted.rule.matcher, mounted.rule.location, mounted.hits
+                ));
+            }
         }
     }
     problems
 }
 
-/// Waits on the server's runtime until `check` yields, or `deadline` passes.
+/// Waits on the server's runtime until `check` yields, or `deadline` (if any) passes.
 async fn wait_for<In, Out, T>(
     shared: &Shared<In, Out>,
     runtime: &Handle,
-    deadline: Duration,
+    deadline: Option<Duration>,
     mut check: impl FnMut(&mut State<In, Out>) -> Option<T>,
 ) -> Option<T> {
-    // The sleep is created inside the task: creating it here would need the caller's runtime.
-    let timer = runtime.spawn(async move { tokio::time::sleep(deadline).await });
-    tokio::pin!(timer);
+    // The sleep is created inside a task of the fake's runtime: creating it here would
+    // need the caller's runtime, which may not be tokio or may have no timer.
+    let mut timer = deadline.map(|deadline| {
+        AbortOnDrop(runtime.spawn(async move { tokio::time::sleep(deadline).await }))
+    });
     loop {
         let notified = shared.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         if let Some(value) = check(&mut shared.lock()) {
-            timer.abort();
             return Some(value);
         }
         tokio::select! {
             _ = &mut notified => {}
-            _ = &mut timer => return check(&mut shared.lock()),
+            _ = async { (&mut timer.as_mut().expect("guarded").0).await }, if timer.is_some() => {
+                return check(&mut shared.lock());
+            }
         }
+    }
+}
+
+/// A timer task that goes away with the wait that started it (even a cancelled one).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -703,14 +787,15 @@ async fn accept_loop<In, Out>(
             _ = &mut stop => return,
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    tokio::spawn(handle_connection(shared.clone(), stream));
+                    let epoch = shared.lock().epoch;
+                    tokio::spawn(handle_connection(shared.clone(), stream, epoch));
                 }
             }
         }
     }
 }
 
-async fn handle_connection<In, Out>(shared: Arc<Shared<In, Out>>, stream: TcpStream)
+async fn handle_connection<In, Out>(shared: Arc<Shared<In, Out>>, stream: TcpStream, epoch: u64)
 where
     In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
     Out: Serialize + Send + 'static,
@@ -771,6 +856,13 @@ where
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let id = {
         let mut state = shared.lock();
+        if state.epoch != epoch {
+            drop(state);
+            reset(ws);
+            let outcome = AttemptOutcome::Failed("the server stopped during the handshake".into());
+            record_attempt(&shared, at, Some(request), outcome);
+            return;
+        }
         state.attempts.push(Attempt {
             at,
             request: Some(request.clone()),
@@ -786,6 +878,7 @@ where
             allowed: Vec::new(),
             closed: None,
             claimed: false,
+            reported: false,
         });
         state.outbound.push(Some(commands_tx.clone()));
         id
@@ -843,9 +936,7 @@ async fn run_connection<In, Out>(
                         let _ = done.send(());
                     }
                     Command::Abort(done) => {
-                        // RST instead of FIN: the abrupt drop a crashed peer produces.
-                        let _ = socket2::SockRef::from(ws.get_ref()).set_linger(Some(Duration::ZERO));
-                        drop(ws);
+                        reset(ws);
                         let mut state = shared.lock();
                         state.connections[id].closed.get_or_insert(None);
                         drop(state);
@@ -870,6 +961,13 @@ async fn run_connection<In, Out>(
             }
         }
     }
+}
+
+/// Drops the TCP connection with a RST instead of a FIN: the abrupt end a crashed
+/// peer produces.
+fn reset(ws: WebSocketStream<TcpStream>) {
+    let _ = socket2::SockRef::from(ws.get_ref()).set_linger(Some(Duration::ZERO));
+    drop(ws);
 }
 
 fn record_sent<In, Out>(
@@ -919,48 +1017,49 @@ fn on_frame<In, Out>(
                 Err(e) => (None, Some(e)),
             };
             let mut note = error.as_ref().map(|e| format!("contract violation: {e}"));
-            let mut replies = Vec::new();
-            let mut handled = false;
-            if let Some(message) = &message {
-                for mounted in state.rules.iter_mut() {
-                    if mounted.rule.matcher.matches(message) {
-                        mounted.hits += 1;
-                        handled = true;
-                        note = Some(format!("answered by the rule for {}", mounted.rule.matcher));
-                        replies = (mounted.rule.reply)(message);
-                        if let Some(delay) = mounted.rule.delay {
-                            let commands = commands.clone();
-                            let texts: Vec<String> = replies
-                                .drain(..)
-                                .filter_map(|r| serde_json::to_string(&r).ok())
-                                .collect();
-                            tokio::spawn(async move {
-                                tokio::time::sleep(delay).await;
-                                for text in texts {
-                                    let (done, _) = oneshot::channel();
-                                    let _ = commands
-                                        .send(Command::Send(Message::Text(text.into()), done));
-                                }
-                            });
-                        }
-                        break;
-                    }
-                }
+            // The first matching rule; its reply runs after the lock is released, so a
+            // reply closure may call back into the fake.
+            let mut answer = None;
+            if let Some(message) = &message
+                && let Some(mounted) = state
+                    .rules
+                    .iter_mut()
+                    .find(|mounted| mounted.rule.matcher.matches(message))
+            {
+                mounted.hits += 1;
+                note = Some(format!("answered by the rule for {}", mounted.rule.matcher));
+                answer = Some((mounted.rule.reply.clone(), mounted.rule.delay));
             }
             let conn = &mut state.connections[id];
             let entry = conn.record(Direction::FromClient, kind, note);
             conn.inbound.push(Inbound {
                 entry,
-                message,
+                message: message.clone(),
                 error,
                 consumed: false,
-                handled,
+                handled: answer.is_some(),
             });
             drop(state);
-            for reply in replies {
-                if let Ok(text) = serde_json::to_string(&reply) {
-                    let (done, _) = oneshot::channel();
-                    let _ = commands.send(Command::Send(Message::Text(text.into()), done));
+            if let (Some((reply, delay)), Some(message)) = (answer, message) {
+                let texts: Vec<String> = reply(&message)
+                    .iter()
+                    .map(|r| serde_json::to_string(r).expect("Out serialises"))
+                    .collect();
+                let commands = commands.clone();
+                let send_all = move || {
+                    for text in texts {
+                        let (done, _) = oneshot::channel();
+                        let _ = commands.send(Command::Send(Message::Text(text.into()), done));
+                    }
+                };
+                match delay {
+                    None => send_all(),
+                    Some(delay) => {
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            send_all();
+                        });
+                    }
                 }
             }
         }
@@ -991,22 +1090,40 @@ fn on_frame<In, Out>(
 }
 
 /// The fake's side of one client connection. `Send`; cheap to clone.
+///
+/// When the last clone is dropped, the connection's own problems (frames nobody
+/// looked at, contract violations) fail the test, pointing at `next_connection`.
 pub struct Connection<In, Out> {
+    inner: Arc<ConnectionInner<In, Out>>,
+}
+
+struct ConnectionInner<In, Out> {
     shared: Arc<Shared<In, Out>>,
     runtime: Handle,
     id: usize,
     commands: Option<mpsc::UnboundedSender<Command>>,
     request: HandshakeRequest,
+    /// Where the test took this connection.
+    location: &'static Location<'static>,
+}
+
+impl<In, Out> Drop for ConnectionInner<In, Out> {
+    fn drop(&mut self) {
+        fail_on_problems(
+            &self.shared,
+            Some(self.id),
+            &format!(
+                "connection {} of the fake WebSocket server, taken at {},",
+                self.id, self.location
+            ),
+        );
+    }
 }
 
 impl<In, Out> Clone for Connection<In, Out> {
     fn clone(&self) -> Self {
         Connection {
-            shared: self.shared.clone(),
-            runtime: self.runtime.clone(),
-            id: self.id,
-            commands: self.commands.clone(),
-            request: self.request.clone(),
+            inner: self.inner.clone(),
         }
     }
 }
@@ -1018,17 +1135,17 @@ where
 {
     /// The upgrade request of this connection.
     pub fn request(&self) -> &HandshakeRequest {
-        &self.request
+        &self.inner.request
     }
 
     /// Which connection of the server this is (0 for the first).
     pub fn index(&self) -> usize {
-        self.id
+        self.inner.id
     }
 
     async fn command(&self, make: impl FnOnce(oneshot::Sender<()>) -> Command) {
         let (done, wait) = oneshot::channel();
-        if let Some(commands) = &self.commands
+        if let Some(commands) = &self.inner.commands
             && commands.send(make(done)).is_ok()
         {
             let _ = wait.await;
@@ -1055,8 +1172,8 @@ where
     }
 
     /// Sends a close frame with `code` and `reason`.
-    pub async fn close(&self, code: u16, reason: &str) {
-        let reason = reason.to_owned();
+    pub async fn close(&self, code: u16, reason: impl Into<String>) {
+        let reason = reason.into();
         self.command(|done| Command::Close(code, reason, done))
             .await;
     }
@@ -1069,7 +1186,7 @@ where
     /// From now on the fake reads nothing from this connection, so it answers no ping
     /// and sees no frame: the client should find it dead by its own heartbeat.
     pub fn stop_answering_pings(&self) {
-        if let Some(commands) = &self.commands {
+        if let Some(commands) = &self.inner.commands {
             let _ = commands.send(Command::Stall);
         }
     }
@@ -1098,15 +1215,20 @@ where
     {
         let caller = Location::caller();
         async move {
-            let id = self.id;
-            let found = wait_for(&self.shared, &self.runtime, deadline, |state| {
-                let conn = &mut state.connections[id];
-                let inbound = conn.inbound.iter_mut().find(|i| {
-                    !i.consumed && i.message.as_ref().is_some_and(|m| matcher.matches(m))
-                })?;
-                inbound.consumed = true;
-                inbound.message.clone()
-            })
+            let id = self.inner.id;
+            let found = wait_for(
+                &self.inner.shared,
+                &self.inner.runtime,
+                Some(deadline),
+                |state| {
+                    let conn = &mut state.connections[id];
+                    let inbound = conn.inbound.iter_mut().find(|i| {
+                        !i.consumed && i.message.as_ref().is_some_and(|m| matcher.matches(m))
+                    })?;
+                    inbound.consumed = true;
+                    inbound.message.clone()
+                },
+            )
             .await;
             match found {
                 Some(message) => message,
@@ -1121,29 +1243,61 @@ where
     /// The next message not yet taken; `None` once the connection is closed and
     /// nothing is left.
     pub async fn recv(&self) -> Option<In> {
-        let id = self.id;
-        loop {
+        let id = self.inner.id;
+        let found = wait_for(&self.inner.shared, &self.inner.runtime, None, |state| {
+            let conn = &mut state.connections[id];
+            match conn
+                .inbound
+                .iter_mut()
+                .find(|i| !i.consumed && i.message.is_some())
+            {
+                Some(inbound) => {
+                    inbound.consumed = true;
+                    Some(inbound.message.clone())
+                }
+                None => conn.closed.map(|_| None),
+            }
+        })
+        .await;
+        found.flatten()
+    }
+
+    /// Waits (up to [`DEFAULT_DEADLINE`]) for a frame from the client that is not an
+    /// `In` (a binary frame, or text that does not decode) and takes it, so a test of
+    /// a misbehaving client can assert on it instead of failing at drop.
+    #[track_caller]
+    pub fn expect_invalid(&self) -> impl std::future::Future<Output = InvalidFrame> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
+        let caller = Location::caller();
+        async move {
+            let id = self.inner.id;
             let found = wait_for(
-                &self.shared,
-                &self.runtime,
-                Duration::from_secs(3600),
+                &self.inner.shared,
+                &self.inner.runtime,
+                Some(DEFAULT_DEADLINE),
                 |state| {
                     let conn = &mut state.connections[id];
-                    if let Some(inbound) = conn
+                    let inbound = conn
                         .inbound
                         .iter_mut()
-                        .find(|i| !i.consumed && i.message.is_some())
-                    {
-                        inbound.consumed = true;
-                        return Some(inbound.message.clone());
-                    }
-                    conn.closed.map(|_| None)
+                        .find(|i| !i.consumed && i.error.is_some())?;
+                    inbound.consumed = true;
+                    Some(InvalidFrame {
+                        frame: conn.transcript[inbound.entry].frame.clone(),
+                        error: inbound.error.clone().unwrap_or_default(),
+                    })
                 },
             )
             .await;
-            if let Some(result) = found {
-                return result;
-            }
+            found.unwrap_or_else(|| {
+                panic!(
+                    "{caller}: expected a frame that is not a valid message within {DEFAULT_DEADLINE:?} on connection {id}, but none came.\ntranscript:\n{}",
+                    render(&self.transcript())
+                )
+            })
         }
     }
 
@@ -1159,11 +1313,14 @@ where
     {
         let caller = Location::caller();
         async move {
-            let id = self.id;
-            let before = self.shared.lock().connections[id].inbound.len();
-            let broke = wait_for(&self.shared, &self.runtime, duration, |state| {
-                (state.connections[id].inbound.len() > before).then_some(())
-            })
+            let id = self.inner.id;
+            let before = self.inner.shared.lock().connections[id].inbound.len();
+            let broke = wait_for(
+                &self.inner.shared,
+                &self.inner.runtime,
+                Some(duration),
+                |state| (state.connections[id].inbound.len() > before).then_some(()),
+            )
             .await;
             if broke.is_some() {
                 panic!(
@@ -1184,10 +1341,13 @@ where
     {
         let caller = Location::caller();
         async move {
-            let id = self.id;
-            let reached = wait_for(&self.shared, &self.runtime, DEFAULT_DEADLINE, |state| {
-                (state.connections[id].transcript.len() >= n).then_some(())
-            })
+            let id = self.inner.id;
+            let reached = wait_for(
+                &self.inner.shared,
+                &self.inner.runtime,
+                Some(DEFAULT_DEADLINE),
+                |state| (state.connections[id].transcript.len() >= n).then_some(()),
+            )
             .await;
             if reached.is_none() {
                 panic!(
@@ -1200,18 +1360,22 @@ where
 
     /// Messages matching `matcher` need no expectation: they never fail the test.
     pub fn allow(&self, matcher: Matcher<In>) {
-        self.shared.lock().connections[self.id]
+        self.inner.shared.lock().connections[self.inner.id]
             .allowed
             .push(matcher);
     }
 
     /// Every frame of this connection so far, both ways, in order.
     pub fn transcript(&self) -> Vec<TranscriptEntry> {
-        self.shared.lock().connections[self.id].transcript.clone()
+        self.inner.shared.lock().connections[self.inner.id]
+            .transcript
+            .clone()
     }
 
     pub fn is_open(&self) -> bool {
-        self.shared.lock().connections[self.id].closed.is_none()
+        self.inner.shared.lock().connections[self.inner.id]
+            .closed
+            .is_none()
     }
 
     /// Waits (up to [`DEFAULT_DEADLINE`]) until the client closes or drops the
@@ -1224,10 +1388,13 @@ where
     {
         let caller = Location::caller();
         async move {
-            let id = self.id;
-            match wait_for(&self.shared, &self.runtime, DEFAULT_DEADLINE, |state| {
-                state.connections[id].closed
-            })
+            let id = self.inner.id;
+            match wait_for(
+                &self.inner.shared,
+                &self.inner.runtime,
+                Some(DEFAULT_DEADLINE),
+                |state| state.connections[id].closed,
+            )
             .await
             {
                 Some(code) => code,

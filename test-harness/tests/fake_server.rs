@@ -11,7 +11,7 @@ use shared_protocol::{
 use test_harness::payments::{
     FakePayments, ack_of, any, cancel_payment, initiate_payment, select_payment_method,
 };
-use test_harness::{FakeServer, Matcher, Rule};
+use test_harness::{Direction, FakeServer, FrameKind, Matcher, Rule};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -216,8 +216,9 @@ async fn a_custom_rule_answers_first_and_its_expected_count_is_checked() {
         .start()
         .await;
     let mut client = connect(&strict.url()).await;
-    let _conn = strict.next_connection().await;
+    let conn = strict.next_connection().await;
     send(&mut client, &initiate(order)).await;
+    conn.wait_for_frames(1).await;
     drop(client);
     let message = panic_message(async move { drop(strict) }).await;
     assert!(message.contains("fired 1 times, expected 2"), "{message}");
@@ -582,7 +583,253 @@ fn it_works_without_any_async_runtime_of_the_caller() {
 #[test]
 fn handles_are_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>(_: &T) {}
     assert_send_sync::<FakePayments>();
+    // The futures a test awaits can move across threads (e.g. into tokio::spawn).
+    let fake = futures_executor::block_on(FakePayments::start());
+    assert_send(&fake.next_connection_within(Duration::from_millis(1)));
     assert_send_sync::<test_harness::payments::PaymentsConnection>();
     assert_send_sync::<test_harness::Connection<ClientMessage, ServerMessage>>();
+}
+
+#[tokio::test]
+async fn builder_shorthands_count_and_delay_the_rule_just_mounted() {
+    let order = OrderId::new();
+    let fake = FakePayments::builder()
+        .on(initiate_payment(order), move |_| {
+            vec![ServerMessage::PaymentMethods {
+                order_id: order,
+                methods: vec!["paypal".into()],
+            }]
+        })
+        .times(2)
+        .delay(Duration::from_millis(200))
+        .start()
+        .await;
+    let mut client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    send(&mut client, &initiate(order)).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), client.next())
+            .await
+            .is_err(),
+        "answered before the delay"
+    );
+    assert!(
+        matches!(receive(&mut client).await, ServerMessage::PaymentMethods { methods, .. } if methods == ["paypal"])
+    );
+    conn.wait_for_frames(2).await;
+    assert_eq!(fake.problems().len(), 1, "{:?}", fake.problems());
+    send(&mut client, &initiate(order)).await;
+    receive(&mut client).await;
+    assert!(fake.problems().is_empty(), "{:?}", fake.problems());
+}
+
+#[tokio::test]
+async fn expect_takes_the_first_match_and_leaves_earlier_frames_for_later() {
+    let fake = FakePayments::builder().manual().start().await;
+    let mut client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    let (a, b) = (OrderId::new(), OrderId::new());
+    send(&mut client, &initiate(a)).await;
+    send(&mut client, &initiate(b)).await;
+    conn.expect(initiate_payment(b)).await;
+    assert_eq!(conn.expect(any()).await, initiate(a));
+    assert!(fake.problems().is_empty(), "{:?}", fake.problems());
+}
+
+#[tokio::test]
+async fn a_failing_test_is_not_masked_by_a_second_panic_at_drop() {
+    // Had the fake panicked again while unwinding, the process would abort here.
+    let message = panic_message(async {
+        let fake = FakePayments::builder().manual().start().await;
+        let mut client = connect(&fake.url()).await;
+        let conn = fake.next_connection().await;
+        send(&mut client, &initiate(nil())).await;
+        conn.wait_for_frames(1).await;
+        assert!(!fake.problems().is_empty());
+        panic!("the test's own failure");
+    })
+    .await;
+    assert_eq!(message, "the test's own failure");
+}
+
+#[tokio::test]
+async fn dropping_the_last_connection_handle_reports_its_unread_frames_once() {
+    let fake = FakePayments::builder().manual().start().await;
+    let mut client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    let line = line!() - 1;
+    let clone = conn.clone();
+    send(&mut client, &initiate(nil())).await;
+    conn.wait_for_frames(1).await;
+    drop(clone);
+    let message = panic_message(async move { drop(conn) }).await;
+    assert!(
+        message.contains("no expectation or rule looked at"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("fake_server.rs:{line}:")),
+        "does not point at next_connection: {message}"
+    );
+    // Already reported: the fake itself has nothing more to say.
+    assert!(fake.problems().is_empty(), "{:?}", fake.problems());
+}
+
+#[tokio::test]
+async fn an_invalid_frame_can_be_expected_instead_of_failing_the_test() {
+    let fake = FakePayments::start().await;
+    let mut client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    client
+        .send(Message::Text(r#"{"type":"refund"}"#.into()))
+        .await
+        .unwrap();
+    client.send(Message::Binary(vec![7].into())).await.unwrap();
+    let first = conn.expect_invalid().await;
+    assert_eq!(first.frame, FrameKind::Text(r#"{"type":"refund"}"#.into()));
+    assert!(!first.error.is_empty());
+    assert_eq!(
+        conn.expect_invalid().await.frame,
+        FrameKind::Binary(vec![7])
+    );
+    assert!(fake.problems().is_empty(), "{:?}", fake.problems());
+}
+
+#[tokio::test]
+async fn an_oversize_frame_reaches_the_client_whole() {
+    let fake = FakePayments::start().await;
+    let mut client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    conn.send_oversize().await;
+    match client.next().await.unwrap().unwrap() {
+        Message::Text(text) => assert_eq!(text.len(), shared_protocol::MAX_MESSAGE_BYTES + 1),
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_transcript_holds_both_directions_in_order() {
+    let fake = FakePayments::start().await;
+    let mut client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    let order = OrderId::new();
+    send(&mut client, &initiate(order)).await;
+    receive(&mut client).await;
+    conn.expect(initiate_payment(order)).await;
+    client.close(None).await.unwrap();
+    assert_eq!(conn.wait_closed().await, None);
+    let transcript = conn.transcript();
+    let directions: Vec<_> = transcript.iter().map(|e| e.direction).collect();
+    assert_eq!(
+        directions[..3],
+        [
+            Direction::FromClient,
+            Direction::ToClient,
+            Direction::FromClient
+        ]
+    );
+    assert!(matches!(&transcript[0].frame, FrameKind::Text(t) if t.contains("initiate_payment")));
+    assert!(matches!(&transcript[1].frame, FrameKind::Text(t) if t.contains("payment_methods")));
+    assert!(matches!(
+        transcript[2].frame,
+        FrameKind::Close { code: None, .. }
+    ));
+    assert!(transcript.windows(2).all(|w| w[0].at <= w[1].at));
+    assert!(!conn.is_open());
+}
+
+#[tokio::test]
+async fn stop_logs_no_attempt_of_its_own_and_refuses_until_restart() {
+    let fake = FakePayments::start().await;
+    let url = fake.url();
+    let mut first = connect(&url).await;
+    let conn = fake.next_connection().await;
+    fake.stop().await;
+    // The client sees a reset (or at least the end of the stream), never a close frame.
+    match first.next().await {
+        Some(Err(_)) | None => {}
+        Some(Ok(frame)) => panic!("expected a reset, got {frame:?}"),
+    }
+    assert!(!conn.is_open());
+    match try_connect(&url).await {
+        Err(WsError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused),
+        other => panic!("expected connection refused, got {other:?}"),
+    }
+    assert_eq!(fake.attempts().len(), 1, "{:#?}", fake.attempts());
+
+    fake.restart().await;
+    let mut second = connect(&url).await;
+    let conn = fake.next_connection().await;
+    let order = OrderId::new();
+    send(&mut second, &initiate(order)).await;
+    assert!(matches!(
+        receive(&mut second).await,
+        ServerMessage::PaymentMethods { .. }
+    ));
+    conn.expect(initiate_payment(order)).await;
+    fake.shutdown().await;
+    assert!(matches!(second.next().await, Some(Err(_)) | None));
+}
+
+#[tokio::test]
+async fn payment_ids_survive_a_restart() {
+    let fake = FakePayments::start().await;
+    let order = OrderId::new();
+    let mut client = connect(&fake.url()).await;
+    let _conn = fake.next_connection().await;
+    let select = ClientMessage::SelectPaymentMethod {
+        order_id: order,
+        method: "paypal".into(),
+    };
+    send(&mut client, &select).await;
+    let before = receive(&mut client).await;
+    fake.stop().await;
+    fake.restart().await;
+    let mut client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    send(&mut client, &select).await;
+    let after = receive(&mut client).await;
+    let (
+        ServerMessage::PaymentPage { payment_id: a, .. },
+        ServerMessage::PaymentPage { payment_id: b, .. },
+    ) = (before, after)
+    else {
+        panic!("expected two pages")
+    };
+    assert_eq!(a, b);
+    let cancelled = conn.cancel(order, CancelReason::Customer).await;
+    let ServerMessage::PaymentState {
+        event_id,
+        payment_id,
+        ..
+    } = receive(&mut client).await
+    else {
+        panic!("expected a state")
+    };
+    assert_eq!((event_id, payment_id), (cancelled, a));
+    assert_eq!(cancelled, EventId(1));
+}
+
+#[test]
+fn it_works_on_a_runtime_without_a_timer() {
+    // Like actix's or a minimal executor: the caller's runtime has no time driver, so
+    // every deadline must be timed on the fake's.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let fake = FakePayments::start().await;
+        let mut client = connect(&fake.url()).await;
+        let conn = fake.next_connection_within(Duration::from_secs(2)).await;
+        let order = OrderId::new();
+        send(&mut client, &initiate(order)).await;
+        conn.expect_within(initiate_payment(order), Duration::from_secs(2))
+            .await;
+        conn.expect_silence(Duration::from_millis(20)).await;
+        conn.close(1000, "done").await;
+        fake.shutdown().await;
+    });
 }
