@@ -13,6 +13,7 @@ mod server;
 mod transcript;
 
 pub use matcher::Matcher;
+pub use payments::FakePayments;
 pub use server::{
     Attempt, AttemptOutcome, Connection, DEFAULT_DEADLINE, Decoder, FakeServer, FakeServerBuilder,
     HandshakeRequest, InvalidFrame, Rule,
