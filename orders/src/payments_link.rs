@@ -64,7 +64,7 @@ pub struct PaymentsLink {
 /// the WebSocket with 1001 Going Away and ends.
 #[derive(Debug)]
 pub struct LinkGuard {
-    shutdown: watch::Sender<bool>,
+    shutdown: Arc<watch::Sender<bool>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -97,7 +97,7 @@ impl PaymentsLink {
                 state: state_rx,
             },
             LinkGuard {
-                shutdown: shutdown_tx,
+                shutdown: Arc::new(shutdown_tx),
                 thread: Some(thread),
             },
         ))
@@ -120,7 +120,20 @@ impl PaymentsLink {
     }
 }
 
+impl PaymentsLink {
+    /// Waits until the link has stopped for good.
+    pub async fn stopped(&self) {
+        let mut state = self.state.clone();
+        let _ = state.wait_for(|s| *s == LinkState::Stopped).await;
+    }
+}
+
 impl LinkGuard {
+    /// A handle that can ask the link to stop, without owning it.
+    pub fn stopper(&self) -> Arc<watch::Sender<bool>> {
+        self.shutdown.clone()
+    }
+
     /// Stops the link and waits (up to a few seconds) for its thread to end.
     pub fn stop(mut self) {
         let _ = self.shutdown.send(true);

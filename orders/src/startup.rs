@@ -54,12 +54,23 @@ pub struct Application {
 #[derive(Clone)]
 pub struct AppHandle {
     server: ServerHandle,
+    link: PaymentsLink,
+    stop_link: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AppHandle {
-    /// Stops the HTTP server (gracefully: in-flight requests finish) and, with it, the link.
+    /// Stops the HTTP server (gracefully: in-flight requests finish), then the link
+    /// (closing the WebSocket with 1001); returns once both have stopped.
     pub async fn stop(&self, graceful: bool) {
         self.server.stop(graceful).await;
+        let _ = self.stop_link.send(true);
+        self.link.stopped().await;
+    }
+
+    /// Asks everything to stop at once, without waiting: for `Drop` impls in tests.
+    pub fn stop_now(&self) {
+        drop(self.server.stop(false));
+        let _ = self.stop_link.send(true);
     }
 }
 
@@ -126,6 +137,8 @@ impl Application {
     pub fn handle(&self) -> AppHandle {
         AppHandle {
             server: self.server.handle(),
+            link: self.link.clone(),
+            stop_link: self.link_guard.stopper(),
         }
     }
 

@@ -70,6 +70,12 @@ impl AppHandle {
         let _ = self.shutdown.send(true);
         self.server.stop(graceful).await;
     }
+
+    /// Asks everything to stop at once, without waiting: for `Drop` impls in tests.
+    pub fn stop_now(&self) {
+        let _ = self.shutdown.send(true);
+        drop(self.server.stop(false));
+    }
 }
 
 impl Application {

@@ -155,8 +155,7 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        // Sends the stop command at once; the link closes when the server is gone.
-        drop(self.handle.stop(false));
+        self.handle.stop_now();
     }
 }
 

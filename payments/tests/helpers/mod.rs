@@ -90,7 +90,7 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        drop(self.handle.stop(false));
+        self.handle.stop_now();
     }
 }
 

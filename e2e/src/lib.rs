@@ -1,0 +1,209 @@
+//! The whole stack in one process, for end-to-end tests: the real Payments and the
+//! real Orders, each on port 0 with a fresh database, linked by the real WebSocket.
+//! Either service can be stopped and started again (on the same port, with the same
+//! database) to test that nothing is lost across restarts.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shared_protocol::OrderId;
+use test_harness::postgres::TestDatabase;
+
+/// How long a test waits for the stack to reach a state.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+pub struct Stack {
+    pub orders_db: TestDatabase,
+    pub payments_db: TestDatabase,
+    pub payments_port: u16,
+    pub orders_port: u16,
+    pub http: reqwest::Client,
+    payments: Option<payments::AppHandle>,
+    orders: Option<orders::AppHandle>,
+}
+
+impl Stack {
+    pub async fn spawn() -> Stack {
+        let mut stack = Stack {
+            orders_db: TestDatabase::unborn("e2e_orders"),
+            payments_db: TestDatabase::unborn("e2e_payments"),
+            payments_port: 0,
+            orders_port: 0,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("http client"),
+            payments: None,
+            orders: None,
+        };
+        stack.start_payments().await;
+        stack.start_orders().await;
+        stack.wait_ready().await;
+        stack
+    }
+
+    /// Starts Payments (on its previous port after the first start).
+    pub async fn start_payments(&mut self) {
+        let mut config = payments::Config::defaults();
+        config.database_url = self.payments_db.url().to_owned();
+        config.payments_addr = format!("127.0.0.1:{}", self.payments_port);
+        config.public_url = None;
+        config.payments_token = "e2e-token".into();
+        config.delivery_scan_interval = Duration::from_millis(200);
+        config.expiry_interval = Duration::from_millis(200);
+        let app = payments::Application::build(config)
+            .await
+            .expect("payments starts");
+        self.payments_port = app.port();
+        self.payments = Some(app.handle());
+        tokio::spawn(app.run_until_stopped());
+    }
+
+    /// Starts Orders (on its previous port after the first start).
+    pub async fn start_orders(&mut self) {
+        let mut config = orders::Config::defaults();
+        config.database_url = self.orders_db.url().to_owned();
+        config.orders_addr = format!("127.0.0.1:{}", self.orders_port);
+        config.payments_ws_url = format!("ws://127.0.0.1:{}/ws", self.payments_port);
+        config.payments_token = "e2e-token".into();
+        config.heartbeat_interval = Duration::from_millis(500);
+        config.peer_timeout = Duration::from_secs(3);
+        config.reconnect_base = Duration::from_millis(50);
+        config.reconnect_cap = Duration::from_millis(500);
+        let app = orders::Application::build(config)
+            .await
+            .expect("orders starts");
+        self.orders_port = app.port();
+        self.orders = Some(app.handle());
+        tokio::spawn(app.run_until_stopped());
+    }
+
+    pub async fn stop_payments(&mut self) {
+        if let Some(handle) = self.payments.take() {
+            handle.stop(true).await;
+        }
+    }
+
+    pub async fn stop_orders(&mut self) {
+        if let Some(handle) = self.orders.take() {
+            handle.stop(true).await;
+        }
+    }
+
+    /// Waits until Orders reports its database and its Payments link ready.
+    pub async fn wait_ready(&self) {
+        let url = self.orders_url("/readyz");
+        let end = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Ok(response) = self.http.get(&url).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < end,
+                "orders not ready within {DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn orders_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.orders_port)
+    }
+
+    pub async fn create_order(&self, amount: i64, currency: &str) -> OrderId {
+        let response = self
+            .http
+            .post(self.orders_url("/orders"))
+            .json(&json!({"amount": amount, "currency": currency}))
+            .send()
+            .await
+            .expect("POST /orders");
+        assert_eq!(response.status(), 201);
+        let order: Value = response.json().await.expect("an order");
+        OrderId::parse(order["id"].as_str().expect("id")).expect("uuid")
+    }
+
+    pub async fn order(&self, id: OrderId) -> Value {
+        self.http
+            .get(self.orders_url(&format!("/orders/{id}")))
+            .send()
+            .await
+            .expect("GET /orders/{id}")
+            .json()
+            .await
+            .expect("an order")
+    }
+
+    /// Waits until the order's `field` satisfies `done`; returns the order.
+    pub async fn wait_order(
+        &self,
+        id: OrderId,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let end = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let order = self.order(id).await;
+            if done(&order) {
+                return order;
+            }
+            assert!(
+                tokio::time::Instant::now() < end,
+                "order {id} never became {what} within {DEADLINE:?}: {order}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn wait_status(&self, id: OrderId, status: &str) -> Value {
+        self.wait_order(id, status, |o| o["status"] == status).await
+    }
+
+    /// Waits for the order's payment page and returns its URL.
+    pub async fn payment_url(&self, id: OrderId) -> String {
+        let order = self
+            .wait_order(id, "awaiting_payment", |o| {
+                o["status"] == "awaiting_payment"
+            })
+            .await;
+        order["payment_url"]
+            .as_str()
+            .expect("payment_url")
+            .to_owned()
+    }
+
+    /// `POST {page}/complete` or `/cancel`, as the page's form does.
+    pub async fn press(&self, payment_url: &str, button: &str) {
+        let response = self
+            .http
+            .post(format!("{payment_url}/{button}"))
+            .send()
+            .await
+            .expect("POST to the page");
+        assert_eq!(response.status(), 303);
+    }
+
+    /// The number of invoices in the Orders database.
+    pub async fn invoices(&self) -> i64 {
+        let pool = self.orders_db.pool().await;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM invoices")
+            .fetch_one(&pool)
+            .await
+            .expect("count invoices");
+        pool.close().await;
+        n
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(handle) = self.orders.take() {
+            handle.stop_now();
+        }
+        if let Some(handle) = self.payments.take() {
+            handle.stop_now();
+        }
+    }
+}
