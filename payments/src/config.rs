@@ -63,6 +63,11 @@ pub struct Config {
     /// How often undelivered events are scanned for (NOTIFY is the fast path).
     #[arg(long, env = "DELIVERY_SCAN_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub delivery_scan_interval: Duration,
+
+    /// An event sent this long ago and still unacked is sent again (to its order's
+    /// connection, or any open one), in case it died unread with a connection.
+    #[arg(long, env = "REDELIVER_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub redeliver_after: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -5,9 +5,12 @@
 //! unacked events go again to every connection that opens. Every instance learns of
 //! new events from a `LISTEN payment_events` (the insert trigger NOTIFYs on commit)
 //! and, because a NOTIFY is lost while the listener reconnects, from a periodic scan.
-//! The first delivery is claimed with a conditional UPDATE, so exactly one instance
-//! sends it. Open connections are rows with a heartbeat, so an instance can tell that
-//! an event's connection lives on another instance and leave it to that one.
+//! Each delivery is claimed with a conditional UPDATE, so exactly one instance sends
+//! it; an event still unacked `redeliver_after` after it was sent is claimed and sent
+//! again, because a connection can die (or be dying unnoticed) with it unread, and the
+//! next connection to open may have opened before the event existed. Open connections
+//! are rows with a heartbeat, so an instance can tell that an event's connection lives
+//! on another instance and leave it to that one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -67,12 +70,14 @@ pub struct Delivery {
     pub instance: Uuid,
     /// A connection whose heartbeat is older than this is dead.
     pub stale_after: Duration,
+    /// An event sent this long ago and still unacked is sent again.
+    pub redeliver_after: Duration,
 }
 
 impl Delivery {
     /// Sends every undelivered event this instance should send.
     pub async fn dispatch(&self) {
-        let pending = match self.store.undelivered().await {
+        let pending = match self.store.undelivered(self.redeliver_after).await {
             Ok(pending) => pending,
             Err(e) => {
                 tracing::warn!(error = %error_chain(&e), "could not read undelivered events; will retry");
@@ -101,7 +106,7 @@ impl Delivery {
             let Some((connection, sender)) = target else {
                 continue; // no connection here: the next one to open gets it
             };
-            match self.store.claim(event.event_id).await {
+            match self.store.claim(event.event_id, self.redeliver_after).await {
                 Ok(true) => {
                     tracing::info!(event_id = %event.event_id, order_id = %event.order_id, %connection, "delivering event");
                     let _ = sender.send(event.message());

@@ -73,8 +73,14 @@ impl AppHandle {
 
     /// Asks everything to stop at once, without waiting: for `Drop` impls in tests.
     pub fn stop_now(&self) {
+        self.request_stop(false);
+    }
+
+    /// Closes the WebSockets (1001) and sends the server its stop command.
+    fn request_stop(&self, graceful: bool) {
         let _ = self.shutdown.send(true);
-        drop(self.server.stop(false));
+        // The command is sent when `stop` is called; the returned future only waits.
+        drop(self.server.stop(graceful));
     }
 }
 
@@ -105,6 +111,7 @@ impl Application {
             instance: Uuid::new_v4(),
             // A connection is alive while its instance refreshed it within three scans.
             stale_after: (config.delivery_scan_interval * 3).max(Duration::from_secs(3)),
+            redeliver_after: config.redeliver_after,
         };
         let metrics = Metrics::new();
         tokio::spawn(
@@ -177,7 +184,9 @@ impl Application {
             result = &mut server => result,
             _ = termination() => {
                 tracing::info!("stopping: closing WebSockets, finishing in-flight requests");
-                handle.stop(true).await;
+                // Ask, then keep polling the server: it is the server future that carries
+                // the stop out, so awaiting the stop's completion here would deadlock.
+                handle.request_stop(true);
                 server.await
             }
         };

@@ -491,12 +491,17 @@ impl Store {
         rows.into_iter().map(Event::try_from).collect()
     }
 
-    /// Unacked events no instance has delivered yet, with the connection each should go to.
-    pub async fn undelivered(&self) -> Result<Vec<Pending>, StoreError> {
+    /// Unacked events to send now, with the connection each should go to first: those
+    /// no instance has sent yet, and those sent more than `redeliver_after` ago and still
+    /// unacked (the connection they went to may have died with them in its buffers).
+    pub async fn undelivered(&self, redeliver_after: Duration) -> Result<Vec<Pending>, StoreError> {
         let rows = sqlx::query!(
             "SELECT e.event_id, e.order_id, e.payment_id, e.state, e.reason, s.last_connection \
              FROM payment_events e JOIN payment_sessions s USING (payment_id) \
-             WHERE e.acked_at IS NULL AND e.dispatched_at IS NULL ORDER BY e.event_id",
+             WHERE e.acked_at IS NULL AND (e.dispatched_at IS NULL \
+                 OR e.dispatched_at < clock_timestamp() - make_interval(secs => $1)) \
+             ORDER BY e.event_id",
+            redeliver_after.as_secs_f64(),
         )
         .fetch_all(&self.pool)
         .await?;
@@ -517,16 +522,36 @@ impl Store {
             .collect()
     }
 
-    /// Claims the first delivery of an event; exactly one caller gets `true`.
-    pub async fn claim(&self, event_id: EventId) -> Result<bool, StoreError> {
+    /// Claims a delivery of an event (the first, or a redelivery once the last one is
+    /// older than `redeliver_after`); of all instances trying, exactly one gets `true`.
+    pub async fn claim(
+        &self,
+        event_id: EventId,
+        redeliver_after: Duration,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query!(
             "UPDATE payment_events SET dispatched_at = clock_timestamp() \
-             WHERE event_id = $1 AND dispatched_at IS NULL AND acked_at IS NULL",
+             WHERE event_id = $1 AND acked_at IS NULL AND (dispatched_at IS NULL \
+                 OR dispatched_at < clock_timestamp() - make_interval(secs => $2))",
             event_id.0,
+            redeliver_after.as_secs_f64(),
         )
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Records that an unacked event was just sent (to a connection that opened), so
+    /// the periodic redelivery waits a full `redeliver_after` from now.
+    pub async fn mark_sent(&self, event_id: EventId) -> Result<(), StoreError> {
+        sqlx::query!(
+            "UPDATE payment_events SET dispatched_at = clock_timestamp() \
+             WHERE event_id = $1 AND acked_at IS NULL",
+            event_id.0,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// The number of unacked events and the age of the oldest, for metrics.

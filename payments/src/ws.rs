@@ -98,7 +98,8 @@ async fn run(
     match delivery.store.unacked().await {
         Ok(unacked) => {
             for event in unacked {
-                let _ = delivery.store.claim(event.event_id).await;
+                // Restarts its redelivery clock: it was just sent.
+                let _ = delivery.store.mark_sent(event.event_id).await;
                 tracing::info!(event_id = %event.event_id, order_id = %event.order_id, %connection, "redelivering unacked event");
                 if send(&mut session, &event.message()).await.is_err() {
                     break;

@@ -159,3 +159,31 @@ async fn a_payment_completed_on_one_instance_reaches_orders_on_another() {
     let metrics = a.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("payments_unacked_events"), "{metrics}");
 }
+
+#[tokio::test]
+async fn an_unacked_event_is_sent_again_after_redeliver_after_until_acked() {
+    let db = TestDatabase::create("payments").await;
+    let app = TestApp::spawn_with(&db, |c| c.redeliver_after = Duration::from_millis(300)).await;
+    let mut orders = app.connect().await;
+    let order = OrderId::new();
+    let path = page_path(&orders.start_payment(order, 100, "EUR").await);
+    app.post(&format!("{path}/complete")).await;
+    let event = orders.recv().await;
+    // Not acked (as if it died unread in a dying connection's buffers): it comes again
+    // on the same, still open connection.
+    assert_eq!(orders.recv().await, event, "sent again");
+    orders
+        .send(&ClientMessage::Ack {
+            event_id: event_id(&event),
+        })
+        .await;
+    // A redelivery already claimed when the ack arrived may still be in flight.
+    while let Some(again) = orders.try_recv(Duration::from_millis(100)).await {
+        assert_eq!(again, event);
+    }
+    assert_eq!(
+        orders.try_recv(Duration::from_secs(1)).await,
+        None,
+        "sent again after its ack"
+    );
+}
