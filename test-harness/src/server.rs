@@ -9,7 +9,12 @@
 //! `In` is what the client sends (decoded from each text frame), `Out` what the fake
 //! sends. Everything the client sent must be looked at by the test (`expect`, `recv`),
 //! answered by a rule, or explicitly allowed: anything else fails the test when the
-//! server is dropped, with the transcript (strict by default, like wiremock's verify).
+//! server (or the last handle of that connection) is dropped, with the transcript
+//! (strict by default, like wiremock's verify), but never while already panicking.
+//!
+//! Each connection is one task running one `select!` loop over the socket's frames and
+//! a channel of commands from the test (send, close, abort, stall); the handshake is
+//! inspected, logged and possibly refused in tungstenite's `accept_hdr_async` callback.
 
 use std::collections::VecDeque;
 use std::fmt;
