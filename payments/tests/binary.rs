@@ -100,6 +100,7 @@ async fn sigterm_closes_websockets_with_1001_and_exits_within_10_seconds() {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
+        let _ = child.wait(); // reap it: no zombie left behind
         None
     })
     .await

@@ -187,3 +187,20 @@ async fn an_unacked_event_is_sent_again_after_redeliver_after_until_acked() {
         "sent again after its ack"
     );
 }
+
+#[tokio::test]
+async fn an_event_whose_connection_closed_goes_to_an_open_connection_on_another_instance() {
+    let db = TestDatabase::create("payments").await;
+    let a = TestApp::spawn(&db).await;
+    let b = TestApp::spawn(&db).await;
+    let mut gone = a.connect().await;
+    let mut other = b.connect().await;
+    let order = OrderId::new();
+    let path = page_path(&gone.start_payment(order, 100, "EUR").await);
+    gone.ws.close(None).await.unwrap();
+    assert_eq!(gone.closed_with().await, None);
+    // Instance A has no connection left: B's must get the event.
+    assert_eq!(a.post(&format!("{path}/complete")).await.status(), 303);
+    let event = other.recv().await;
+    assert_eq!(event.order_id_of(), order);
+}

@@ -178,3 +178,24 @@ async fn readiness_and_json_errors_for_unknown_routes() {
     assert_eq!(body["error"]["code"], "not_found");
     assert_eq!(app.post("/ws").await.status(), 405);
 }
+
+#[tokio::test]
+async fn a_message_of_exactly_64_kib_is_accepted() {
+    let db = TestDatabase::create("payments").await;
+    let app = TestApp::spawn(&db).await;
+    let mut client = app.connect().await;
+    let order = OrderId::new();
+    let head = format!(
+        r#"{{"type":"initiate_payment","order_id":"{order}","amount":100,"currency":"EUR","pad":""#
+    );
+    let tail = r#""}"#;
+    let text = format!(
+        "{head}{}{tail}",
+        "x".repeat(shared_protocol::MAX_MESSAGE_BYTES - head.len() - tail.len())
+    );
+    assert_eq!(text.len(), 64 * 1024);
+    client.send_text(&text).await;
+    assert!(
+        matches!(client.recv().await, ServerMessage::PaymentMethods { order_id, .. } if order_id == order)
+    );
+}

@@ -100,3 +100,45 @@ async fn unknown_payments_get_a_404_page_that_reflects_nothing() {
         assert_eq!(app.post(&format!("{path}/complete")).await.status(), 404);
     }
 }
+
+#[tokio::test]
+async fn a_session_without_a_method_shows_it_is_not_ready_and_cannot_be_paid() {
+    let db = TestDatabase::create("payments").await;
+    let app = TestApp::spawn(&db).await;
+    let mut client = app.connect().await;
+    let order = OrderId::new();
+    client.send(&helpers::initiate(order, 1999, "EUR")).await;
+    assert!(matches!(
+        client.recv().await,
+        ServerMessage::PaymentMethods { .. }
+    ));
+    // Its id is only handed out with a page; a test can read it from the database.
+    let payment_id: uuid::Uuid =
+        sqlx::query_scalar("SELECT payment_id FROM payment_sessions WHERE order_id = $1")
+            .bind(order.0)
+            .fetch_one(&db.pool().await)
+            .await
+            .unwrap();
+    let path = format!("/pay/{payment_id}");
+
+    let response = app.get(&path).await;
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.unwrap();
+    assert!(html.contains("Choose a payment method"), "{html}");
+    assert!(!html.contains(r#"id="pay""#), "offers to pay: {html}");
+
+    // Paying is refused quietly (303, nothing changes, no event).
+    assert_eq!(app.post(&format!("{path}/complete")).await.status(), 303);
+    assert_eq!(
+        client.try_recv(std::time::Duration::from_millis(400)).await,
+        None
+    );
+    assert!(
+        app.get(&path)
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains("Choose a payment method")
+    );
+}

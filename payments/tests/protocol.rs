@@ -284,3 +284,42 @@ async fn each_connection_gets_the_answers_to_its_own_messages() {
     ));
     assert_eq!(b.try_recv(Duration::from_millis(300)).await, None);
 }
+
+#[tokio::test]
+async fn cancel_payment_before_a_method_is_selected_cancels_the_session() {
+    let db = TestDatabase::create("payments").await;
+    let app = TestApp::spawn(&db).await;
+    let mut client = app.connect().await;
+    let order = OrderId::new();
+    client.send(&initiate(order, 700, "JPY")).await;
+    assert!(matches!(
+        client.recv().await,
+        ServerMessage::PaymentMethods { .. }
+    ));
+    client
+        .send(&ClientMessage::CancelPayment { order_id: order })
+        .await;
+    let event = client.recv().await;
+    assert!(
+        matches!(
+            event,
+            ServerMessage::PaymentState {
+                order_id,
+                state: PaymentOutcome::Cancel,
+                reason: Some(CancelReason::OrdersCancelled),
+                ..
+            } if order_id == order
+        ),
+        "{event:?}"
+    );
+    // Final: selecting a method now, or initiating again, answers with the same event.
+    client
+        .send(&ClientMessage::SelectPaymentMethod {
+            order_id: order,
+            method: "paypal".into(),
+        })
+        .await;
+    assert_eq!(client.recv().await, event);
+    client.send(&initiate(order, 700, "JPY")).await;
+    assert_eq!(client.recv().await, event);
+}

@@ -247,7 +247,9 @@ fn layout(title: &str, body: Markup) -> Markup {
 
 #[cfg(test)]
 mod tests {
-    use super::format_amount;
+    use super::{checkout, format_amount};
+    use crate::store::{Session, SessionState};
+    use shared_protocol::{OrderId, PaymentId};
 
     #[test]
     fn amounts_are_formatted_for_people() {
@@ -257,5 +259,25 @@ mod tests {
         assert_eq!(format_amount(500, "JPY"), "¥500");
         assert_eq!(format_amount(12_345, "KWD"), "12.345 KWD");
         assert_eq!(format_amount(1000, "CHF"), "10.00 CHF");
+    }
+
+    #[test]
+    fn every_value_on_the_page_is_escaped() {
+        // The store only holds validated values, but the page must not rely on it.
+        let session = Session {
+            payment_id: PaymentId::new(),
+            order_id: OrderId::new(),
+            amount: 1999,
+            currency: "<b>".into(),
+            state: SessionState::MethodSelected,
+            method: Some(r#"<script>alert("x")</script>"#.into()),
+            cancel_reason: None,
+            expires_at: chrono::Utc::now() + chrono::Duration::minutes(15),
+        };
+        let html = checkout(&session).into_string();
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(!html.contains("<b>"), "{html}");
+        assert!(html.contains("&lt;script&gt;"), "{html}");
+        assert!(html.contains("&lt;b&gt;"), "{html}");
     }
 }
