@@ -204,3 +204,43 @@ async fn an_event_whose_connection_closed_goes_to_an_open_connection_on_another_
     let event = other.recv().await;
     assert_eq!(event.order_id_of(), order);
 }
+
+#[tokio::test]
+async fn an_event_whose_connection_died_with_its_instance_goes_elsewhere_once_its_heartbeat_is_stale()
+ {
+    let db = TestDatabase::create("payments").await;
+    let app = TestApp::spawn(&db).await;
+    let mut orders = app.connect().await;
+    let order = OrderId::new();
+    let path = page_path(&orders.start_payment(order, 100, "EUR").await);
+    // As if another instance had crashed holding the connection that last spoke about
+    // the order: its row stays behind, fresh for now, and nobody unregisters it.
+    let ghost = uuid::Uuid::new_v4();
+    let pool = db.pool().await;
+    sqlx::query("INSERT INTO ws_connections (connection_id, instance_id) VALUES ($1, $2)")
+        .bind(ghost)
+        .bind(uuid::Uuid::new_v4())
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE payment_sessions SET last_connection = $1 WHERE order_id = $2")
+        .bind(ghost)
+        .bind(order.0)
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    app.post(&format!("{path}/complete")).await;
+    // Left to its owner while the owner looks alive (its row is fresh for 3 s in the
+    // test configuration), then taken over once its heartbeat is stale.
+    assert_eq!(
+        orders.try_recv(Duration::from_secs(1)).await,
+        None,
+        "taken from an owner that still looks alive"
+    );
+    let event = orders
+        .try_recv(Duration::from_secs(15))
+        .await
+        .expect("the event was never delivered to the open connection");
+    assert_eq!(event.order_id_of(), order);
+}
