@@ -323,3 +323,28 @@ async fn cancel_payment_before_a_method_is_selected_cancels_the_session() {
     client.send(&initiate(order, 700, "JPY")).await;
     assert_eq!(client.recv().await, event);
 }
+
+#[tokio::test]
+async fn a_storage_failure_is_answered_with_internal_and_the_connection_stays_open() {
+    let db = TestDatabase::create("payments").await;
+    let app = TestApp::spawn(&db).await;
+    let mut client = app.connect().await;
+    drop(db); // DROP DATABASE … WITH (FORCE): every query fails from now on
+
+    for _ in 0..2 {
+        let order = OrderId::new();
+        client.send(&initiate(order, 100, "EUR")).await;
+        let answer = client
+            .try_recv(Duration::from_secs(15))
+            .await
+            .expect("no answer while the database is gone");
+        assert_eq!(error_code(&answer), (Some(order), ErrorCode::Internal));
+        let ServerMessage::Error { message, .. } = answer else {
+            unreachable!()
+        };
+        assert!(
+            !message.contains("database") && !message.contains("sqlx"),
+            "the cause leaked into the answer: {message}"
+        );
+    }
+}
