@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+pub use service_kit::telemetry::LogFormat;
 
 /// The token both services fall back to; using it is fine locally and logged as a warning.
 pub const DEFAULT_PAYMENTS_TOKEN: &str = "dev-token";
@@ -69,12 +70,6 @@ pub struct Config {
     /// The longest delay between two reconnect attempts.
     #[arg(long, env = "RECONNECT_CAP", default_value = "10s", value_parser = humantime::parse_duration)]
     pub reconnect_cap: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Pretty,
-    Json,
 }
 
 impl Config {

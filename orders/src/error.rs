@@ -73,17 +73,7 @@ pub fn error_body(status: StatusCode, code: &str, message: &str) -> HttpResponse
     HttpResponse::build(status).json(json!({"error": {"code": code, "message": message}}))
 }
 
-/// An error and all its sources, `a: b: c`, for the log.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
+pub use service_kit::error_chain;
 
 /// A safety net under every route: an error response that is not already JSON (one
 /// actix produced itself) is replaced by the JSON shape with the matching code.

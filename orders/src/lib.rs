@@ -14,7 +14,6 @@ pub mod payments_link;
 pub mod routes;
 pub mod startup;
 pub mod store;
-pub mod telemetry;
 
 pub use config::Config;
 pub use startup::{AppHandle, Application};

@@ -11,7 +11,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::config::{Config, DEFAULT_PAYMENTS_TOKEN};
 use crate::error::json_errors;
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::payments_link::{LinkConfig, LinkGuard, PaymentsLink};
 use crate::routes;
 use crate::store::{Store, StoreError};
@@ -102,6 +102,7 @@ impl Application {
             store.clone(),
             metrics.clone(),
         )?;
+        let http_metrics = web::Data::new(metrics.http.clone());
         let state = web::Data::new(AppState {
             store: store.clone(),
             link: link.clone(),
@@ -110,9 +111,12 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(ErrorHandlers::new().default_handler(json_errors))
-                .wrap(actix_web::middleware::from_fn(metrics::record_http))
+                .wrap(actix_web::middleware::from_fn(
+                    service_kit::http_metrics::record,
+                ))
                 .wrap(TracingLogger::default())
                 .app_data(state.clone())
+                .app_data(http_metrics.clone())
                 .configure(routes::configure)
         })
         .listen(listener)?

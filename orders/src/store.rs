@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use shared_protocol::{CancelReason, OrderId, PaymentId, PaymentOutcome};
+use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::{Invoice, NewOrder, Order, OrderStatus, invoice_number};
@@ -152,7 +152,12 @@ impl Store {
     /// Connects, creating the database if it does not exist, and runs the migrations.
     pub async fn connect(database_url: &str) -> Result<Store, StoreError> {
         let options = PgConnectOptions::from_str(database_url).map_err(StoreError::BadUrl)?;
-        create_database_if_missing(&options).await?;
+        service_kit::database::create_if_missing(&options)
+            .await
+            .map_err(|source| StoreError::CreateDatabase {
+                name: options.get_database().unwrap_or_default().to_owned(),
+                source,
+            })?;
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(5))
@@ -468,32 +473,4 @@ impl Store {
             .await?;
         status.map(|s| parse_status(&s)).transpose()
     }
-}
-
-/// Creates the database named in `options` when the server does not have it yet.
-async fn create_database_if_missing(options: &PgConnectOptions) -> Result<(), StoreError> {
-    let Some(name) = options.get_database().map(str::to_owned) else {
-        return Ok(());
-    };
-    let mut conn = PgConnection::connect_with(&options.clone().database("postgres")).await?;
-    let (exists,): (bool,) =
-        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut conn)
-            .await?;
-    if !exists {
-        let quoted = name.replace('"', "\"\"");
-        // The name is quoted as an identifier above; CREATE DATABASE takes no parameters.
-        match sqlx::query(AssertSqlSafe(format!(r#"CREATE DATABASE "{quoted}""#)))
-            .execute(&mut conn)
-            .await
-        {
-            Ok(_) => tracing::info!(database = %name, "created the database"),
-            // Another instance created it between our check and our CREATE.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
-            Err(source) => return Err(StoreError::CreateDatabase { name, source }),
-        }
-    }
-    let _ = conn.close().await;
-    Ok(())
 }

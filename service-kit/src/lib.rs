@@ -1,0 +1,41 @@
+//! The plumbing Orders and Payments share, so each service keeps only what is its own:
+//! logging set-up ([`telemetry`]), creating its database at start-up ([`database`]),
+//! HTTP metrics by route ([`http_metrics`]), and error chains for logs ([`error_chain`]).
+
+pub mod database;
+pub mod http_metrics;
+pub mod telemetry;
+
+/// An error and all its sources, `a: b: c`, for the log (never for a response).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("could not save")
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn the_chain_names_every_cause() {
+        let e = Outer(std::io::Error::other("disk full"));
+        assert_eq!(super::error_chain(&e), "could not save: disk full");
+    }
+}
