@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+pub use service_kit::telemetry::LogFormat;
 
 /// The token both services fall back to; using it is logged as a warning.
 pub const DEFAULT_PAYMENTS_TOKEN: &str = "dev-token";
@@ -68,12 +69,6 @@ pub struct Config {
     /// connection, or any open one), in case it died unread with a connection.
     #[arg(long, env = "REDELIVER_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
     pub redeliver_after: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Pretty,
-    Json,
 }
 
 impl Config {

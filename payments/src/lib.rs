@@ -13,7 +13,6 @@ pub mod protocol;
 pub mod routes;
 pub mod startup;
 pub mod store;
-pub mod telemetry;
 pub mod ws;
 
 pub use config::Config;

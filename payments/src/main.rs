@@ -1,10 +1,10 @@
 use clap::Parser;
-use payments::{Application, Config, telemetry};
+use payments::{Application, Config};
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    telemetry::init(&config.rust_log, config.log_format)?;
+    service_kit::telemetry::init(&config.rust_log, config.log_format)?;
     Application::build(config)
         .await?
         .run_until_stopped()

@@ -155,14 +155,4 @@ fn unknown_order(order_id: OrderId) -> ServerMessage {
     )
 }
 
-/// An error and its sources, `a: b: c`, for the log.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
+pub use service_kit::error_chain;

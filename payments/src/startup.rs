@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::config::{Config, DEFAULT_PAYMENTS_TOKEN};
 use crate::delivery::{Delivery, Registry};
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::protocol::error_chain;
 use crate::routes;
 use crate::store::{Store, StoreError};
@@ -125,6 +125,7 @@ impl Application {
             metrics.clone(),
             shutdown.clone(),
         ));
+        let http_metrics = web::Data::new(metrics.http.clone());
         let state = web::Data::new(AppState {
             config: config.clone(),
             public_url: public_url.clone(),
@@ -134,9 +135,12 @@ impl Application {
         });
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(actix_web::middleware::from_fn(metrics::record_http))
+                .wrap(actix_web::middleware::from_fn(
+                    service_kit::http_metrics::record,
+                ))
                 .wrap(TracingLogger::default())
                 .app_data(state.clone())
+                .app_data(http_metrics.clone())
                 .configure(routes::configure)
         })
         .listen(listener)?

@@ -13,7 +13,7 @@ use shared_protocol::{
     Amount, CancelReason, Currency, EventId, OrderId, PaymentId, PaymentOutcome, ServerMessage,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -204,7 +204,12 @@ impl Store {
     /// Connects, creating the database if it does not exist, and runs the migrations.
     pub async fn connect(database_url: &str) -> Result<Store, StoreError> {
         let options = PgConnectOptions::from_str(database_url).map_err(StoreError::BadUrl)?;
-        create_database_if_missing(&options).await?;
+        service_kit::database::create_if_missing(&options)
+            .await
+            .map_err(|source| StoreError::CreateDatabase {
+                name: options.get_database().unwrap_or_default().to_owned(),
+                source,
+            })?;
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(5))
@@ -667,31 +672,4 @@ async fn insert_event(
         state: outcome,
         reason,
     })
-}
-
-/// Creates the database named in `options` when the server does not have it yet.
-async fn create_database_if_missing(options: &PgConnectOptions) -> Result<(), StoreError> {
-    let Some(name) = options.get_database().map(str::to_owned) else {
-        return Ok(());
-    };
-    let mut conn = PgConnection::connect_with(&options.clone().database("postgres")).await?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut conn)
-            .await?;
-    if !exists {
-        let quoted = name.replace('"', "\"\"");
-        // The name is quoted as an identifier; CREATE DATABASE takes no parameters.
-        match sqlx::query(AssertSqlSafe(format!(r#"CREATE DATABASE "{quoted}""#)))
-            .execute(&mut conn)
-            .await
-        {
-            Ok(_) => tracing::info!(database = %name, "created the database"),
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
-            Err(source) => return Err(StoreError::CreateDatabase { name, source }),
-        }
-    }
-    let _ = conn.close().await;
-    Ok(())
 }
