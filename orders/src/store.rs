@@ -5,29 +5,19 @@
 //! messages cannot apply one twice. Zero rows affected is a normal answer. A fulfilled
 //! order gets its invoice in the same transaction as the status change.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use shared_protocol::{CancelReason, OrderId, PaymentId, PaymentOutcome};
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
 use crate::domain::{Invoice, NewOrder, Order, OrderStatus, invoice_number};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("invalid DATABASE_URL: {0}")]
-    BadUrl(#[source] sqlx::Error),
-    #[error("could not create the database {name:?}")]
-    CreateDatabase {
-        name: String,
-        #[source]
-        source: sqlx::Error,
-    },
-    #[error("could not run the migrations")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("could not open the database")]
+    Open(#[from] service_kit::database::OpenError),
     #[error("database error")]
     Sqlx(#[from] sqlx::Error),
     #[error("row holds a value the code does not know: {0}")]
@@ -151,19 +141,9 @@ fn parse_status(s: &str) -> Result<OrderStatus, StoreError> {
 impl Store {
     /// Connects, creating the database if it does not exist, and runs the migrations.
     pub async fn connect(database_url: &str) -> Result<Store, StoreError> {
-        let options = PgConnectOptions::from_str(database_url).map_err(StoreError::BadUrl)?;
-        service_kit::database::create_if_missing(&options)
-            .await
-            .map_err(|source| StoreError::CreateDatabase {
-                name: options.get_database().unwrap_or_default().to_owned(),
-                source,
-            })?;
-        let pool = PgPoolOptions::new()
-            .max_connections(10)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("../migrations/orders").run(&pool).await?;
+        let pool =
+            service_kit::database::open(database_url, &sqlx::migrate!("../migrations/orders"))
+                .await?;
         Ok(Store { pool })
     }
 

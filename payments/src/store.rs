@@ -5,29 +5,19 @@
 //! trigger on the events table NOTIFYs every instance when it commits. Zero rows
 //! updated is a normal answer: someone else got there first, or the session is final.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use shared_protocol::{
     Amount, CancelReason, Currency, EventId, OrderId, PaymentId, PaymentOutcome, ServerMessage,
 };
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("invalid DATABASE_URL: {0}")]
-    BadUrl(#[source] sqlx::Error),
-    #[error("could not create the database {name:?}")]
-    CreateDatabase {
-        name: String,
-        #[source]
-        source: sqlx::Error,
-    },
-    #[error("could not run the migrations")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("could not open the database")]
+    Open(#[from] service_kit::database::OpenError),
     #[error("database error")]
     Sqlx(#[from] sqlx::Error),
     #[error("row holds a value the code does not know: {0}")]
@@ -203,19 +193,9 @@ pub struct Store {
 impl Store {
     /// Connects, creating the database if it does not exist, and runs the migrations.
     pub async fn connect(database_url: &str) -> Result<Store, StoreError> {
-        let options = PgConnectOptions::from_str(database_url).map_err(StoreError::BadUrl)?;
-        service_kit::database::create_if_missing(&options)
-            .await
-            .map_err(|source| StoreError::CreateDatabase {
-                name: options.get_database().unwrap_or_default().to_owned(),
-                source,
-            })?;
-        let pool = PgPoolOptions::new()
-            .max_connections(10)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("../migrations/payments").run(&pool).await?;
+        let pool =
+            service_kit::database::open(database_url, &sqlx::migrate!("../migrations/payments"))
+                .await?;
         Ok(Store { pool })
     }
 

@@ -32,3 +32,44 @@ pub async fn create_if_missing(options: &PgConnectOptions) -> Result<(), sqlx::E
     let _ = conn.close().await;
     Ok(())
 }
+
+/// Why a service could not open its database.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("invalid DATABASE_URL")]
+    BadUrl(#[source] sqlx::Error),
+    #[error("could not create the database {name:?}")]
+    Create {
+        name: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("could not connect to the database")]
+    Connect(#[source] sqlx::Error),
+    #[error("could not run the migrations")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Opens a service's database: creates it if missing, connects a pool, and runs the
+/// service's migrations.
+pub async fn open(
+    database_url: &str,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<sqlx::PgPool, OpenError> {
+    use std::str::FromStr;
+    let options = PgConnectOptions::from_str(database_url).map_err(OpenError::BadUrl)?;
+    create_if_missing(&options)
+        .await
+        .map_err(|source| OpenError::Create {
+            name: options.get_database().unwrap_or_default().to_owned(),
+            source,
+        })?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .map_err(OpenError::Connect)?;
+    migrator.run(&pool).await?;
+    Ok(pool)
+}
