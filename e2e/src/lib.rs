@@ -67,7 +67,7 @@ impl Stack {
         config.payments_ws_url = format!("ws://127.0.0.1:{}/ws", self.payments_port);
         config.payments_token = "e2e-token".into();
         config.heartbeat_interval = Duration::from_millis(500);
-        config.peer_timeout = Duration::from_secs(3);
+        config.peer_timeout = Duration::from_secs(10);
         config.reconnect_base = Duration::from_millis(50);
         config.reconnect_cap = Duration::from_millis(500);
         let app = orders::Application::build(config)

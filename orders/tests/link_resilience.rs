@@ -86,8 +86,8 @@ async fn a_silent_payments_is_detected_and_the_link_reconnects() {
     app.wait_connected().await;
 
     conn.stop_answering_pings();
-    // peer_timeout is 1 s in tests: Orders gives up on the silent connection and dials again.
-    let again = fake.next_connection().await;
+    // peer_timeout is 3 s in tests: Orders gives up on the silent connection and dials again.
+    let again = fake.next_connection_within(Duration::from_secs(15)).await;
     assert!(again.is_open());
 
     let order = app.create_order(100, "EUR").await;
@@ -153,8 +153,9 @@ async fn a_refused_handshake_is_retried_with_growing_backoff() {
         assert_eq!(attempt.rejected_with(), Some(401), "{attempt:?}");
     }
     // After the n-th consecutive failure the delay is drawn from [0, base · 2^n]: the
-    // gaps stay under a ceiling that doubles (plus slack for the handshake itself).
-    let slack = Duration::from_millis(300);
+    // gaps stay under a ceiling that doubles (plus generous slack for the handshake
+    // itself on a loaded machine; the distribution is unit-tested in payments_link).
+    let slack = Duration::from_secs(1);
     for (n, pair) in attempts.windows(2).enumerate() {
         let gap = pair[1].at() - pair[0].at();
         let ceiling = base * 2u32.pow(n as u32 + 1) + slack;
