@@ -72,7 +72,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// The defaults, as if no variable were set.
+    /// The defaults, with whatever the environment sets on top (clap reads it): tests
+    /// start from this and override the fields they care about.
     pub fn defaults() -> Config {
         Config::parse_from(["payments"])
     }
