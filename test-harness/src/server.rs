@@ -345,6 +345,14 @@ struct ConnState<In> {
 }
 
 impl<In> ConnState<In> {
+    /// Takes the first frame not yet taken that satisfies `wanted`: the one way
+    /// `expect`, `recv` and `expect_invalid` consume what the client sent.
+    fn take(&mut self, wanted: impl Fn(&Inbound<In>) -> bool) -> Option<&mut Inbound<In>> {
+        let inbound = self.inbound.iter_mut().find(|i| !i.consumed && wanted(i))?;
+        inbound.consumed = true;
+        Some(inbound)
+    }
+
     fn record(&mut self, direction: Direction, frame: FrameKind, note: Option<String>) -> usize {
         self.transcript.push(TranscriptEntry {
             at: self.started.elapsed(),
@@ -1226,12 +1234,10 @@ where
                 &self.inner.runtime,
                 Some(deadline),
                 |state| {
-                    let conn = &mut state.connections[id];
-                    let inbound = conn.inbound.iter_mut().find(|i| {
-                        !i.consumed && i.message.as_ref().is_some_and(|m| matcher.matches(m))
-                    })?;
-                    inbound.consumed = true;
-                    inbound.message.clone()
+                    state.connections[id]
+                        .take(|i| i.message.as_ref().is_some_and(|m| matcher.matches(m)))?
+                        .message
+                        .clone()
                 },
             )
             .await;
@@ -1251,15 +1257,8 @@ where
         let id = self.inner.id;
         let found = wait_for(&self.inner.shared, &self.inner.runtime, None, |state| {
             let conn = &mut state.connections[id];
-            match conn
-                .inbound
-                .iter_mut()
-                .find(|i| !i.consumed && i.message.is_some())
-            {
-                Some(inbound) => {
-                    inbound.consumed = true;
-                    Some(inbound.message.clone())
-                }
+            match conn.take(|i| i.message.is_some()) {
+                Some(inbound) => Some(inbound.message.clone()),
                 None => conn.closed.map(|_| None),
             }
         })
@@ -1285,14 +1284,12 @@ where
                 Some(DEFAULT_DEADLINE),
                 |state| {
                     let conn = &mut state.connections[id];
-                    let inbound = conn
-                        .inbound
-                        .iter_mut()
-                        .find(|i| !i.consumed && i.error.is_some())?;
-                    inbound.consumed = true;
+                    let (entry, error) = conn
+                        .take(|i| i.error.is_some())
+                        .map(|i| (i.entry, i.error.clone().unwrap_or_default()))?;
                     Some(InvalidFrame {
-                        frame: conn.transcript[inbound.entry].frame.clone(),
-                        error: inbound.error.clone().unwrap_or_default(),
+                        frame: conn.transcript[entry].frame.clone(),
+                        error,
                     })
                 },
             )
