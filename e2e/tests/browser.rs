@@ -2,8 +2,9 @@
 //! order shows the amount, the Pay button is clicked, and the order becomes
 //! fulfilled. Screenshots land in `target/screenshots/` for a person to look at.
 //!
-//! Needs Debian's `chromium` and `chromium-driver`; `.ci/run` installs them and runs
-//! ignored tests too (`cargo test --workspace -- --include-ignored`).
+//! Needs Chromium and ChromeDriver (Debian's `chromium` and `chromium-driver`, or the
+//! paths in `CHROMIUM` and `CHROMEDRIVER`); `scripts/test` installs them where it may and
+//! runs ignored tests too.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use e2e::Stack;
 use fantoccini::{ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 
 /// chromedriver on a free port, killed on drop.
@@ -32,7 +34,9 @@ impl Driver {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("could not start {binary} ({e}): install chromium-driver"));
+            .unwrap_or_else(|e| {
+                panic!("could not start {binary} ({e}): scripts/test installs it or says how")
+            });
         let url = format!("http://127.0.0.1:{port}");
         let status = format!("{url}/status");
         let http = reqwest::Client::new();
@@ -86,7 +90,7 @@ async fn a_customer_pays_on_the_page_in_a_real_browser() {
         }
     });
     let capabilities = capabilities.as_object().unwrap().clone();
-    let browser = ClientBuilder::native()
+    let browser = ClientBuilder::new(HttpConnector::new())
         .capabilities(capabilities)
         .connect(&driver.url)
         .await
