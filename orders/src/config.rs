@@ -9,8 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 pub use service_kit::telemetry::LogFormat;
 
-/// The token both services fall back to; using it is fine locally and logged as a warning.
-pub const DEFAULT_PAYMENTS_TOKEN: &str = "dev-token";
+pub use service_kit::token::DEFAULT_PAYMENTS_TOKEN;
 
 #[derive(Debug, Clone, Parser)]
 #[command(

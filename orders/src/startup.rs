@@ -9,7 +9,7 @@ use actix_web::middleware::ErrorHandlers;
 use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
 
-use crate::config::{Config, DEFAULT_PAYMENTS_TOKEN};
+use crate::config::Config;
 use crate::error::json_errors;
 use crate::metrics::Metrics;
 use crate::payments_link::{LinkConfig, LinkGuard, PaymentsLink};
@@ -76,10 +76,9 @@ impl AppHandle {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartupError> {
-        if config.payments_token == DEFAULT_PAYMENTS_TOKEN {
-            tracing::warn!(
-                "PAYMENTS_TOKEN is not set: using the development token {DEFAULT_PAYMENTS_TOKEN:?}"
-            );
+        if let Some(warning) = service_kit::token::development_token_warning(&config.payments_token)
+        {
+            tracing::warn!("{warning}");
         }
         let store = Store::connect(&config.database_url).await?;
         let listener =

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tracing_actix_web::TracingLogger;
 use uuid::Uuid;
 
-use crate::config::{Config, DEFAULT_PAYMENTS_TOKEN};
+use crate::config::Config;
 use crate::delivery::{Delivery, Registry};
 use crate::metrics::Metrics;
 use crate::protocol::error_chain;
@@ -86,10 +86,9 @@ impl AppHandle {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartupError> {
-        if config.payments_token == DEFAULT_PAYMENTS_TOKEN {
-            tracing::warn!(
-                "PAYMENTS_TOKEN is not set: using the development token {DEFAULT_PAYMENTS_TOKEN:?}"
-            );
+        if let Some(warning) = service_kit::token::development_token_warning(&config.payments_token)
+        {
+            tracing::warn!("{warning}");
         }
         let store = Store::connect(&config.database_url).await?;
         let listener =

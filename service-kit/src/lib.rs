@@ -1,10 +1,13 @@
 //! The plumbing Orders and Payments share, so each service keeps only what is its own:
 //! logging set-up ([`telemetry`]), creating its database at start-up ([`database`]),
-//! HTTP metrics by route ([`http_metrics`]), and error chains for logs ([`error_chain`]).
+//! HTTP metrics by route ([`http_metrics`]), GET routes that answer HEAD ([`routing`]), the WebSocket's shared secret ([`token`]), and
+//! error chains for logs ([`error_chain`]).
 
 pub mod database;
 pub mod http_metrics;
+pub mod routing;
 pub mod telemetry;
+pub mod token;
 
 /// An error and all its sources, `a: b: c`, for the log (never for a response).
 pub fn error_chain(e: &dyn std::error::Error) -> String {

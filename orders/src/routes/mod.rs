@@ -6,6 +6,7 @@ pub(crate) mod health;
 pub(crate) mod orders;
 
 use actix_web::web;
+use service_kit::routing::get_and_head;
 
 use crate::error::ApiError;
 
@@ -16,12 +17,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/orders")
             .route(web::post().to(orders::create))
-            .route(web::get().to(orders::list))
+            .route(get_and_head().to(orders::list))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/orders/{id}")
-            .route(web::get().to(orders::get))
+            .route(get_and_head().to(orders::get))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
@@ -31,27 +32,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource("/orders/{id}/invoice")
-            .route(web::get().to(orders::invoice))
+            .route(get_and_head().to(orders::invoice))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/healthz")
-            .route(web::get().to(health::healthz))
+            .route(get_and_head().to(health::healthz))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/readyz")
-            .route(web::get().to(health::readyz))
+            .route(get_and_head().to(health::readyz))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/metrics")
-            .route(web::get().to(health::metrics))
+            .route(get_and_head().to(health::metrics))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/openapi.json")
-            .route(web::get().to(crate::openapi::openapi_json))
+            .route(get_and_head().to(crate::openapi::openapi_json))
             .default_service(web::to(method_not_allowed)),
     )
     .default_service(web::to(not_found));

@@ -6,18 +6,19 @@ pub mod page;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
+use service_kit::routing::get_and_head;
 
 use crate::ws;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/ws")
-            .route(web::get().to(ws::endpoint))
+            .route(get_and_head().to(ws::endpoint))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/pay/{payment_id}")
-            .route(web::get().to(page::show))
+            .route(get_and_head().to(page::show))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
@@ -30,9 +31,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(page::cancel))
             .default_service(web::to(method_not_allowed)),
     )
-    .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz))
-    .route("/metrics", web::get().to(health::metrics))
+    .route("/healthz", get_and_head().to(health::healthz))
+    .route("/readyz", get_and_head().to(health::readyz))
+    .route("/metrics", get_and_head().to(health::metrics))
     .default_service(web::to(not_found));
 }
 
