@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # One image with both services; docker-compose.yml picks the binary per container.
 # Builds offline: no database is needed at build time (sqlx's .sqlx/ data is committed).
 
