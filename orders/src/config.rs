@@ -69,6 +69,11 @@ pub struct Config {
     /// The longest delay between two reconnect attempts.
     #[arg(long, env = "RECONNECT_CAP", default_value = "10s", value_parser = humantime::parse_duration)]
     pub reconnect_cap: Duration,
+
+    /// How many new requests may wait in memory for the link. Past that they are sent
+    /// from the database instead (within milliseconds): this bounds memory, not orders.
+    #[arg(long, env = "LINK_OUTBOX", default_value_t = 4096, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub link_outbox: usize,
 }
 
 impl Config {

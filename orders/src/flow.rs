@@ -166,18 +166,20 @@ pub fn requests_for(orders: &[OpenOrder]) -> Vec<ClientMessage> {
         if initiate {
             match (Amount::new(order.amount), Currency::parse(&order.currency)) {
                 (Ok(amount), Ok(currency)) => messages.push(ClientMessage::InitiatePayment {
-                    order_id: order.id,
+                    order_id: order.key.id,
                     amount,
                     currency,
                 }),
                 // The table's CHECK constraints make this unreachable; never panic on it.
                 _ => {
-                    tracing::error!(order_id = %order.id, "order row with an invalid amount or currency")
+                    tracing::error!(order_id = %order.key.id, "order row with an invalid amount or currency")
                 }
             }
         }
         if order.cancel_requested {
-            messages.push(ClientMessage::CancelPayment { order_id: order.id });
+            messages.push(ClientMessage::CancelPayment {
+                order_id: order.key.id,
+            });
         }
     }
     messages

@@ -8,28 +8,50 @@
 //! forever; on every connect it re-sends the requests of open orders, so nothing
 //! queued in memory matters: the database is the to-do list.
 
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_http::ws::Item;
 use actix_web::web::Bytes;
 use awc::ws::{CloseCode, CloseReason, Frame, Message};
+use chrono::{DateTime, Utc};
+use futures_util::future::LocalBoxFuture;
+use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use shared_protocol::{
-    ClientMessage, DecodeError, MAX_MESSAGE_BYTES, Message as _, SUBPROTOCOL, ServerMessage,
+    ClientMessage, DecodeError, MAX_MESSAGE_BYTES, Message as _, OrderId, SUBPROTOCOL,
+    ServerMessage,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep, sleep_until};
 
 use crate::flow;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{OpenKey, Store};
 
-/// How many requests may wait for the link; beyond that they are dropped, because
-/// the sweeper and the next connect re-send them from the database anyway.
-const OUTBOX_CAPACITY: usize = 4096;
+/// How many messages from Payments are applied at once, each in its own transaction
+/// on a pool connection; messages for one order are applied one after another.
+const MAX_IN_FLIGHT: usize = 8;
+/// How many messages read from Payments may wait to be applied; reading pauses beyond.
+const MAX_WAITING: usize = 256;
+/// Frames queued for the writer task.
+const WRITE_QUEUE: usize = 1024;
+/// Room kept in the write queue for replies, pongs and new orders' requests: pages of
+/// requests for older open orders only go out when more than this is free.
+const REPLY_ROOM: usize = 128;
+/// Open orders read per page when resuming, sweeping or catching up after drops.
+const PAGE: i64 = 256;
+/// How long the writer may take to send what is queued and the close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// A connection that stayed up this long resets the reconnect backoff; one that drops
+/// sooner counts as a failure, so a peer that accepts and then fails cannot make the
+/// link reconnect in a tight loop.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// How long [`LinkGuard::stop`] waits for the link's thread.
+const STOP_WAIT: Duration = Duration::from_secs(5);
 /// How long a connection attempt (TCP + handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -43,6 +65,8 @@ pub struct LinkConfig {
     pub resend_after: Duration,
     pub reconnect_base: Duration,
     pub reconnect_cap: Duration,
+    /// How many requests may wait for the link; see [`PaymentsLink::send`].
+    pub outbox_capacity: usize,
 }
 
 /// Whether the link is open.
@@ -57,7 +81,33 @@ pub enum LinkState {
 #[derive(Debug, Clone)]
 pub struct PaymentsLink {
     outbox: mpsc::Sender<ClientMessage>,
+    overflow: Arc<Overflow>,
     state: watch::Receiver<LinkState>,
+}
+
+/// What the handle dropped because the outbox was full: the creation time of the oldest
+/// such order, and a wake-up for the link.
+#[derive(Debug, Default)]
+struct Overflow {
+    oldest: Mutex<Option<DateTime<Utc>>>,
+    notify: Notify,
+}
+
+impl Overflow {
+    fn record(&self, created_at: DateTime<Utc>) {
+        let mut oldest = self.oldest.lock().unwrap_or_else(|e| e.into_inner());
+        *oldest = Some(oldest.map_or(created_at, |o| o.min(created_at)));
+        drop(oldest);
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> Option<DateTime<Utc>> {
+        self.oldest.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    async fn notified(&self) {
+        self.notify.notified().await
+    }
 }
 
 /// Stops the link when dropped (or on [`LinkGuard::stop`]): the link's thread closes
@@ -65,7 +115,8 @@ pub struct PaymentsLink {
 #[derive(Debug)]
 pub struct LinkGuard {
     shutdown: Arc<watch::Sender<bool>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Closed (its sender dropped) when the link's thread ends.
+    ended: std::sync::mpsc::Receiver<()>,
 }
 
 impl PaymentsLink {
@@ -75,18 +126,25 @@ impl PaymentsLink {
         store: Store,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(PaymentsLink, LinkGuard)> {
-        let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX_CAPACITY);
+        let (outbox_tx, outbox_rx) = mpsc::channel(config.outbox_capacity.max(1));
+        let overflow = Arc::new(Overflow::default());
         let (state_tx, state_rx) = watch::channel(LinkState::Connecting);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let thread = std::thread::Builder::new()
+        let (ended_tx, ended_rx) = std::sync::mpsc::channel::<()>();
+        let link_overflow = overflow.clone();
+        std::thread::Builder::new()
             .name("payments-link".into())
             .spawn(move || {
+                let _ended = ended_tx;
                 let system = actix_rt::System::new();
                 system.block_on(run(
                     config,
                     store,
                     metrics,
-                    outbox_rx,
+                    Inbound {
+                        outbox: outbox_rx,
+                        overflow: link_overflow,
+                    },
                     state_tx,
                     shutdown_rx,
                 ));
@@ -94,20 +152,27 @@ impl PaymentsLink {
         Ok((
             PaymentsLink {
                 outbox: outbox_tx,
+                overflow,
                 state: state_rx,
             },
             LinkGuard {
                 shutdown: Arc::new(shutdown_tx),
-                thread: Some(thread),
+                ended: ended_rx,
             },
         ))
     }
 
-    /// Queues a request for Payments. Never blocks: when the link is down or busy the
-    /// request is dropped, since open orders are re-sent from the database.
-    pub fn send(&self, message: ClientMessage) {
-        if let Err(e) = self.outbox.try_send(message) {
-            tracing::debug!(error = %e, "link outbox full or closed; the sweeper will re-send");
+    /// Queues a request about an order created at `created_at`. Never blocks: when the
+    /// link is behind, the request is dropped and the link, told the oldest dropped
+    /// order, sends it from the database within one page walk; when the link is down,
+    /// the next connection resumes every open order from the database.
+    pub fn send(&self, message: ClientMessage, created_at: DateTime<Utc>) {
+        match self.outbox.try_send(message) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.overflow.record(created_at),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!("the link has stopped; request not queued")
+            }
         }
     }
 
@@ -134,11 +199,12 @@ impl LinkGuard {
         self.shutdown.clone()
     }
 
-    /// Stops the link and waits (up to a few seconds) for its thread to end.
-    pub fn stop(mut self) {
+    /// Stops the link and waits, at most [`STOP_WAIT`], for its thread to end.
+    pub fn stop(self) {
         let _ = self.shutdown.send(true);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = self.ended.recv_timeout(STOP_WAIT)
+        {
+            tracing::warn!(wait = ?STOP_WAIT, "the payments link did not stop in time");
         }
     }
 }
@@ -155,11 +221,17 @@ enum End {
     Lost(String),
 }
 
+/// What reaches the link from the handle.
+struct Inbound {
+    outbox: mpsc::Receiver<ClientMessage>,
+    overflow: Arc<Overflow>,
+}
+
 async fn run(
     config: LinkConfig,
     store: Store,
     metrics: Arc<Metrics>,
-    mut outbox: mpsc::Receiver<ClientMessage>,
+    mut inbound: Inbound,
     state: watch::Sender<LinkState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -177,13 +249,23 @@ async fn run(
         };
         match connected {
             Ok(framed) => {
-                failures = 0;
                 let _ = state.send(LinkState::Connected);
                 metrics.link_up();
                 tracing::info!(url = %config.url, "connected to Payments");
+                let since = Instant::now();
                 let end = Connection::new(&config, &store, &metrics)
-                    .run(framed, &mut outbox, &mut shutdown)
+                    .run(
+                        framed,
+                        &mut inbound.outbox,
+                        &inbound.overflow,
+                        &mut shutdown,
+                    )
                     .await;
+                failures = if since.elapsed() >= HEALTHY_AFTER {
+                    0
+                } else {
+                    failures.saturating_add(1)
+                };
                 let _ = state.send(LinkState::Connecting);
                 metrics.link_down();
                 match end {
@@ -286,6 +368,100 @@ struct Connection<'a> {
     fragments: Option<Vec<u8>>,
 }
 
+/// A walk, oldest first and one page at a time, over the open orders that need a
+/// request: on connect (all of them), after the handle dropped requests (from the oldest
+/// dropped one) and on each sweep (only those unanswered for `resend_after`).
+#[derive(Debug, Clone, Copy)]
+struct Walk {
+    stale_after: Option<Duration>,
+    after: Option<OpenKey>,
+}
+
+/// The messages read from Payments and not yet applied, and those being applied.
+/// Messages for different orders are applied concurrently (up to [`MAX_IN_FLIGHT`]);
+/// those for one order one after another, in the order they arrived.
+struct Pipeline<'a> {
+    waiting: VecDeque<ServerMessage>,
+    busy: HashSet<OrderId>,
+    in_flight: FuturesUnordered<LocalBoxFuture<'a, Applied>>,
+}
+
+/// A message from Payments, applied (or not).
+struct Applied {
+    order: Option<OrderId>,
+    result: Result<flow::Reaction, crate::store::StoreError>,
+}
+
+impl<'a> Pipeline<'a> {
+    fn new() -> Self {
+        Pipeline {
+            waiting: VecDeque::new(),
+            busy: HashSet::new(),
+            in_flight: FuturesUnordered::new(),
+        }
+    }
+
+    /// Whether another message may be read from the socket.
+    fn has_room(&self) -> bool {
+        self.waiting.len() < MAX_WAITING
+    }
+
+    /// Starts the earliest waiting message of every order that has none in flight.
+    fn start(&mut self, store: &'a Store, metrics: &'a Metrics) {
+        let mut i = 0;
+        while i < self.waiting.len() && self.in_flight.len() < MAX_IN_FLIGHT {
+            let order = self.waiting[i].order_id();
+            if order.is_some_and(|o| self.busy.contains(&o)) {
+                i += 1;
+                continue;
+            }
+            let Some(message) = self.waiting.remove(i) else {
+                break;
+            };
+            if let Some(order) = order {
+                self.busy.insert(order);
+            }
+            self.in_flight.push(Box::pin(async move {
+                Applied {
+                    order,
+                    result: flow::handle(store, metrics, message).await,
+                }
+            }));
+        }
+    }
+
+    fn finished(&mut self, applied: &Applied) {
+        if let Some(order) = applied.order {
+            self.busy.remove(&order);
+        }
+    }
+}
+
+/// Why a connection's loop ended, and the close frame to send, if any.
+struct Ending {
+    end: End,
+    close: Option<CloseReason>,
+}
+
+impl Ending {
+    fn lost(why: impl Into<String>) -> Self {
+        Ending {
+            end: End::Lost(why.into()),
+            close: None,
+        }
+    }
+
+    fn closing(why: impl Into<String>, code: CloseCode, description: &str) -> Self {
+        Ending {
+            end: End::Lost(why.into()),
+            close: Some(CloseReason {
+                code,
+                description: Some(description.into()),
+            }),
+        }
+    }
+}
+
 impl<'a> Connection<'a> {
     fn new(config: &'a LinkConfig, store: &'a Store, metrics: &'a Metrics) -> Self {
         Connection {
@@ -300,33 +476,64 @@ impl<'a> Connection<'a> {
         mut self,
         framed: Framed,
         outbox: &mut mpsc::Receiver<ClientMessage>,
+        overflow: &Overflow,
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
-        let (mut sink, mut stream) = framed.split();
+        let (sink, mut stream) = framed.split();
+        // The writer owns the socket's sending half, so reading never waits on a write;
+        // it gives up on a peer that reads nothing for `peer_timeout`.
+        let (out, queue) = mpsc::channel(WRITE_QUEUE);
+        let mut writer = tokio::task::spawn_local(write(sink, queue, self.config.peer_timeout));
 
-        // Requests queued while the link was down are all in the database too:
-        // drop them and resume from the database alone, so nothing goes out twice.
+        // Requests queued while the link was down are all in the database too: drop
+        // them, and any record of dropped ones, and resume from the database alone.
         while outbox.try_recv().is_ok() {}
-        // Resume: everything still waiting for Payments, straight from the database.
-        match self.store.open_orders(None).await {
-            Ok(open) => {
-                let requests = flow::requests_for(&open);
-                tracing::info!(
-                    orders = open.len(),
-                    requests = requests.len(),
-                    "resuming open orders"
-                );
-                for message in requests {
-                    if let Err(why) = send(&mut sink, self.metrics, &message).await {
-                        return End::Lost(why);
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %crate::error::error_chain(&e), "could not read open orders to resume; the sweeper will retry")
-            }
-        }
+        overflow.take();
+        let mut catch_up = Some(Walk {
+            stale_after: None,
+            after: None,
+        });
+        let mut sweep: Option<Walk> = None;
 
+        let ending = self
+            .serve(
+                &mut stream,
+                &out,
+                &mut writer,
+                outbox,
+                overflow,
+                shutdown,
+                &mut catch_up,
+                &mut sweep,
+            )
+            .await;
+
+        // Let the writer send what is queued and the close frame, for a bounded time.
+        if writer.is_finished() {
+            return ending.end;
+        }
+        if let Some(reason) = ending.close {
+            let _ = out.try_send(Message::Close(Some(reason)));
+        }
+        drop(out);
+        if tokio::time::timeout(CLOSE_WAIT, &mut writer).await.is_err() {
+            writer.abort();
+        }
+        ending.end
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn serve(
+        &mut self,
+        stream: &mut futures_util::stream::SplitStream<Framed>,
+        out: &mpsc::Sender<Message>,
+        writer: &mut tokio::task::JoinHandle<String>,
+        outbox: &mut mpsc::Receiver<ClientMessage>,
+        overflow: &Overflow,
+        shutdown: &mut watch::Receiver<bool>,
+        catch_up: &mut Option<Walk>,
+        sweep: &mut Option<Walk>,
+    ) -> Ending {
         let now = Instant::now();
         let mut heartbeat = interval_at(
             now + self.config.heartbeat_interval,
@@ -336,17 +543,20 @@ impl<'a> Connection<'a> {
         let mut sweeper = interval_at(now + self.config.resend_after, self.config.resend_after);
         sweeper.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_heard = now;
+        let mut pipeline = Pipeline::new();
 
         loop {
+            // A page of requests goes out only when the writer has room for it and for
+            // the replies to what is being read, so requests never crowd out reading.
+            let room_for_page = out.capacity() >= PAGE as usize + REPLY_ROOM;
             tokio::select! {
-                frame = stream.next() => {
+                frame = stream.next(), if pipeline.has_room() => {
                     let frame = match frame {
-                        None => return End::Lost("Payments closed the TCP connection".into()),
+                        None => return Ending::lost("Payments closed the TCP connection"),
                         Some(Err(e)) => {
                             // Oversized frames and protocol violations end up here.
-                            let reason = CloseReason { code: close_code_for(&e), description: Some(e.to_string()) };
-                            let _ = sink.send(Message::Close(Some(reason))).await;
-                            return End::Lost(format!("WebSocket protocol error: {e}"));
+                            let description = e.to_string();
+                            return Ending::closing(format!("WebSocket protocol error: {e}"), close_code_for(&e), &description);
                         }
                         Some(Ok(frame)) => frame,
                     };
@@ -354,73 +564,84 @@ impl<'a> Connection<'a> {
                     match self.on_frame(frame) {
                         Incoming::Nothing => {}
                         Incoming::Pong(payload) => {
-                            if sink.send(Message::Pong(payload)).await.is_err() {
-                                return End::Lost("could not answer a ping".into());
-                            }
+                            let _ = out.try_send(Message::Pong(payload));
                         }
                         Incoming::Closed(reason) => {
-                            let _ = sink.send(Message::Close(reason.clone())).await;
-                            return End::Lost(format!("Payments closed the connection: {reason:?}"));
+                            let why = format!("Payments closed the connection: {reason:?}");
+                            return Ending { end: End::Lost(why), close: reason };
                         }
                         Incoming::TooLarge => {
-                            let reason = CloseReason { code: CloseCode::Size, description: Some("message over 64 KiB".into()) };
-                            let _ = sink.send(Message::Close(Some(reason))).await;
-                            return End::Lost("Payments sent a message over 64 KiB".into());
+                            return Ending::closing("Payments sent a message over 64 KiB", CloseCode::Size, "message over 64 KiB");
                         }
                         Incoming::Message(message) => {
-                            match flow::handle(self.store, self.metrics, message).await {
-                                Ok(reaction) => {
-                                    for reply in reaction.replies {
-                                        if let Err(why) = send(&mut sink, self.metrics, &reply).await {
-                                            return End::Lost(why);
-                                        }
-                                    }
-                                }
-                                Err(e) => {
-                                    // Not applied, so not acked: reconnecting makes Payments
-                                    // deliver it again, once the database answers.
-                                    tracing::error!(error = %crate::error::error_chain(&e), "could not apply a message from Payments");
-                                    let _ = sink.send(Message::Close(Some(CloseReason { code: CloseCode::Error, description: Some("storage unavailable".into()) }))).await;
-                                    return End::Lost("storage error while applying a message".into());
-                                }
-                            }
+                            pipeline.waiting.push_back(message);
+                            pipeline.start(self.store, self.metrics);
                         }
                     }
                 }
-                Some(message) = outbox.recv() => {
-                    if let Err(why) = send(&mut sink, self.metrics, &message).await {
-                        return End::Lost(why);
+                Some(applied) = pipeline.in_flight.next(), if !pipeline.in_flight.is_empty() => {
+                    pipeline.finished(&applied);
+                    match applied.result {
+                        Ok(reaction) => {
+                            for reply in &reaction.replies {
+                                // Waits only while the writer is full; a stuck writer
+                                // times out and closes the queue.
+                                if out.send(text(self.metrics, reply)).await.is_err() {
+                                    return Ending::lost(writer_end(writer).await);
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            // Not applied, so not acked: Payments delivers it again, and the
+                            // sweeper re-sends requests whose answer was lost this way.
+                            tracing::error!(order_id = ?applied.order, error = %crate::error::error_chain(&e), "could not apply a message from Payments; it was not acked");
+                        }
+                    }
+                    pipeline.start(self.store, self.metrics);
+                }
+                Some(message) = outbox.recv(), if out.capacity() > REPLY_ROOM => {
+                    let _ = out.try_send(text(self.metrics, &message));
+                }
+                () = overflow.notified() => {
+                    if let Some(oldest) = overflow.take() {
+                        // Requests were dropped while the link was busy: walk the open
+                        // orders from the oldest dropped one (re-sends are idempotent).
+                        let from = OpenKey { created_at: oldest, id: OrderId(uuid::Uuid::nil()) };
+                        let after = match catch_up {
+                            Some(Walk { after: Some(at), .. }) => Some((*at).min(from)),
+                            Some(Walk { after: None, .. }) => None,
+                            None => Some(from),
+                        };
+                        tracing::info!(%oldest, "requests were dropped while the link was busy; sending them from the database");
+                        *catch_up = Some(Walk { stale_after: None, after });
+                    }
+                }
+                () = std::future::ready(()), if room_for_page && (catch_up.is_some() || sweep.is_some()) => {
+                    // Awaited here, not raced in select!, so a busy socket cannot cancel it.
+                    for message in next_page(self.store, catch_up, sweep).await {
+                        let _ = out.try_send(text(self.metrics, &message));
                     }
                 }
                 _ = heartbeat.tick() => {
-                    if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                        return End::Lost("could not send a ping".into());
-                    }
+                    let _ = out.try_send(Message::Ping(Bytes::new()));
                 }
                 _ = sleep_until(last_heard + self.config.peer_timeout) => {
                     // A dead peer cannot read a close frame; just drop the socket.
-                    return End::Lost(format!("no frame from Payments for {:?}", self.config.peer_timeout));
+                    return Ending::lost(format!("no frame from Payments for {:?}", self.config.peer_timeout));
                 }
                 _ = sweeper.tick() => {
-                    match self.store.open_orders(Some(self.config.resend_after)).await {
-                        Ok(stale) if !stale.is_empty() => {
-                            let requests = flow::requests_for(&stale);
-                            tracing::info!(orders = stale.len(), "re-sending requests that got no answer");
-                            for message in requests {
-                                if let Err(why) = send(&mut sink, self.metrics, &message).await {
-                                    return End::Lost(why);
-                                }
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::error!(error = %crate::error::error_chain(&e), "sweeper could not read open orders"),
+                    if sweep.is_none() {
+                        *sweep = Some(Walk { stale_after: Some(self.config.resend_after), after: None });
                     }
                 }
+                why = &mut *writer => {
+                    return Ending::lost(why.unwrap_or_else(|e| format!("the writer failed: {e}")));
+                }
                 _ = shutdown.changed() => {
-                    let reason = CloseReason { code: CloseCode::Away, description: Some("Orders is shutting down".into()) };
-                    let _ = sink.send(Message::Close(Some(reason))).await;
-                    let _ = sink.close().await;
-                    return End::Shutdown;
+                    return Ending {
+                        end: End::Shutdown,
+                        close: Some(CloseReason { code: CloseCode::Away, description: Some("Orders is shutting down".into()) }),
+                    };
                 }
             }
         }
@@ -515,16 +736,96 @@ enum Incoming {
     Message(ServerMessage),
 }
 
-async fn send<S>(sink: &mut S, metrics: &Metrics, message: &ClientMessage) -> Result<(), String>
-where
-    S: futures_util::Sink<Message> + Unpin,
-    S::Error: fmt::Display,
-{
+/// The frame of a request, counted and logged.
+fn text(metrics: &Metrics, message: &ClientMessage) -> Message {
     tracing::debug!(r#type = message.type_name(), order_id = ?message.order_id(), "sending to Payments");
     metrics.message("out", message.type_name());
-    sink.send(Message::Text(shared_protocol::encode(message).into()))
-        .await
-        .map_err(|e| format!("could not send {}: {e}", message.type_name()))
+    Message::Text(shared_protocol::encode(message).into())
+}
+
+/// Writes queued frames to the socket, flushing when the queue runs dry, until the
+/// queue closes (then closes the socket) or a write fails or takes longer than
+/// `timeout`. Returns why it stopped.
+async fn write(
+    mut sink: futures_util::stream::SplitSink<Framed, Message>,
+    mut queue: mpsc::Receiver<Message>,
+    timeout: Duration,
+) -> String {
+    let timed_out = || format!("Payments read nothing for {timeout:?}");
+    loop {
+        let Some(first) = queue.recv().await else {
+            let _ = tokio::time::timeout(timeout, sink.close()).await;
+            return "the connection was closed".into();
+        };
+        let mut next = Some(first);
+        let mut closing = false;
+        while let Some(message) = next.take() {
+            closing = matches!(message, Message::Close(_));
+            match tokio::time::timeout(timeout, sink.feed(message)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return format!("could not write to Payments: {e}"),
+                Err(_) => return timed_out(),
+            }
+            if closing {
+                break;
+            }
+            next = queue.try_recv().ok();
+        }
+        match tokio::time::timeout(timeout, sink.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return format!("could not write to Payments: {e}"),
+            Err(_) => return timed_out(),
+        }
+        if closing {
+            let _ = tokio::time::timeout(timeout, sink.close()).await;
+            return "the connection was closed".into();
+        }
+    }
+}
+
+/// Why the writer stopped, once it has.
+async fn writer_end(writer: &mut tokio::task::JoinHandle<String>) -> String {
+    match writer.await {
+        Ok(why) => why,
+        Err(e) => format!("the writer failed: {e}"),
+    }
+}
+
+/// The next page of requests of the active walk (the catch-up before the sweep); ends
+/// a walk on its last page, or on a database error (the sweeper tries again later).
+async fn next_page(
+    store: &Store,
+    catch_up: &mut Option<Walk>,
+    sweep: &mut Option<Walk>,
+) -> Vec<ClientMessage> {
+    let slot = if catch_up.is_some() { catch_up } else { sweep };
+    let Some(walk) = *slot else {
+        return Vec::new();
+    };
+    match store.open_orders(walk.stale_after, walk.after, PAGE).await {
+        Ok(orders) => {
+            *slot = match orders.last() {
+                Some(last) if orders.len() as i64 == PAGE => Some(Walk {
+                    after: Some(last.key),
+                    ..walk
+                }),
+                _ => None,
+            };
+            if !orders.is_empty() {
+                tracing::info!(
+                    orders = orders.len(),
+                    sweep = walk.stale_after.is_some(),
+                    "sending requests for open orders"
+                );
+            }
+            flow::requests_for(&orders)
+        }
+        Err(e) => {
+            tracing::error!(error = %crate::error::error_chain(&e), "could not read open orders; the sweeper will retry");
+            *slot = None;
+            Vec::new()
+        }
+    }
 }
 
 fn close_code_for(e: &actix_http::ws::ProtocolError) -> CloseCode {

@@ -97,6 +97,7 @@ impl Application {
                 resend_after: config.resend_after,
                 reconnect_base: config.reconnect_base,
                 reconnect_cap: config.reconnect_cap,
+                outbox_capacity: config.link_outbox,
             },
             store.clone(),
             metrics.clone(),

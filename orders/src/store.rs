@@ -87,11 +87,18 @@ pub enum PageRecorded {
 /// An open order the link must (re-)send a request for.
 #[derive(Debug, Clone)]
 pub struct OpenOrder {
-    pub id: OrderId,
+    pub key: OpenKey,
     pub amount: i64,
     pub currency: String,
     pub status: OrderStatus,
     pub cancel_requested: bool,
+}
+
+/// Where an order stands in the link's oldest-first walks over open orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OpenKey {
+    pub created_at: DateTime<Utc>,
+    pub id: OrderId,
 }
 
 /// One page of `GET /orders`.
@@ -410,34 +417,51 @@ impl Store {
         Ok(Applied::Transitioned { status, invoice })
     }
 
-    /// Open orders that wait for an answer from Payments: still `pending_payment`, or
-    /// with a cancel requested and unconfirmed. With `stale_after`, only those that have
-    /// waited that long, plus `awaiting_payment` orders that long past the page's
-    /// expiry (Payments must have decided; asking again fetches a lost outcome).
+    /// One page, oldest first, of the open orders the link must (re-)send a request
+    /// for: `pending_payment` orders and unconfirmed cancels; with `stale_after`, only
+    /// those unanswered that long, plus `awaiting_payment` orders whose page expired that
+    /// long ago (Payments must have decided by then: the outcome may have been lost).
+    /// `after` is the key of the last order of the previous page.
     pub async fn open_orders(
         &self,
         stale_after: Option<Duration>,
+        after: Option<OpenKey>,
+        limit: i64,
     ) -> Result<Vec<OpenOrder>, StoreError> {
         let stale_secs = stale_after.map(|d| d.as_secs_f64());
+        let (after_created, after_id) = match after {
+            Some(key) => (Some(key.created_at), key.id.0),
+            None => (None, Uuid::nil()),
+        };
         let rows = sqlx::query!(
-            r#"SELECT id, amount, currency, status, cancel_requested_at IS NOT NULL AS "cancel_requested!"
+            r#"SELECT id, amount, currency, status, created_at,
+                      cancel_requested_at IS NOT NULL AS "cancel_requested!"
              FROM orders
-             WHERE status IN ('pending_payment', 'awaiting_payment') AND (
+             WHERE status IN ('pending_payment', 'awaiting_payment')
+               AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
+               AND (
                  (status = 'pending_payment' AND ($1::float8 IS NULL
                      OR updated_at < clock_timestamp() - make_interval(secs => $1)))
                  OR (cancel_requested_at IS NOT NULL AND ($1::float8 IS NULL
                      OR cancel_requested_at < clock_timestamp() - make_interval(secs => $1)))
                  OR ($1::float8 IS NOT NULL
                      AND payment_expires_at < clock_timestamp() - make_interval(secs => $1)))
-             ORDER BY created_at"#,
+             ORDER BY created_at, id
+             LIMIT $4"#,
             stale_secs,
+            after_created,
+            after_id,
+            limit,
         )
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
             .map(|r| {
                 Ok(OpenOrder {
-                    id: OrderId(r.id),
+                    key: OpenKey {
+                        created_at: r.created_at,
+                        id: OrderId(r.id),
+                    },
                     amount: r.amount,
                     currency: r.currency,
                     status: parse_status(&r.status)?,

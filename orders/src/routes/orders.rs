@@ -48,9 +48,10 @@ pub async fn create(
             state
                 .metrics
                 .transition(OrderStatus::PendingPayment.as_str());
-            state
-                .link
-                .send(flow::initiate(order.id, new.amount, new.currency));
+            state.link.send(
+                flow::initiate(order.id, new.amount, new.currency),
+                order.created_at,
+            );
             Ok(HttpResponse::Created()
                 .insert_header((header::LOCATION, format!("/orders/{}", order.id)))
                 .json(order))
@@ -159,9 +160,10 @@ pub async fn cancel(
     match state.store.request_cancel(id).await? {
         CancelRequest::Requested(order) => {
             tracing::info!(order_id = %id, "cancel requested; asking Payments");
-            state
-                .link
-                .send(ClientMessage::CancelPayment { order_id: id });
+            state.link.send(
+                ClientMessage::CancelPayment { order_id: id },
+                order.created_at,
+            );
             Ok(HttpResponse::Accepted().json(order))
         }
         CancelRequest::Final(order) => Err(ApiError::Conflict(format!(
