@@ -512,11 +512,17 @@ impl<'a> Connection<'a> {
         if writer.is_finished() {
             return ending.end;
         }
-        if let Some(reason) = ending.close {
-            let _ = out.try_send(Message::Close(Some(reason)));
-        }
-        drop(out);
-        if tokio::time::timeout(CLOSE_WAIT, &mut writer).await.is_err() {
+        let wait = async {
+            if let Some(reason) = ending.close {
+                // Behind whatever is queued: Payments reads the requests, then the close.
+                if out.send(Message::Close(Some(reason))).await.is_err() {
+                    return;
+                }
+            }
+            drop(out);
+            let _ = (&mut writer).await;
+        };
+        if tokio::time::timeout(CLOSE_WAIT, wait).await.is_err() {
             writer.abort();
         }
         ending.end
