@@ -22,6 +22,25 @@ pub enum StoreError {
     Sqlx(#[from] sqlx::Error),
     #[error("row holds a value the code does not know: {0}")]
     Corrupt(String),
+    #[error("the service is stopping")]
+    Stopping,
+}
+
+/// Runs store work as a tokio task and waits for it. HTTP handlers run on actix
+/// arbiters, which drop their unfinished local tasks outside any runtime when they stop
+/// (a stop that outlasts the shutdown timeout), and a pool connection dropped there
+/// panics ("this functionality requires a Tokio context"); tokio drops its own tasks
+/// inside the runtime, where a pool connection goes back (or away) cleanly.
+pub async fn off_arbiter<T, F>(work: F) -> Result<T, StoreError>
+where
+    F: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::spawn(work).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(StoreError::Stopping),
+    }
 }
 
 /// Where a payment session stands.

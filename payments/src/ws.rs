@@ -1,6 +1,12 @@
 //! The `/ws` endpoint: the handshake checks (token, subprotocol) and one `select!` loop
 //! per connection over frames from Orders, events to deliver, a heartbeat, the
 //! peer's silence deadline and shutdown.
+//!
+//! Only the frame reader (actix-ws' stream is `!Send`) runs on the actix arbiter; the
+//! loop, and with it every database call, is a tokio task, so a stopping server never
+//! drops a checked-out pool connection outside the runtime. On shutdown the loop closes
+//! with 1001 before its last database write, and lets go of the frames so that the
+//! HTTP connection ends whatever the database does.
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -58,12 +64,44 @@ pub async fn endpoint(
         .aggregate_continuations()
         .max_continuation_size(MAX_MESSAGE_BYTES);
     let state = state.into_inner();
-    actix_web::rt::spawn(async move {
-        let connection = Uuid::new_v4();
-        tracing::info!(%connection, "Orders connected");
-        run(state, connection, session, stream).await;
-    });
+    let connection = Uuid::new_v4();
+    tracing::info!(%connection, "Orders connected");
+    // The frame stream is `!Send` and stays on this arbiter; it holds nothing but the
+    // socket. Everything that touches the database runs as a tokio task instead: an
+    // arbiter that stops drops its local tasks outside any runtime, and a pool
+    // connection dropped there panics ("this functionality requires a Tokio context"),
+    // whereas tokio drops its own tasks inside the runtime.
+    let (frames_tx, frames) = mpsc::channel(INBOUND_FRAMES);
+    actix_web::rt::spawn(read_frames(stream, frames_tx));
+    tokio::spawn(run(state, connection, session, frames));
     response
+}
+
+/// How long a closed connection tries to remove its row; a row left behind goes stale
+/// and is ignored after a few delivery scans anyway.
+pub const CLEANUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Frames read ahead of the connection loop (its group-commit batch is at most this).
+pub const INBOUND_FRAMES: usize = 256;
+
+type Frame = Result<AggregatedMessage, ProtocolError>;
+
+/// Forwards frames to the connection loop until the peer's stream ends, a close or
+/// an error is read, or the loop is gone (which drops the stream, ending the HTTP
+/// connection).
+async fn read_frames(mut stream: actix_ws::AggregatedMessageStream, frames: mpsc::Sender<Frame>) {
+    loop {
+        tokio::select! {
+            frame = stream.recv() => {
+                let Some(frame) = frame else { break };
+                let last = matches!(frame, Err(_) | Ok(AggregatedMessage::Close(_)));
+                if frames.send(frame).await.is_err() || last {
+                    break;
+                }
+            }
+            _ = frames.closed() => break,
+        }
+    }
 }
 
 fn json_error(status: actix_web::http::StatusCode, code: &str, message: &str) -> HttpResponse {
@@ -80,7 +118,7 @@ async fn run(
     state: std::sync::Arc<AppState>,
     connection: Uuid,
     mut session: actix_ws::Session,
-    mut stream: actix_ws::AggregatedMessageStream,
+    mut frames: mpsc::Receiver<Frame>,
 ) {
     let (events_tx, mut events) = mpsc::unbounded_channel::<ServerMessage>();
     let delivery = &state.delivery;
@@ -125,7 +163,7 @@ async fn run(
 
     let close: Option<CloseReason> = loop {
         tokio::select! {
-            frame = stream.recv() => {
+            frame = frames.recv() => {
                 last_heard = Instant::now();
                 match frame {
                     None => break None,
@@ -180,11 +218,23 @@ async fn run(
         }
     };
     delivery.registry.remove(connection);
-    let _ = session.close(close).await;
-    if let Err(e) = delivery.store.unregister_connection(connection).await {
-        tracing::warn!(error = %error_chain(&e), "could not unregister the connection");
-    }
+    // Close first, so the peer hears 1001 at once, and let go of the frames, so the
+    // HTTP connection ends (a stopping server waits for it) whatever the database does.
+    drop(frames);
+    let _ = tokio::time::timeout(config.peer_timeout, session.close(close)).await;
     tracing::info!(%connection, "connection closed");
+    match tokio::time::timeout(
+        CLEANUP_TIMEOUT,
+        delivery.store.unregister_connection(connection),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %error_chain(&e), "could not unregister the connection")
+        }
+        Err(_) => tracing::warn!(%connection, "unregistering the connection timed out"),
+    }
 }
 
 /// Handles one text message; returns a close reason when the connection must end.

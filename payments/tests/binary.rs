@@ -1,15 +1,19 @@
 //! The `payments` binary itself: `--help`, and a graceful stop on SIGTERM that closes
-//! WebSockets with 1001 and exits within 10 s, logging JSON lines.
+//! WebSockets with 1001 and exits within 10 s, logging JSON lines, idle and under load.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use shared_protocol::SUBPROTOCOL;
+use futures_util::{SinkExt, StreamExt};
+use shared_protocol::{Amount, ClientMessage, Currency, OrderId, SUBPROTOCOL};
+use sqlx::Connection;
 use test_harness::postgres::TestDatabase;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 #[test]
 fn help_lists_every_variable() {
@@ -22,8 +26,8 @@ fn help_lists_every_variable() {
     for variable in [
         "DATABASE_URL",
         "PAYMENTS_ADDR",
-        "PAYMENTS_PUBLIC_URL",
         "PAYMENTS_TOKEN",
+        "PAYMENTS_PUBLIC_URL",
         "PAYMENT_TTL",
         "RUST_LOG",
         "LOG_FORMAT",
@@ -35,87 +39,216 @@ fn help_lists_every_variable() {
     }
 }
 
+/// The binary, started on a free port against its own (not yet created) database.
+struct Payments {
+    child: Child,
+    port: u16,
+    db: TestDatabase,
+}
+
+impl Payments {
+    fn start() -> Payments {
+        let db = TestDatabase::unborn("payments");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_payments"))
+            .env_clear()
+            .env("DATABASE_URL", db.url())
+            .env("PAYMENTS_ADDR", format!("127.0.0.1:{port}"))
+            .env("PAYMENTS_TOKEN", "binary-test-token")
+            .env("LOG_FORMAT", "json")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Payments { child, port, db }
+    }
+
+    /// A WebSocket to it, retried while it starts (up to 20 s).
+    async fn connect(&self) -> Ws {
+        let mut request = format!("ws://127.0.0.1:{}/ws", self.port)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", "Bearer binary-test-token".parse().unwrap());
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", SUBPROTOCOL.parse().unwrap());
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            match tokio_tungstenite::connect_async(request.clone()).await {
+                Ok((ws, _)) => return ws,
+                Err(_) if Instant::now() < end => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("payments never accepted a WebSocket: {e}"),
+            }
+        }
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to `within` for the process to exit; kills and reaps it otherwise.
+    /// Returns its status, stdout lines and stderr.
+    async fn exit(self, within: Duration) -> (Option<ExitStatus>, Vec<String>, String) {
+        let Payments { mut child, .. } = self;
+        tokio::task::spawn_blocking(move || {
+            let end = Instant::now() + within;
+            let mut status = None;
+            while Instant::now() < end {
+                if let Some(s) = child.try_wait().unwrap() {
+                    status = Some(s);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if status.is_none() {
+                let _ = child.kill();
+                let _ = child.wait(); // reap it: no zombie left behind
+            }
+            let lines = BufReader::new(child.stdout.take().unwrap())
+                .lines()
+                .map_while(Result::ok)
+                .collect();
+            let mut stderr = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+            (status, lines, stderr)
+        })
+        .await
+        .unwrap()
+    }
+}
+
+/// Reads until the server's close frame; returns its code (None if the socket just ended).
+async fn close_code(ws: &mut futures_util::stream::SplitStream<Ws>) -> Option<u16> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            _ => return None,
+        }
+    }
+}
+
 #[tokio::test]
 async fn sigterm_closes_websockets_with_1001_and_exits_within_10_seconds() {
-    let db = TestDatabase::unborn("payments");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_payments"))
-        .env_clear()
-        .env("DATABASE_URL", db.url())
-        .env("PAYMENTS_ADDR", format!("127.0.0.1:{port}"))
-        .env("PAYMENTS_TOKEN", "binary-test-token")
-        .env("LOG_FORMAT", "json")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let payments = Payments::start();
+    let (_sink, mut stream) = payments.connect().await.split();
 
-    let mut request = format!("ws://127.0.0.1:{port}/ws")
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", "Bearer binary-test-token".parse().unwrap());
-    request
-        .headers_mut()
-        .insert("sec-websocket-protocol", SUBPROTOCOL.parse().unwrap());
-    let end = Instant::now() + Duration::from_secs(20);
-    let mut ws = loop {
-        match tokio_tungstenite::connect_async(request.clone()).await {
-            Ok((ws, _)) => break ws,
-            Err(_) if Instant::now() < end => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(e) => panic!("payments never accepted a WebSocket: {e}"),
-        }
-    };
-
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-
-    let close = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => {}
-                _ => return None,
-            }
-        }
-    })
-    .await
-    .expect("no close frame within 10 s");
+    payments.terminate();
+    let close = tokio::time::timeout(Duration::from_secs(10), close_code(&mut stream))
+        .await
+        .expect("no close frame within 10 s");
     assert_eq!(close, Some(1001));
 
-    let exited = tokio::task::spawn_blocking(move || {
-        let end = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < end {
-            if let Some(status) = child.try_wait().unwrap() {
-                return Some((status, child));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait(); // reap it: no zombie left behind
-        None
-    })
-    .await
-    .unwrap();
-    let (status, mut child) = exited.expect("payments did not exit within 10 s of SIGTERM");
-    assert!(status.success(), "{status:?}");
-
-    let lines: Vec<String> = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .collect();
+    let (status, lines, stderr) = payments.exit(Duration::from_secs(10)).await;
+    let status = status.expect("payments did not exit within 10 s of SIGTERM");
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(lines.iter().any(|l| l.contains("stopping")), "{lines:?}");
     for line in &lines {
         let value: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         assert!(value.is_object());
     }
+}
+
+#[tokio::test]
+async fn sigterm_under_load_closes_with_1001_and_exits_cleanly_within_10_seconds() {
+    let payments = Payments::start();
+    // Connections, each with hundreds of initiate_payment messages in flight
+    // (written without waiting for answers, and written on until the close), so
+    // database work is under way on every connection when the signal arrives.
+    let mut clients = Vec::new();
+    let (answered_tx, mut answered) = tokio::sync::mpsc::unbounded_channel::<()>();
+    for _ in 0..4 {
+        let (mut sink, mut stream) = payments.connect().await.split();
+        let writer = tokio::spawn(async move {
+            loop {
+                let message = ClientMessage::InitiatePayment {
+                    order_id: OrderId::new(),
+                    amount: Amount::new(1999).unwrap(),
+                    currency: Currency::parse("EUR").unwrap(),
+                };
+                let text = shared_protocol::encode(&message);
+                if sink.send(Message::Text(text.into())).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let answered_tx = answered_tx.clone();
+        let reader = tokio::spawn(async move {
+            loop {
+                match stream.next().await {
+                    Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                    Some(Ok(Message::Text(_))) => {
+                        let _ = answered_tx.send(());
+                    }
+                    Some(Ok(_)) => {}
+                    _ => return None,
+                }
+            }
+        });
+        clients.push((writer, reader));
+    }
+    // And the page and readiness routes busy on keep-alive HTTP connections.
+    let mut pollers = Vec::new();
+    for _ in 0..4 {
+        let url = format!("http://127.0.0.1:{}/readyz", payments.port);
+        pollers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while http.get(&url).send().await.is_ok() {}
+        }));
+    }
+    // Under load: hundreds of answers already out, many more messages queued.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        for _ in 0..400 {
+            answered.recv().await.unwrap();
+        }
+    })
+    .await
+    .expect("payments answered fewer than 400 messages in 30 s");
+
+    // And a database that is slow at that moment: what a closing connection does last,
+    // forget itself in ws_connections, waits on a lock. So its pool connection is
+    // still checked out when the server's worker stops, every time (this made
+    // Payments panic with "this functionality requires a Tokio context").
+    let mut locker = sqlx::PgConnection::connect(payments.db.url())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE ws_connections IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    payments.terminate();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for (writer, reader) in clients {
+        let close = tokio::time::timeout_at(deadline, reader)
+            .await
+            .expect("no close frame within 10 s of SIGTERM")
+            .unwrap();
+        assert_eq!(close, Some(1001));
+        writer.abort();
+    }
+
+    let left = deadline - tokio::time::Instant::now();
+    let (status, _, stderr) = payments.exit(left).await;
+    let status = status.expect("payments did not exit within 10 s of SIGTERM");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    drop(locker);
+    for poller in pollers {
+        poller.abort();
+    }
+    assert!(status.success(), "{status:?}\n{stderr}");
 }

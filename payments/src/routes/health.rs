@@ -4,6 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use crate::startup::AppState;
+use crate::store::off_arbiter;
 
 /// The process is up.
 pub async fn healthz() -> HttpResponse {
@@ -12,7 +13,11 @@ pub async fn healthz() -> HttpResponse {
 
 /// Ready when the database answers.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if state.delivery.store.ping().await {
+    let store = state.delivery.store.clone();
+    if off_arbiter(async move { Ok(store.ping().await) })
+        .await
+        .unwrap_or(false)
+    {
         HttpResponse::Ok().json(json!({"status": "ready", "database": "up"}))
     } else {
         HttpResponse::ServiceUnavailable().json(json!({"status": "not_ready", "database": "down"}))
@@ -21,7 +26,8 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// Prometheus text format.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    match state.delivery.store.backlog().await {
+    let store = state.delivery.store.clone();
+    match off_arbiter(async move { store.backlog().await }).await {
         Ok((unacked, oldest)) => state.metrics.set_backlog(unacked, oldest),
         Err(e) => tracing::warn!(error = %e, "could not read the event backlog for metrics"),
     }

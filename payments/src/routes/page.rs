@@ -10,14 +10,15 @@ use shared_protocol::{CancelReason, PaymentId};
 
 use crate::protocol::error_chain;
 use crate::startup::AppState;
-use crate::store::{Finished, Session, SessionState};
+use crate::store::{Finished, Session, SessionState, off_arbiter};
 
 /// `GET /pay/{payment_id}`
 pub async fn show(path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
     let Ok(payment_id) = PaymentId::parse(&path) else {
         return not_found();
     };
-    match state.delivery.store.session_by_payment(payment_id).await {
+    let store = state.delivery.store.clone();
+    match off_arbiter(async move { store.session_by_payment(payment_id).await }).await {
         Ok(Some(session)) => html_response(StatusCode::OK, checkout(&session)),
         Ok(None) => not_found(),
         Err(e) => internal(&e),
@@ -43,11 +44,14 @@ async fn act(raw: &str, state: &AppState, action: Action) -> HttpResponse {
     let Ok(payment_id) = PaymentId::parse(raw) else {
         return not_found();
     };
-    let store = &state.delivery.store;
-    let result = match action {
-        Action::Complete => store.complete(payment_id).await,
-        Action::Cancel => store.cancel_by_customer(payment_id).await,
-    };
+    let store = state.delivery.store.clone();
+    let result = off_arbiter(async move {
+        match action {
+            Action::Complete => store.complete(payment_id).await,
+            Action::Cancel => store.cancel_by_customer(payment_id).await,
+        }
+    })
+    .await;
     match result {
         Ok(Finished::Unknown) => not_found(),
         Ok(Finished::Now(event)) => {
