@@ -39,6 +39,13 @@ pub enum Command {
     Reference(ReferenceArgs),
     /// pgbench alone: bench/reference/full-flow.sql on a fresh database with both schemas.
     Pgbench(PgbenchArgs),
+    /// The medians of several runs: reads JSON reports, groups them by scenario and
+    /// parameters, prints Markdown.
+    Summarize {
+        /// JSON reports written by loadgen.
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+    },
     /// Drops bench_* databases left by loadgen processes that no longer run.
     Cleanup(CleanupArgs),
 }

@@ -20,6 +20,7 @@ pub mod report;
 pub mod scenarios;
 pub mod stack;
 pub mod stats;
+pub mod summary;
 
 use std::path::PathBuf;
 

@@ -34,6 +34,7 @@ async fn async_main(cli: Cli) -> ExitCode {
         Command::Reference(a) => a.common.database_url.clone(),
         Command::Pgbench(a) => a.database_url.clone(),
         Command::Cleanup(a) => a.database_url.clone(),
+        Command::Summarize { .. } => String::new(),
     };
     let mut task = tokio::spawn(run(cli.command));
     let outcome = tokio::select! {
@@ -116,6 +117,10 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             )
             .await?;
             println!("{}", serde_json::to_string_pretty(&run)?);
+            true
+        }
+        Command::Summarize { reports } => {
+            print!("{}", bench::summary::summarize(&reports)?);
             true
         }
         Command::Cleanup(args) => {

@@ -34,6 +34,16 @@ pub struct Machine {
     pub cpu: String,
     pub kernel: String,
     pub postgres: String,
+    /// `/proc/loadavg` when the scenario started and when it ended: the machine is
+    /// shared, and a load above the core count means the figures are pessimistic.
+    pub load_at_start: String,
+    pub load_at_end: String,
+}
+
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 impl Machine {
@@ -62,6 +72,8 @@ impl Machine {
             cpu,
             kernel,
             postgres,
+            load_at_start: loadavg(),
+            load_at_end: String::new(),
         }
     }
 }
@@ -97,6 +109,8 @@ impl Report {
                 cpu: String::new(),
                 kernel: String::new(),
                 postgres: String::new(),
+                load_at_start: String::new(),
+                load_at_end: String::new(),
             },
             started_at: chrono::Utc::now().to_rfc3339(),
             wall_seconds: 0.0,
@@ -152,11 +166,13 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "{} cores ({}), Linux {}, PostgreSQL {}; started {}, {:.1} s wall; parameters `{}`\n",
+            "{} cores ({}), Linux {}, PostgreSQL {}, load average {} at the start and {} at the end; started {}, {:.1} s wall; parameters `{}`\n",
             self.machine.cores,
             self.machine.cpu,
             self.machine.kernel,
             self.machine.postgres,
+            self.machine.load_at_start,
+            self.machine.load_at_end,
             self.started_at,
             self.wall_seconds,
             self.parameters

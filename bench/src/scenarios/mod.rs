@@ -287,6 +287,7 @@ pub async fn finish(
         }
     }
     report.services = services;
+    report.machine.load_at_end = crate::report::loadavg();
     report.commit = common.commit_label();
     report.wall_seconds = started.elapsed().as_secs_f64();
     publish(&report, outputs, latency_stages)?;

@@ -133,6 +133,17 @@ async fn body(stack: &mut Stack, args: &SizeArgs, rec: &Arc<Recorder>) -> anyhow
             );
         }
     }
+    if !paged {
+        report.figure(
+            "paged by the deadline",
+            page_times.len() as f64,
+            "",
+            &format!(
+                "orders with their page {:?} after Payments started",
+                c.deadline
+            ),
+        );
+    }
     report.check(
         "every POST /orders answered 201 while Payments was down",
         n as u64 == args.n && pending_before == n,

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Every scenario of bench/README.md's results table, RUNS times each (3 by default),
+# one after the other, then the medians (`loadgen summarize`). Reports go to
+# target/bench/baseline-<time>/<scenario>-<run>/, the summary to summary.md there.
+#
+#   bench/run-baseline.sh                 # about 40 minutes on the 2-core machine
+#   RUNS=1 bench/run-baseline.sh --commit abc1234
+#
+# Extra arguments go to every loadgen run. Binaries as in run-reference.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ -z "${LOADGEN_ORDERS_BIN:-}" || -z "${LOADGEN_PAYMENTS_BIN:-}" || -z "${LOADGEN:-}" ]]; then
+    cargo build --release -p orders -p payments -p bench
+fi
+target="${CARGO_TARGET_DIR:-target}"
+export LOADGEN_ORDERS_BIN="${LOADGEN_ORDERS_BIN:-$target/release/orders}"
+export LOADGEN_PAYMENTS_BIN="${LOADGEN_PAYMENTS_BIN:-$target/release/payments}"
+loadgen="${LOADGEN:-$target/release/loadgen}"
+runs="${RUNS:-3}"
+dir="$target/bench/baseline-$(date -u +%Y%m%dT%H%M%S)"
+mkdir -p "$dir"
+scenarios=(
+    "flow-closed|flow --concurrency 32 --duration 30s"
+    "flow-open|flow --rate 40 --duration 30s"
+    "burst-2000|burst 2000"
+    "burst-10000|burst 10000"
+    "resume-20000|resume 20000"
+    "backlog-5000|backlog 5000 --deadline 120s"
+)
+for ((run = 1; run <= runs; run++)); do
+    for entry in "${scenarios[@]}"; do
+        name="${entry%%|*}"
+        read -r -a args <<<"${entry#*|}"
+        out="$dir/$name-$run"
+        echo "== $name, run $run/$runs" >&2
+        # A failed check (exit 1) is a result too; only an error (2) stops the series.
+        status=0
+        "$loadgen" "${args[@]}" --out "$out" "$@" >"$out.md" 2>"$out.err" || status=$?
+        if ((status > 1)); then
+            cat "$out.err" >&2
+            exit "$status"
+        fi
+    done
+done
+"$loadgen" summarize "$dir"/*/report.json | tee "$dir/summary.md"
+echo "summary: $dir/summary.md" >&2
