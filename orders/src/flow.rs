@@ -5,11 +5,12 @@
 //! Every step runs in a span carrying the `order_id`.
 
 use shared_protocol::{Amount, ClientMessage, Currency, ErrorCode, OrderId, ServerMessage};
-use tracing::Instrument;
 
 use crate::domain::OrderStatus;
 use crate::metrics::Metrics;
-use crate::store::{Applied, MethodChoice, OpenOrder, PageRecorded, Store, StoreError};
+use crate::store::{
+    Applied, MethodChoice, OpenOrder, PageRecorded, Store, StoreError, final_status,
+};
 
 /// What the link must do after handling one message.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -33,52 +34,81 @@ impl Reaction {
 /// Handles one message from Payments.
 ///
 /// A store error is returned to the caller: the event it concerned was not applied and
-/// must not be acked, and the link reconnects so Payments delivers it again.
+/// must not be acked; Payments delivers it again.
 pub async fn handle(
     store: &Store,
     metrics: &Metrics,
     message: ServerMessage,
 ) -> Result<Reaction, StoreError> {
-    match message {
-        ServerMessage::PaymentMethods { order_id, methods } => {
-            let span = tracing::info_span!("payment_methods", %order_id);
-            async {
-                match store.choose_method(order_id, &methods).await? {
-                    MethodChoice::Select(method) => {
-                        tracing::info!(%method, offered = ?methods, "selecting the payment method");
-                        Ok(Reaction::reply(ClientMessage::SelectPaymentMethod {
-                            order_id,
-                            method,
-                        }))
-                    }
-                    MethodChoice::NotPending(status) => {
-                        tracing::debug!(
-                            status = status.as_str(),
-                            "methods for an order that has moved on: ignored"
-                        );
-                        Ok(Reaction::none())
-                    }
-                    MethodChoice::UnknownOrder => {
-                        tracing::warn!("Payments offered methods for an order we do not have");
-                        Ok(Reaction::none())
-                    }
-                }
+    Ok(handle_batch(store, metrics, vec![message])
+        .await?
+        .pop()
+        .unwrap_or_default())
+}
+
+/// Handles messages from Payments about distinct orders (at most one per order, so
+/// their order does not matter) in ONE transaction: one multi-row statement per kind
+/// of message, one commit, then the reactions, in the order of `messages`. On a store
+/// error nothing was applied, and none of the events may be acked.
+pub async fn handle_batch(
+    store: &Store,
+    metrics: &Metrics,
+    messages: Vec<ServerMessage>,
+) -> Result<Vec<Reaction>, StoreError> {
+    let mut offers = Vec::new();
+    let mut pages = Vec::new();
+    let mut outcomes = Vec::new();
+    for message in &messages {
+        match message {
+            ServerMessage::PaymentMethods { order_id, methods } => {
+                offers.push((*order_id, methods.as_slice()))
             }
-            .instrument(span)
-            .await
+            ServerMessage::PaymentPage {
+                order_id,
+                payment_id,
+                url,
+                expires_at,
+            } => pages.push((*order_id, *payment_id, url.as_str(), *expires_at)),
+            ServerMessage::PaymentState {
+                order_id,
+                payment_id,
+                state,
+                reason,
+                ..
+            } => outcomes.push((*order_id, *payment_id, *state, *reason)),
+            ServerMessage::Error { .. } => {}
         }
-        ServerMessage::PaymentPage {
-            order_id,
-            payment_id,
-            url,
-            expires_at,
-        } => {
-            let span = tracing::info_span!("payment_page", %order_id, %payment_id);
-            async {
-                match store
-                    .record_page(order_id, payment_id, &url, expires_at)
-                    .await?
-                {
+    }
+    let (choices, recorded, applied) =
+        if offers.is_empty() && pages.is_empty() && outcomes.is_empty() {
+            Default::default()
+        } else {
+            let mut tx = store.begin().await?;
+            let choices = Store::choose_methods(&mut tx, &offers).await?;
+            let recorded = Store::record_pages(&mut tx, &pages).await?;
+            let applied = Store::apply_outcomes(&mut tx, &outcomes).await?;
+            tx.commit().await?;
+            (choices, recorded, applied)
+        };
+    let mut choices = choices.into_iter();
+    let mut recorded = recorded.into_iter();
+    let mut applied = applied.into_iter();
+    Ok(messages
+        .into_iter()
+        .map(|message| match message {
+            ServerMessage::PaymentMethods { order_id, methods } => on_methods(
+                order_id,
+                &methods,
+                choices.next().unwrap_or(MethodChoice::UnknownOrder),
+            ),
+            ServerMessage::PaymentPage {
+                order_id,
+                payment_id,
+                url,
+                expires_at,
+            } => {
+                let _span = tracing::info_span!("payment_page", %order_id, %payment_id).entered();
+                match recorded.next().unwrap_or(PageRecorded::UnknownOrder) {
                     PageRecorded::Recorded => {
                         metrics.transition(OrderStatus::AwaitingPayment.as_str());
                         tracing::info!(%url, %expires_at, "payment page ready; awaiting payment");
@@ -93,65 +123,77 @@ pub async fn handle(
                         tracing::warn!("Payments sent a page for an order we do not have")
                     }
                 }
-                Ok(Reaction::none())
+                Reaction::none()
             }
-            .instrument(span)
-            .await
-        }
-        ServerMessage::PaymentState {
-            event_id,
-            order_id,
-            payment_id,
-            state,
-            reason,
-        } => {
-            let span = tracing::info_span!("payment_state", %order_id, %event_id, ?state);
-            async {
+            ServerMessage::PaymentState {
+                event_id,
+                order_id,
+                state,
+                reason,
+                ..
+            } => {
+                let _span =
+                    tracing::info_span!("payment_state", %order_id, %event_id, ?state).entered();
                 let ack = ClientMessage::Ack { event_id };
-                match store.apply_outcome(order_id, payment_id, state, reason).await? {
+                match applied.next().unwrap_or(Applied::UnknownOrder) {
                     Applied::Transitioned { status, invoice } => {
                         metrics.transition(status.as_str());
                         tracing::info!(status = status.as_str(), invoice, reason = reason.map(|r| r.as_str()), "order is final");
-                        Ok(Reaction::reply(ack))
+                        Reaction::reply(ack)
                     }
                     Applied::AlreadyFinal(status) => {
-                        let expected = match state {
-                            shared_protocol::PaymentOutcome::Fulfill => OrderStatus::Fulfilled,
-                            shared_protocol::PaymentOutcome::Cancel => OrderStatus::Cancelled,
-                        };
-                        if status == expected {
+                        if status == final_status(state) {
                             tracing::info!("repeated event for a final order: acked again");
                         } else {
                             // Final states never change. Redelivering this forever would not
                             // help either side, so it is acked and flagged for a person.
                             tracing::error!(status = status.as_str(), "Payments reports an outcome that contradicts the order's final state; order left unchanged");
                         }
-                        Ok(Reaction::reply(ack))
+                        Reaction::reply(ack)
                     }
                     Applied::UnknownOrder => {
                         tracing::warn!("payment_state for an order we do not have: not acked");
-                        Ok(Reaction::none())
+                        Reaction::none()
                     }
                 }
             }
-            .instrument(span)
-            .await
-        }
-        ServerMessage::Error {
-            order_id,
-            code,
-            message,
-        } => {
-            let order = order_id.map(|id| id.to_string());
-            match code {
-                ErrorCode::Internal => {
-                    tracing::warn!(order_id = order, code = code.as_str(), %message, "Payments could not serve a request; it will be re-sent")
+            ServerMessage::Error {
+                order_id,
+                code,
+                message,
+            } => {
+                let order = order_id.map(|id| id.to_string());
+                match code {
+                    ErrorCode::Internal => {
+                        tracing::warn!(order_id = order, code = code.as_str(), %message, "Payments could not serve a request; it will be re-sent")
+                    }
+                    _ => {
+                        tracing::error!(order_id = order, code = code.as_str(), %message, "Payments refused a request")
+                    }
                 }
-                _ => {
-                    tracing::error!(order_id = order, code = code.as_str(), %message, "Payments refused a request")
-                }
+                Reaction::none()
             }
-            Ok(Reaction::none())
+        })
+        .collect())
+}
+
+fn on_methods(order_id: OrderId, methods: &[String], choice: MethodChoice) -> Reaction {
+    let _span = tracing::info_span!("payment_methods", %order_id).entered();
+    match choice {
+        MethodChoice::Select(method) => {
+            tracing::info!(%method, offered = ?methods, "selecting the payment method");
+            Reaction::reply(ClientMessage::SelectPaymentMethod { order_id, method })
+        }
+        MethodChoice::NotPending(status) => {
+            tracing::debug!(
+                status = status.as_str(),
+                "methods for an order that has moved on: ignored"
+            );
+            Reaction::none()
+        }
+        MethodChoice::UnknownOrder => {
+            tracing::warn!("Payments offered methods for an order we do not have");
+            Reaction::none()
         }
     }
 }

@@ -32,11 +32,13 @@ use crate::flow;
 use crate::metrics::Metrics;
 use crate::store::{OpenKey, Store};
 
-/// How many messages from Payments are applied at once, each in its own transaction
-/// on a pool connection; messages for one order are applied one after another.
-const MAX_IN_FLIGHT: usize = 8;
+/// How many batches of messages from Payments are applied at once, each in its own
+/// transaction on a pool connection.
+const MAX_IN_FLIGHT: usize = 4;
+/// The most messages one batch (one transaction) applies.
+const MAX_BATCH: usize = 256;
 /// How many messages read from Payments may wait to be applied; reading pauses beyond.
-const MAX_WAITING: usize = 256;
+const MAX_WAITING: usize = 1024;
 /// Frames queued for the writer task.
 const WRITE_QUEUE: usize = 1024;
 /// Room kept in the write queue for replies, pongs and new orders' requests: pages of
@@ -378,12 +380,17 @@ struct Walk {
 }
 
 /// The messages read from Payments and not yet applied, and those being applied.
-/// Messages for different orders are applied concurrently (up to [`MAX_IN_FLIGHT`]);
-/// those for one order one after another, in the order they arrived.
+///
+/// Group commit: whatever waits when a batch can start (at most one message per
+/// order, up to [`MAX_BATCH`]) is applied in one transaction, with up to
+/// [`MAX_IN_FLIGHT`] batches at once on different orders. Under light load a batch is
+/// one message and costs one commit; under heavy load the batches grow, and the
+/// commits per message shrink. Messages for one order are applied one after another,
+/// in the order they arrived.
 struct Pipeline<'a> {
     waiting: VecDeque<ServerMessage>,
     busy: HashSet<OrderId>,
-    in_flight: FuturesUnordered<LocalBoxFuture<'a, Applied>>,
+    in_flight: FuturesUnordered<LocalBoxFuture<'a, Vec<Applied>>>,
 }
 
 /// A message from Payments, applied (or not).
@@ -406,10 +413,15 @@ impl<'a> Pipeline<'a> {
         self.waiting.len() < MAX_WAITING
     }
 
-    /// Starts the earliest waiting message of every order that has none in flight.
+    /// Starts a batch of the earliest waiting message of every order that has none in
+    /// flight, if a batch may start.
     fn start(&mut self, store: &'a Store, metrics: &'a Metrics) {
+        if self.in_flight.len() >= MAX_IN_FLIGHT {
+            return;
+        }
+        let mut batch = Vec::new();
         let mut i = 0;
-        while i < self.waiting.len() && self.in_flight.len() < MAX_IN_FLIGHT {
+        while i < self.waiting.len() && batch.len() < MAX_BATCH {
             let order = self.waiting[i].order_id();
             if order.is_some_and(|o| self.busy.contains(&o)) {
                 i += 1;
@@ -421,20 +433,53 @@ impl<'a> Pipeline<'a> {
             if let Some(order) = order {
                 self.busy.insert(order);
             }
-            self.in_flight.push(Box::pin(async move {
-                Applied {
-                    order,
-                    result: flow::handle(store, metrics, message).await,
-                }
-            }));
+            batch.push(message);
+        }
+        if !batch.is_empty() {
+            self.in_flight.push(Box::pin(apply(store, metrics, batch)));
         }
     }
 
-    fn finished(&mut self, applied: &Applied) {
-        if let Some(order) = applied.order {
-            self.busy.remove(&order);
+    fn finished(&mut self, applied: &[Applied]) {
+        for applied in applied {
+            if let Some(order) = applied.order {
+                self.busy.remove(&order);
+            }
         }
     }
+}
+
+/// Applies a batch in one transaction; if that fails, each message on its own, so one
+/// message the database refuses (a poison message) cannot hold back the others.
+async fn apply(store: &Store, metrics: &Metrics, batch: Vec<ServerMessage>) -> Vec<Applied> {
+    let orders: Vec<Option<OrderId>> = batch.iter().map(|m| m.order_id()).collect();
+    if batch.len() > 1 {
+        match flow::handle_batch(store, metrics, batch.clone()).await {
+            Ok(reactions) => {
+                return orders
+                    .into_iter()
+                    .zip(reactions)
+                    .map(|(order, reaction)| Applied {
+                        order,
+                        result: Ok(reaction),
+                    })
+                    .collect();
+            }
+            Err(e) => tracing::warn!(
+                messages = batch.len(),
+                error = %crate::error::error_chain(&e),
+                "a batch from Payments failed; applying its messages one by one"
+            ),
+        }
+    }
+    let mut applied = Vec::with_capacity(batch.len());
+    for (order, message) in orders.into_iter().zip(batch) {
+        applied.push(Applied {
+            order,
+            result: flow::handle(store, metrics, message).await,
+        });
+    }
+    applied
 }
 
 /// Why a connection's loop ended, and the close frame to send, if any.
@@ -585,22 +630,24 @@ impl<'a> Connection<'a> {
                         }
                     }
                 }
-                Some(applied) = pipeline.in_flight.next(), if !pipeline.in_flight.is_empty() => {
-                    pipeline.finished(&applied);
-                    match applied.result {
-                        Ok(reaction) => {
-                            for reply in &reaction.replies {
-                                // Waits only while the writer is full; a stuck writer
-                                // times out and closes the queue.
-                                if out.send(text(self.metrics, reply)).await.is_err() {
-                                    return Ending::lost(writer_end(writer).await);
+                Some(batch) = pipeline.in_flight.next(), if !pipeline.in_flight.is_empty() => {
+                    pipeline.finished(&batch);
+                    for applied in batch {
+                        match applied.result {
+                            Ok(reaction) => {
+                                for reply in &reaction.replies {
+                                    // Waits only while the writer is full; a stuck writer
+                                    // times out and closes the queue.
+                                    if out.send(text(self.metrics, reply)).await.is_err() {
+                                        return Ending::lost(writer_end(writer).await);
+                                    }
                                 }
                             }
-                        }
-                        Err(e) => {
-                            // Not applied, so not acked: Payments delivers it again, and the
-                            // sweeper re-sends requests whose answer was lost this way.
-                            tracing::error!(order_id = ?applied.order, error = %crate::error::error_chain(&e), "could not apply a message from Payments; it was not acked");
+                            Err(e) => {
+                                // Not applied, so not acked: Payments delivers it again, and
+                                // the sweeper re-sends requests whose answer was lost this way.
+                                tracing::error!(order_id = ?applied.order, error = %crate::error::error_chain(&e), "could not apply a message from Payments; it was not acked");
+                            }
                         }
                     }
                     pipeline.start(self.store, self.metrics);

@@ -5,11 +5,12 @@
 //! messages cannot apply one twice. Zero rows affected is a normal answer. A fulfilled
 //! order gets its invoice in the same transaction as the status change.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use shared_protocol::{CancelReason, OrderId, PaymentId, PaymentOutcome};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::{Invoice, NewOrder, Order, OrderStatus, invoice_number};
@@ -138,6 +139,14 @@ impl TryFrom<OrderRow> for Order {
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
+    }
+}
+
+/// The final status an outcome moves an order to.
+pub fn final_status(outcome: PaymentOutcome) -> OrderStatus {
+    match outcome {
+        PaymentOutcome::Fulfill => OrderStatus::Fulfilled,
+        PaymentOutcome::Cancel => OrderStatus::Cancelled,
     }
 }
 
@@ -306,115 +315,209 @@ impl Store {
         }))
     }
 
-    /// Payments offered `methods` (non-empty) for an order: pick the first, once.
-    pub async fn choose_method(
-        &self,
-        id: OrderId,
-        methods: &[String],
-    ) -> Result<MethodChoice, StoreError> {
-        let Some(first) = methods.first() else {
-            return Ok(MethodChoice::NotPending(OrderStatus::PendingPayment));
-        };
-        // Keep a method chosen earlier if it is still offered, so a repeated offer
-        // never makes us ask for a second one (Payments would answer `conflict`).
-        let chosen = sqlx::query_scalar!(
-            "UPDATE orders SET payment_method = CASE \
-                 WHEN payment_method IS NOT NULL AND payment_method = ANY($3) THEN payment_method \
-                 ELSE $2 END, \
-               updated_at = clock_timestamp() \
-             WHERE id = $1 AND status = 'pending_payment' \
-             RETURNING payment_method",
-            id.0,
-            first,
-            methods,
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(Some(method)) = chosen {
-            return Ok(MethodChoice::Select(method));
-        }
-        Ok(match self.status(id).await? {
-            Some(status) => MethodChoice::NotPending(status),
-            None => MethodChoice::UnknownOrder,
-        })
+    /// Starts a transaction for a batch of messages from Payments.
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        Ok(self.pool.begin().await?)
     }
 
-    /// Payments sent the page: the order now awaits the customer's payment.
-    pub async fn record_page(
-        &self,
-        id: OrderId,
-        payment_id: PaymentId,
-        url: &str,
-        expires_at: DateTime<Utc>,
-    ) -> Result<PageRecorded, StoreError> {
-        let updated = sqlx::query!(
-            "UPDATE orders SET status = 'awaiting_payment', payment_id = $2, payment_url = $3, \
-                 payment_expires_at = $4, updated_at = clock_timestamp() \
-             WHERE id = $1 AND status IN ('pending_payment', 'awaiting_payment') \
-               AND payment_url IS DISTINCT FROM $3",
-            id.0,
-            payment_id.0,
-            url,
-            expires_at,
-        )
-        .execute(&self.pool)
-        .await?;
-        if updated.rows_affected() == 1 {
-            return Ok(PageRecorded::Recorded);
+    /// Payments offered methods (non-empty) for these orders (one offer per order): pick
+    /// the first, once, in one statement inside the caller's transaction. The answers are in the order of `offers`.
+    pub async fn choose_methods(
+        conn: &mut PgConnection,
+        offers: &[(OrderId, &[String])],
+    ) -> Result<Vec<MethodChoice>, StoreError> {
+        if offers.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(match self.status(id).await? {
-            Some(status) => PageRecorded::Unchanged(status),
-            None => PageRecorded::UnknownOrder,
-        })
+        let ids: Vec<Uuid> = offers.iter().map(|(id, _)| id.0).collect();
+        let firsts: Vec<String> = offers
+            .iter()
+            .map(|(_, m)| m.first().cloned().unwrap_or_default())
+            .collect();
+        let offered: Vec<String> = offers
+            .iter()
+            .map(|(_, m)| serde_json::to_string(m).unwrap_or_else(|_| "[]".into()))
+            .collect();
+        // Keep a method chosen earlier if it is still offered, so a repeated offer never
+        // makes us ask for a second one (Payments would answer `conflict`).
+        let rows = sqlx::query!(
+            r#"UPDATE orders o SET payment_method = CASE
+                   WHEN o.payment_method IS NOT NULL AND u.offered::jsonb ? o.payment_method
+                   THEN o.payment_method ELSE u.first END,
+                 updated_at = clock_timestamp()
+               FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(id, first, offered)
+               WHERE o.id = u.id AND o.status = 'pending_payment' AND u.first <> ''
+               RETURNING o.id, o.payment_method AS "payment_method!""#,
+            &ids,
+            &firsts,
+            &offered,
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let chosen: HashMap<Uuid, String> =
+            rows.into_iter().map(|r| (r.id, r.payment_method)).collect();
+        let statuses = Self::statuses_of_missing(conn, &ids, |id| chosen.contains_key(id)).await?;
+        Ok(ids
+            .iter()
+            .map(|id| match chosen.get(id) {
+                Some(method) => MethodChoice::Select(method.clone()),
+                None => match statuses.get(id) {
+                    Some(status) => MethodChoice::NotPending(*status),
+                    None => MethodChoice::UnknownOrder,
+                },
+            })
+            .collect())
     }
 
-    /// Applies a final outcome from Payments: one transaction, one invoice at most.
-    pub async fn apply_outcome(
-        &self,
-        id: OrderId,
-        payment_id: PaymentId,
-        outcome: PaymentOutcome,
-        reason: Option<CancelReason>,
-    ) -> Result<Applied, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let (status, reason) = match outcome {
-            PaymentOutcome::Fulfill => (OrderStatus::Fulfilled, None),
-            PaymentOutcome::Cancel => (OrderStatus::Cancelled, reason.map(CancelReason::as_str)),
-        };
+    /// Payments sent these pages: the orders now await the customer's payment. One
+    /// statement inside the caller's transaction. The answers are in the order of `pages`.
+    pub async fn record_pages(
+        conn: &mut PgConnection,
+        pages: &[(OrderId, PaymentId, &str, DateTime<Utc>)],
+    ) -> Result<Vec<PageRecorded>, StoreError> {
+        if pages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = pages.iter().map(|p| p.0.0).collect();
+        let payment_ids: Vec<Uuid> = pages.iter().map(|p| p.1.0).collect();
+        let urls: Vec<String> = pages.iter().map(|p| p.2.to_owned()).collect();
+        let expiries: Vec<DateTime<Utc>> = pages.iter().map(|p| p.3).collect();
+        let recorded: HashSet<Uuid> = sqlx::query_scalar!(
+            "UPDATE orders o SET status = 'awaiting_payment', payment_id = u.payment_id, \
+                 payment_url = u.url, payment_expires_at = u.expires_at, \
+                 updated_at = clock_timestamp() \
+             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[]) \
+                 AS u(id, payment_id, url, expires_at) \
+             WHERE o.id = u.id AND o.status IN ('pending_payment', 'awaiting_payment') \
+               AND o.payment_url IS DISTINCT FROM u.url \
+             RETURNING o.id",
+            &ids,
+            &payment_ids,
+            &urls,
+            &expiries,
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+        let statuses = Self::statuses_of_missing(conn, &ids, |id| recorded.contains(id)).await?;
+        Ok(ids
+            .iter()
+            .map(|id| {
+                if recorded.contains(id) {
+                    PageRecorded::Recorded
+                } else {
+                    match statuses.get(id) {
+                        Some(status) => PageRecorded::Unchanged(*status),
+                        None => PageRecorded::UnknownOrder,
+                    }
+                }
+            })
+            .collect())
+    }
+
+    /// Applies final outcomes from Payments: one UPDATE for the transitions and one
+    /// INSERT for the invoices (one per fulfilled order, at most), inside the caller's transaction, so the batch commits
+    /// (or not) as one. The answers are in the order of `outcomes`.
+    pub async fn apply_outcomes(
+        conn: &mut PgConnection,
+        outcomes: &[(OrderId, PaymentId, PaymentOutcome, Option<CancelReason>)],
+    ) -> Result<Vec<Applied>, StoreError> {
+        if outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = outcomes.iter().map(|o| o.0.0).collect();
+        let payment_ids: Vec<Uuid> = outcomes.iter().map(|o| o.1.0).collect();
+        let statuses: Vec<String> = outcomes
+            .iter()
+            .map(|o| final_status(o.2).as_str().to_owned())
+            .collect();
+        // '' stands for no reason (NULLIF below): a fulfilled order has none.
+        let reasons: Vec<String> = outcomes
+            .iter()
+            .map(|o| match o.2 {
+                PaymentOutcome::Fulfill => String::new(),
+                PaymentOutcome::Cancel => o.3.map(|r| r.as_str().to_owned()).unwrap_or_default(),
+            })
+            .collect();
         let moved = sqlx::query!(
-            "UPDATE orders SET status = $2, cancel_reason = $3, \
-                 payment_id = coalesce(payment_id, $4), updated_at = clock_timestamp() \
-             WHERE id = $1 AND status IN ('pending_payment', 'awaiting_payment') \
-             RETURNING amount, currency",
-            id.0,
-            status.as_str(),
-            reason,
-            payment_id.0,
+            "UPDATE orders o SET status = u.status, cancel_reason = NULLIF(u.reason, ''), \
+                 payment_id = coalesce(o.payment_id, u.payment_id), \
+                 updated_at = clock_timestamp() \
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[]) \
+                 AS u(id, status, reason, payment_id) \
+             WHERE o.id = u.id AND o.status IN ('pending_payment', 'awaiting_payment') \
+             RETURNING o.id, o.status, o.amount, o.currency",
+            &ids,
+            &statuses,
+            &reasons,
+            &payment_ids,
         )
-        .fetch_optional(&mut *tx)
+        .fetch_all(&mut *conn)
         .await?;
-        let Some(moved) = moved else {
-            drop(tx);
-            return Ok(match self.status(id).await? {
-                Some(status) => Applied::AlreadyFinal(status),
-                None => Applied::UnknownOrder,
-            });
-        };
-        let invoice = if status == OrderStatus::Fulfilled {
-            let number = sqlx::query_scalar!(
-                "INSERT INTO invoices (order_id, amount, currency) VALUES ($1, $2, $3) RETURNING number",
-                id.0,
-                moved.amount,
-                moved.currency,
-            )
-            .fetch_one(&mut *tx)
-            .await?;
-            Some(invoice_number(number))
+        let fulfilled: Vec<_> = moved
+            .iter()
+            .filter(|r| r.status == OrderStatus::Fulfilled.as_str())
+            .collect();
+        let invoice_orders: Vec<Uuid> = fulfilled.iter().map(|r| r.id).collect();
+        let amounts: Vec<i64> = fulfilled.iter().map(|r| r.amount).collect();
+        let currencies: Vec<String> = fulfilled.iter().map(|r| r.currency.clone()).collect();
+        let invoices: HashMap<Uuid, i64> = if invoice_orders.is_empty() {
+            HashMap::new()
         } else {
-            None
+            sqlx::query!(
+                "INSERT INTO invoices (order_id, amount, currency) \
+                 SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[]) \
+                 RETURNING order_id, number",
+                &invoice_orders,
+                &amounts,
+                &currencies,
+            )
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|r| (r.order_id, r.number))
+            .collect()
         };
-        tx.commit().await?;
-        Ok(Applied::Transitioned { status, invoice })
+        let moved: HashMap<Uuid, OrderStatus> = moved
+            .iter()
+            .map(|r| Ok((r.id, parse_status(&r.status)?)))
+            .collect::<Result<_, StoreError>>()?;
+        let statuses = Self::statuses_of_missing(conn, &ids, |id| moved.contains_key(id)).await?;
+        Ok(ids
+            .iter()
+            .map(|id| match moved.get(id) {
+                Some(status) => Applied::Transitioned {
+                    status: *status,
+                    invoice: invoices.get(id).map(|n| invoice_number(*n)),
+                },
+                None => match statuses.get(id) {
+                    Some(status) => Applied::AlreadyFinal(*status),
+                    None => Applied::UnknownOrder,
+                },
+            })
+            .collect())
+    }
+
+    /// The status of each of `ids` that `done` leaves out (one query; none when all done).
+    async fn statuses_of_missing(
+        conn: &mut PgConnection,
+        ids: &[Uuid],
+        done: impl Fn(&Uuid) -> bool,
+    ) -> Result<HashMap<Uuid, OrderStatus>, StoreError> {
+        let missing: Vec<Uuid> = ids.iter().copied().filter(|id| !done(id)).collect();
+        if missing.is_empty() {
+            return Ok(HashMap::new());
+        }
+        sqlx::query!(
+            "SELECT id, status FROM orders WHERE id = ANY($1)",
+            &missing
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|r| Ok((r.id, parse_status(&r.status)?)))
+        .collect()
     }
 
     /// One page, oldest first, of the open orders the link must (re-)send a request
@@ -469,12 +572,5 @@ impl Store {
                 })
             })
             .collect()
-    }
-
-    async fn status(&self, id: OrderId) -> Result<Option<OrderStatus>, StoreError> {
-        let status = sqlx::query_scalar!("SELECT status FROM orders WHERE id = $1", id.0)
-            .fetch_optional(&self.pool)
-            .await?;
-        status.map(|s| parse_status(&s)).transpose()
     }
 }

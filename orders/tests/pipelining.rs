@@ -137,3 +137,39 @@ async fn requests_the_link_could_not_queue_go_out_from_the_database_at_once() {
         conn.allow(select_payment_method(order.id(), "credit_card"));
     }
 }
+
+#[tokio::test]
+async fn a_message_the_database_refuses_does_not_hold_back_the_others() {
+    let fake = FakePayments::builder().manual().start().await;
+    let app = TestApp::spawn(&fake.url()).await;
+    let conn = fake.next_connection().await;
+
+    let orders = [
+        app.create_order(100, "EUR").await.id(),
+        app.create_order(200, "EUR").await.id(),
+        app.create_order(300, "EUR").await.id(),
+    ];
+    for order in orders {
+        conn.expect(initiate_payment(order)).await;
+        conn.allow(initiate_payment(order));
+    }
+    // A method name over the 200 characters the orders table allows: the protocol
+    // accepts it, the database refuses it. Sent back to back with the others, it may
+    // share their batch; the batch then falls back to one message at a time.
+    let poison = orders[1];
+    conn.send(methods(orders[0])).await;
+    conn.send(ServerMessage::PaymentMethods {
+        order_id: poison,
+        methods: vec!["x".repeat(201)],
+    })
+    .await;
+    conn.send(methods(orders[2])).await;
+    conn.expect(select_payment_method(orders[0], "credit_card"))
+        .await;
+    conn.expect(select_payment_method(orders[2], "credit_card"))
+        .await;
+    // The link is still up, and the refused order is still waiting for a method.
+    conn.expect_silence(Duration::from_millis(300)).await;
+    assert!(conn.is_open());
+    assert_eq!(app.order(poison).await.status(), "pending_payment");
+}
