@@ -2,37 +2,67 @@
 //!
 //! An event is delivered first to the connection that last spoke about its order (on
 //! whichever instance holds it), or, when that one is gone, to any open connection;
-//! unacked events go again to every connection that opens. Every instance learns of
-//! new events from a `LISTEN payment_events` (the insert trigger NOTIFYs on commit)
-//! and, because a NOTIFY is lost while the listener reconnects, from a periodic scan.
-//! Each delivery is claimed with a conditional UPDATE, so exactly one instance sends
-//! it; an event still unacked `redeliver_after` after it was sent is claimed and sent
-//! again, because a connection can die (or be dying unnoticed) with it unread, and the
-//! next connection to open may have opened before the event existed. Open connections
-//! are rows with a heartbeat, so an instance can tell that an event's connection lives
-//! on another instance and leave it to that one.
+//! unacked events go again to every connection that opens (see `ws.rs`). Every
+//! instance learns of new events from a `LISTEN payment_events` (the insert trigger
+//! NOTIFYs on commit) and, because a NOTIFY is lost while the listener reconnects, from
+//! a periodic scan. NOTIFYs are coalesced: the ones already queued are drained before a
+//! dispatch, so a burst of a thousand costs a handful of dispatches.
+//!
+//! A dispatch claims a batch of events with ONE statement (`FOR UPDATE SKIP LOCKED`,
+//! see [`Store::claim`]), so exactly one instance sends each delivery; an event still
+//! unacked `redeliver_after` after it was sent is claimed and sent again, because a
+//! connection can die (or be dying unnoticed) with it unread. Open connections are rows
+//! with a heartbeat, so an instance can tell that an event's connection lives on
+//! another instance and leave it to that one.
+//!
+//! Memory is bounded: each connection's outbox is a bounded channel, and events take
+//! at most [`EVENT_ROOM`] of it (the rest is kept for replies). A dispatch claims no
+//! more than the room there is; an event that finds no room is given back unsent and
+//! stays in the database, the queue, until a connection drains its outbox and wakes
+//! the dispatcher again.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shared_protocol::ServerMessage;
 use sqlx::postgres::PgListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use uuid::Uuid;
 
 use crate::protocol::error_chain;
-use crate::store::{Pending, Store};
+use crate::store::{Pending, SCAN_LIMIT, Store};
+
+/// Capacity of a connection's outbox (messages waiting for its writer).
+pub const OUTBOX_CAPACITY: usize = 2048;
+/// Slots of the outbox kept free for replies: events are only queued while more than
+/// this is free, so events never hold up answering (at most
+/// `OUTBOX_CAPACITY - REPLY_ROOM` of them wait in memory per connection).
+pub const REPLY_ROOM: usize = 1024;
+/// The most events one connection's outbox holds.
+pub const EVENT_ROOM: usize = OUTBOX_CAPACITY - REPLY_ROOM;
+
+/// What a connection's writer sends.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// An encoded protocol message.
+    Text(String),
+    Ping,
+    Pong(actix_web::web::Bytes),
+}
+
+/// The sending end of a connection's outbox.
+pub type Outbox = mpsc::Sender<Outgoing>;
 
 /// The connections open on this instance: where to push an event.
 #[derive(Debug, Default)]
 pub struct Registry {
-    connections: Mutex<HashMap<Uuid, mpsc::UnboundedSender<ServerMessage>>>,
+    connections: Mutex<HashMap<Uuid, Outbox>>,
 }
 
 impl Registry {
-    pub fn add(&self, connection: Uuid, sender: mpsc::UnboundedSender<ServerMessage>) {
-        self.lock().insert(connection, sender);
+    pub fn add(&self, connection: Uuid, outbox: Outbox) {
+        self.lock().insert(connection, outbox);
     }
 
     pub fn remove(&self, connection: Uuid) {
@@ -47,19 +77,26 @@ impl Registry {
         self.len() == 0
     }
 
-    fn sender(&self, connection: Uuid) -> Option<mpsc::UnboundedSender<ServerMessage>> {
-        self.lock().get(&connection).cloned()
+    fn snapshot(&self) -> Vec<(Uuid, Outbox)> {
+        self.lock()
+            .iter()
+            .map(|(id, outbox)| (*id, outbox.clone()))
+            .collect()
     }
 
-    fn any(&self) -> Option<(Uuid, mpsc::UnboundedSender<ServerMessage>)> {
-        self.lock().iter().next().map(|(id, s)| (*id, s.clone()))
-    }
-
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<Uuid, mpsc::UnboundedSender<ServerMessage>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Outbox>> {
         self.connections.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Room for events in an outbox.
+fn event_room(outbox: &Outbox) -> usize {
+    outbox.capacity().saturating_sub(REPLY_ROOM)
+}
+
+/// Queues an event if the outbox has room for events; never waits.
+fn offer(outbox: &Outbox, text: &str) -> bool {
+    event_room(outbox) > 0 && outbox.try_send(Outgoing::Text(text.to_owned())).is_ok()
 }
 
 /// Delivery of one instance.
@@ -72,53 +109,100 @@ pub struct Delivery {
     pub stale_after: Duration,
     /// An event sent this long ago and still unacked is sent again.
     pub redeliver_after: Duration,
+    /// Wakes the dispatcher (coalesced: many wakes before it runs make one dispatch).
+    pub wake: Arc<Notify>,
+    /// Set when a dispatch left events in the database for want of room.
+    pub starved: Arc<AtomicBool>,
 }
 
 impl Delivery {
-    /// Sends every undelivered event this instance should send.
+    pub fn new(
+        store: Store,
+        instance: Uuid,
+        stale_after: Duration,
+        redeliver_after: Duration,
+    ) -> Delivery {
+        Delivery {
+            store,
+            registry: Arc::new(Registry::default()),
+            instance,
+            stale_after,
+            redeliver_after,
+            wake: Arc::new(Notify::new()),
+            starved: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A connection's writer made room in its outbox: if a dispatch went without room,
+    /// run another.
+    pub fn room_freed(&self) {
+        if self.starved.swap(false, Ordering::AcqRel) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Sends the events this instance should send, as far as its connections have room:
+    /// claims in batches until nothing more qualifies or the room is used up.
     pub async fn dispatch(&self) {
-        let pending = match self.store.undelivered(self.redeliver_after).await {
-            Ok(pending) => pending,
-            Err(e) => {
-                tracing::warn!(error = %error_chain(&e), "could not read undelivered events; will retry");
+        loop {
+            let targets = self.registry.snapshot();
+            if targets.is_empty() {
+                return; // the next connection to open gets every unacked event
+            }
+            let room: usize = targets.iter().map(|(_, outbox)| event_room(outbox)).sum();
+            if room == 0 {
+                self.starved.store(true, Ordering::Release);
                 return;
             }
-        };
-        for Pending { event, owner } in pending {
-            let target =
-                match owner.and_then(|owner| self.registry.sender(owner).map(|s| (owner, s))) {
-                    Some(local) => Some(local),
-                    None => {
-                        let owner_alive = match owner {
-                            Some(owner) => self
-                                .store
-                                .connection_alive(owner, self.stale_after)
-                                .await
-                                .unwrap_or(true),
-                            None => false,
-                        };
-                        if owner_alive {
-                            continue; // its own instance delivers it
-                        }
-                        self.registry.any()
-                    }
-                };
-            let Some((connection, sender)) = target else {
-                continue; // no connection here: the next one to open gets it
-            };
-            match self.store.claim(event.event_id, self.redeliver_after).await {
-                Ok(true) => {
-                    tracing::info!(event_id = %event.event_id, order_id = %event.order_id, %connection, "delivering event");
-                    let _ = sender.send(event.message());
+            let limit = room.min(SCAN_LIMIT as usize);
+            let local: Vec<Uuid> = targets.iter().map(|(id, _)| *id).collect();
+            let claimed = match self
+                .store
+                .claim(&local, self.stale_after, self.redeliver_after, limit as i64)
+                .await
+            {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::warn!(error = %error_chain(&e), "could not claim events; will retry");
+                    return;
                 }
-                Ok(false) => {} // another instance got there first
-                Err(e) => tracing::warn!(error = %error_chain(&e), "could not claim an event"),
+            };
+            let count = claimed.len();
+            let mut unsent = Vec::new();
+            for Pending { event, owner } in claimed {
+                let text = shared_protocol::encode(&event.message());
+                let sent = match owner.and_then(|o| targets.iter().find(|(id, _)| *id == o)) {
+                    // Its order's connection is here: it goes there or waits for room.
+                    Some((connection, outbox)) => offer(outbox, &text).then_some(*connection),
+                    None => targets
+                        .iter()
+                        .find(|(_, outbox)| offer(outbox, &text))
+                        .map(|(connection, _)| *connection),
+                };
+                match sent {
+                    Some(connection) => {
+                        tracing::debug!(event_id = %event.event_id, order_id = %event.order_id, %connection, "delivering event")
+                    }
+                    None => unsent.push(event.event_id.0),
+                }
+            }
+            if !unsent.is_empty() {
+                self.starved.store(true, Ordering::Release);
+                if let Err(e) = self.store.release(&unsent).await {
+                    // Claimed but unsent: sent again after redeliver_after, never lost.
+                    tracing::warn!(error = %error_chain(&e), "could not give back unsent events");
+                }
+                return;
+            }
+            if count < limit {
+                return;
             }
         }
     }
 
-    /// Runs until `shutdown`: wakes on NOTIFY and every `scan_interval`, refreshing
-    /// this instance's connection heartbeats on each scan.
+    /// Runs until `shutdown`: wakes on NOTIFY (coalesced), on [`Delivery::room_freed`]
+    /// and every `scan_interval`, refreshing this instance's connection heartbeats on
+    /// each scan.
     pub async fn run(self, scan_interval: Duration, mut shutdown: watch::Receiver<bool>) {
         let mut listener = match PgListener::connect_with(self.store.pool()).await {
             Ok(mut listener) => match listener.listen("payment_events").await {
@@ -138,13 +222,18 @@ impl Delivery {
         loop {
             tokio::select! {
                 notification = recv(&mut listener) => {
-                    if let Err(e) = notification {
-                        // PgListener reconnects on the next recv; the scan covers the gap.
-                        tracing::warn!(error = %e, "event listener lost its connection");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    match notification {
+                        // Every NOTIFY already here is covered by the one dispatch below.
+                        Ok(()) => drain(&mut listener),
+                        Err(e) => {
+                            // PgListener reconnects on the next recv; the scan covers the gap.
+                            tracing::warn!(error = %e, "event listener lost its connection");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
                     }
                     self.dispatch().await;
                 }
+                _ = self.wake.notified() => self.dispatch().await,
                 _ = scan.tick() => {
                     if let Err(e) = self.store.heartbeat(self.instance, self.stale_after).await {
                         tracing::warn!(error = %error_chain(&e), "could not refresh connection heartbeats");
@@ -164,5 +253,11 @@ async fn recv(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
     match listener {
         Some(listener) => listener.recv().await.map(|_| ()),
         None => std::future::pending().await,
+    }
+}
+
+fn drain(listener: &mut Option<PgListener>) {
+    if let Some(listener) = listener {
+        while listener.next_buffered().is_some() {}
     }
 }

@@ -13,11 +13,11 @@ use tracing_actix_web::TracingLogger;
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::delivery::{Delivery, Registry};
+use crate::delivery::Delivery;
 use crate::metrics::Metrics;
 use crate::protocol::error_chain;
 use crate::routes;
-use crate::store::{Store, StoreError};
+use crate::store::{SCAN_LIMIT, Store, StoreError};
 
 /// How long a graceful stop may take before connections are dropped.
 pub const SHUTDOWN_TIMEOUT_SECS: u64 = 8;
@@ -104,14 +104,13 @@ impl Application {
             .trim_end_matches('/')
             .to_owned();
         let (shutdown_tx, shutdown) = watch::channel(false);
-        let delivery = Delivery {
-            store: store.clone(),
-            registry: Arc::new(Registry::default()),
-            instance: Uuid::new_v4(),
+        let delivery = Delivery::new(
+            store.clone(),
+            Uuid::new_v4(),
             // A connection is alive while its instance refreshed it within three scans.
-            stale_after: (config.delivery_scan_interval * 3).max(Duration::from_secs(3)),
-            redeliver_after: config.redeliver_after,
-        };
+            (config.delivery_scan_interval * 3).max(Duration::from_secs(3)),
+            config.redeliver_after,
+        );
         let metrics = Metrics::new();
         tokio::spawn(
             delivery
@@ -142,6 +141,7 @@ impl Application {
                 .app_data(http_metrics.clone())
                 .configure(routes::configure)
         })
+        .on_connect(crate::ws::keep_socket)
         .listen(listener)?
         // Signals are ours (see run_until_stopped): WebSockets must close before the
         // server waits for its connections to end.
@@ -232,15 +232,23 @@ async fn expire_sessions(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => match store.expire().await {
-                Ok(events) if !events.is_empty() => {
-                    metrics.expired(events.len());
-                    for event in &events {
-                        tracing::info!(order_id = %event.order_id, event_id = %event.event_id, "payment expired");
+            _ = tick.tick() => loop {
+                // In batches of SCAN_LIMIT, until a batch comes back short.
+                match store.expire().await {
+                    Ok(events) => {
+                        metrics.expired(events.len());
+                        for event in &events {
+                            tracing::info!(order_id = %event.order_id, event_id = %event.event_id, "payment expired");
+                        }
+                        if (events.len() as i64) < SCAN_LIMIT {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %error_chain(&e), "expiry scan failed; will retry");
+                        break;
                     }
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %error_chain(&e), "expiry scan failed; will retry"),
             },
             _ = shutdown.changed() => break,
         }

@@ -164,27 +164,6 @@ impl TryFrom<EventRow> for Event {
     }
 }
 
-/// The answer to `initiate_payment`.
-#[derive(Debug)]
-pub enum Initiated {
-    /// The session (new or existing) as it stands, with its final event if any.
-    Session(Session, Option<Event>),
-    /// The order has a session with another amount or currency.
-    Conflict(Session),
-}
-
-/// The answer to `select_payment_method`.
-#[derive(Debug)]
-pub enum Selected {
-    /// The session has this method (now, or already): send the page.
-    Page(Session),
-    /// Another method was selected before.
-    Conflict(Session),
-    /// The session is final.
-    Final(Session, Event),
-    UnknownOrder,
-}
-
 /// The answer to a state change that makes a session final.
 #[derive(Debug)]
 pub enum Finished {
@@ -203,6 +182,9 @@ pub struct Pending {
     pub event: Event,
     pub owner: Option<Uuid>,
 }
+
+/// The most rows one scan reads or one batch statement claims.
+pub const SCAN_LIMIT: i64 = 1000;
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -224,107 +206,6 @@ impl Store {
 
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
-    }
-
-    /// Starts the session of an order, or finds the one it has; records `connection`
-    /// as the one to send its outcome to.
-    pub async fn initiate(
-        &self,
-        order_id: OrderId,
-        amount: Amount,
-        currency: Currency,
-        ttl: Duration,
-        connection: Uuid,
-    ) -> Result<Initiated, StoreError> {
-        let ttl_secs = ttl.as_secs_f64();
-        sqlx::query!(
-            "INSERT INTO payment_sessions (payment_id, order_id, amount, currency, expires_at, last_connection) \
-             VALUES ($1, $2, $3, $4, clock_timestamp() + make_interval(secs => $5), $6) \
-             ON CONFLICT (order_id) DO UPDATE SET last_connection = EXCLUDED.last_connection",
-            Uuid::new_v4(),
-            order_id.0,
-            amount.minor(),
-            currency.as_str(),
-            ttl_secs,
-            connection,
-        )
-        .execute(&self.pool)
-        .await?;
-        let session = self
-            .session_by_order(order_id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("session of {order_id} vanished")))?;
-        if session.amount != amount.minor() || session.currency != currency.as_str() {
-            return Ok(Initiated::Conflict(session));
-        }
-        let event = if session.state.is_final() {
-            self.event_of(session.payment_id).await?
-        } else {
-            None
-        };
-        Ok(Initiated::Session(session, event))
-    }
-
-    /// Selects a method for an order's session.
-    pub async fn select_method(
-        &self,
-        order_id: OrderId,
-        method: &str,
-        connection: Uuid,
-    ) -> Result<Selected, StoreError> {
-        let updated = sqlx::query_as!(
-            SessionRow,
-            "UPDATE payment_sessions SET state = 'method_selected', method = $2, \
-                 last_connection = $3, updated_at = clock_timestamp() \
-             WHERE order_id = $1 AND state = 'initiated' \
-             RETURNING payment_id, order_id, amount, currency, state, method, cancel_reason, expires_at",
-            order_id.0,
-            method,
-            connection,
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = updated {
-            return Ok(Selected::Page(row.try_into()?));
-        }
-        let Some(session) = self.touch(order_id, connection).await? else {
-            return Ok(Selected::UnknownOrder);
-        };
-        if session.state.is_final() {
-            return Ok(match self.event_of(session.payment_id).await? {
-                Some(event) => Selected::Final(session, event),
-                None => {
-                    return Err(StoreError::Corrupt(format!(
-                        "final session {} has no event",
-                        session.payment_id
-                    )));
-                }
-            });
-        }
-        Ok(if session.method.as_deref() == Some(method) {
-            Selected::Page(session)
-        } else {
-            Selected::Conflict(session)
-        })
-    }
-
-    /// Cancels an order's open session (`cancel_payment`).
-    pub async fn cancel_by_order(
-        &self,
-        order_id: OrderId,
-        connection: Uuid,
-    ) -> Result<Finished, StoreError> {
-        let Some(session) = self.touch(order_id, connection).await? else {
-            return Ok(Finished::Unknown);
-        };
-        // Answered on the requesting connection at once: already dispatched.
-        self.finish(
-            session.payment_id,
-            PaymentOutcome::Cancel,
-            Some(CancelReason::OrdersCancelled),
-            true,
-        )
-        .await
     }
 
     /// The customer paid on the page.
@@ -353,63 +234,31 @@ impl Store {
         dispatched: bool,
     ) -> Result<Finished, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // Paying needs a selected method and a session that has not expired; cancelling
-        // applies to any open session.
-        let moved = match outcome {
-            PaymentOutcome::Fulfill => sqlx::query_scalar!(
-                "UPDATE payment_sessions SET state = 'fulfilled', updated_at = clock_timestamp() \
-                 WHERE payment_id = $1 AND state = 'method_selected' AND expires_at > clock_timestamp() \
-                 RETURNING order_id",
-                payment_id.0,
-            )
-            .fetch_optional(&mut *tx)
-            .await?,
-            PaymentOutcome::Cancel => sqlx::query_scalar!(
-                "UPDATE payment_sessions SET state = 'cancelled', cancel_reason = $2, \
-                     updated_at = clock_timestamp() \
-                 WHERE payment_id = $1 AND state IN ('initiated', 'method_selected') \
-                 RETURNING order_id",
-                payment_id.0,
-                reason.map(CancelReason::as_str),
-            )
-            .fetch_optional(&mut *tx)
-            .await?,
-        };
-        let Some(order_id) = moved else {
-            drop(tx);
-            let Some(session) = self.session_by_payment(payment_id).await? else {
-                return Ok(Finished::Unknown);
-            };
-            return Ok(match self.event_of(payment_id).await? {
-                Some(event) => Finished::Already(event),
-                None => Finished::NotApplicable(session.state),
-            });
-        };
-        let event = insert_event(
-            &mut tx,
-            payment_id,
-            OrderId(order_id),
-            outcome,
-            reason,
-            dispatched,
-        )
-        .await?;
+        let finished = finish_in(&mut tx, payment_id, outcome, reason, dispatched).await?;
         tx.commit().await?;
-        Ok(Finished::Now(event))
+        Ok(finished)
     }
 
-    /// Cancels every open session past its deadline, with reason `expired`.
+    /// Cancels up to [`SCAN_LIMIT`] open sessions past their deadline, with reason
+    /// `expired`; the caller repeats while a full batch comes back.
     pub async fn expire(&self) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query_as!(
             EventRow,
-            r#"WITH expired AS (
-                 UPDATE payment_sessions SET state = 'cancelled', cancel_reason = 'expired',
-                     updated_at = clock_timestamp()
+            r#"WITH due AS (
+                 SELECT payment_id FROM payment_sessions
                  WHERE state IN ('initiated', 'method_selected') AND expires_at <= clock_timestamp()
-                 RETURNING payment_id, order_id)
+                 ORDER BY expires_at LIMIT $1
+                 FOR UPDATE SKIP LOCKED),
+             expired AS (
+                 UPDATE payment_sessions s SET state = 'cancelled', cancel_reason = 'expired',
+                     updated_at = clock_timestamp()
+                 FROM due WHERE s.payment_id = due.payment_id
+                     AND s.state IN ('initiated', 'method_selected')
+                 RETURNING s.payment_id, s.order_id)
              INSERT INTO payment_events (payment_id, order_id, state, reason)
              SELECT payment_id, order_id, 'CANCEL', 'expired' FROM expired
              RETURNING event_id, order_id, payment_id, state, reason"#,
+            SCAN_LIMIT,
         )
         .fetch_all(&self.pool)
         .await?;
@@ -443,24 +292,6 @@ impl Store {
         row.map(Session::try_from).transpose()
     }
 
-    /// Records `connection` as the one that last spoke about the order.
-    async fn touch(
-        &self,
-        order_id: OrderId,
-        connection: Uuid,
-    ) -> Result<Option<Session>, StoreError> {
-        let row = sqlx::query_as!(
-            SessionRow,
-            "UPDATE payment_sessions SET last_connection = $2 WHERE order_id = $1 \
-             RETURNING payment_id, order_id, amount, currency, state, method, cancel_reason, expires_at",
-            order_id.0,
-            connection,
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(Session::try_from).transpose()
-    }
-
     pub async fn event_of(&self, payment_id: PaymentId) -> Result<Option<Event>, StoreError> {
         let row = sqlx::query_as!(
             EventRow,
@@ -472,44 +303,73 @@ impl Store {
         row.map(Event::try_from).transpose()
     }
 
-    /// Orders acked the event. Unknown or already-acked ids are harmless.
-    pub async fn ack(&self, event_id: EventId) -> Result<bool, StoreError> {
-        let done = sqlx::query!(
-            "UPDATE payment_events SET acked_at = clock_timestamp() WHERE event_id = $1 AND acked_at IS NULL",
-            event_id.0,
-        )
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Every unacked event, oldest first: what a new connection receives.
-    pub async fn unacked(&self) -> Result<Vec<Event>, StoreError> {
+    /// Unacked events after `after` (keyset), oldest first, at most `limit`: a page of
+    /// what a new connection receives. Each is marked sent now, so the periodic
+    /// redelivery waits a full `redeliver_after` from here.
+    pub async fn resume_page(&self, after: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query_as!(
             EventRow,
             "SELECT event_id, order_id, payment_id, state, reason FROM payment_events \
-             WHERE acked_at IS NULL ORDER BY event_id",
+             WHERE acked_at IS NULL AND event_id > $1 ORDER BY event_id LIMIT $2",
+            after,
+            limit.min(SCAN_LIMIT),
         )
         .fetch_all(&self.pool)
         .await?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.event_id).collect();
+        if !ids.is_empty() {
+            sqlx::query!(
+                "UPDATE payment_events SET dispatched_at = clock_timestamp() \
+                 WHERE event_id = ANY($1) AND acked_at IS NULL",
+                &ids,
+            )
+            .execute(&self.pool)
+            .await?;
+        }
         rows.into_iter().map(Event::try_from).collect()
     }
 
-    /// Unacked events to send now, with the connection each should go to first: those
-    /// no instance has sent yet, and those sent more than `redeliver_after` ago and still
+    /// Claims up to `limit` events for this instance to send, in ONE statement: those no
+    /// instance has sent yet, and those sent more than `redeliver_after` ago and still
     /// unacked (the connection they went to may have died with them in its buffers).
-    pub async fn undelivered(&self, redeliver_after: Duration) -> Result<Vec<Pending>, StoreError> {
+    /// Only events whose order's connection is one of `local` (this instance's), or is
+    /// gone (no fresh heartbeat within `stale_after`, or none at all) qualify: the others
+    /// are their own instance's to send. `FOR UPDATE SKIP LOCKED` and the re-checked
+    /// condition make exactly one instance claim each delivery.
+    pub async fn claim(
+        &self,
+        local: &[Uuid],
+        stale_after: Duration,
+        redeliver_after: Duration,
+        limit: i64,
+    ) -> Result<Vec<Pending>, StoreError> {
         let rows = sqlx::query!(
-            "SELECT e.event_id, e.order_id, e.payment_id, e.state, e.reason, s.last_connection \
-             FROM payment_events e JOIN payment_sessions s USING (payment_id) \
-             WHERE e.acked_at IS NULL AND (e.dispatched_at IS NULL \
-                 OR e.dispatched_at < clock_timestamp() - make_interval(secs => $1)) \
-             ORDER BY e.event_id",
+            r#"WITH picked AS (
+                 SELECT e.event_id, s.last_connection
+                 FROM payment_events e JOIN payment_sessions s USING (payment_id)
+                 WHERE e.acked_at IS NULL
+                   AND (e.dispatched_at IS NULL
+                        OR e.dispatched_at < clock_timestamp() - make_interval(secs => $2))
+                   AND (s.last_connection IS NULL OR s.last_connection = ANY($1)
+                        OR NOT EXISTS (SELECT 1 FROM ws_connections c
+                            WHERE c.connection_id = s.last_connection
+                              AND c.seen_at >= clock_timestamp() - make_interval(secs => $3)))
+                 ORDER BY e.event_id
+                 LIMIT $4
+                 FOR UPDATE OF e SKIP LOCKED)
+             UPDATE payment_events e SET dispatched_at = clock_timestamp()
+             FROM picked WHERE e.event_id = picked.event_id
+             RETURNING e.event_id, e.order_id, e.payment_id, e.state, e.reason,
+                 picked.last_connection"#,
+            local,
             redeliver_after.as_secs_f64(),
+            stale_after.as_secs_f64(),
+            limit.min(SCAN_LIMIT),
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
+        let mut pending = rows
+            .into_iter()
             .map(|r| {
                 Ok(Pending {
                     event: EventRow {
@@ -523,39 +383,28 @@ impl Store {
                     owner: r.last_connection,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        pending.sort_by_key(|p| p.event.event_id);
+        Ok(pending)
     }
 
-    /// Claims a delivery of an event (the first, or a redelivery once the last one is
-    /// older than `redeliver_after`); of all instances trying, exactly one gets `true`.
-    pub async fn claim(
-        &self,
-        event_id: EventId,
-        redeliver_after: Duration,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query!(
-            "UPDATE payment_events SET dispatched_at = clock_timestamp() \
-             WHERE event_id = $1 AND acked_at IS NULL AND (dispatched_at IS NULL \
-                 OR dispatched_at < clock_timestamp() - make_interval(secs => $2))",
-            event_id.0,
-            redeliver_after.as_secs_f64(),
-        )
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Records that an unacked event was just sent (to a connection that opened), so
-    /// the periodic redelivery waits a full `redeliver_after` from now.
-    pub async fn mark_sent(&self, event_id: EventId) -> Result<(), StoreError> {
+    /// Gives claimed events back unsent (no connection had room): the next dispatch
+    /// claims them again.
+    pub async fn release(&self, event_ids: &[i64]) -> Result<(), StoreError> {
         sqlx::query!(
-            "UPDATE payment_events SET dispatched_at = clock_timestamp() \
-             WHERE event_id = $1 AND acked_at IS NULL",
-            event_id.0,
+            "UPDATE payment_events SET dispatched_at = NULL WHERE event_id = ANY($1) AND acked_at IS NULL",
+            event_ids,
         )
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Starts a transaction for a batch of messages from one connection.
+    pub async fn batch(&self) -> Result<Batch, StoreError> {
+        Ok(Batch {
+            tx: self.pool.begin().await?,
+        })
     }
 
     /// The number of unacked events and the age of the oldest, for metrics.
@@ -604,29 +453,14 @@ impl Store {
         .execute(&self.pool)
         .await?;
         sqlx::query!(
-            "DELETE FROM ws_connections WHERE seen_at < clock_timestamp() - make_interval(secs => $1)",
+            "DELETE FROM ws_connections WHERE connection_id IN (SELECT connection_id FROM ws_connections \
+                 WHERE seen_at < clock_timestamp() - make_interval(secs => $1) LIMIT $2)",
             stale_after.as_secs_f64(),
+            SCAN_LIMIT,
         )
         .execute(&self.pool)
         .await?;
         Ok(())
-    }
-
-    /// Whether a connection is open on some instance (its heartbeat is fresh).
-    pub async fn connection_alive(
-        &self,
-        connection: Uuid,
-        stale_after: Duration,
-    ) -> Result<bool, StoreError> {
-        let alive = sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM ws_connections WHERE connection_id = $1
-                 AND seen_at >= clock_timestamp() - make_interval(secs => $2)) AS "alive!""#,
-            connection,
-            stale_after.as_secs_f64(),
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(alive)
     }
 
     /// Forgets every connection of this instance (on shutdown).
@@ -642,7 +476,7 @@ impl Store {
 }
 
 async fn insert_event(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut Transaction<'static, Postgres>,
     payment_id: PaymentId,
     order_id: OrderId,
     outcome: PaymentOutcome,
@@ -671,4 +505,270 @@ async fn insert_event(
         state: outcome,
         reason,
     })
+}
+
+/// Moves a session to its final state and writes its event, inside `tx`.
+async fn finish_in(
+    tx: &mut Transaction<'static, Postgres>,
+    payment_id: PaymentId,
+    outcome: PaymentOutcome,
+    reason: Option<CancelReason>,
+    dispatched: bool,
+) -> Result<Finished, StoreError> {
+    // Paying needs a selected method and a session that has not expired; cancelling
+    // applies to any open session.
+    let moved = match outcome {
+        PaymentOutcome::Fulfill => sqlx::query_scalar!(
+            "UPDATE payment_sessions SET state = 'fulfilled', updated_at = clock_timestamp() \
+             WHERE payment_id = $1 AND state = 'method_selected' AND expires_at > clock_timestamp() \
+             RETURNING order_id",
+            payment_id.0,
+        )
+        .fetch_optional(&mut **tx)
+        .await?,
+        PaymentOutcome::Cancel => sqlx::query_scalar!(
+            "UPDATE payment_sessions SET state = 'cancelled', cancel_reason = $2, \
+                 updated_at = clock_timestamp() \
+             WHERE payment_id = $1 AND state IN ('initiated', 'method_selected') \
+             RETURNING order_id",
+            payment_id.0,
+            reason.map(CancelReason::as_str),
+        )
+        .fetch_optional(&mut **tx)
+        .await?,
+    };
+    let Some(order_id) = moved else {
+        let state = sqlx::query_scalar!(
+            "SELECT state FROM payment_sessions WHERE payment_id = $1",
+            payment_id.0,
+        )
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(state) = state else {
+            return Ok(Finished::Unknown);
+        };
+        let event = sqlx::query_as!(
+            EventRow,
+            "SELECT event_id, order_id, payment_id, state, reason FROM payment_events WHERE payment_id = $1",
+            payment_id.0,
+        )
+        .fetch_optional(&mut **tx)
+        .await?;
+        return Ok(match event {
+            Some(event) => Finished::Already(event.try_into()?),
+            None => Finished::NotApplicable(SessionState::parse(&state)?),
+        });
+    };
+    let event = insert_event(
+        tx,
+        payment_id,
+        OrderId(order_id),
+        outcome,
+        reason,
+        dispatched,
+    )
+    .await?;
+    Ok(Finished::Now(event))
+}
+
+/// A session as a batch statement returns it, with its final event if it has one.
+struct SessionEventRow {
+    payment_id: Uuid,
+    order_id: Uuid,
+    amount: i64,
+    currency: String,
+    state: String,
+    method: Option<String>,
+    cancel_reason: Option<String>,
+    expires_at: DateTime<Utc>,
+    event_id: Option<i64>,
+    event_state: Option<String>,
+    event_reason: Option<String>,
+}
+
+impl SessionEventRow {
+    fn split(self) -> Result<(Session, Option<Event>), StoreError> {
+        let event = match (self.event_id, self.event_state) {
+            (Some(event_id), Some(state)) => Some(Event::try_from(EventRow {
+                event_id,
+                order_id: self.order_id,
+                payment_id: self.payment_id,
+                state,
+                reason: self.event_reason,
+            })?),
+            _ => None,
+        };
+        let session = Session::try_from(SessionRow {
+            payment_id: self.payment_id,
+            order_id: self.order_id,
+            amount: self.amount,
+            currency: self.currency,
+            state: self.state,
+            method: self.method,
+            cancel_reason: self.cancel_reason,
+            expires_at: self.expires_at,
+        })?;
+        Ok((session, event))
+    }
+}
+
+/// One transaction over a batch of messages from one connection (group commit): each
+/// kind of message is applied with ONE statement over arrays (`unnest`), whatever the
+/// batch size, and nothing is visible to anyone until [`Batch::commit`]. The caller
+/// keeps at most one message per order in each statement, so a statement never touches
+/// a row twice, and applies the statements in the order of the messages.
+pub struct Batch {
+    tx: Transaction<'static, Postgres>,
+}
+
+impl Batch {
+    /// `initiate_payment` for each order (distinct): starts its session, or finds the
+    /// one it has, and records `connection` as the one to send its outcome to. Returns
+    /// each order's session as it now stands, with its final event if any; the caller
+    /// compares amount and currency.
+    pub async fn initiate(
+        &mut self,
+        orders: &[(OrderId, Amount, Currency)],
+        ttl: Duration,
+        connection: Uuid,
+    ) -> Result<Vec<(Session, Option<Event>)>, StoreError> {
+        let mut sorted: Vec<_> = orders.to_vec();
+        // One lock order for every batch, so two batches never wait on each other in a cycle.
+        sorted.sort_by_key(|(order_id, _, _)| *order_id);
+        let payment_ids: Vec<Uuid> = sorted.iter().map(|_| Uuid::new_v4()).collect();
+        let order_ids: Vec<Uuid> = sorted.iter().map(|(o, _, _)| o.0).collect();
+        let amounts: Vec<i64> = sorted.iter().map(|(_, a, _)| a.minor()).collect();
+        let currencies: Vec<String> = sorted
+            .iter()
+            .map(|(_, _, c)| c.as_str().to_owned())
+            .collect();
+        let rows = sqlx::query_as!(
+            SessionEventRow,
+            r#"WITH upserted AS (
+                 INSERT INTO payment_sessions
+                     (payment_id, order_id, amount, currency, expires_at, last_connection)
+                 SELECT i.payment_id, i.order_id, i.amount, i.currency,
+                     clock_timestamp() + make_interval(secs => $5), $6
+                 FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[])
+                     AS i(payment_id, order_id, amount, currency)
+                 ON CONFLICT (order_id) DO UPDATE SET last_connection = EXCLUDED.last_connection
+                 RETURNING payment_id, order_id, amount, currency, state, method, cancel_reason,
+                     expires_at)
+             SELECT u.payment_id AS "payment_id!", u.order_id AS "order_id!",
+                 u.amount AS "amount!", u.currency AS "currency!", u.state AS "state!",
+                 u.method, u.cancel_reason, u.expires_at AS "expires_at!",
+                 e.event_id AS "event_id?", e.state AS "event_state?", e.reason AS "event_reason?"
+             FROM upserted u LEFT JOIN payment_events e ON e.payment_id = u.payment_id"#,
+            &payment_ids,
+            &order_ids,
+            &amounts,
+            &currencies,
+            ttl.as_secs_f64(),
+            connection,
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.into_iter().map(SessionEventRow::split).collect()
+    }
+
+    /// `select_payment_method` for each order (distinct): a session still `initiated`
+    /// takes the method; every session found records `connection`. Returns each found
+    /// session as it now stands (the caller compares the method), with its final event
+    /// if any; unknown orders are missing from the answer.
+    pub async fn select(
+        &mut self,
+        choices: &[(OrderId, String)],
+        connection: Uuid,
+    ) -> Result<Vec<(Session, Option<Event>)>, StoreError> {
+        let mut sorted: Vec<_> = choices.to_vec();
+        sorted.sort_by_key(|(order_id, _)| *order_id);
+        let order_ids: Vec<Uuid> = sorted.iter().map(|(o, _)| o.0).collect();
+        let methods: Vec<String> = sorted.iter().map(|(_, m)| m.clone()).collect();
+        let rows = sqlx::query_as!(
+            SessionEventRow,
+            r#"WITH updated AS (
+                 UPDATE payment_sessions s SET
+                     state = CASE WHEN s.state = 'initiated' THEN 'method_selected' ELSE s.state END,
+                     method = CASE WHEN s.state = 'initiated' THEN i.method ELSE s.method END,
+                     updated_at = CASE WHEN s.state = 'initiated' THEN clock_timestamp()
+                         ELSE s.updated_at END,
+                     last_connection = $3
+                 FROM unnest($1::uuid[], $2::text[]) AS i(order_id, method)
+                 WHERE s.order_id = i.order_id
+                 RETURNING s.payment_id, s.order_id, s.amount, s.currency, s.state, s.method,
+                     s.cancel_reason, s.expires_at)
+             SELECT u.payment_id AS "payment_id!", u.order_id AS "order_id!",
+                 u.amount AS "amount!", u.currency AS "currency!", u.state AS "state!",
+                 u.method, u.cancel_reason, u.expires_at AS "expires_at!",
+                 e.event_id AS "event_id?", e.state AS "event_state?", e.reason AS "event_reason?"
+             FROM updated u LEFT JOIN payment_events e ON e.payment_id = u.payment_id"#,
+            &order_ids,
+            &methods,
+            connection,
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.into_iter().map(SessionEventRow::split).collect()
+    }
+
+    /// Which of these orders have a session.
+    pub async fn known(&mut self, order_ids: &[OrderId]) -> Result<Vec<OrderId>, StoreError> {
+        let ids: Vec<Uuid> = order_ids.iter().map(|o| o.0).collect();
+        let rows = sqlx::query_scalar!(
+            "SELECT order_id FROM payment_sessions WHERE order_id = ANY($1)",
+            &ids,
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(rows.into_iter().map(OrderId).collect())
+    }
+
+    /// `cancel_payment`: cancels the order's open session (recording `connection`), or
+    /// finds the final event it has.
+    pub async fn cancel(
+        &mut self,
+        order_id: OrderId,
+        connection: Uuid,
+    ) -> Result<Finished, StoreError> {
+        let payment_id = sqlx::query_scalar!(
+            "UPDATE payment_sessions SET last_connection = $2 WHERE order_id = $1 RETURNING payment_id",
+            order_id.0,
+            connection,
+        )
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        let Some(payment_id) = payment_id else {
+            return Ok(Finished::Unknown);
+        };
+        // Answered on the requesting connection at once: already dispatched.
+        finish_in(
+            &mut self.tx,
+            PaymentId(payment_id),
+            PaymentOutcome::Cancel,
+            Some(CancelReason::OrdersCancelled),
+            true,
+        )
+        .await
+    }
+
+    /// Orders acked these events: ONE statement. Returns the ids acked now (unknown
+    /// or already-acked ids are harmless and left out).
+    pub async fn ack(&mut self, event_ids: &[EventId]) -> Result<Vec<EventId>, StoreError> {
+        let mut ids: Vec<i64> = event_ids.iter().map(|e| e.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let acked = sqlx::query_scalar!(
+            "UPDATE payment_events SET acked_at = clock_timestamp() \
+             WHERE event_id = ANY($1) AND acked_at IS NULL RETURNING event_id",
+            &ids,
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(acked.into_iter().map(EventId).collect())
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
 }

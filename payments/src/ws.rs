@@ -1,12 +1,30 @@
 //! The `/ws` endpoint: the handshake checks (token, subprotocol) and one `select!` loop
-//! per connection over frames from Orders, events to deliver, a heartbeat, the
-//! peer's silence deadline and shutdown.
+//! per connection over frames from Orders, the resume of unacked events, a heartbeat,
+//! the peer's silence deadline and shutdown.
 //!
-//! Only the frame reader (actix-ws' stream is `!Send`) runs on the actix arbiter; the
-//! loop, and with it every database call, is a tokio task, so a stopping server never
-//! drops a checked-out pool connection outside the runtime. On shutdown the loop closes
-//! with 1001 before its last database write, and lets go of the frames so that the
-//! HTTP connection ends whatever the database does.
+//! Three tasks per connection, none of which waits on another's socket direction:
+//! - the frame reader, on the actix arbiter (actix-ws' stream is `!Send`), forwards
+//!   frames into a bounded channel and holds nothing but the socket;
+//! - the loop, a tokio task, takes every frame already read (up to
+//!   [`INBOUND_FRAMES`]), answers the batch with one transaction
+//!   ([`protocol::answer_batch`]) and queues the replies, in the order of the messages;
+//! - the writer, a tokio task, owns the session and drains the bounded outbox. Every
+//!   send has a deadline of `PEER_TIMEOUT`: a peer that stops reading is dropped.
+//!
+//! On connect every unacked event goes out again, one keyset page per loop turn and
+//! only while the outbox has room beyond what replies need, so a big backlog never
+//! stops the loop from reading (two peers that both wrote their whole backlog before
+//! reading used to block each other for good). Events dispatched by
+//! [`crate::delivery`] go straight into the outbox under the same rule.
+//!
+//! Every database call runs in tokio tasks, never on the arbiter, so a stopping
+//! server never drops a checked-out pool connection outside the runtime (which
+//! panics). On shutdown the loop closes with 1001 at once (queued messages are dropped:
+//! what matters is in the database), lets go of the frames so that the HTTP connection
+//! ends, and only then forgets the connection's row.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -14,12 +32,21 @@ use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
 use shared_protocol::{
     ClientMessage, DecodeError, MAX_MESSAGE_BYTES, Message, SUBPROTOCOL, ServerMessage,
 };
-use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until, timeout};
 use uuid::Uuid;
 
+use crate::delivery::{Delivery, OUTBOX_CAPACITY, Outbox, Outgoing, REPLY_ROOM};
 use crate::protocol::{self, Context, error_chain};
 use crate::startup::AppState;
+
+/// Frames read ahead of the connection loop; a group-commit batch is at most this.
+pub const INBOUND_FRAMES: usize = 256;
+/// Unacked events sent per loop turn while resuming.
+pub const RESUME_BATCH: usize = 256;
+/// How long closing may take: the close frame, and removing the connection's row (a
+/// row left behind goes stale and is ignored after a few delivery scans anyway).
+pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `GET /ws`: 401 without the token, 400 without the subprotocol, else 101.
 pub async fn endpoint(
@@ -71,24 +98,52 @@ pub async fn endpoint(
     // arbiter that stops drops its local tasks outside any runtime, and a pool
     // connection dropped there panics ("this functionality requires a Tokio context"),
     // whereas tokio drops its own tasks inside the runtime.
+    let socket = req.conn_data::<Socket>().cloned();
     let (frames_tx, frames) = mpsc::channel(INBOUND_FRAMES);
     actix_web::rt::spawn(read_frames(stream, frames_tx));
-    tokio::spawn(run(state, connection, session, frames));
+    tokio::spawn(run(state, connection, session, frames, socket));
     response
 }
 
-/// How long a closed connection tries to remove its row; a row left behind goes stale
-/// and is ignored after a few delivery scans anyway.
-pub const CLEANUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// A second handle on a connection's TCP socket (a duplicated descriptor), so that a
+/// WebSocket whose peer stopped reading can really be dropped: actix writes a stalled
+/// response for as long as the peer keeps the connection, with no deadline, so ending
+/// the session alone would leave the socket (and the peer's writes) hanging.
+#[derive(Clone)]
+pub struct Socket(Arc<std::net::TcpStream>);
 
-/// Frames read ahead of the connection loop (its group-commit batch is at most this).
-pub const INBOUND_FRAMES: usize = 256;
+impl Socket {
+    fn shut_down(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// `HttpServer::on_connect`: keeps a [`Socket`] in the connection's data.
+pub fn keep_socket(connection: &dyn std::any::Any, data: &mut actix_web::dev::Extensions) {
+    #[cfg(unix)]
+    if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        use std::os::fd::AsFd;
+        if let Ok(fd) = tcp.as_fd().try_clone_to_owned() {
+            data.insert(Socket(Arc::new(std::net::TcpStream::from(fd))));
+        }
+    }
+}
+
+fn json_error(status: actix_web::http::StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .json(serde_json::json!({"error": {"code": code, "message": message}}))
+}
+
+/// Compares without an early exit, so the token cannot be guessed byte by byte from timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
 
 type Frame = Result<AggregatedMessage, ProtocolError>;
 
 /// Forwards frames to the connection loop until the peer's stream ends, a close or
 /// an error is read, or the loop is gone (which drops the stream, ending the HTTP
-/// connection).
+/// connection). The channel is bounded: a busy loop makes this stop reading.
 async fn read_frames(mut stream: actix_ws::AggregatedMessageStream, frames: mpsc::Sender<Frame>) {
     loop {
         tokio::select! {
@@ -104,24 +159,71 @@ async fn read_frames(mut stream: actix_ws::AggregatedMessageStream, frames: mpsc
     }
 }
 
-fn json_error(status: actix_web::http::StatusCode, code: &str, message: &str) -> HttpResponse {
-    HttpResponse::build(status)
-        .json(serde_json::json!({"error": {"code": code, "message": message}}))
-}
-
-/// Compares without an early exit, so the token cannot be guessed byte by byte from timing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Owns the session: sends what the outbox holds, each send within `peer_timeout`,
+/// until the outbox closes, a send fails or times out, or the loop asks to close
+/// (which goes out at once, ahead of whatever is still queued).
+async fn write_frames(
+    mut session: actix_ws::Session,
+    mut outbox: mpsc::Receiver<Outgoing>,
+    mut close: oneshot::Receiver<Option<CloseReason>>,
+    peer_timeout: Duration,
+    delivery: Delivery,
+    connection: Uuid,
+    socket: Option<Socket>,
+) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            reason = &mut close => {
+                let reason = reason.unwrap_or(None);
+                let _ = timeout(CLEANUP_TIMEOUT, session.close(reason)).await;
+                return;
+            }
+            next = outbox.recv() => next,
+        };
+        let Some(next) = next else { return };
+        let send = async {
+            match next {
+                Outgoing::Text(text) => session.text(text).await,
+                Outgoing::Ping => session.ping(b"").await,
+                Outgoing::Pong(payload) => session.pong(&payload).await,
+            }
+        };
+        let sent = tokio::select! {
+            biased;
+            reason = &mut close => {
+                let reason = reason.unwrap_or(None);
+                let _ = timeout(CLEANUP_TIMEOUT, session.close(reason)).await;
+                return;
+            }
+            sent = timeout(peer_timeout, send) => sent,
+        };
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return, // the connection is gone
+            Err(_) => {
+                tracing::warn!(%connection, timeout = ?peer_timeout, "Orders stopped reading; dropping the connection");
+                if let Some(socket) = &socket {
+                    socket.shut_down();
+                }
+                return;
+            }
+        }
+        if outbox.len() < REPLY_ROOM {
+            delivery.room_freed();
+        }
+    }
 }
 
 async fn run(
-    state: std::sync::Arc<AppState>,
+    state: Arc<AppState>,
     connection: Uuid,
-    mut session: actix_ws::Session,
+    session: actix_ws::Session,
     mut frames: mpsc::Receiver<Frame>,
+    socket: Option<Socket>,
 ) {
-    let (events_tx, mut events) = mpsc::unbounded_channel::<ServerMessage>();
     let delivery = &state.delivery;
+    let config = &state.config;
     if let Err(e) = delivery
         .store
         .register_connection(connection, delivery.instance)
@@ -129,27 +231,20 @@ async fn run(
     {
         tracing::error!(error = %error_chain(&e), "could not register the connection");
     }
-    delivery.registry.add(connection, events_tx);
+    let (outbox, outbox_rx) = mpsc::channel::<Outgoing>(OUTBOX_CAPACITY);
+    let (close_tx, close_rx) = oneshot::channel();
+    let writer = tokio::spawn(write_frames(
+        session,
+        outbox_rx,
+        close_rx,
+        config.peer_timeout,
+        delivery.clone(),
+        connection,
+        socket,
+    ));
+    delivery.registry.add(connection, outbox.clone());
     let mut shutdown = state.shutdown.clone();
 
-    // Every unacked event goes to every connection that opens.
-    match delivery.store.unacked().await {
-        Ok(unacked) => {
-            for event in unacked {
-                // Restarts its redelivery clock: it was just sent.
-                let _ = delivery.store.mark_sent(event.event_id).await;
-                tracing::info!(event_id = %event.event_id, order_id = %event.order_id, %connection, "redelivering unacked event");
-                if send(&mut session, &event.message()).await.is_err() {
-                    break;
-                }
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %error_chain(&e), "could not read unacked events for a new connection")
-        }
-    }
-
-    let config = &state.config;
     let ctx = Context {
         store: &delivery.store,
         ttl: config.payment_ttl,
@@ -160,70 +255,71 @@ async fn run(
     let mut heartbeat = interval_at(now + config.heartbeat_interval, config.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = now;
+    // Every unacked event goes to every connection that opens: the keyset cursor of
+    // that resume, until a short page ends it.
+    let mut resume: Option<i64> = Some(0);
+    let mut batch = Vec::with_capacity(INBOUND_FRAMES);
 
     let close: Option<CloseReason> = loop {
         tokio::select! {
-            frame = frames.recv() => {
+            received = frames.recv_many(&mut batch, INBOUND_FRAMES) => {
+                if received == 0 {
+                    break None; // the reader ended: the peer is gone
+                }
                 last_heard = Instant::now();
-                match frame {
-                    None => break None,
-                    Some(Ok(AggregatedMessage::Text(text))) => {
-                        if let Some(close) = on_text(&ctx, &mut session, &text).await {
-                            break Some(close);
-                        }
-                    }
-                    Some(Ok(AggregatedMessage::Binary(_))) => {
-                        tracing::warn!(%connection, "binary frame refused");
-                        break Some(reason(CloseCode::Unsupported, "binary frames are not part of payments.v1"));
-                    }
-                    Some(Ok(AggregatedMessage::Ping(payload))) => {
-                        if session.pong(&payload).await.is_err() {
-                            break None;
-                        }
-                    }
-                    Some(Ok(AggregatedMessage::Pong(_))) => {}
-                    Some(Ok(AggregatedMessage::Close(why))) => {
-                        tracing::info!(%connection, reason = ?why, "Orders closed the connection");
-                        break why;
-                    }
-                    Some(Err(e)) => {
-                        let too_large = matches!(e, ProtocolError::Overflow)
-                            || matches!(&e, ProtocolError::Io(io) if io.to_string().contains("maximum continuation size"));
-                        tracing::warn!(%connection, error = %e, "WebSocket protocol error");
-                        break Some(if too_large {
-                            reason(CloseCode::Size, "messages are limited to 64 KiB")
-                        } else {
-                            reason(CloseCode::Protocol, "protocol error")
-                        });
-                    }
+                match on_frames(&ctx, &outbox, batch.drain(..)).await {
+                    Ok(None) => {}
+                    Ok(Some(close)) => break close,
+                    Err(Gone) => break None,
                 }
             }
-            Some(message) = events.recv() => {
-                if send(&mut session, &message).await.is_err() {
-                    break None;
+            permits = outbox.reserve_many(RESUME_BATCH + REPLY_ROOM), if resume.is_some() => {
+                let Ok(permits) = permits else { break None };
+                let after = resume.unwrap_or_default();
+                match delivery.store.resume_page(after, RESUME_BATCH as i64).await {
+                    Ok(events) => {
+                        resume = match events.last() {
+                            Some(last) if events.len() == RESUME_BATCH => Some(last.event_id.0),
+                            _ => None,
+                        };
+                        if !events.is_empty() {
+                            tracing::info!(%connection, events = events.len(), "redelivering unacked events");
+                        }
+                        for (event, permit) in events.iter().zip(permits) {
+                            tracing::debug!(event_id = %event.event_id, order_id = %event.order_id, %connection, "redelivering unacked event");
+                            permit.send(Outgoing::Text(shared_protocol::encode(&event.message())));
+                        }
+                    }
+                    Err(e) => {
+                        // Not lost: redelivery sends them after REDELIVER_AFTER.
+                        tracing::error!(error = %error_chain(&e), "could not read unacked events for a new connection");
+                        resume = None;
+                    }
                 }
             }
             _ = heartbeat.tick() => {
-                if session.ping(b"").await.is_err() {
-                    break None;
-                }
+                // A full outbox means the writer is busy already; its deadline covers it.
+                let _ = outbox.try_send(Outgoing::Ping);
             }
             _ = sleep_until(last_heard + config.peer_timeout) => {
                 tracing::warn!(%connection, timeout = ?config.peer_timeout, "Orders went silent; dropping the connection");
                 break Some(reason(CloseCode::Policy, "no frame within the peer timeout"));
             }
+            _ = outbox.closed() => break None, // the writer gave up: the peer stopped reading
             _ = shutdown.changed() => {
                 break Some(reason(CloseCode::Away, "Payments is shutting down"));
             }
         }
     };
     delivery.registry.remove(connection);
-    // Close first, so the peer hears 1001 at once, and let go of the frames, so the
-    // HTTP connection ends (a stopping server waits for it) whatever the database does.
+    // Close first, so the peer hears it at once, and let go of the frames, so the HTTP
+    // connection ends (a stopping server waits for it) whatever the database does.
     drop(frames);
-    let _ = tokio::time::timeout(config.peer_timeout, session.close(close)).await;
+    let _ = close_tx.send(close);
+    drop(outbox);
+    let _ = timeout(CLEANUP_TIMEOUT * 2, writer).await;
     tracing::info!(%connection, "connection closed");
-    match tokio::time::timeout(
+    match timeout(
         CLEANUP_TIMEOUT,
         delivery.store.unregister_connection(connection),
     )
@@ -237,42 +333,107 @@ async fn run(
     }
 }
 
-/// Handles one text message; returns a close reason when the connection must end.
-async fn on_text(
+/// The writer is gone (the peer stopped reading, or the connection broke).
+struct Gone;
+
+/// Handles the frames read so far: the text messages in one batch, control frames in
+/// place. Returns `Some(close)` when the connection must end.
+async fn on_frames(
     ctx: &Context<'_>,
-    session: &mut actix_ws::Session,
-    text: &str,
-) -> Option<CloseReason> {
-    let replies = match shared_protocol::decode::<ClientMessage>(text) {
-        Ok(message) => {
-            let span = tracing::info_span!("message", r#type = message.type_name(), order_id = ?message.order_id());
-            let _enter = span.enter();
-            tracing::debug!("received");
-            drop(_enter);
-            protocol::answer(ctx, message).await
-        }
-        Err(DecodeError::TooLarge { .. }) => {
-            return Some(reason(CloseCode::Size, "messages are limited to 64 KiB"));
-        }
-        Err(e) => {
-            tracing::warn!(connection = %ctx.connection, error = %e, "refused a message");
-            vec![ServerMessage::error(e.order_id(), e.code(), e.to_string())]
-        }
-    };
-    for reply in replies {
-        if send(session, &reply).await.is_err() {
-            return None;
+    outbox: &Outbox,
+    frames: impl Iterator<Item = Frame>,
+) -> Result<Option<Option<CloseReason>>, Gone> {
+    // Replies in the order of the messages: decoding errors in place, the rest from
+    // the batch.
+    enum Slot {
+        Now(ServerMessage),
+        Batch,
+    }
+    let mut slots = Vec::new();
+    let mut messages = Vec::new();
+    let mut end = None;
+    let mut pongs = Vec::new();
+    for frame in frames {
+        match frame {
+            Ok(AggregatedMessage::Text(text)) => {
+                match shared_protocol::decode::<ClientMessage>(&text) {
+                    Ok(message) => {
+                        tracing::debug!(r#type = message.type_name(), order_id = ?message.order_id(), "received");
+                        messages.push(message);
+                        slots.push(Slot::Batch);
+                    }
+                    Err(DecodeError::TooLarge { .. }) => {
+                        end = Some(Some(reason(
+                            CloseCode::Size,
+                            "messages are limited to 64 KiB",
+                        )));
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(connection = %ctx.connection, error = %e, "refused a message");
+                        slots.push(Slot::Now(ServerMessage::error(
+                            e.order_id(),
+                            e.code(),
+                            e.to_string(),
+                        )));
+                    }
+                }
+            }
+            Ok(AggregatedMessage::Binary(_)) => {
+                tracing::warn!(connection = %ctx.connection, "binary frame refused");
+                end = Some(Some(reason(
+                    CloseCode::Unsupported,
+                    "binary frames are not part of payments.v1",
+                )));
+                break;
+            }
+            Ok(AggregatedMessage::Ping(payload)) => pongs.push(payload),
+            Ok(AggregatedMessage::Pong(_)) => {}
+            Ok(AggregatedMessage::Close(why)) => {
+                tracing::info!(connection = %ctx.connection, reason = ?why, "Orders closed the connection");
+                end = Some(why);
+                break;
+            }
+            Err(e) => {
+                let too_large = matches!(e, ProtocolError::Overflow)
+                    || matches!(&e, ProtocolError::Io(io) if io.to_string().contains("maximum continuation size"));
+                tracing::warn!(connection = %ctx.connection, error = %e, "WebSocket protocol error");
+                end = Some(Some(if too_large {
+                    reason(CloseCode::Size, "messages are limited to 64 KiB")
+                } else {
+                    reason(CloseCode::Protocol, "protocol error")
+                }));
+                break;
+            }
         }
     }
-    None
-}
-
-async fn send(
-    session: &mut actix_ws::Session,
-    message: &ServerMessage,
-) -> Result<(), actix_ws::Closed> {
-    tracing::debug!(r#type = message.type_name(), order_id = ?message.order_id(), "sending");
-    session.text(shared_protocol::encode(message)).await
+    for payload in pongs {
+        outbox
+            .send(Outgoing::Pong(payload))
+            .await
+            .map_err(|_| Gone)?;
+    }
+    let mut answers = if messages.is_empty() {
+        Vec::new()
+    } else {
+        protocol::answer_batch(ctx, messages).await
+    }
+    .into_iter();
+    for slot in slots {
+        let replies = match slot {
+            Slot::Now(reply) => vec![reply],
+            Slot::Batch => answers.next().unwrap_or_default(),
+        };
+        for reply in replies {
+            tracing::debug!(r#type = reply.type_name(), order_id = ?reply.order_id(), "sending");
+            // Waits while the outbox is full: the writer's deadline bounds the wait.
+            outbox
+                .send(Outgoing::Text(shared_protocol::encode(&reply)))
+                .await
+                .map_err(|_| Gone)?;
+        }
+    }
+    Ok(end)
 }
 
 fn reason(code: CloseCode, description: &str) -> CloseReason {

@@ -201,3 +201,42 @@ pub fn page_path(page: &ServerMessage) -> String {
         .map(|(_, path)| format!("/{path}"))
         .expect("a URL with a path")
 }
+
+/// Stores `n` fulfilled payments with unacked, never-sent events straight in the
+/// database (the insert trigger NOTIFYs as the service would); returns the event ids.
+pub async fn seed_unacked_events(db: &TestDatabase, n: i64) -> Vec<i64> {
+    let pool = db.pool().await;
+    let mut ids: Vec<i64> = sqlx::query_scalar(
+        "WITH s AS (
+             INSERT INTO payment_sessions (payment_id, order_id, amount, currency, state, method, expires_at)
+             SELECT gen_random_uuid(), gen_random_uuid(), 100, 'EUR', 'fulfilled', 'credit_card',
+                 now() + interval '1 hour'
+             FROM generate_series(1, $1)
+             RETURNING payment_id, order_id)
+         INSERT INTO payment_events (payment_id, order_id, state)
+         SELECT payment_id, order_id, 'FULFILL' FROM s RETURNING event_id",
+    )
+    .bind(n)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    ids.sort_unstable();
+    ids
+}
+
+/// Waits until `query` (a single bigint) returns `want`, up to `within`.
+pub async fn wait_for_count(db: &TestDatabase, query: &'static str, want: i64, within: Duration) {
+    let pool = db.pool().await;
+    let end = tokio::time::Instant::now() + within;
+    loop {
+        let got: i64 = sqlx::query_scalar(query).fetch_one(&pool).await.unwrap();
+        if got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "{query} is {got}, not {want}, after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
