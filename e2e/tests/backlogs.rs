@@ -124,6 +124,22 @@ async fn thousands_of_outcomes_and_thousands_of_requests_drain_at_once() {
         .await,
         0
     );
+    // And on ONE connection: a side that stopped reading would have been dropped after
+    // its peer timeout and drained over reconnects instead.
+    let metrics = stack
+        .http
+        .get(stack.orders_url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let connects = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("orders_payments_link_connects_total "))
+        .unwrap_or_else(|| panic!("no connects counter in {metrics}"));
+    assert_eq!(connects.trim(), "1", "the link reconnected while draining");
     orders.close().await;
     payments.close().await;
 }
