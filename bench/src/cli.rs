@@ -171,6 +171,10 @@ pub struct ReferenceArgs {
     /// The pgbench executable.
     #[arg(long, env = "PGBENCH", default_value = "pgbench")]
     pub pgbench: PathBuf,
+    /// The services' migrations (orders/ and payments/) for the reference database:
+    /// those of the commit the binaries were built from.
+    #[arg(long, env = "LOADGEN_MIGRATIONS", default_value_os_t = crate::reference::default_migrations())]
+    pub migrations: PathBuf,
     #[command(flatten)]
     pub common: Common,
 }
@@ -185,6 +189,9 @@ pub struct PgbenchArgs {
     pub threads: usize,
     #[arg(long, env = "PGBENCH", default_value = "pgbench")]
     pub pgbench: PathBuf,
+    /// The services' migrations (orders/ and payments/) for the reference database.
+    #[arg(long, env = "LOADGEN_MIGRATIONS", default_value_os_t = crate::reference::default_migrations())]
+    pub migrations: PathBuf,
     #[arg(
         long,
         env = "LOADGEN_DATABASE_URL",

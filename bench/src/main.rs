@@ -110,6 +110,7 @@ async fn run(command: Command) -> anyhow::Result<bool> {
         Command::Pgbench(args) => {
             let run = bench::reference::run_pgbench(
                 &args.pgbench,
+                &args.migrations,
                 &args.database_url,
                 args.clients,
                 args.threads,

@@ -24,9 +24,14 @@ pub fn script_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference/full-flow.sql")
 }
 
-/// Every `.sql` file of the services' migrations, Orders first, in name order.
-pub fn migration_files() -> anyhow::Result<Vec<PathBuf>> {
-    let root = crate::workspace_root().join("migrations");
+/// This workspace's `migrations/`.
+pub fn default_migrations() -> PathBuf {
+    crate::workspace_root().join("migrations")
+}
+
+/// Every `.sql` file of the services' migrations under `root` (`orders/`, then
+/// `payments/`), each in name order.
+pub fn migration_files(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for service in ["orders", "payments"] {
         let dir = root.join(service);
@@ -52,9 +57,11 @@ pub struct PgbenchRun {
     pub failed: Option<u64>,
 }
 
-/// Creates a database with both schemas, runs pgbench on `full-flow.sql`, drops it.
+/// Creates a database with both schemas (from `migrations`), runs pgbench on
+/// `full-flow.sql`, drops it.
 pub async fn run_pgbench(
     pgbench: &Path,
+    migrations: &Path,
     database_url: &str,
     clients: usize,
     threads: usize,
@@ -70,7 +77,7 @@ pub async fn run_pgbench(
             .max_connections(1)
             .connect_with(options)
             .await?;
-        for file in migration_files()? {
+        for file in migration_files(migrations)? {
             let sql = std::fs::read_to_string(&file)?;
             pool.execute(sqlx::raw_sql(AssertSqlSafe(sql)))
                 .await
@@ -232,6 +239,7 @@ pub async fn compare(args: &ReferenceArgs) -> anyhow::Result<Comparison> {
         pgbench.push(
             run_pgbench(
                 &args.pgbench,
+                &args.migrations,
                 &args.common.database_url,
                 args.clients,
                 args.threads,
@@ -291,7 +299,7 @@ mod tests {
 
     #[test]
     fn migrations_are_found_orders_first() {
-        let files = migration_files().unwrap();
+        let files = migration_files(&default_migrations()).unwrap();
         assert!(files.len() >= 2);
         assert!(files[0].to_string_lossy().contains("migrations/orders"));
         assert!(

@@ -109,7 +109,11 @@ async fn body(stack: &mut Stack, args: &SizeArgs, rec: &Arc<Recorder>) -> anyhow
     let mut progress_now = (0, n);
     let mut drained = false;
     let mut poll = Poll::new(c.deadline, c.poll);
+    let mut link_opened = None;
     while poll.next().await {
+        if link_opened.is_none() {
+            link_opened = obs.link_opened_at().await?;
+        }
         let fulfilled = obs.count_status("fulfilled").await?;
         let pending = obs.count_status("pending_payment").await?;
         progress_now = (fulfilled, pending);
@@ -118,7 +122,6 @@ async fn body(stack: &mut Stack, args: &SizeArgs, rec: &Arc<Recorder>) -> anyhow
             break;
         }
     }
-    let link_opened = obs.link_opened_at().await.ok().flatten();
     let start_wall = clock.wall(payments_start);
     let orders = obs.all_orders().await?;
     let batch_a: std::collections::HashSet<_> = a.ids.iter().collect();
@@ -164,7 +167,7 @@ async fn body(stack: &mut Stack, args: &SizeArgs, rec: &Arc<Recorder>) -> anyhow
             "ws_connections.opened_at − spawn of Payments",
         );
     }
-    if let Some(last) = latest(applied.iter()) {
+    if let Some(last) = latest(applied.iter()).filter(|_| applied.len() as i64 == n) {
         report.figure(
             "Payments start → every outcome applied",
             micros_between(start_wall, last) as f64 / 1e6,
@@ -172,7 +175,7 @@ async fn body(stack: &mut Stack, args: &SizeArgs, rec: &Arc<Recorder>) -> anyhow
             "the latest invoices.issued_at of batch A − spawn of Payments",
         );
     }
-    if let Some(last) = latest(pages.iter()) {
+    if let Some(last) = latest(pages.iter()).filter(|_| pages.len() as i64 == n) {
         report.figure(
             "Payments start → every page",
             micros_between(start_wall, last) as f64 / 1e6,

@@ -78,7 +78,7 @@ async fn body(stack: &mut Stack, args: &SizeArgs, rec: &Arc<Recorder>) -> anyhow
             c.http_concurrency
         ),
     ));
-    if let Some(last_page) = last_page {
+    if let Some(last_page) = last_page.filter(|_| paged) {
         figures.push((
             "last 201 → every page",
             secs_from(&clock, created.last_answer, last_page),
@@ -136,7 +136,7 @@ async fn body(stack: &mut Stack, args: &SizeArgs, rec: &Arc<Recorder>) -> anyhow
                 c.http_concurrency
             ),
         ));
-        if let (Some(last), Some(first)) = (latest(issued.iter()), first_paid) {
+        if let (Some(last), Some(first), true) = (latest(issued.iter()), first_paid, applied) {
             figures.push((
                 "last 303 → every outcome applied",
                 secs_from(&clock, last_303, last),
