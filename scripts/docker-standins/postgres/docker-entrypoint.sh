@@ -16,8 +16,13 @@ set -Eeuo pipefail
 if [ "${1:0:1}" = '-' ]; then
   set -- postgres "$@"
 fi
+# `postgres --version` and the like print and exit: no set-up for them.
+want_help=0
+for arg in "$@"; do
+  case $arg in '-?' | --help | --describe-config | -V | --version) want_help=1 ;; esac
+done
 
-if [ "$1" = postgres ] && [ "$(id -u)" = 0 ]; then
+if [ "$1" = postgres ] && [ "$want_help" = 0 ] && [ "$(id -u)" = 0 ]; then
   mkdir -p "$PGDATA" /var/run/postgresql
   chown postgres:postgres "$PGDATA" /var/run/postgresql
   chmod 0700 "$PGDATA"
@@ -26,7 +31,7 @@ if [ "$1" = postgres ] && [ "$(id -u)" = 0 ]; then
   exec setpriv --reuid=postgres --regid=postgres --init-groups "${BASH_SOURCE[0]}" "$@"
 fi
 
-if [ "$1" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
+if [ "$1" = postgres ] && [ "$want_help" = 0 ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
   user=${POSTGRES_USER:-postgres}
   db=${POSTGRES_DB:-$user}
   auth=${POSTGRES_HOST_AUTH_METHOD:-scram-sha-256}
