@@ -1,6 +1,8 @@
 //! The smallest scenario end to end: `loadgen smoke` against the real Orders and
 //! Payments binaries, on fresh databases, checked through its JSON report.
 //!
+//! PostgreSQL is `DATABASE_URL` when set (loadgen creates and drops its own databases
+//! on that server), else loadgen's default, `postgres://postgres@127.0.0.1:5432`.
 //! The binaries are `LOADGEN_ORDERS_BIN`/`LOADGEN_PAYMENTS_BIN` when set; otherwise
 //! this test builds the debug ones with `cargo build -p orders -p payments` (nothing to
 //! do after `cargo test --workspace`, which builds them) and takes them from this
@@ -43,8 +45,13 @@ async fn smoke_runs_every_flow_to_one_invoice_against_the_real_services() {
     assert!(payments.is_file(), "{} missing", payments.display());
     let out = std::env::temp_dir().join(format!("loadgen-smoke-test-{}", std::process::id()));
     let json = out.join("report.json");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .arg("smoke")
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_loadgen"));
+    command.arg("smoke");
+    // The server the other tests use, as scripts/test sets it up.
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        command.arg("--database-url").arg(url);
+    }
+    let mut child = command
         .arg(format!("--count={FLOWS}"))
         .arg("--concurrency=4")
         .arg("--orders-bin")
@@ -66,9 +73,10 @@ async fn smoke_runs_every_flow_to_one_invoice_against_the_real_services() {
         .expect("loadgen smoke finished within 180 s")
         .expect("waiting for loadgen");
 
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("the JSON report was written"))
-            .expect("the report is JSON");
+    let Ok(bytes) = std::fs::read(&json) else {
+        panic!("loadgen smoke wrote no report ({status}); its error is above");
+    };
+    let report: serde_json::Value = serde_json::from_slice(&bytes).expect("the report is JSON");
     assert!(
         status.success(),
         "loadgen smoke failed ({status}): {report:#}"
