@@ -509,15 +509,12 @@ impl Store {
         if missing.is_empty() {
             return Ok(HashMap::new());
         }
-        sqlx::query!(
-            "SELECT id, status FROM orders WHERE id = ANY($1)",
-            &missing
-        )
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .map(|r| Ok((r.id, parse_status(&r.status)?)))
-        .collect()
+        sqlx::query!("SELECT id, status FROM orders WHERE id = ANY($1)", &missing)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|r| Ok((r.id, parse_status(&r.status)?)))
+            .collect()
     }
 
     /// One page, oldest first, of the open orders the link must (re-)send a request
