@@ -26,20 +26,7 @@ pub const START_TO_APPLIED: &str = "Payments start → outcome applied (A)";
 pub const START_TO_PAGE: &str = "Payments start → page (B)";
 
 pub async fn run(args: &SizeArgs) -> anyhow::Result<Report> {
-    let started = Instant::now();
-    let outputs = Outputs::new(&args.common, "backlog");
-    let mut stack = Stack::new(args.common.stack_config(outputs.out_dir.clone())).await?;
-    let rec = Arc::new(Recorder::default());
-    let result = body(&mut stack, args, &rec).await;
-    finish(
-        stack,
-        result,
-        &args.common,
-        &outputs,
-        &[START_TO_APPLIED, START_TO_PAGE],
-        started,
-    )
-    .await
+    run_sized(args, "backlog", &[START_TO_APPLIED, START_TO_PAGE], body).await
 }
 
 async fn body(stack: &mut Stack, args: &SizeArgs, rec: &Arc<Recorder>) -> anyhow::Result<Report> {

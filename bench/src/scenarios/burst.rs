@@ -14,18 +14,11 @@ use crate::stack::Stack;
 use crate::stats::{Clock, Recorder};
 
 pub async fn run(args: &SizeArgs) -> anyhow::Result<Report> {
-    let started = Instant::now();
-    let outputs = Outputs::new(&args.common, "burst");
-    let mut stack = Stack::new(args.common.stack_config(outputs.out_dir.clone())).await?;
-    let rec = Arc::new(Recorder::default());
-    let result = body(&mut stack, args, &rec).await;
-    finish(
-        stack,
-        result,
-        &args.common,
-        &outputs,
+    run_sized(
+        args,
+        "burst",
         &[CREATE_TO_PAGE, COMPLETE_TO_FULFILLED],
-        started,
+        body,
     )
     .await
 }

@@ -248,6 +248,30 @@ impl Outputs {
     }
 }
 
+/// Runs a scenario sized by `args` on a fresh stack: its outputs, its recorder, then
+/// `body`, then [`finish`] (which stops the stack whatever `body` did).
+pub async fn run_sized(
+    args: &crate::cli::SizeArgs,
+    name: &str,
+    latency_stages: &[&str],
+    body: impl AsyncFnOnce(&mut Stack, &crate::cli::SizeArgs, &Arc<Recorder>) -> anyhow::Result<Report>,
+) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let outputs = Outputs::new(&args.common, name);
+    let mut stack = Stack::new(args.common.stack_config(outputs.out_dir.clone())).await?;
+    let rec = Arc::new(Recorder::default());
+    let result = body(&mut stack, args, &rec).await;
+    finish(
+        stack,
+        result,
+        &args.common,
+        &outputs,
+        latency_stages,
+        started,
+    )
+    .await
+}
+
 /// Stops the stack (always), adds what the services left to the report, and writes
 /// JSON, Markdown (stdout too) and the SVG plot.
 pub async fn finish(

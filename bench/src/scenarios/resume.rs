@@ -17,20 +17,7 @@ use crate::stats::{Clock, Recorder};
 pub const START_TO_PAGE: &str = "Payments start → page";
 
 pub async fn run(args: &SizeArgs) -> anyhow::Result<Report> {
-    let started = Instant::now();
-    let outputs = Outputs::new(&args.common, "resume");
-    let mut stack = Stack::new(args.common.stack_config(outputs.out_dir.clone())).await?;
-    let rec = Arc::new(Recorder::default());
-    let result = body(&mut stack, args, &rec).await;
-    finish(
-        stack,
-        result,
-        &args.common,
-        &outputs,
-        &[START_TO_PAGE, CREATE_TO_INITIATE],
-        started,
-    )
-    .await
+    run_sized(args, "resume", &[START_TO_PAGE, CREATE_TO_INITIATE], body).await
 }
 
 async fn body(stack: &mut Stack, args: &SizeArgs, rec: &Arc<Recorder>) -> anyhow::Result<Report> {
