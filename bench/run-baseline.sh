@@ -9,13 +9,8 @@
 # Extra arguments go to every loadgen run. Binaries as in run-reference.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [[ -z "${LOADGEN_ORDERS_BIN:-}" || -z "${LOADGEN_PAYMENTS_BIN:-}" || -z "${LOADGEN:-}" ]]; then
-    cargo build --release -p orders -p payments -p bench
-fi
-target="${CARGO_TARGET_DIR:-target}"
-export LOADGEN_ORDERS_BIN="${LOADGEN_ORDERS_BIN:-$target/release/orders}"
-export LOADGEN_PAYMENTS_BIN="${LOADGEN_PAYMENTS_BIN:-$target/release/payments}"
-loadgen="${LOADGEN:-$target/release/loadgen}"
+# shellcheck source=bench/binaries.sh
+source bench/binaries.sh
 runs="${RUNS:-3}"
 dir="$target/bench/baseline-$(date -u +%Y%m%dT%H%M%S)"
 mkdir -p "$dir"

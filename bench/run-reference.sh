@@ -11,11 +11,7 @@
 # LOADGEN_ORDERS_BIN / LOADGEN_PAYMENTS_BIN / LOADGEN name others.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [[ -z "${LOADGEN_ORDERS_BIN:-}" || -z "${LOADGEN_PAYMENTS_BIN:-}" || -z "${LOADGEN:-}" ]]; then
-    cargo build --release -p orders -p payments -p bench
-fi
-target="${CARGO_TARGET_DIR:-target}"
-export LOADGEN_ORDERS_BIN="${LOADGEN_ORDERS_BIN:-$target/release/orders}"
-export LOADGEN_PAYMENTS_BIN="${LOADGEN_PAYMENTS_BIN:-$target/release/payments}"
+# shellcheck source=bench/binaries.sh
+source bench/binaries.sh
 pgbench="${PGBENCH:-$(command -v pgbench || echo /usr/lib/postgresql/15/bin/pgbench)}"
-exec "${LOADGEN:-$target/release/loadgen}" reference --pgbench "$pgbench" "$@"
+exec "$loadgen" reference --pgbench "$pgbench" "$@"
