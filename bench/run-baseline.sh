@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every scenario of bench/README.md's results table, RUNS times each (3 by default),
-# one after the other, then the medians (`loadgen summarize`). Reports go to
-# target/bench/baseline-<time>/<scenario>-<run>/, the summary to summary.md there.
+# one after the other, then `loadgen explain` once, then the medians (`loadgen
+# summarize`). Reports go to target/bench/baseline-<time>/<scenario>-<run>/, the
+# summary to summary.md there.
 #
 #   bench/run-baseline.sh                 # about 40 minutes on the 2-core machine
 #   RUNS=1 bench/run-baseline.sh --commit abc1234
@@ -37,5 +38,13 @@ for ((run = 1; run <= runs; run++)); do
         fi
     done
 done
+# The plans of every statement, once (about 20 s): explain/explain.md.
+echo "== explain" >&2
+status=0
+"$loadgen" explain --flows 3000 --out "$dir/explain" "$@" >"$dir/explain.md" 2>"$dir/explain.err" || status=$?
+if ((status > 1)); then
+    cat "$dir/explain.err" >&2
+    exit "$status"
+fi
 "$loadgen" summarize "$dir"/*/report.json | tee "$dir/summary.md"
 echo "summary: $dir/summary.md" >&2

@@ -34,6 +34,10 @@ pub enum Command {
     /// CI-sized check: 200 closed-loop flows at 8 clients; fails unless every flow is
     /// fulfilled with exactly one invoice and nothing failed.
     Smoke(SmokeArgs),
+    /// The plans PostgreSQL uses for every statement of the services (their
+    /// .sqlx/query-*.json), generic as prepared statements run, after full flows filled
+    /// the tables; with HOT updates and index use over those flows.
+    Explain(ExplainArgs),
     /// The services' closed-loop flow and pgbench's full-flow.sql at the same client
     /// count, several runs each, alternating; prints the medians and the ratio.
     Reference(ReferenceArgs),
@@ -150,6 +154,30 @@ pub struct SmokeArgs {
     pub count: u64,
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    /// Full flows first (closed loop), to fill the tables.
+    #[arg(long, default_value_t = 5_000)]
+    pub flows: u64,
+    /// Clients of those flows.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Orders then created and left unpaid (awaiting payment), so the partial indexes
+    /// of open orders and open sessions have rows.
+    #[arg(long, default_value_t = 200)]
+    pub open: u64,
+    /// A directory of the services' query-*.json (repeatable; default: .sqlx,
+    /// orders/.sqlx and payments/.sqlx of this workspace, those that exist).
+    #[arg(long)]
+    pub sqlx_dir: Vec<PathBuf>,
+    /// A table with at least this many rows (after ANALYZE) is big: a Seq Scan on it
+    /// fails a check.
+    #[arg(long, default_value_t = 1_000)]
+    pub big_table: u64,
     #[command(flatten)]
     pub common: Common,
 }

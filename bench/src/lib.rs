@@ -8,7 +8,7 @@
 //! once it is over), so that waiting for thousands of orders never polls the service
 //! being measured; [`stats`] turns samples into HdrHistogram percentiles and
 //! per-second bins; [`report`] writes JSON and Markdown, [`plot`] the SVG; the
-//! [`scenarios`] are `flow`, `burst`, `resume`, `backlog`, `smoke`, and [`reference`]
+//! [`scenarios`] are `flow`, `burst`, `resume`, `backlog`, `smoke`, `explain`, and [`reference`]
 //! runs pgbench next to the services.
 
 pub mod api;

@@ -31,6 +31,7 @@ async fn async_main(cli: Cli) -> ExitCode {
             a.common.database_url.clone()
         }
         Command::Smoke(a) => a.common.database_url.clone(),
+        Command::Explain(a) => a.common.database_url.clone(),
         Command::Reference(a) => a.common.database_url.clone(),
         Command::Pgbench(a) => a.database_url.clone(),
         Command::Cleanup(a) => a.database_url.clone(),
@@ -103,6 +104,7 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             println!("smoke: {}", if ok { "ok" } else { "FAILED" });
             ok
         }
+        Command::Explain(args) => bench::scenarios::explain::run(&args).await?.ok(),
         Command::Reference(args) => {
             bench::reference::compare(&args).await?;
             true

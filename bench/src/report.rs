@@ -94,6 +94,16 @@ pub struct Report {
     /// Per-second throughput and latency of every stage, by completion time.
     pub timeline: Vec<Series>,
     pub notes: Vec<String>,
+    /// Further Markdown, after the rest (`explain`: the plans and the statistics).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sections: Vec<Section>,
+}
+
+/// A titled part of the Markdown report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Section {
+    pub title: String,
+    pub markdown: String,
 }
 
 impl Report {
@@ -121,6 +131,7 @@ impl Report {
             checks: Vec::new(),
             timeline: stages.iter().map(|s| series(s, 1.0)).collect(),
             notes: Vec::new(),
+            sections: Vec::new(),
         }
     }
 
@@ -266,6 +277,9 @@ impl Report {
         }
         for n in &self.notes {
             let _ = writeln!(md, "> {n}");
+        }
+        for s in &self.sections {
+            let _ = write!(md, "\n### {}\n\n{}", s.title, s.markdown);
         }
         md
     }

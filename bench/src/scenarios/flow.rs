@@ -85,18 +85,12 @@ pub async fn run_mode(
     watch: Duration,
     common: &Common,
 ) -> anyhow::Result<Report> {
-    let started = Instant::now();
     let outputs = Outputs::new(common, scenario);
-    let mut stack = Stack::new(common.stack_config(outputs.out_dir.clone())).await?;
-    let rec = Arc::new(Recorder::default());
-    let result = body(&mut stack, scenario, mode, watch, common, &rec).await;
-    finish(
-        stack,
-        result,
+    run_on_stack(
         common,
         &outputs,
         &[CREATE_TO_PAGE, COMPLETE_TO_FULFILLED],
-        started,
+        async |stack, rec| run_flows(stack, scenario, mode, watch, common, rec).await,
     )
     .await
 }
@@ -284,7 +278,9 @@ async fn one_flow(ctx: &Ctx, due: Instant) -> bool {
     true
 }
 
-async fn body(
+/// Starts both services on `stack` and runs flows in `mode`; the report has the
+/// flows' figures, stages and checks (`explain` fills its tables with it).
+pub async fn run_flows(
     stack: &mut Stack,
     scenario: &str,
     mode: Mode,

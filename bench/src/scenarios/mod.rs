@@ -3,6 +3,7 @@
 
 pub mod backlog;
 pub mod burst;
+pub mod explain;
 pub mod flow;
 pub mod resume;
 
@@ -248,28 +249,36 @@ impl Outputs {
     }
 }
 
-/// Runs a scenario sized by `args` on a fresh stack: its outputs, its recorder, then
-/// `body`, then [`finish`] (which stops the stack whatever `body` did).
+/// Runs a scenario sized by `args` on a fresh stack (see [`run_on_stack`]).
 pub async fn run_sized(
     args: &crate::cli::SizeArgs,
     name: &str,
     latency_stages: &[&str],
     body: impl AsyncFnOnce(&mut Stack, &crate::cli::SizeArgs, &Arc<Recorder>) -> anyhow::Result<Report>,
 ) -> anyhow::Result<Report> {
-    let started = Instant::now();
     let outputs = Outputs::new(&args.common, name);
-    let mut stack = Stack::new(args.common.stack_config(outputs.out_dir.clone())).await?;
-    let rec = Arc::new(Recorder::default());
-    let result = body(&mut stack, args, &rec).await;
-    finish(
-        stack,
-        result,
+    run_on_stack(
         &args.common,
         &outputs,
         latency_stages,
-        started,
+        async |stack, rec| body(stack, args, rec).await,
     )
     .await
+}
+
+/// Runs `body` on a fresh stack with a recorder of its own, then [`finish`] (which
+/// stops the stack whatever `body` did).
+pub async fn run_on_stack(
+    common: &Common,
+    outputs: &Outputs,
+    latency_stages: &[&str],
+    body: impl AsyncFnOnce(&mut Stack, &Arc<Recorder>) -> anyhow::Result<Report>,
+) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let mut stack = Stack::new(common.stack_config(outputs.out_dir.clone())).await?;
+    let rec = Arc::new(Recorder::default());
+    let result = body(&mut stack, &rec).await;
+    finish(stack, result, common, outputs, latency_stages, started).await
 }
 
 /// Stops the stack (always), adds what the services left to the report, and writes
