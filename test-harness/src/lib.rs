@@ -2,7 +2,8 @@
 //!
 //! - [`FakeServer`]: an in-process WebSocket server for testing any client whose
 //!   messages are serde types: start it on a free port, hand its URL to the client,
-//!   see every frame, push frames, close or break the connection, script replies.
+//!   see every frame, push frames, close or break the connection, stop reading it
+//!   (backpressure), script replies.
 //! - [`payments::FakePayments`]: the fake Payments service on it.
 //! - [`postgres::TestDatabase`]: a fresh PostgreSQL database per test.
 

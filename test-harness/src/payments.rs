@@ -79,6 +79,7 @@ impl PaymentsState {
 pub struct FakePaymentsBuilder {
     manual: bool,
     lenient: bool,
+    small_buffers: bool,
     rules: Vec<Rule<ClientMessage, ServerMessage>>,
 }
 
@@ -92,6 +93,13 @@ impl FakePaymentsBuilder {
     /// Messages the test never looked at do not fail it.
     pub fn lenient(mut self) -> Self {
         self.lenient = true;
+        self
+    }
+
+    /// Small TCP buffers, so a client blocks soon on a connection that stopped reading:
+    /// see [`FakeServerBuilder::small_socket_buffers`].
+    pub fn small_socket_buffers(mut self) -> Self {
+        self.small_buffers = true;
         self
     }
 
@@ -185,6 +193,9 @@ impl FakePaymentsBuilder {
             if self.lenient {
                 builder = builder.lenient();
             }
+            if self.small_buffers {
+                builder = builder.small_socket_buffers();
+            }
             let server = builder.start_at(location).await;
             state.port.store(server.port(), Ordering::SeqCst);
             FakePayments { server, state }
@@ -209,6 +220,7 @@ impl FakePayments {
         FakePaymentsBuilder {
             manual: false,
             lenient: false,
+            small_buffers: false,
             rules: Vec::new(),
         }
     }

@@ -12,9 +12,10 @@
 //! server (or the last handle of that connection) is dropped, with the transcript
 //! (strict by default, like wiremock's verify), but never while already panicking.
 //!
-//! Each connection is one task running one `select!` loop over the socket's frames and
-//! a channel of commands from the test (send, close, abort, stall); the handshake is
-//! inspected, logged and possibly refused in tungstenite's `accept_hdr_async` callback.
+//! Each connection is one task running one `select!` loop over the socket's frames, a
+//! channel of commands from the test (send, close, abort, stop or resume reading, ping)
+//! and its own pings; the handshake is inspected, logged and possibly refused in
+//! tungstenite's `accept_hdr_async` callback.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -42,6 +43,14 @@ use crate::transcript::{Direction, FrameKind, TranscriptEntry, render};
 
 /// How long `next_connection`, `expect` and `wait_closed` wait by default.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
+
+/// `SO_RCVBUF` of the listener with [`FakeServerBuilder::small_socket_buffers`] (Linux
+/// doubles it, and accepted connections inherit it).
+const SMALL_RECEIVE_BUFFER: u32 = 2048;
+/// The MSS the listener advertises with [`FakeServerBuilder::small_socket_buffers`]:
+/// Linux grows a sender's send buffer in proportion to the peer's MSS, up to 4 MiB with
+/// loopback's 64 KiB segments; with this one it stays around 100 KiB.
+const SMALL_MSS: u32 = 536;
 
 /// Turns the text of a frame into a message, or says why it is not one.
 pub type Decoder<In> = Arc<dyn Fn(&str) -> Result<In, String> + Send + Sync>;
@@ -114,6 +123,7 @@ pub struct FakeServerBuilder<In, Out> {
     decoder: Decoder<In>,
     rules: Vec<Rule<In, Out>>,
     strict: bool,
+    small_buffers: bool,
 }
 
 impl<In, Out> FakeServerBuilder<In, Out>
@@ -128,6 +138,7 @@ where
             decoder: Arc::new(|text| serde_json::from_str(text).map_err(|e| e.to_string())),
             rules: Vec::new(),
             strict: true,
+            small_buffers: false,
         }
     }
 
@@ -192,6 +203,16 @@ where
     /// Frames the test never looked at do not fail it.
     pub fn lenient(mut self) -> Self {
         self.strict = false;
+        self
+    }
+
+    /// Small TCP buffers on every accepted connection: a receive buffer of a few KiB,
+    /// and a small advertised MSS, which keeps the client's send buffer small too (Linux
+    /// sizes it by the peer's MSS). A client writing to a connection that stopped reading
+    /// ([`Connection::stop_reading`]) then blocks after some 50 KiB instead of several
+    /// MiB. For backpressure tests; off by default (and kept across `restart`).
+    pub fn small_socket_buffers(mut self) -> Self {
+        self.small_buffers = true;
         self
     }
 
@@ -385,6 +406,7 @@ struct Config<In> {
     subprotocol: Option<String>,
     decoder: Decoder<In>,
     strict: bool,
+    small_buffers: bool,
     location: &'static Location<'static>,
 }
 
@@ -405,7 +427,10 @@ enum Command {
     Send(Message, oneshot::Sender<()>),
     Close(u16, String, oneshot::Sender<()>),
     Abort(oneshot::Sender<()>),
-    Stall,
+    /// Read from the socket (`true`) or not (`false`).
+    Read(bool, oneshot::Sender<()>),
+    /// Ping the client every so often (`None`: stop).
+    PingEvery(Option<Duration>, oneshot::Sender<()>),
 }
 
 /// The fake server. Dropping it stops it and, unless lenient or already panicking,
@@ -466,11 +491,12 @@ where
                 subprotocol: builder.subprotocol,
                 decoder: builder.decoder,
                 strict: builder.strict,
+                small_buffers: builder.small_buffers,
                 location,
             },
         });
         let listener = handle
-            .spawn(bind(0))
+            .spawn(bind(0, builder.small_buffers))
             .await
             .expect("fake server runtime")
             .expect("bind 127.0.0.1:0");
@@ -592,13 +618,14 @@ where
     /// Listens again on the same port after [`FakeServer::stop`].
     pub async fn restart(&self) {
         let port = self.port;
+        let small_buffers = self.shared.config.small_buffers;
         let listener = self
             .runtime
             .spawn(async move {
                 // The old socket may linger for a moment: retry briefly.
                 let mut last = None;
                 for _ in 0..200 {
-                    match bind(port).await {
+                    match bind(port, small_buffers).await {
                         Ok(listener) => return Ok(listener),
                         Err(e) => last = Some(e),
                     }
@@ -780,9 +807,15 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn bind(port: u16) -> std::io::Result<TcpListener> {
+async fn bind(port: u16, small_buffers: bool) -> std::io::Result<TcpListener> {
     let socket = TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
+    if small_buffers {
+        // Set on the listener, before `listen`: accepted sockets inherit both, and the
+        // window and MSS are announced in the SYN-ACK.
+        socket.set_recv_buffer_size(SMALL_RECEIVE_BUFFER)?;
+        socket2::SockRef::from(&socket).set_tcp_mss(SMALL_MSS)?;
+    }
     socket.bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
     socket.listen(128)
 }
@@ -931,7 +964,8 @@ async fn run_connection<In, Out>(
     In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
     Out: Serialize + Send + 'static,
 {
-    let mut stalled = false;
+    let mut reading = true;
+    let mut pings: Option<tokio::time::Interval> = None;
     loop {
         tokio::select! {
             command = commands.recv() => {
@@ -939,14 +973,20 @@ async fn run_connection<In, Out>(
                 match command {
                     Command::Send(message, done) => {
                         record_sent(&shared, id, &message, None);
-                        let _ = ws.send(message).await;
+                        let written = write(&mut ws, message).await;
                         let _ = done.send(());
+                        if !written {
+                            return;
+                        }
                     }
                     Command::Close(code, reason, done) => {
                         let message = Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() }));
                         record_sent(&shared, id, &message, None);
-                        let _ = ws.send(message).await;
+                        let written = write(&mut ws, message).await;
                         let _ = done.send(());
+                        if !written {
+                            return;
+                        }
                     }
                     Command::Abort(done) => {
                         reset(ws);
@@ -956,10 +996,28 @@ async fn run_connection<In, Out>(
                         let _ = done.send(());
                         return;
                     }
-                    Command::Stall => stalled = true,
+                    Command::Read(read, done) => {
+                        reading = read;
+                        let _ = done.send(());
+                    }
+                    Command::PingEvery(every, done) => {
+                        pings = every.map(|every| {
+                            let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                            pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                            pings
+                        });
+                        let _ = done.send(());
+                    }
                 }
             }
-            frame = ws.next(), if !stalled => {
+            _ = async { pings.as_mut().expect("guarded").tick().await }, if pings.is_some() => {
+                let ping = Message::Ping(Vec::new().into());
+                record_sent(&shared, id, &ping, None);
+                if !write(&mut ws, ping).await {
+                    return;
+                }
+            }
+            frame = ws.next(), if reading => {
                 let frame = match frame {
                     None | Some(Err(_)) => return,
                     Some(Ok(frame)) => frame,
@@ -974,6 +1032,15 @@ async fn run_connection<In, Out>(
             }
         }
     }
+}
+
+/// Writes a frame; `false` when the socket is broken (the client is gone), which ends
+/// the connection even while the fake is not reading (when a read would not tell).
+async fn write(ws: &mut WebSocketStream<TcpStream>, message: Message) -> bool {
+    !matches!(
+        ws.send(message).await,
+        Err(tokio_tungstenite::tungstenite::Error::Io(_))
+    )
 }
 
 /// Drops the TCP connection with a RST instead of a FIN: the abrupt end a crashed
@@ -1197,11 +1264,46 @@ where
     }
 
     /// From now on the fake reads nothing from this connection, so it answers no ping
-    /// and sees no frame: the client should find it dead by its own heartbeat.
+    /// and sees no frame: the client should find it dead by its own heartbeat. The same
+    /// as [`Connection::stop_reading`], without waiting for it to take effect.
     pub fn stop_answering_pings(&self) {
         if let Some(commands) = &self.inner.commands {
-            let _ = commands.send(Command::Stall);
+            let (done, _) = oneshot::channel();
+            let _ = commands.send(Command::Read(false, done));
         }
+    }
+
+    /// Stops reading the socket, and returns once the connection's task has stopped:
+    /// what the client sends stays in the kernel's buffers (unread, unanswered, not in
+    /// the transcript), so once they are full the client's writes block, like those to a
+    /// peer that hangs or reads too slowly. Pings are not answered either. The fake can
+    /// still send; a send that fails because the client dropped the connection ends it
+    /// ([`Connection::is_open`], [`Connection::wait_closed`]), and that is how a fake that
+    /// does not read finds out: keep sending, e.g. with [`Connection::ping_every`].
+    /// With [`FakeServerBuilder::small_socket_buffers`] some 50 KiB fill the buffers.
+    pub async fn stop_reading(&self) {
+        self.command(|done| Command::Read(false, done)).await;
+    }
+
+    /// Reads the socket again after [`Connection::stop_reading`] (or
+    /// [`Connection::stop_answering_pings`]), starting with whatever the client wrote
+    /// meanwhile; returns once the connection's task reads again.
+    pub async fn resume_reading(&self) {
+        self.command(|done| Command::Read(true, done)).await;
+    }
+
+    /// From now on the fake pings the client every `every` (an empty ping frame, in the
+    /// transcript), reading or not: a peer that is alive and talking, so a client's
+    /// silence deadline never fires. A ping that cannot be written because the client
+    /// dropped the connection ends it.
+    pub async fn ping_every(&self, every: Duration) {
+        self.command(|done| Command::PingEvery(Some(every), done))
+            .await;
+    }
+
+    /// Stops the pings of [`Connection::ping_every`].
+    pub async fn stop_pinging(&self) {
+        self.command(|done| Command::PingEvery(None, done)).await;
     }
 
     /// Waits (up to [`DEFAULT_DEADLINE`]) for a message matching `matcher` that no

@@ -1,0 +1,135 @@
+//! Issue 8, Orders' side: "A peer that stops reading is dropped after PEER_TIMEOUT, on
+//! both sides" (Payments' side: `payments/tests/backpressure.rs`).
+//!
+//! The fake Payments accepts the link, then stops reading its socket, with small TCP
+//! buffers, while it keeps pinging Orders. Orders' writes to it block once the buffers
+//! are full; the writer's PEER_TIMEOUT on every write must end that connection, and the
+//! link must reconnect and send every open order's `initiate_payment` again.
+//!
+//! What makes this the write timeout and not the other way Orders drops a peer (no
+//! frame heard for PEER_TIMEOUT): the fake pings every 100 ms throughout, so Orders
+//! hears from it all the time, and Orders' log names the reason (this binary's only
+//! test, since the subscriber that captures it is process-global). Without the timeout
+//! on writes, the writer waits forever, nothing else ends the connection, and no second
+//! connection comes.
+
+mod helpers;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use helpers::{DEADLINE, TestApp};
+use shared_protocol::OrderId;
+use test_harness::payments::{FakePayments, initiate_payment};
+
+/// PEER_TIMEOUT of this test: short, so the test is quick, and still 20 pings long.
+const PEER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the fake pings while it reads nothing: Orders always hears from it.
+const PING_EVERY: Duration = Duration::from_millis(100);
+/// Orders created while the fake does not read. Each `initiate_payment` is some 120
+/// bytes on the wire; with the fake's small buffers, 400 to 600 of them fill the
+/// socket, so writes block well before the last one.
+const ORDERS: usize = 1500;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_payments_that_stops_reading_is_dropped_after_the_peer_timeout_and_nothing_is_lost() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter("orders=info")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
+
+    let fake = FakePayments::builder()
+        .manual()
+        .small_socket_buffers()
+        .start()
+        .await;
+    let app = TestApp::spawn_with(&fake.url(), |c| c.peer_timeout = PEER_TIMEOUT).await;
+    let stuck = fake.next_connection().await;
+    app.wait_connected().await;
+    stuck.stop_reading().await;
+    let stopped_reading = Instant::now();
+    stuck.ping_every(PING_EVERY).await;
+
+    // Every order is in the database before its request goes to the link, and none is
+    // answered (manual fake), so all of them stay open orders.
+    let orders: Vec<OrderId> = futures_util::stream::iter(0..ORDERS)
+        .map(|i| app.create_order(100 + i as i64, "EUR"))
+        .buffer_unordered(8)
+        .map(|order| order.id())
+        .collect()
+        .await;
+    let created = Instant::now();
+
+    // The writes blocked before the last order was created, so within PEER_TIMEOUT of
+    // it the write times out, and Orders reconnects within a backoff (100 ms at most).
+    let fresh = fake.next_connection_within(3 * PEER_TIMEOUT).await;
+    let reconnected = Instant::now();
+
+    // Orders logged why it dropped the connection: the write timed out (the reader's
+    // deadline would say "no frame from Payments for 2s").
+    let logs = captured.text();
+    let lost: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("lost the connection to Payments"))
+        .collect();
+    assert_eq!(lost.len(), 1, "{logs}");
+    assert!(
+        lost[0].contains(&format!("Payments read nothing for {PEER_TIMEOUT:?}")),
+        "the connection was not dropped by the write timeout: {}",
+        lost[0]
+    );
+    // Writes cannot block before the fake stopped reading, and then wait PEER_TIMEOUT.
+    let dropped_after = fake.attempts()[1].at() - stopped_reading;
+    assert!(
+        dropped_after >= PEER_TIMEOUT,
+        "dropped {dropped_after:?} after the fake stopped reading, before PEER_TIMEOUT"
+    );
+    // And the fake saw the old connection go: a ping to it failed.
+    assert_eq!(stuck.wait_closed().await, None, "Orders sent a close frame");
+    assert!(!stuck.is_open());
+
+    println!(
+        "{ORDERS} orders created in {:?}; reconnected {:?} after the last one, {:?} after the fake stopped reading",
+        created - stopped_reading,
+        reconnected - created,
+        reconnected - stopped_reading
+    );
+
+    // Nothing is lost: on the new connection every order is requested again.
+    for (i, &order) in orders.iter().enumerate() {
+        if i == 0 {
+            fresh.expect_within(initiate_payment(order), DEADLINE).await;
+        } else {
+            fresh.expect(initiate_payment(order)).await;
+        }
+        // A request that was in the outbox at the reconnect may come twice (idempotent).
+        fresh.allow(initiate_payment(order));
+    }
+    // The new connection is read, so it stays up: no third connection.
+    assert!(fresh.is_open());
+    assert_eq!(fake.connection_count(), 2, "{:?}", fake.attempts());
+}
