@@ -109,8 +109,12 @@ impl Observer {
     /// The given orders (by primary key) with their invoice times.
     pub async fn orders_by_id(&self, ids: &[Uuid]) -> sqlx::Result<Vec<OrderRow>> {
         sqlx::query_as(
-            "SELECT o.id, o.status, o.payment_url, o.created_at, o.updated_at, i.issued_at \
-             FROM orders o LEFT JOIN invoices i ON i.order_id = o.id WHERE o.id = ANY($1)",
+            // The invoice as a per-order subquery: a lookup by invoices_order_id_key. As
+            // a join, the generic plan hashes a scan of ALL invoices on every call, and
+            // this query runs every 5 ms on the database being measured.
+            "SELECT o.id, o.status, o.payment_url, o.created_at, o.updated_at, \
+                 (SELECT i.issued_at FROM invoices i WHERE i.order_id = o.id) AS issued_at \
+             FROM orders o WHERE o.id = ANY($1)",
         )
         .bind(ids)
         .fetch_all(&self.orders)

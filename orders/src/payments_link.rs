@@ -13,7 +13,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actix_http::Uri;
 use actix_http::ws::Item;
+use actix_rt::net::TcpStream;
+use actix_service::ServiceExt;
+use actix_tls::connect::{Connection as TcpConnection, Connector as TcpConnector, Resolver};
 use actix_web::web::Bytes;
 use awc::ws::{CloseCode, CloseReason, Frame, Message};
 use chrono::{DateTime, Utc};
@@ -335,7 +339,21 @@ impl fmt::Display for ConnectError {
 type Framed = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
 
 async fn connect(config: &LinkConfig) -> Result<Framed, ConnectError> {
-    let client = awc::Client::builder().timeout(CONNECT_TIMEOUT).finish();
+    // TCP_NODELAY: a frame goes out when it is written. With Nagle's algorithm a small
+    // frame written while an earlier one is unacknowledged waits for that ACK, which the
+    // peer's delayed ACK holds back up to 40 ms: most messages of a busy link did.
+    let tcp = TcpConnector::new(Resolver::default()).service().map(
+        |conn: TcpConnection<Uri, TcpStream>| {
+            if let Err(e) = conn.io_ref().set_nodelay(true) {
+                tracing::warn!(error = %e, "could not set TCP_NODELAY on the link");
+            }
+            conn
+        },
+    );
+    let client = awc::Client::builder()
+        .connector(awc::Connector::new().connector(tcp))
+        .timeout(CONNECT_TIMEOUT)
+        .finish();
     let request = client
         .ws(config.url.as_str())
         .protocols([SUBPROTOCOL])

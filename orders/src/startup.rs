@@ -122,6 +122,8 @@ impl Application {
         .listen(listener)?
         // SIGTERM/SIGINT: stop accepting, let in-flight requests finish, exit within 10 s.
         .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        // Responses go out at once (no Nagle wait for the previous ACK).
+        .tcp_nodelay(true)
         .run();
         tracing::info!(port, payments = %config.payments_ws_url, "orders is listening");
         Ok(Application {

@@ -4,11 +4,18 @@
 //! not Rust, decides whether a transition still applies, so concurrent or repeated
 //! messages cannot apply one twice. Zero rows affected is a normal answer. A fulfilled
 //! order gets its invoice in the same transaction as the status change.
+//!
+//! Batch statements join their rows as arrays (`FROM unnest($1, …) AS u`) and also say
+//! `key = ANY($1)`: the planner guesses 100 rows for an `unnest` and would then hash-join
+//! against a scan of a whole index (or table) for a batch of three; with `= ANY` it looks
+//! the rows up by key, whatever the table's size. Joins to a row per batch row are
+//! `LATERAL … LIMIT 1` lookups for the same reason.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use service_kit::group_commit::{self, Batch, BoxFuture, GroupCommit, Limits};
 use shared_protocol::{CancelReason, OrderId, PaymentId, PaymentOutcome};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -23,13 +30,38 @@ pub enum StoreError {
     Sqlx(#[from] sqlx::Error),
     #[error("row holds a value the code does not know: {0}")]
     Corrupt(String),
+    #[error("the order writer is unavailable")]
+    Writer(#[source] group_commit::Error<std::convert::Infallible>),
 }
 
-/// The order store: a connection pool on this service's database.
+impl From<group_commit::Error<StoreError>> for StoreError {
+    fn from(e: group_commit::Error<StoreError>) -> StoreError {
+        match e {
+            group_commit::Error::Apply(e) => e,
+            group_commit::Error::Busy { writer, waited } => {
+                StoreError::Writer(group_commit::Error::Busy { writer, waited })
+            }
+            group_commit::Error::Stopped(writer) => {
+                StoreError::Writer(group_commit::Error::Stopped(writer))
+            }
+        }
+    }
+}
+
+/// The order store: a connection pool on this service's database, and the
+/// group-commit writer of `POST /orders` on it.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    inserts: GroupCommit<OrderInserts>,
 }
+
+/// How many `POST /orders` are inserted together, at most, and how many may wait.
+pub const INSERT_LIMITS: Limits = Limits {
+    max_batch: 256,
+    queue: 4096,
+    queue_wait: Duration::from_secs(5),
+};
 
 /// The answer to an insert with an optional idempotency key.
 #[derive(Debug)]
@@ -111,6 +143,7 @@ pub struct OrderPage {
 }
 
 /// An `orders` row as the API's queries read it.
+#[derive(Clone)]
 struct OrderRow {
     id: Uuid,
     amount: i64,
@@ -160,7 +193,13 @@ impl Store {
         let pool =
             service_kit::database::open(database_url, &sqlx::migrate!("../migrations/orders"))
                 .await?;
-        Ok(Store { pool })
+        Ok(Store::new(pool))
+    }
+
+    /// A store on `pool`; starts the insert writer on the current tokio runtime.
+    pub fn new(pool: PgPool) -> Store {
+        let inserts = GroupCommit::start("order insert", pool.clone(), OrderInserts, INSERT_LIMITS);
+        Store { pool, inserts }
     }
 
     /// Whether the database answers (for `/readyz`).
@@ -172,48 +211,18 @@ impl Store {
         &self.pool
     }
 
-    /// Inserts a new order in `pending_payment`, honouring an idempotency key.
+    /// Inserts a new order in `pending_payment`, honouring an idempotency key. Concurrent
+    /// inserts share one statement and one commit ([`OrderInserts`]).
     pub async fn insert_order(
         &self,
         new: &NewOrder,
         idempotency_key: Option<&str>,
     ) -> Result<Inserted, StoreError> {
-        let inserted = sqlx::query_as!(
-            OrderRow,
-            "INSERT INTO orders (id, amount, currency, description, idempotency_key) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (idempotency_key) DO NOTHING \
-             RETURNING id, amount, currency, description, status, payment_method, \
-                 payment_url, cancel_reason, created_at, updated_at",
-            Uuid::new_v4(),
-            new.amount.minor(),
-            new.currency.as_str(),
-            new.description.as_deref(),
-            idempotency_key,
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = inserted {
-            return Ok(Inserted::Created(row.try_into()?));
-        }
-        // Only a key conflict skips the insert: the key is set.
-        let existing = sqlx::query_as!(
-            OrderRow,
-            "SELECT id, amount, currency, description, status, payment_method, payment_url, \
-                 cancel_reason, created_at, updated_at \
-             FROM orders WHERE idempotency_key = $1",
-            idempotency_key,
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        let same = existing.amount == new.amount.minor()
-            && existing.currency == new.currency.as_str()
-            && existing.description == new.description;
-        Ok(if same {
-            Inserted::Replayed(existing.try_into()?)
-        } else {
-            Inserted::KeyReused
-        })
+        let request = InsertRequest {
+            new: new.clone(),
+            key: idempotency_key.map(str::to_owned),
+        };
+        Ok(self.inserts.submit(request).await?)
     }
 
     pub async fn order(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
@@ -346,7 +355,8 @@ impl Store {
                    THEN o.payment_method ELSE u.first END,
                  updated_at = clock_timestamp()
                FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(id, first, offered)
-               WHERE o.id = u.id AND o.status = 'pending_payment' AND u.first <> ''
+               WHERE o.id = u.id AND o.id = ANY($1) AND o.status = 'pending_payment'
+                 AND u.first <> ''
                RETURNING o.id, o.payment_method AS "payment_method!""#,
             &ids,
             &firsts,
@@ -388,7 +398,8 @@ impl Store {
                  updated_at = clock_timestamp() \
              FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[]) \
                  AS u(id, payment_id, url, expires_at) \
-             WHERE o.id = u.id AND o.status IN ('pending_payment', 'awaiting_payment') \
+             WHERE o.id = u.id AND o.id = ANY($1) \
+               AND o.status IN ('pending_payment', 'awaiting_payment') \
                AND o.payment_url IS DISTINCT FROM u.url \
              RETURNING o.id",
             &ids,
@@ -446,7 +457,8 @@ impl Store {
                  updated_at = clock_timestamp() \
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[]) \
                  AS u(id, status, reason, payment_id) \
-             WHERE o.id = u.id AND o.status IN ('pending_payment', 'awaiting_payment') \
+             WHERE o.id = u.id AND o.id = ANY($1) \
+               AND o.status IN ('pending_payment', 'awaiting_payment') \
              RETURNING o.id, o.status, o.amount, o.currency",
             &ids,
             &statuses,
@@ -538,7 +550,10 @@ impl Store {
                       cancel_requested_at IS NOT NULL AS "cancel_requested!"
              FROM orders
              WHERE status IN ('pending_payment', 'awaiting_payment')
-               AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
+               -- Always a row comparison, never `$2 IS NULL OR …`: so it is an index
+               -- condition on orders_open (created_at, id) in the generic plan, and a
+               -- page starts at its cursor instead of re-reading the pages before it.
+               AND (created_at, id) > (coalesce($2::timestamptz, '-infinity'), $3)
                AND (
                  (status = 'pending_payment' AND ($1::float8 IS NULL
                      OR updated_at < clock_timestamp() - make_interval(secs => $1)))
@@ -570,4 +585,128 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// One `POST /orders` for the insert writer.
+#[derive(Debug)]
+pub struct InsertRequest {
+    pub new: NewOrder,
+    pub key: Option<String>,
+}
+
+/// Inserts a batch of new orders with ONE statement (`INSERT … SELECT FROM unnest …
+/// ON CONFLICT (idempotency_key) DO NOTHING`), so concurrent `POST /orders` share a
+/// commit. A request whose key is taken (by an earlier order, or by an earlier request
+/// of the same batch) gets the order holding it: a replay when the bodies match, a
+/// reused key when not, exactly as one insert at a time would answer.
+#[derive(Debug)]
+pub struct OrderInserts;
+
+impl Batch for OrderInserts {
+    type Item = InsertRequest;
+    type Output = Inserted;
+    type Error = StoreError;
+
+    fn apply<'c>(
+        &'c self,
+        conn: &'c mut PgConnection,
+        items: &'c [InsertRequest],
+    ) -> BoxFuture<'c, Result<Vec<Inserted>, StoreError>> {
+        Box::pin(insert_orders(conn, items))
+    }
+}
+
+async fn insert_orders(
+    conn: &mut PgConnection,
+    items: &[InsertRequest],
+) -> Result<Vec<Inserted>, StoreError> {
+    let ids: Vec<Uuid> = items.iter().map(|_| Uuid::new_v4()).collect();
+    let amounts: Vec<i64> = items.iter().map(|i| i.new.amount.minor()).collect();
+    let currencies: Vec<String> = items
+        .iter()
+        .map(|i| i.new.currency.as_str().to_owned())
+        .collect();
+    let descriptions: Vec<Option<String>> =
+        items.iter().map(|i| i.new.description.clone()).collect();
+    let keys: Vec<Option<String>> = items.iter().map(|i| i.key.clone()).collect();
+    // WITH ORDINALITY and ORDER BY: rows go in in request order, so of two requests of
+    // one batch with the same key, the first one's order holds it.
+    let rows = sqlx::query_as!(
+        OrderRow,
+        r#"INSERT INTO orders (id, amount, currency, description, idempotency_key)
+           SELECT id, amount, currency, description, key
+           FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[])
+               WITH ORDINALITY AS r(id, amount, currency, description, key, n)
+           ORDER BY n
+           ON CONFLICT (idempotency_key) DO NOTHING
+           RETURNING id AS "id!", amount AS "amount!", currency AS "currency!", description,
+               status AS "status!", payment_method, payment_url, cancel_reason,
+               created_at AS "created_at!", updated_at AS "updated_at!""#,
+        &ids,
+        &amounts,
+        &currencies,
+        &descriptions as &[Option<String>],
+        &keys as &[Option<String>],
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut created: HashMap<Uuid, OrderRow> = rows.into_iter().map(|r| (r.id, r)).collect();
+    // Only a key conflict skips an insert: look up the orders holding those keys.
+    let taken: Vec<String> = items
+        .iter()
+        .zip(&ids)
+        .filter(|(_, id)| !created.contains_key(id))
+        .filter_map(|(item, _)| item.key.clone())
+        .collect();
+    let mut holders: HashMap<String, OrderRow> = HashMap::new();
+    if !taken.is_empty() {
+        let rows = sqlx::query!(
+            "SELECT id, amount, currency, description, status, payment_method, payment_url, \
+                 cancel_reason, created_at, updated_at, idempotency_key AS \"key!\" \
+             FROM orders WHERE idempotency_key = ANY($1)",
+            &taken,
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in rows {
+            holders.insert(
+                r.key,
+                OrderRow {
+                    id: r.id,
+                    amount: r.amount,
+                    currency: r.currency,
+                    description: r.description,
+                    status: r.status,
+                    payment_method: r.payment_method,
+                    payment_url: r.payment_url,
+                    cancel_reason: r.cancel_reason,
+                    created_at: r.created_at,
+                    updated_at: r.updated_at,
+                },
+            );
+        }
+    }
+    items
+        .iter()
+        .zip(&ids)
+        .map(|(item, id)| {
+            if let Some(row) = created.remove(id) {
+                return Ok(Inserted::Created(row.try_into()?));
+            }
+            let holder = item.key.as_ref().and_then(|k| holders.get(k));
+            let Some(existing) = holder else {
+                return Err(StoreError::Corrupt(
+                    "an order insert was skipped but no order holds its key".into(),
+                ));
+            };
+            let same = existing.amount == item.new.amount.minor()
+                && existing.currency == item.new.currency.as_str()
+                && existing.description == item.new.description;
+            Ok(if same {
+                Inserted::Replayed(existing.clone().try_into()?)
+            } else {
+                Inserted::KeyReused
+            })
+        })
+        .collect()
 }

@@ -147,6 +147,8 @@ impl Application {
         // server waits for its connections to end.
         .disable_signals()
         .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        // Every frame to Orders goes out at once (no Nagle wait for the previous ACK).
+        .tcp_nodelay(true)
         .run();
         tracing::info!(address = %local, %public_url, "payments is listening");
         Ok(Application {

@@ -4,14 +4,21 @@
 //! conditional `UPDATE … WHERE state IN (…)` followed by the event's `INSERT`; a
 //! trigger on the events table NOTIFYs every instance when it commits. Zero rows
 //! updated is a normal answer: someone else got there first, or the session is final.
+//!
+//! Batch statements join their rows as arrays (`FROM unnest($1, …) AS u`) and also say
+//! `key = ANY($1)`: the planner guesses 100 rows for an `unnest` and would then hash-join
+//! against a scan of a whole index (or table) for a batch of three; with `= ANY` it looks
+//! the rows up by key, whatever the table's size. Joins to a row per batch row are
+//! `LATERAL … LIMIT 1` lookups for the same reason.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use service_kit::group_commit::{self, BoxFuture, GroupCommit, Limits};
 use shared_protocol::{
     Amount, CancelReason, Currency, EventId, OrderId, PaymentId, PaymentOutcome, ServerMessage,
 };
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +31,20 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the service is stopping")]
     Stopping,
+    #[error("the page writer is unavailable")]
+    Writer(#[source] group_commit::Error<std::convert::Infallible>),
+}
+
+impl From<group_commit::Error<StoreError>> for StoreError {
+    fn from(e: group_commit::Error<StoreError>) -> StoreError {
+        match e {
+            group_commit::Error::Apply(e) => e,
+            group_commit::Error::Busy { writer, waited } => {
+                StoreError::Writer(group_commit::Error::Busy { writer, waited })
+            }
+            group_commit::Error::Stopped(_) => StoreError::Stopping,
+        }
+    }
 }
 
 /// Runs store work as a tokio task and waits for it. HTTP handlers run on actix
@@ -186,10 +207,20 @@ pub struct Pending {
 /// The most rows one scan reads or one batch statement claims.
 pub const SCAN_LIMIT: i64 = 1000;
 
+/// The session store: a connection pool on this service's database, and the
+/// group-commit writer of the payment page's Pay and Cancel on it.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    finishes: GroupCommit<PageFinishes>,
 }
+
+/// How many Pay/Cancel of the page are written together, at most, and how many may wait.
+pub const FINISH_LIMITS: Limits = Limits {
+    max_batch: 256,
+    queue: 4096,
+    queue_wait: Duration::from_secs(5),
+};
 
 impl Store {
     /// Connects, creating the database if it does not exist, and runs the migrations.
@@ -197,7 +228,13 @@ impl Store {
         let pool =
             service_kit::database::open(database_url, &sqlx::migrate!("../migrations/payments"))
                 .await?;
-        Ok(Store { pool })
+        Ok(Store::new(pool))
+    }
+
+    /// A store on `pool`; starts the page writer on the current tokio runtime.
+    pub fn new(pool: PgPool) -> Store {
+        let finishes = GroupCommit::start("page", pool.clone(), PageFinishes, FINISH_LIMITS);
+        Store { pool, finishes }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -208,35 +245,25 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
 
-    /// The customer paid on the page.
+    /// The customer paid on the page. Concurrent Pays and Cancels share one statement
+    /// and one commit ([`PageFinishes`]).
     pub async fn complete(&self, payment_id: PaymentId) -> Result<Finished, StoreError> {
-        self.finish(payment_id, PaymentOutcome::Fulfill, None, false)
-            .await
+        let finish = PageFinish {
+            payment_id,
+            outcome: PaymentOutcome::Fulfill,
+            reason: None,
+        };
+        Ok(self.finishes.submit(finish).await?)
     }
 
     /// The customer gave up on the page.
     pub async fn cancel_by_customer(&self, payment_id: PaymentId) -> Result<Finished, StoreError> {
-        self.finish(
+        let finish = PageFinish {
             payment_id,
-            PaymentOutcome::Cancel,
-            Some(CancelReason::Customer),
-            false,
-        )
-        .await
-    }
-
-    /// Moves a session to its final state and writes its event, in one transaction.
-    async fn finish(
-        &self,
-        payment_id: PaymentId,
-        outcome: PaymentOutcome,
-        reason: Option<CancelReason>,
-        dispatched: bool,
-    ) -> Result<Finished, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let finished = finish_in(&mut tx, payment_id, outcome, reason, dispatched).await?;
-        tx.commit().await?;
-        Ok(finished)
+            outcome: PaymentOutcome::Cancel,
+            reason: Some(CancelReason::Customer),
+        };
+        Ok(self.finishes.submit(finish).await?)
     }
 
     /// Cancels up to [`SCAN_LIMIT`] open sessions past their deadline, with reason
@@ -476,17 +503,14 @@ impl Store {
 }
 
 async fn insert_event(
-    tx: &mut Transaction<'static, Postgres>,
+    conn: &mut PgConnection,
     payment_id: PaymentId,
     order_id: OrderId,
     outcome: PaymentOutcome,
     reason: Option<CancelReason>,
     dispatched: bool,
 ) -> Result<Event, StoreError> {
-    let state = match outcome {
-        PaymentOutcome::Fulfill => "FULFILL",
-        PaymentOutcome::Cancel => "CANCEL",
-    };
+    let state = event_state(outcome);
     let event_id = sqlx::query_scalar!(
         "INSERT INTO payment_events (payment_id, order_id, state, reason, dispatched_at) \
          VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN clock_timestamp() END) RETURNING event_id",
@@ -496,7 +520,7 @@ async fn insert_event(
         reason.map(CancelReason::as_str),
         dispatched,
     )
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *conn)
     .await?;
     Ok(Event {
         event_id: EventId(event_id),
@@ -509,7 +533,7 @@ async fn insert_event(
 
 /// Moves a session to its final state and writes its event, inside `tx`.
 async fn finish_in(
-    tx: &mut Transaction<'static, Postgres>,
+    conn: &mut PgConnection,
     payment_id: PaymentId,
     outcome: PaymentOutcome,
     reason: Option<CancelReason>,
@@ -524,7 +548,7 @@ async fn finish_in(
              RETURNING order_id",
             payment_id.0,
         )
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?,
         PaymentOutcome::Cancel => sqlx::query_scalar!(
             "UPDATE payment_sessions SET state = 'cancelled', cancel_reason = $2, \
@@ -534,7 +558,7 @@ async fn finish_in(
             payment_id.0,
             reason.map(CancelReason::as_str),
         )
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?,
     };
     let Some(order_id) = moved else {
@@ -542,7 +566,7 @@ async fn finish_in(
             "SELECT state FROM payment_sessions WHERE payment_id = $1",
             payment_id.0,
         )
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?;
         let Some(state) = state else {
             return Ok(Finished::Unknown);
@@ -552,7 +576,7 @@ async fn finish_in(
             "SELECT event_id, order_id, payment_id, state, reason FROM payment_events WHERE payment_id = $1",
             payment_id.0,
         )
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?;
         return Ok(match event {
             Some(event) => Finished::Already(event.try_into()?),
@@ -560,7 +584,7 @@ async fn finish_in(
         });
     };
     let event = insert_event(
-        tx,
+        conn,
         payment_id,
         OrderId(order_id),
         outcome,
@@ -658,7 +682,9 @@ impl Batch {
                  u.amount AS "amount!", u.currency AS "currency!", u.state AS "state!",
                  u.method, u.cancel_reason, u.expires_at AS "expires_at!",
                  e.event_id AS "event_id?", e.state AS "event_state?", e.reason AS "event_reason?"
-             FROM upserted u LEFT JOIN payment_events e ON e.payment_id = u.payment_id"#,
+             FROM upserted u LEFT JOIN LATERAL (
+                 SELECT event_id, state, reason FROM payment_events
+                 WHERE payment_id = u.payment_id LIMIT 1) e ON true"#,
             &payment_ids,
             &order_ids,
             &amounts,
@@ -694,14 +720,16 @@ impl Batch {
                          ELSE s.updated_at END,
                      last_connection = $3
                  FROM unnest($1::uuid[], $2::text[]) AS i(order_id, method)
-                 WHERE s.order_id = i.order_id
+                 WHERE s.order_id = i.order_id AND s.order_id = ANY($1)
                  RETURNING s.payment_id, s.order_id, s.amount, s.currency, s.state, s.method,
                      s.cancel_reason, s.expires_at)
              SELECT u.payment_id AS "payment_id!", u.order_id AS "order_id!",
                  u.amount AS "amount!", u.currency AS "currency!", u.state AS "state!",
                  u.method, u.cancel_reason, u.expires_at AS "expires_at!",
                  e.event_id AS "event_id?", e.state AS "event_state?", e.reason AS "event_reason?"
-             FROM updated u LEFT JOIN payment_events e ON e.payment_id = u.payment_id"#,
+             FROM updated u LEFT JOIN LATERAL (
+                 SELECT event_id, state, reason FROM payment_events
+                 WHERE payment_id = u.payment_id LIMIT 1) e ON true"#,
             &order_ids,
             &methods,
             connection,
@@ -770,5 +798,103 @@ impl Batch {
     pub async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
         Ok(())
+    }
+}
+
+/// One Pay or Cancel of the payment page, for the page writer.
+#[derive(Debug)]
+pub struct PageFinish {
+    pub payment_id: PaymentId,
+    pub outcome: PaymentOutcome,
+    pub reason: Option<CancelReason>,
+}
+
+/// Writes a batch of the page's Pays and Cancels with ONE statement: the conditional
+/// session UPDATEs (pay needs a selected method and an unexpired session; cancel, any
+/// open session) and the events of the sessions that moved, in one commit. A request
+/// whose session did not move (unknown, already final, no method yet, or a second
+/// request for one session in the same batch) is answered as one at a time would be,
+/// by [`finish_in`] in its own transaction.
+#[derive(Debug)]
+pub struct PageFinishes;
+
+impl group_commit::Batch for PageFinishes {
+    type Item = PageFinish;
+    type Output = Finished;
+    type Error = StoreError;
+
+    fn apply<'c>(
+        &'c self,
+        conn: &'c mut PgConnection,
+        items: &'c [PageFinish],
+    ) -> BoxFuture<'c, Result<Vec<Finished>, StoreError>> {
+        Box::pin(finish_page_batch(conn, items))
+    }
+}
+
+async fn finish_page_batch(
+    conn: &mut PgConnection,
+    items: &[PageFinish],
+) -> Result<Vec<Finished>, StoreError> {
+    let ids: Vec<Uuid> = items.iter().map(|i| i.payment_id.0).collect();
+    let states: Vec<String> = items
+        .iter()
+        .map(|i| event_state(i.outcome).to_owned())
+        .collect();
+    let reasons: Vec<Option<String>> = items
+        .iter()
+        .map(|i| i.reason.map(|r| r.as_str().to_owned()))
+        .collect();
+    let rows = sqlx::query_as!(
+        EventRow,
+        r#"WITH req AS (
+             SELECT DISTINCT ON (payment_id) payment_id, state, reason
+             FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY
+                 AS r(payment_id, state, reason, n)
+             ORDER BY payment_id, n),
+         moved AS (
+             UPDATE payment_sessions s SET
+                 state = CASE r.state WHEN 'FULFILL' THEN 'fulfilled' ELSE 'cancelled' END,
+                 cancel_reason = r.reason,
+                 updated_at = clock_timestamp()
+             FROM req r
+             WHERE s.payment_id = r.payment_id AND s.payment_id = ANY($1)
+               AND CASE r.state
+                     WHEN 'FULFILL' THEN s.state = 'method_selected'
+                         AND s.expires_at > clock_timestamp()
+                     ELSE s.state IN ('initiated', 'method_selected') END
+             RETURNING s.payment_id, s.order_id, r.state, r.reason)
+         INSERT INTO payment_events (payment_id, order_id, state, reason)
+         SELECT payment_id, order_id, state, reason FROM moved
+         RETURNING event_id, order_id, payment_id, state, reason"#,
+        &ids,
+        &states,
+        &reasons as &[Option<String>],
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut moved: std::collections::HashMap<Uuid, EventRow> =
+        rows.into_iter().map(|r| (r.payment_id, r)).collect();
+    let mut answers = Vec::with_capacity(items.len());
+    for item in items {
+        // The first request for a session that moved gets its event; any other is
+        // answered from the database as it now stands.
+        if let Some(row) = moved.remove(&item.payment_id.0) {
+            answers.push(Finished::Now(row.try_into()?));
+            continue;
+        }
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let finished =
+            finish_in(&mut tx, item.payment_id, item.outcome, item.reason, false).await?;
+        tx.commit().await?;
+        answers.push(finished);
+    }
+    Ok(answers)
+}
+
+fn event_state(outcome: PaymentOutcome) -> &'static str {
+    match outcome {
+        PaymentOutcome::Fulfill => "FULFILL",
+        PaymentOutcome::Cancel => "CANCEL",
     }
 }

@@ -50,6 +50,9 @@ pub enum OpenError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// A pooled connection idle at least this long is pinged before it is handed out.
+pub const PING_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Opens a service's database: creates it if missing, connects a pool, and runs the
 /// service's migrations.
 pub async fn open(
@@ -67,6 +70,20 @@ pub async fn open(
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(10)
         .acquire_timeout(std::time::Duration::from_secs(5))
+        // sqlx pings a connection (one round trip) on every checkout by default: on the
+        // hot paths that is a round trip per statement for nothing. Only a connection
+        // that sat idle long enough for PostgreSQL or a proxy to have dropped it is
+        // tested; a connection that breaks anyway fails its statement, which every
+        // caller already handles (503, or the link not acking so Payments re-sends).
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IDLE_AFTER {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
         .map_err(OpenError::Connect)?;
