@@ -8,7 +8,7 @@
 //! forever; on every connect it re-sends the requests of open orders, so nothing
 //! queued in memory matters: the database is the to-do list.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,6 +50,14 @@ const WRITE_QUEUE: usize = 1024;
 const REPLY_ROOM: usize = 128;
 /// Open orders read per page when resuming, sweeping or catching up after drops.
 const PAGE: i64 = 256;
+/// The most orders with an `initiate_payment` out and no page (or outcome, or error)
+/// back yet. Payments answers each with at most two messages (methods, then page) and
+/// keeps half of its 2,048-frame outbox for replies; within this window its replies
+/// always fit, so it never stops reading because Orders sent too much, and two large
+/// backlogs cannot wedge the socket in both directions.
+const MAX_OUTSTANDING: usize = 512;
+/// Write-queue slots kept for pings and pongs.
+const SPARE: usize = 16;
 /// How long the writer may take to send what is queued and the close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// A connection that stayed up this long resets the reconnect backoff; one that drops
@@ -397,6 +405,44 @@ struct Walk {
     after: Option<OpenKey>,
 }
 
+/// The orders with an `initiate_payment` sent on this connection and not yet answered
+/// with a page, an outcome or an error: at most [`MAX_OUTSTANDING`].
+#[derive(Default)]
+struct Window {
+    sent: HashMap<OrderId, Instant>,
+}
+
+impl Window {
+    fn has_room(&self, n: usize) -> bool {
+        self.sent.len() + n <= MAX_OUTSTANDING
+    }
+
+    fn sent(&mut self, message: &ClientMessage) {
+        if let ClientMessage::InitiatePayment { order_id, .. } = message {
+            self.sent.entry(*order_id).or_insert_with(Instant::now);
+        }
+    }
+
+    fn answered(&mut self, message: &ServerMessage) {
+        match message {
+            ServerMessage::PaymentMethods { .. } => {}
+            ServerMessage::PaymentPage { order_id, .. }
+            | ServerMessage::PaymentState { order_id, .. } => {
+                self.sent.remove(order_id);
+            }
+            ServerMessage::Error { .. } => {
+                if let Some(order_id) = message.order_id() {
+                    self.sent.remove(&order_id);
+                }
+            }
+        }
+    }
+
+    fn forget_older_than(&mut self, age: Duration) {
+        self.sent.retain(|_, at| at.elapsed() < age);
+    }
+}
+
 /// The messages read from Payments and not yet applied, and those being applied.
 ///
 /// Group commit: whatever waits when a batch can start (at most one message per
@@ -409,6 +455,10 @@ struct Pipeline<'a> {
     waiting: VecDeque<ServerMessage>,
     busy: HashSet<OrderId>,
     in_flight: FuturesUnordered<LocalBoxFuture<'a, Vec<Applied>>>,
+    /// Write-queue slots promised to the replies of the batches in flight (at most one
+    /// reply per message): a batch starts only when its replies fit, so the loop never
+    /// waits on the writer and keeps reading.
+    reserved: usize,
 }
 
 /// A message from Payments, applied (or not).
@@ -423,6 +473,7 @@ impl<'a> Pipeline<'a> {
             waiting: VecDeque::new(),
             busy: HashSet::new(),
             in_flight: FuturesUnordered::new(),
+            reserved: 0,
         }
     }
 
@@ -431,15 +482,27 @@ impl<'a> Pipeline<'a> {
         self.waiting.len() < MAX_WAITING
     }
 
+    /// Write-queue slots free for new work: not promised to replies, not spare.
+    fn free(&self, out: &mpsc::Sender<Message>) -> usize {
+        out.capacity().saturating_sub(self.reserved + SPARE)
+    }
+
+    /// Whether messages wait only because the write queue has no room for replies.
+    fn blocked_on_writer(&self, out: &mpsc::Sender<Message>) -> bool {
+        !self.waiting.is_empty() && self.in_flight.len() < MAX_IN_FLIGHT && self.free(out) == 0
+    }
+
     /// Starts a batch of the earliest waiting message of every order that has none in
-    /// flight, if a batch may start.
-    fn start(&mut self, store: &'a Store, metrics: &'a Metrics) {
+    /// flight, if a batch may start and as many replies as it may send fit in the write
+    /// queue.
+    fn start(&mut self, store: &'a Store, metrics: &'a Metrics, out: &mpsc::Sender<Message>) {
         if self.in_flight.len() >= MAX_IN_FLIGHT {
             return;
         }
+        let limit = MAX_BATCH.min(self.free(out));
         let mut batch = Vec::new();
         let mut i = 0;
-        while i < self.waiting.len() && batch.len() < MAX_BATCH {
+        while i < self.waiting.len() && batch.len() < limit {
             let order = self.waiting[i].order_id();
             if order.is_some_and(|o| self.busy.contains(&o)) {
                 i += 1;
@@ -454,11 +517,13 @@ impl<'a> Pipeline<'a> {
             batch.push(message);
         }
         if !batch.is_empty() {
+            self.reserved += batch.len();
             self.in_flight.push(Box::pin(apply(store, metrics, batch)));
         }
     }
 
     fn finished(&mut self, applied: &[Applied]) {
+        self.reserved = self.reserved.saturating_sub(applied.len());
         for applied in applied {
             if let Some(order) = applied.order {
                 self.busy.remove(&order);
@@ -613,11 +678,15 @@ impl<'a> Connection<'a> {
         sweeper.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_heard = now;
         let mut pipeline = Pipeline::new();
+        let mut window = Window::default();
 
         loop {
             // A page of requests goes out only when the writer has room for it and for
-            // the replies to what is being read, so requests never crowd out reading.
-            let room_for_page = out.capacity() >= PAGE as usize + REPLY_ROOM;
+            // the replies to what is being read, and the window has room for its orders,
+            // so requests never crowd out reading.
+            let free = pipeline.free(out);
+            let room_for_page =
+                free >= PAGE as usize + REPLY_ROOM && window.has_room(PAGE as usize);
             tokio::select! {
                 frame = stream.next(), if pipeline.has_room() => {
                     let frame = match frame {
@@ -643,8 +712,9 @@ impl<'a> Connection<'a> {
                             return Ending::closing("Payments sent a message over 64 KiB", CloseCode::Size, "message over 64 KiB");
                         }
                         Incoming::Message(message) => {
+                            window.answered(&message);
                             pipeline.waiting.push_back(message);
-                            pipeline.start(self.store, self.metrics);
+                            pipeline.start(self.store, self.metrics, out);
                         }
                     }
                 }
@@ -654,10 +724,17 @@ impl<'a> Connection<'a> {
                         match applied.result {
                             Ok(reaction) => {
                                 for reply in &reaction.replies {
-                                    // Waits only while the writer is full; a stuck writer
-                                    // times out and closes the queue.
-                                    if out.send(text(self.metrics, reply)).await.is_err() {
-                                        return Ending::lost(writer_end(writer).await);
+                                    // Room was reserved when the batch started: never waits.
+                                    match out.try_send(text(self.metrics, reply)) {
+                                        Ok(()) => {}
+                                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                                            return Ending::lost(writer_end(writer).await);
+                                        }
+                                        Err(mpsc::error::TrySendError::Full(_)) => {
+                                            // Not reached (one reply per message, reserved);
+                                            // if it were, Payments re-sends what needs it.
+                                            tracing::error!(order_id = ?applied.order, "the write queue is full; a reply was not sent");
+                                        }
                                     }
                                 }
                             }
@@ -668,9 +745,15 @@ impl<'a> Connection<'a> {
                             }
                         }
                     }
-                    pipeline.start(self.store, self.metrics);
+                    pipeline.start(self.store, self.metrics, out);
                 }
-                Some(message) = outbox.recv(), if out.capacity() > REPLY_ROOM => {
+                permits = out.reserve_many(SPARE + 1), if pipeline.blocked_on_writer(out) => {
+                    // The writer made room: start what waited for it.
+                    drop(permits);
+                    pipeline.start(self.store, self.metrics, out);
+                }
+                Some(message) = outbox.recv(), if free > REPLY_ROOM && window.has_room(1) => {
+                    window.sent(&message);
                     let _ = out.try_send(text(self.metrics, &message));
                 }
                 () = overflow.notified() => {
@@ -690,6 +773,7 @@ impl<'a> Connection<'a> {
                 () = std::future::ready(()), if room_for_page && (catch_up.is_some() || sweep.is_some()) => {
                     // Awaited here, not raced in select!, so a busy socket cannot cancel it.
                     for message in next_page(self.store, catch_up, sweep).await {
+                        window.sent(&message);
                         let _ = out.try_send(text(self.metrics, &message));
                     }
                 }
@@ -701,6 +785,8 @@ impl<'a> Connection<'a> {
                     return Ending::lost(format!("no frame from Payments for {:?}", self.config.peer_timeout));
                 }
                 _ = sweeper.tick() => {
+                    // Requests unanswered this long are the sweep's to send again.
+                    window.forget_older_than(self.config.resend_after);
                     if sweep.is_none() {
                         *sweep = Some(Walk { stale_after: Some(self.config.resend_after), after: None });
                     }

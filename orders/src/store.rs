@@ -41,6 +41,9 @@ impl From<group_commit::Error<StoreError>> for StoreError {
             group_commit::Error::Busy { writer, waited } => {
                 StoreError::Writer(group_commit::Error::Busy { writer, waited })
             }
+            group_commit::Error::Timeout { writer, waited } => {
+                StoreError::Writer(group_commit::Error::Timeout { writer, waited })
+            }
             group_commit::Error::Stopped(writer) => {
                 StoreError::Writer(group_commit::Error::Stopped(writer))
             }
@@ -61,6 +64,8 @@ pub const INSERT_LIMITS: Limits = Limits {
     max_batch: 256,
     queue: 4096,
     queue_wait: Duration::from_secs(5),
+    apply_timeout: Duration::from_secs(10),
+    answer_wait: Duration::from_secs(30),
 };
 
 /// The answer to an insert with an optional idempotency key.
@@ -219,6 +224,7 @@ impl Store {
         idempotency_key: Option<&str>,
     ) -> Result<Inserted, StoreError> {
         let request = InsertRequest {
+            id: OrderId(Uuid::new_v4()),
             new: new.clone(),
             key: idempotency_key.map(str::to_owned),
         };
@@ -590,15 +596,19 @@ impl Store {
 /// One `POST /orders` for the insert writer.
 #[derive(Debug)]
 pub struct InsertRequest {
+    /// The new order's id, chosen once per request, so that applying the request again
+    /// (after an attempt whose answer was lost) finds the order it created.
+    pub id: OrderId,
     pub new: NewOrder,
     pub key: Option<String>,
 }
 
 /// Inserts a batch of new orders with ONE statement (`INSERT … SELECT FROM unnest …
-/// ON CONFLICT (idempotency_key) DO NOTHING`), so concurrent `POST /orders` share a
-/// commit. A request whose key is taken (by an earlier order, or by an earlier request
-/// of the same batch) gets the order holding it: a replay when the bodies match, a
-/// reused key when not, exactly as one insert at a time would answer.
+/// ON CONFLICT DO NOTHING`), so concurrent `POST /orders` share a commit. A request
+/// whose order already exists (its id: a repeated attempt after a lost answer) gets it
+/// as created; one whose key is taken (by an earlier order, or by an earlier request of
+/// the same batch) gets the order holding it: a replay when the bodies match, a reused
+/// key when not, exactly as one insert at a time would answer.
 #[derive(Debug)]
 pub struct OrderInserts;
 
@@ -620,7 +630,7 @@ async fn insert_orders(
     conn: &mut PgConnection,
     items: &[InsertRequest],
 ) -> Result<Vec<Inserted>, StoreError> {
-    let ids: Vec<Uuid> = items.iter().map(|_| Uuid::new_v4()).collect();
+    let ids: Vec<Uuid> = items.iter().map(|i| i.id.0).collect();
     let amounts: Vec<i64> = items.iter().map(|i| i.new.amount.minor()).collect();
     let currencies: Vec<String> = items
         .iter()
@@ -638,7 +648,7 @@ async fn insert_orders(
            FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[])
                WITH ORDINALITY AS r(id, amount, currency, description, key, n)
            ORDER BY n
-           ON CONFLICT (idempotency_key) DO NOTHING
+           ON CONFLICT DO NOTHING
            RETURNING id AS "id!", amount AS "amount!", currency AS "currency!", description,
                status AS "status!", payment_method, payment_url, cancel_reason,
                created_at AS "created_at!", updated_at AS "updated_at!""#,
@@ -651,7 +661,26 @@ async fn insert_orders(
     .fetch_all(&mut *conn)
     .await?;
     let mut created: HashMap<Uuid, OrderRow> = rows.into_iter().map(|r| (r.id, r)).collect();
-    // Only a key conflict skips an insert: look up the orders holding those keys.
+    // An insert skipped because its id exists: an earlier attempt of this request made
+    // the order (ids are fresh UUIDs, chosen per request).
+    let skipped: Vec<Uuid> = ids
+        .iter()
+        .filter(|id| !created.contains_key(*id))
+        .copied()
+        .collect();
+    if !skipped.is_empty() {
+        let rows = sqlx::query_as!(
+            OrderRow,
+            "SELECT id, amount, currency, description, status, payment_method, payment_url, \
+                 cancel_reason, created_at, updated_at \
+             FROM orders WHERE id = ANY($1)",
+            &skipped,
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        created.extend(rows.into_iter().map(|r| (r.id, r)));
+    }
+    // Otherwise only a key conflict skips an insert: look up the orders holding those keys.
     let taken: Vec<String> = items
         .iter()
         .zip(&ids)

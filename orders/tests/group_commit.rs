@@ -7,7 +7,9 @@ use orders::domain::NewOrder;
 use orders::store::{InsertRequest, Inserted, OrderInserts, Store};
 use serde_json::json;
 use service_kit::group_commit::Batch;
+use shared_protocol::OrderId;
 use test_harness::postgres::TestDatabase;
+use uuid::Uuid;
 
 fn new_order(amount: i64, description: Option<&str>) -> NewOrder {
     let body = json!({"amount": amount, "currency": "EUR", "description": description});
@@ -16,6 +18,7 @@ fn new_order(amount: i64, description: Option<&str>) -> NewOrder {
 
 fn request(amount: i64, key: Option<&str>) -> InsertRequest {
     InsertRequest {
+        id: OrderId(Uuid::new_v4()),
         new: new_order(amount, None),
         key: key.map(str::to_owned),
     }
@@ -80,6 +83,58 @@ async fn each_request_of_a_batch_gets_its_own_answer() {
         .await
         .unwrap();
     assert_eq!(count, 4, "old, k1, the keyless one and k2");
+}
+
+/// The writer applies a failed batch's requests again, one by one, and the first
+/// attempt may have committed with its answer lost: the same request applied twice
+/// answers the same order, created once.
+#[tokio::test]
+async fn a_request_applied_again_gets_the_order_it_created() {
+    let db = TestDatabase::create("orders").await;
+    let store = Store::connect(db.url()).await.unwrap();
+    let mut conn = store.pool().acquire().await.unwrap();
+    let keyless = request(100, None);
+    let keyed = request(200, Some("k"));
+    let first = OrderInserts
+        .apply(&mut conn, &[keyless, keyed])
+        .await
+        .unwrap();
+    let again = OrderInserts
+        .apply(
+            &mut conn,
+            &[
+                InsertRequest {
+                    id: first_id(&first[0]),
+                    new: new_order(100, None),
+                    key: None,
+                },
+                InsertRequest {
+                    id: first_id(&first[1]),
+                    new: new_order(200, None),
+                    key: Some("k".into()),
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    for (a, b) in first.iter().zip(&again) {
+        assert!(
+            matches!(b, Inserted::Created(o) if o.id == first_id(a)),
+            "{b:?}"
+        );
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(count, 2);
+}
+
+fn first_id(inserted: &Inserted) -> OrderId {
+    match inserted {
+        Inserted::Created(o) => o.id,
+        other => panic!("expected a new order, got {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -42,6 +42,9 @@ impl From<group_commit::Error<StoreError>> for StoreError {
             group_commit::Error::Busy { writer, waited } => {
                 StoreError::Writer(group_commit::Error::Busy { writer, waited })
             }
+            group_commit::Error::Timeout { writer, waited } => {
+                StoreError::Writer(group_commit::Error::Timeout { writer, waited })
+            }
             group_commit::Error::Stopped(_) => StoreError::Stopping,
         }
     }
@@ -220,6 +223,8 @@ pub const FINISH_LIMITS: Limits = Limits {
     max_batch: 256,
     queue: 4096,
     queue_wait: Duration::from_secs(5),
+    apply_timeout: Duration::from_secs(10),
+    answer_wait: Duration::from_secs(30),
 };
 
 impl Store {

@@ -175,3 +175,32 @@ async fn a_closed_pool_fails_the_request_without_hanging() {
         "{result:?}"
     );
 }
+
+#[tokio::test]
+async fn a_batch_that_hangs_is_abandoned_after_the_apply_timeout() {
+    let (_db, pool) = setup().await;
+    // The gate never opens: every attempt hangs.
+    let gate = Arc::new(Semaphore::new(0));
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let values = Values {
+        sizes: sizes.clone(),
+        gate,
+    };
+    let limits = Limits {
+        apply_timeout: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let writer = GroupCommit::start("test", pool, values, limits);
+    let result = tokio::time::timeout(Duration::from_secs(10), writer.submit(1))
+        .await
+        .expect("the writer answered");
+    // The batch timed out, and so did the retry of its one request.
+    assert!(
+        matches!(
+            &result,
+            Err(Error::Apply(sqlx::Error::Io(e))) if e.kind() == std::io::ErrorKind::TimedOut
+        ),
+        "{result:?}"
+    );
+    assert_eq!(*sizes.lock().unwrap(), vec![1, 1]);
+}
