@@ -133,3 +133,127 @@ async fn sigterm_closes_the_link_with_1001_and_exits_within_10_seconds() {
     assert!(lines.iter().any(|l| l.contains("connected to Payments")));
     assert!(lines.iter().any(|l| l.contains("payments link stopped")));
 }
+
+/// Issue 8: SIGTERM with 1,000 orders in flight. Orders are being created over HTTP
+/// and requested on the link when the signal comes; the binary must close the link with
+/// 1001, exit successfully within 10 s, never panic, and every order it answered 201
+/// for must be in the database (the open ones go out again on the next start).
+#[tokio::test]
+async fn sigterm_under_load_exits_cleanly_and_keeps_every_created_order() {
+    use futures_util::StreamExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const ORDERS: usize = 1000;
+    let fake = FakePayments::start().await;
+    let db = TestDatabase::unborn("orders");
+    let port = free_port();
+    let mut child = orders(&db, port, &fake.url()).spawn().unwrap();
+    // Read the logs as they come: a full pipe would block the service's logging.
+    let output = Arc::new(std::sync::Mutex::new(String::new()));
+    let readers: Vec<_> = [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ]
+    .into_iter()
+    .map(|stream| {
+        let output = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let mut output = output.lock().unwrap();
+                output.push_str(&line);
+                output.push('\n');
+            }
+        })
+    })
+    .collect();
+    let conn = fake.next_connection_within(Duration::from_secs(20)).await;
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let end = Instant::now() + Duration::from_secs(20);
+    while !client
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(Instant::now() < end, "orders never answered /healthz");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Create orders 32 at a time in the background; count the 201s.
+    let created = Arc::new(AtomicUsize::new(0));
+    let load = tokio::spawn({
+        let (client, base, created) = (client.clone(), base.clone(), created.clone());
+        async move {
+            futures_util::stream::iter(0..ORDERS)
+                .map(|i| {
+                    let (client, base, created) = (client.clone(), base.clone(), created.clone());
+                    async move {
+                        let response = client
+                            .post(format!("{base}/orders"))
+                            .json(&serde_json::json!({"amount": 100 + i, "currency": "EUR"}))
+                            .send()
+                            .await;
+                        match response {
+                            Ok(r) if r.status() == 201 => {
+                                let order: serde_json::Value = r.json().await.unwrap();
+                                created.fetch_add(1, Ordering::Relaxed);
+                                Some(order["id"].as_str().unwrap().to_owned())
+                            }
+                            // Refused or cut off by the shutdown: not created.
+                            _ => None,
+                        }
+                    }
+                })
+                .buffer_unordered(32)
+                .filter_map(|id| async move { id })
+                .collect::<Vec<String>>()
+                .await
+        }
+    });
+    // Signal while orders are still being created and requested.
+    let end = Instant::now() + Duration::from_secs(60);
+    while created.load(Ordering::Relaxed) < ORDERS / 5 {
+        assert!(Instant::now() < end, "orders were not being created");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    assert_eq!(
+        conn.wait_closed().await,
+        Some(1001),
+        "close code on SIGTERM"
+    );
+    let exit = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let exit = exit.expect("orders did not exit within 10 s of SIGTERM");
+    assert!(exit.success(), "exit status {exit:?}");
+    let ids = load.await.unwrap();
+    assert!(
+        ids.len() < ORDERS,
+        "the signal came after every order was created: nothing was in flight"
+    );
+
+    // The process has exited: its pipes end, and so do the readers.
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    let output = output.lock().unwrap().clone();
+    assert!(!output.contains("panicked"), "a panic:\n{output}");
+    assert!(output.contains("payments link stopped"), "{output}");
+
+    // Every 201 is a row.
+    let pool = db.pool().await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE id::text = ANY($1)")
+        .bind(&ids)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows as usize, ids.len());
+}
