@@ -9,7 +9,10 @@
 //! `key = ANY($1)`: the planner guesses 100 rows for an `unnest` and would then hash-join
 //! against a scan of a whole index (or table) for a batch of three; with `= ANY` it looks
 //! the rows up by key, whatever the table's size. Joins to a row per batch row are
-//! `LATERAL … LIMIT 1` lookups for the same reason.
+//! `LATERAL … LIMIT 1` lookups for the same reason. Their status conditions are written
+//! `(status …) IS TRUE`, which no index can serve: as plain conditions the generic plan
+//! walked `orders_by_status_newest` over EVERY pending order when the statistics
+//! (taken between backlogs) said there were few, 100,000 entries per batch on resume.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -361,7 +364,8 @@ impl Store {
                    THEN o.payment_method ELSE u.first END,
                  updated_at = clock_timestamp()
                FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(id, first, offered)
-               WHERE o.id = u.id AND o.id = ANY($1) AND o.status = 'pending_payment'
+               WHERE o.id = u.id AND o.id = ANY($1)
+                 AND (o.status = 'pending_payment') IS TRUE
                  AND u.first <> ''
                RETURNING o.id, o.payment_method AS "payment_method!""#,
             &ids,
@@ -405,7 +409,7 @@ impl Store {
              FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[]) \
                  AS u(id, payment_id, url, expires_at) \
              WHERE o.id = u.id AND o.id = ANY($1) \
-               AND o.status IN ('pending_payment', 'awaiting_payment') \
+               AND (o.status IN ('pending_payment', 'awaiting_payment')) IS TRUE \
                AND o.payment_url IS DISTINCT FROM u.url \
              RETURNING o.id",
             &ids,
@@ -464,7 +468,7 @@ impl Store {
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[]) \
                  AS u(id, status, reason, payment_id) \
              WHERE o.id = u.id AND o.id = ANY($1) \
-               AND o.status IN ('pending_payment', 'awaiting_payment') \
+               AND (o.status IN ('pending_payment', 'awaiting_payment')) IS TRUE \
              RETURNING o.id, o.status, o.amount, o.currency",
             &ids,
             &statuses,
