@@ -54,7 +54,13 @@ pub struct Application {
     server: Server,
     shutdown: Arc<watch::Sender<bool>>,
     store: Store,
+    /// Delivery and expiry: awaited (for a bounded time) after the server stops, so
+    /// their last database work runs before the runtime goes away.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
+
+/// How long the background tasks get to finish after the server stopped.
+const BACKGROUND_STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// A `Send` handle to stop a running [`Application`].
 #[derive(Clone)]
@@ -112,17 +118,19 @@ impl Application {
             config.redeliver_after,
         );
         let metrics = Metrics::new();
-        tokio::spawn(
-            delivery
-                .clone()
-                .run(config.delivery_scan_interval, shutdown.clone()),
-        );
-        tokio::spawn(expire_sessions(
-            store.clone(),
-            config.expiry_interval,
-            metrics.clone(),
-            shutdown.clone(),
-        ));
+        let background = vec![
+            tokio::spawn(
+                delivery
+                    .clone()
+                    .run(config.delivery_scan_interval, shutdown.clone()),
+            ),
+            tokio::spawn(expire_sessions(
+                store.clone(),
+                config.expiry_interval,
+                metrics.clone(),
+                shutdown.clone(),
+            )),
+        ];
         let http_metrics = web::Data::new(metrics.http.clone());
         let state = web::Data::new(AppState {
             config: config.clone(),
@@ -157,6 +165,7 @@ impl Application {
             server,
             shutdown: Arc::new(shutdown_tx),
             store,
+            background,
         })
     }
 
@@ -196,6 +205,16 @@ impl Application {
             }
         };
         let _ = self.shutdown.send(true);
+        // Let delivery unregister this instance's connections while the runtime still
+        // runs (it used to be cut off, leaving rows for the heartbeat to expire);
+        // bounded, so the exit stays within its 10 s.
+        let wait = futures_util::future::join_all(self.background);
+        if tokio::time::timeout(BACKGROUND_STOP_WAIT, wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!(wait = ?BACKGROUND_STOP_WAIT, "background tasks did not finish in time");
+        }
         result
     }
 }
