@@ -968,6 +968,9 @@ async fn run_connection<In, Out>(
     let mut pings: Option<tokio::time::Interval> = None;
     loop {
         tokio::select! {
+            // Commands first: one the test sent before the client wrote a frame takes
+            // effect before that frame is read (`stop_answering_pings` relies on it).
+            biased;
             command = commands.recv() => {
                 let Some(command) = command else { return };
                 match command {
@@ -1265,7 +1268,9 @@ where
 
     /// From now on the fake reads nothing from this connection, so it answers no ping
     /// and sees no frame: the client should find it dead by its own heartbeat. The same
-    /// as [`Connection::stop_reading`], without waiting for it to take effect.
+    /// as [`Connection::stop_reading`], without awaiting: the connection's task takes
+    /// commands before frames, so it holds for every frame the client writes after
+    /// this call returns.
     pub fn stop_answering_pings(&self) {
         if let Some(commands) = &self.inner.commands {
             let (done, _) = oneshot::channel();

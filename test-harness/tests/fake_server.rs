@@ -434,7 +434,7 @@ async fn a_stalled_connection_answers_no_ping() {
     assert!(matches!(pong, Some(Ok(Message::Pong(_)))), "{pong:?}");
 
     conn.stop_answering_pings();
-    // The stall takes effect on the server's runtime: wait until a ping goes unanswered.
+    // Taken before any frame the client writes from now on: this ping goes unanswered.
     client
         .send(Message::Ping(b"2".to_vec().into()))
         .await
