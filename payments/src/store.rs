@@ -496,13 +496,20 @@ impl Store {
     }
 
     /// Forgets every connection of this instance (on shutdown).
+    ///
+    /// It runs while the service stops, on a connection of its own: a pooled one may have
+    /// been opened by an HTTP worker, whose runtime (its socket's reactor) is gone by then
+    /// ("a Tokio context was found, but it is being shutdown").
     pub async fn unregister_instance(&self, instance: Uuid) -> Result<(), StoreError> {
+        use sqlx::Connection;
+        let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
         sqlx::query!(
             "DELETE FROM ws_connections WHERE instance_id = $1",
             instance
         )
-        .execute(&self.pool)
+        .execute(&mut conn)
         .await?;
+        let _ = conn.close().await;
         Ok(())
     }
 }

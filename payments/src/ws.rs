@@ -394,6 +394,13 @@ async fn on_frames(
                 end = Some(why);
                 break;
             }
+            Err(e) if dropped_mid_stream(&e) => {
+                // The peer vanished (crashed, or its close frame never came): nothing
+                // wrong with what it sent, and Orders reconnects on its own.
+                tracing::info!(connection = %ctx.connection, "Orders dropped the connection without a close frame");
+                end = Some(None);
+                break;
+            }
             Err(e) => {
                 let too_large = matches!(e, ProtocolError::Overflow)
                     || matches!(&e, ProtocolError::Io(io) if io.to_string().contains("maximum continuation size"));
@@ -441,4 +448,17 @@ fn reason(code: CloseCode, description: &str) -> CloseReason {
         code,
         description: Some(description.to_owned()),
     }
+}
+
+/// Whether the stream ended because the TCP connection did (actix-ws reports the end of
+/// the request payload mid-stream as an I/O error wrapping `PayloadError::Incomplete`).
+fn dropped_mid_stream(error: &ProtocolError) -> bool {
+    let ProtocolError::Io(io) = error else {
+        return false;
+    };
+    io.kind() == std::io::ErrorKind::UnexpectedEof
+        || io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<actix_web::error::PayloadError>())
+            .is_some_and(|payload| matches!(payload, actix_web::error::PayloadError::Incomplete(_)))
 }
