@@ -96,6 +96,31 @@ async fn a_customer_pays_on_the_page_in_a_real_browser() {
         .await
         .expect("a browser session");
 
+    // A form on another site (here a data: URL, whose Origin is `null`) that posts to the
+    // page's Cancel is refused, and nothing changes.
+    let forged = format!(
+        "data:text/html,<form id=f method=post action=\"{url}/cancel\"><button id=go>go</button></form>"
+    );
+    browser.goto(&forged).await.unwrap();
+    browser
+        .wait()
+        .for_element(Locator::Id("go"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let refused = browser
+        .wait()
+        .for_element(Locator::Css("h1"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(refused, "Request refused");
+    assert_eq!(stack.order(order).await["status"], "awaiting_payment");
+
     browser.goto(&url).await.unwrap();
     let amount = browser
         .wait()
@@ -119,6 +144,17 @@ async fn a_customer_pays_on_the_page_in_a_real_browser() {
         browser.screenshot().await.unwrap(),
     )
     .unwrap();
+
+    // The Content-Security-Policy lets the page's own stylesheet in (by its hash): the
+    // Pay button has its colour.
+    let colour = browser
+        .execute(
+            "return getComputedStyle(document.getElementById('pay')).backgroundColor",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(colour, "rgb(79, 70, 229)", "the stylesheet was blocked");
 
     browser
         .find(Locator::Id("pay"))

@@ -107,11 +107,14 @@ pub async fn handle_batch(
                 url,
                 expires_at,
             } => {
-                let _span = tracing::info_span!("payment_page", %order_id, %payment_id).entered();
+                // The page's URL (and the payment id in it) is a bearer capability until the
+                // payment ends: whoever has it can pay or cancel. It is logged at debug only.
+                let _span = tracing::info_span!("payment_page", %order_id).entered();
                 match recorded.next().unwrap_or(PageRecorded::UnknownOrder) {
                     PageRecorded::Recorded => {
                         metrics.transition(OrderStatus::AwaitingPayment.as_str());
-                        tracing::info!(%url, %expires_at, "payment page ready; awaiting payment");
+                        tracing::info!(%expires_at, "payment page ready; awaiting payment");
+                        tracing::debug!(%payment_id, %url, "payment page");
                     }
                     PageRecorded::Unchanged(status) => {
                         tracing::debug!(
@@ -181,7 +184,7 @@ fn on_methods(order_id: OrderId, methods: &[String], choice: MethodChoice) -> Re
     let _span = tracing::info_span!("payment_methods", %order_id).entered();
     match choice {
         MethodChoice::Select(method) => {
-            tracing::info!(%method, offered = ?methods, "selecting the payment method");
+            tracing::debug!(%method, offered = ?methods, "selecting the payment method");
             Reaction::reply(ClientMessage::SelectPaymentMethod { order_id, method })
         }
         MethodChoice::NotPending(status) => {

@@ -142,3 +142,111 @@ async fn a_session_without_a_method_shows_it_is_not_ready_and_cannot_be_paid() {
             .contains("Choose a payment method")
     );
 }
+
+/// The page's security headers, on every kind of answer under `/pay/`.
+fn assert_page_headers(response: &reqwest::Response, what: &str) {
+    let headers = response.headers();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .unwrap_or_else(|| panic!("{what}: no {name}"))
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(header("cache-control"), "no-store", "{what}");
+    assert_eq!(header("referrer-policy"), "no-referrer", "{what}");
+    assert_eq!(header("x-frame-options"), "DENY", "{what}");
+    assert_eq!(header("x-content-type-options"), "nosniff", "{what}");
+    let csp = header("content-security-policy");
+    for directive in [
+        "default-src 'none'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+        "style-src 'sha256-",
+    ] {
+        assert!(
+            csp.contains(directive),
+            "{what}: {directive} missing from {csp}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_page_answer_is_uncached_unframeable_and_scriptless() {
+    let db = TestDatabase::create("payments").await;
+    let app = TestApp::spawn(&db).await;
+    let mut client = app.connect().await;
+    let path = page_path(&client.start_payment(OrderId::new(), 1999, "EUR").await);
+
+    assert_page_headers(&app.get(&path).await, "the page");
+    assert_page_headers(
+        &app.get(&format!("/pay/{}", uuid::Uuid::new_v4())).await,
+        "a 404",
+    );
+    let forged = app
+        .http
+        .post(app.url(&format!("{path}/cancel")))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert_page_headers(&forged, "a 403");
+    let paid = app.post(&format!("{path}/complete")).await;
+    assert_eq!(paid.status(), 303);
+    assert_page_headers(&paid, "a 303");
+}
+
+#[tokio::test]
+async fn a_form_posted_from_another_site_is_refused_and_changes_nothing() {
+    let db = TestDatabase::create("payments").await;
+    let app = TestApp::spawn(&db).await;
+    let mut client = app.connect().await;
+    let order = OrderId::new();
+    let path = page_path(&client.start_payment(order, 1999, "EUR").await);
+
+    let post = |action: &'static str, name: &'static str, value: &'static str| {
+        app.http
+            .post(app.url(&format!("{path}/{action}")))
+            .header(name, value)
+            .send()
+    };
+    for (name, value) in [
+        ("origin", "https://evil.example"),
+        ("origin", "http://127.0.0.1.evil.example"),
+        ("origin", "file://"),
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "same-site"),
+    ] {
+        for action in ["complete", "cancel"] {
+            let response = post(action, name, value).await.unwrap();
+            assert_eq!(response.status(), 403, "{action} with {name}: {value}");
+            let html = response.text().await.unwrap();
+            assert!(html.contains("Request refused"), "{html}");
+        }
+    }
+    assert_eq!(
+        client.try_recv(std::time::Duration::from_millis(300)).await,
+        None,
+        "a refused form produced an outcome"
+    );
+    let html = app.get(&path).await.text().await.unwrap();
+    assert!(html.contains(r#"id="pay""#), "no longer payable: {html}");
+
+    // What a browser sends for the page's own forms (under no-referrer) is let through;
+    // the unit tests of `cross_site` go through every combination.
+    let paid = app
+        .http
+        .post(app.url(&format!("{path}/complete")))
+        .header("origin", "null")
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 303);
+    assert!(matches!(
+        client.recv().await,
+        ServerMessage::PaymentState { state: PaymentOutcome::Fulfill, order_id, .. } if order_id == order
+    ));
+}

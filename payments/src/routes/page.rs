@@ -2,10 +2,19 @@
 //! Both POSTs answer `303 See Other` back to the page, which then shows the outcome
 //! (post/redirect/get, so a reload never pays twice). HTML comes from maud, which
 //! escapes every interpolated value.
+//!
+//! The page's URL is a bearer capability: whoever has it can pay or cancel. So every
+//! answer under `/pay/` is kept out of caches and referrers, cannot be framed, and runs
+//! no script ([`SECURITY_HEADERS`]); and the two POSTs refuse a request a browser marks
+//! as coming from another site ([`cross_site`]): CSRF protection without cookies.
+
+use std::sync::LazyLock;
 
 use actix_web::http::{StatusCode, header};
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
+use base64::Engine;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
+use sha2::Digest;
 use shared_protocol::{CancelReason, PaymentId};
 
 use crate::protocol::error_chain;
@@ -26,13 +35,21 @@ pub async fn show(path: web::Path<String>, state: web::Data<AppState>) -> HttpRe
 }
 
 /// `POST /pay/{payment_id}/complete`: the customer pays.
-pub async fn complete(path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
-    act(&path, &state, Action::Complete).await
+pub async fn complete(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    act(&req, &path, &state, Action::Complete).await
 }
 
 /// `POST /pay/{payment_id}/cancel`: the customer gives up.
-pub async fn cancel(path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
-    act(&path, &state, Action::Cancel).await
+pub async fn cancel(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    act(&req, &path, &state, Action::Cancel).await
 }
 
 enum Action {
@@ -40,7 +57,11 @@ enum Action {
     Cancel,
 }
 
-async fn act(raw: &str, state: &AppState, action: Action) -> HttpResponse {
+async fn act(req: &HttpRequest, raw: &str, state: &AppState, action: Action) -> HttpResponse {
+    if let Some(why) = cross_site(req, &state.public_url) {
+        tracing::warn!(why, "refused a payment form posted from another site");
+        return forbidden();
+    }
     let Ok(payment_id) = PaymentId::parse(raw) else {
         return not_found();
     };
@@ -63,16 +84,112 @@ async fn act(raw: &str, state: &AppState, action: Action) -> HttpResponse {
     }
 }
 
+/// Why a POST to the page must be refused as cross-site, if it must: CSRF protection
+/// without cookies. Browsers say where a form was posted from in `Sec-Fetch-Site` (every
+/// current one): only `same-origin` (the page's own forms) and `none` (the user's own
+/// doing) pass. Without it (an older browser), `Origin` must be the host the request was
+/// sent to or the configured public URL's; `Origin: null` is let through there, because
+/// the page's `Referrer-Policy: no-referrer` makes browsers send exactly that for the
+/// page's own forms. A request with neither header is not a browser's form (curl, a
+/// test, a server): there is no ambient credential to abuse, the URL is the secret.
+pub fn cross_site(req: &HttpRequest, public_url: &str) -> Option<&'static str> {
+    let headers = req.headers();
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return match site.as_bytes() {
+            b"same-origin" | b"none" => None,
+            b"same-site" => Some("Sec-Fetch-Site: same-site (another origin)"),
+            b"cross-site" => Some("Sec-Fetch-Site: cross-site"),
+            _ => Some("Sec-Fetch-Site has an unknown value"),
+        };
+    }
+    let origin = headers.get(header::ORIGIN)?;
+    let Ok(origin) = origin.to_str() else {
+        return Some("the Origin header is not text");
+    };
+    if origin == "null" {
+        return None;
+    }
+    let authority = |url: &str| -> Option<String> {
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))?;
+        Some(
+            rest.split('/')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
+        )
+    };
+    let Some(from) = authority(origin) else {
+        return Some("the Origin is not http(s)");
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    if host.as_deref() == Some(from.as_str()) || authority(public_url).as_deref() == Some(&from) {
+        None
+    } else {
+        Some("the Origin is another site")
+    }
+}
+
+/// The headers of every answer under `/pay/`: never stored (the URL is a capability, and
+/// the page shows the payment's state), never sent on as a referrer, never framed
+/// (clickjacking of the Pay button), no script, styles only the page's own, forms only to
+/// this origin.
+static SECURITY_HEADERS: LazyLock<[(header::HeaderName, String); 6]> = LazyLock::new(|| {
+    let style = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(STYLE));
+    [
+        (header::CACHE_CONTROL, "no-store".into()),
+        (header::REFERRER_POLICY, "no-referrer".into()),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            format!(
+                "default-src 'none'; style-src 'sha256-{style}'; form-action 'self'; \
+                 frame-ancestors 'none'; base-uri 'none'"
+            ),
+        ),
+        (header::X_FRAME_OPTIONS, "DENY".into()),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff".into()),
+        (
+            header::HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin".into(),
+        ),
+    ]
+});
+
+fn page_response(status: StatusCode) -> HttpResponseBuilder {
+    let mut builder = HttpResponse::build(status);
+    for (name, value) in SECURITY_HEADERS.iter() {
+        builder.insert_header((name.clone(), value.as_str()));
+    }
+    builder
+}
+
 fn see_other(payment_id: PaymentId) -> HttpResponse {
-    HttpResponse::SeeOther()
+    page_response(StatusCode::SEE_OTHER)
         .insert_header((header::LOCATION, format!("/pay/{payment_id}")))
         .finish()
 }
 
 fn html_response(status: StatusCode, markup: Markup) -> HttpResponse {
-    HttpResponse::build(status)
+    page_response(status)
         .content_type("text/html; charset=utf-8")
         .body(markup.into_string())
+}
+
+fn forbidden() -> HttpResponse {
+    html_response(
+        StatusCode::FORBIDDEN,
+        layout(
+            "Request refused",
+            html! {
+                h1 { "Request refused" }
+                p.muted { "This form was not sent from the payment page. Nothing was charged. Please open the payment link again." }
+            },
+        ),
+    )
 }
 
 fn not_found() -> HttpResponse {
@@ -251,7 +368,48 @@ fn layout(title: &str, body: Markup) -> Markup {
 
 #[cfg(test)]
 mod tests {
-    use super::{checkout, format_amount};
+    use super::{checkout, cross_site, format_amount};
+
+    #[test]
+    fn only_forms_from_the_page_itself_pass_the_cross_site_check() {
+        let public = "https://pay.example.com";
+        let check = |headers: &[(&str, &str)]| {
+            let mut req = actix_web::test::TestRequest::post()
+                .uri("/pay/x/complete")
+                .insert_header(("host", "127.0.0.1:8081"));
+            for &(name, value) in headers {
+                req = req.insert_header((name, value));
+            }
+            cross_site(&req.to_http_request(), public)
+        };
+        // Let through: not a browser; the page's own forms, current and older browsers.
+        for ok in [
+            &[][..],
+            &[("sec-fetch-site", "same-origin")],
+            &[("sec-fetch-site", "none")],
+            &[("sec-fetch-site", "same-origin"), ("origin", "null")],
+            &[("origin", "null")],
+            &[("origin", "http://127.0.0.1:8081")],
+            &[("origin", "https://PAY.example.com")],
+        ] {
+            assert_eq!(check(ok), None, "{ok:?}");
+        }
+        // Refused: another site, whatever else the request says.
+        for refused in [
+            &[("sec-fetch-site", "cross-site")][..],
+            &[("sec-fetch-site", "same-site")],
+            &[
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "http://127.0.0.1:8081"),
+            ],
+            &[("origin", "https://evil.example")],
+            &[("origin", "http://127.0.0.1:8082")],
+            &[("origin", "http://127.0.0.1:8081.evil.example")],
+            &[("origin", "file://")],
+        ] {
+            assert!(check(refused).is_some(), "{refused:?}");
+        }
+    }
     use crate::store::{Session, SessionState};
     use shared_protocol::{OrderId, PaymentId};
 
