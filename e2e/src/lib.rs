@@ -45,7 +45,7 @@ impl Stack {
     /// Starts Payments (on its previous port after the first start).
     pub async fn start_payments(&mut self) {
         let mut config = payments::Config::defaults();
-        config.database_url = self.payments_db.url().to_owned();
+        config.database_url = self.payments_db.url().into();
         config.payments_addr = format!("127.0.0.1:{}", self.payments_port);
         config.public_url = None;
         config.payments_token = "e2e-token".into();
@@ -62,7 +62,7 @@ impl Stack {
     /// Starts Orders (on its previous port after the first start).
     pub async fn start_orders(&mut self) {
         let mut config = orders::Config::defaults();
-        config.database_url = self.orders_db.url().to_owned();
+        config.database_url = self.orders_db.url().into();
         config.orders_addr = format!("127.0.0.1:{}", self.orders_port);
         config.payments_ws_url = format!("ws://127.0.0.1:{}/ws", self.payments_port);
         config.payments_token = "e2e-token".into();

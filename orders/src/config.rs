@@ -9,7 +9,8 @@ use std::time::Duration;
 use clap::Parser;
 pub use service_kit::telemetry::LogFormat;
 
-pub use service_kit::token::DEFAULT_PAYMENTS_TOKEN;
+use service_kit::token::SecretString;
+pub use service_kit::token::{AppEnv, DEFAULT_PAYMENTS_TOKEN};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -22,9 +23,10 @@ pub struct Config {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/orders"
+        default_value = "postgres://postgres@127.0.0.1:5432/orders",
+        hide_env_values = true
     )]
-    pub database_url: String,
+    pub database_url: SecretString,
 
     /// Address the HTTP API listens on (port 0 picks a free port).
     #[arg(long, env = "ORDERS_ADDR", default_value = "127.0.0.1:8080")]
@@ -40,7 +42,12 @@ pub struct Config {
 
     /// Bearer token sent to Payments in the WebSocket handshake.
     #[arg(long, env = "PAYMENTS_TOKEN", default_value = DEFAULT_PAYMENTS_TOKEN, hide_env_values = true)]
-    pub payments_token: String,
+    pub payments_token: SecretString,
+
+    /// Where the service runs: `production` refuses to start with the public
+    /// development token.
+    #[arg(long, env = "APP_ENV", value_enum, default_value_t = AppEnv::Development)]
+    pub app_env: AppEnv,
 
     /// Log filter, in tracing's EnvFilter syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
@@ -100,6 +107,21 @@ mod tests {
         assert_eq!(c.peer_timeout, Duration::from_secs(30));
         assert_eq!(c.reconnect_base, Duration::from_millis(200));
         assert_eq!(c.reconnect_cap, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let c = Config::try_parse_from([
+            "orders",
+            "--database-url=postgres://svc:db-pa55word@db.example:5432/orders",
+            "--payments-token=t0ken-s3cr3t",
+        ])
+        .unwrap();
+        let shown = format!("{c:?} {c:#?}");
+        for secret in ["db-pa55word", "t0ken-s3cr3t", "postgres://"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("REDACTED"), "{shown}");
     }
 
     #[test]

@@ -73,7 +73,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
     pub url: String,
-    pub token: String,
+    pub token: service_kit::token::SecretString,
     pub heartbeat_interval: Duration,
     pub peer_timeout: Duration,
     pub resend_after: Duration,
@@ -365,7 +365,9 @@ async fn connect(config: &LinkConfig) -> Result<Framed, ConnectError> {
     let request = client
         .ws(config.url.as_str())
         .protocols([SUBPROTOCOL])
-        .bearer_auth(&config.token)
+        .bearer_auth(service_kit::token::ExposeSecret::expose_secret(
+            &config.token,
+        ))
         .max_frame_size(MAX_MESSAGE_BYTES);
     let (response, framed) = tokio::time::timeout(CONNECT_TIMEOUT, request.connect())
         .await

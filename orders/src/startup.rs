@@ -1,6 +1,7 @@
 //! Building and running the service: the store, the link to Payments and the HTTP
 //! server, wired the same way for `main` and for tests (which bind port 0).
 
+use service_kit::token::ExposeSecret;
 use std::net::TcpListener;
 use std::sync::Arc;
 
@@ -29,6 +30,8 @@ pub struct AppState {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    #[error(transparent)]
+    Token(#[from] service_kit::token::TokenError),
     #[error("could not open the database")]
     Store(#[from] StoreError),
     #[error("could not listen on {addr}")]
@@ -76,11 +79,8 @@ impl AppHandle {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartupError> {
-        if let Some(warning) = service_kit::token::development_token_warning(&config.payments_token)
-        {
-            tracing::warn!("{warning}");
-        }
-        let store = Store::connect(&config.database_url).await?;
+        service_kit::token::check_payments_token(config.app_env, &config.payments_token)?;
+        let store = Store::connect(config.database_url.expose_secret()).await?;
         let listener =
             TcpListener::bind(&config.orders_addr).map_err(|source| StartupError::Bind {
                 addr: config.orders_addr.clone(),

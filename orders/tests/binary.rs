@@ -72,6 +72,39 @@ fn help_lists_every_variable() {
     );
 }
 
+/// `APP_ENV=production` with the public development token (the default) is refused
+/// before anything is opened, with a message that says what to set; the secrets given
+/// on the command line are not echoed.
+#[test]
+fn production_refuses_the_development_token() {
+    for token in [None, Some("dev-token")] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_orders"));
+        command
+            .env_clear()
+            .env("APP_ENV", "production")
+            .env(
+                "DATABASE_URL",
+                "postgres://u:db-pa55word@127.0.0.1:1/nowhere",
+            )
+            .env("LOG_FORMAT", "json");
+        if let Some(token) = token {
+            command.env("PAYMENTS_TOKEN", token);
+        }
+        let output = command.output().unwrap();
+        assert!(!output.status.success(), "started with {token:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stderr.contains("APP_ENV is production") && stderr.contains("set PAYMENTS_TOKEN"),
+            "{stderr}"
+        );
+        assert!(
+            !format!("{stdout}{stderr}").contains("db-pa55word"),
+            "{stdout}{stderr}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn sigterm_closes_the_link_with_1001_and_exits_within_10_seconds() {
     let fake = FakePayments::start().await;

@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::Parser;
 pub use service_kit::telemetry::LogFormat;
 
-pub use service_kit::token::DEFAULT_PAYMENTS_TOKEN;
+use service_kit::token::SecretString;
+pub use service_kit::token::{AppEnv, DEFAULT_PAYMENTS_TOKEN};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -20,9 +21,10 @@ pub struct Config {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/payments"
+        default_value = "postgres://postgres@127.0.0.1:5432/payments",
+        hide_env_values = true
     )]
-    pub database_url: String,
+    pub database_url: SecretString,
 
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "PAYMENTS_ADDR", default_value = "127.0.0.1:8081")]
@@ -34,7 +36,12 @@ pub struct Config {
 
     /// Bearer token Orders must present on the WebSocket handshake.
     #[arg(long, env = "PAYMENTS_TOKEN", default_value = DEFAULT_PAYMENTS_TOKEN, hide_env_values = true)]
-    pub payments_token: String,
+    pub payments_token: SecretString,
+
+    /// Where the service runs: `production` refuses to start with the public
+    /// development token.
+    #[arg(long, env = "APP_ENV", value_enum, default_value_t = AppEnv::Development)]
+    pub app_env: AppEnv,
 
     /// How long a payment session may stay open before it is cancelled as `expired`.
     #[arg(long, env = "PAYMENT_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
@@ -81,6 +88,21 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let c = Config::try_parse_from([
+            "payments",
+            "--database-url=postgres://svc:db-pa55word@db.example:5432/payments",
+            "--payments-token=t0ken-s3cr3t",
+        ])
+        .unwrap();
+        let shown = format!("{c:?} {c:#?}");
+        for secret in ["db-pa55word", "t0ken-s3cr3t", "postgres://"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("REDACTED"), "{shown}");
+    }
 
     #[test]
     fn cli_is_well_formed() {

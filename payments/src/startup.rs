@@ -2,6 +2,7 @@
 //! the store, the HTTP server with the WebSocket and the page, event delivery and
 //! expiry in the background, and a graceful stop that closes WebSockets with 1001.
 
+use service_kit::token::ExposeSecret;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +66,8 @@ pub struct AppState {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    #[error(transparent)]
+    Token(#[from] service_kit::token::TokenError),
     #[error("could not open the database")]
     Store(#[from] StoreError),
     #[error("could not listen on {addr}")]
@@ -122,11 +125,8 @@ impl AppHandle {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartupError> {
-        if let Some(warning) = service_kit::token::development_token_warning(&config.payments_token)
-        {
-            tracing::warn!("{warning}");
-        }
-        let store = Store::connect(&config.database_url).await?;
+        service_kit::token::check_payments_token(config.app_env, &config.payments_token)?;
+        let store = Store::connect(config.database_url.expose_secret()).await?;
         let listener =
             TcpListener::bind(&config.payments_addr).map_err(|source| StartupError::Bind {
                 addr: config.payments_addr.clone(),

@@ -54,12 +54,12 @@ pub async fn endpoint(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let expected = format!("Bearer {}", state.config.payments_token);
-    let authorized = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| constant_time_eq(v.trim().as_bytes(), expected.as_bytes()));
+    let authorized = service_kit::token::bearer_matches(
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
+        &state.config.payments_token,
+    );
     if !authorized {
         tracing::warn!(peer = ?req.peer_addr(), "WebSocket handshake without a valid bearer token");
         return json_error(
@@ -135,10 +135,6 @@ fn json_error(status: actix_web::http::StatusCode, code: &str, message: &str) ->
 }
 
 /// Compares without an early exit, so the token cannot be guessed byte by byte from timing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 type Frame = Result<AggregatedMessage, ProtocolError>;
 
 /// Forwards frames to the connection loop until the peer's stream ends, a close or

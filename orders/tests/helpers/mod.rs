@@ -28,7 +28,7 @@ pub struct TestApp {
 /// that it never fires unless a test asks for it.
 pub fn test_config(payments_ws_url: &str, db: &TestDatabase) -> Config {
     let mut config = Config::defaults();
-    config.database_url = db.url().to_owned();
+    config.database_url = db.url().into();
     config.orders_addr = "127.0.0.1:0".into();
     config.payments_ws_url = payments_ws_url.to_owned();
     config.payments_token = TOKEN.into();

@@ -27,7 +27,7 @@ pub struct TestApp {
 
 pub fn test_config(db: &TestDatabase) -> Config {
     let mut config = Config::defaults();
-    config.database_url = db.url().to_owned();
+    config.database_url = db.url().into();
     config.payments_addr = "127.0.0.1:0".into();
     config.public_url = None;
     config.payments_token = TOKEN.into();
