@@ -44,6 +44,11 @@ pub struct Config {
     #[arg(long, env = "PAYMENTS_TOKEN", default_value = DEFAULT_PAYMENTS_TOKEN, hide_env_values = true)]
     pub payments_token: SecretString,
 
+    /// When set, every `/orders` route needs `Authorization: Bearer <this>` (401
+    /// otherwise); `/healthz`, `/readyz`, `/metrics` and `/openapi.json` stay open.
+    #[arg(long, env = "ORDERS_API_TOKEN", hide_env_values = true)]
+    pub orders_api_token: Option<SecretString>,
+
     /// Where the service runs: `production` refuses to start with the public
     /// development token.
     #[arg(long, env = "APP_ENV", value_enum, default_value_t = AppEnv::Development)]
@@ -115,10 +120,11 @@ mod tests {
             "orders",
             "--database-url=postgres://svc:db-pa55word@db.example:5432/orders",
             "--payments-token=t0ken-s3cr3t",
+            "--orders-api-token=ap1-s3cr3t",
         ])
         .unwrap();
         let shown = format!("{c:?} {c:#?}");
-        for secret in ["db-pa55word", "t0ken-s3cr3t", "postgres://"] {
+        for secret in ["db-pa55word", "t0ken-s3cr3t", "ap1-s3cr3t", "postgres://"] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         assert!(shown.contains("REDACTED"), "{shown}");

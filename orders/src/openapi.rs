@@ -40,7 +40,7 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// malformed_json, payload_too_large, unsupported_media_type, validation_failed,
-    /// not_found, method_not_allowed, conflict or internal.
+    /// not_found, method_not_allowed, unauthorized, conflict or internal.
     #[schema(example = "validation_failed")]
     pub code: String,
     #[schema(example = "amount is required")]
@@ -77,8 +77,71 @@ pub struct Readiness {
         openapi_json,
     ),
     components(schemas(Order, OrderStatus, Invoice, NewOrderRequest, OrderList, ErrorBody, ErrorDetail, Readiness)),
+    modifiers(&ApiToken),
 )]
 pub struct ApiDoc;
+
+/// `ORDERS_API_TOKEN` in the document: the `api_token` bearer scheme, and on every
+/// operation of the protected routes ([`routes::auth::is_protected`]) an optional
+/// requirement of it (optional: the token is off unless configured) and the 401 answer.
+struct ApiToken;
+
+impl utoipa::Modify for ApiToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        use utoipa::openapi::{Ref, ResponseBuilder};
+
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "api_token",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some(
+                            "ORDERS_API_TOKEN, when the service is configured with one",
+                        ))
+                        .build(),
+                ),
+            );
+        let unauthorized = ResponseBuilder::new()
+            .description("ORDERS_API_TOKEN is set and the request has no valid `Authorization: Bearer` token")
+            .content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !routes::auth::is_protected(path) {
+                continue;
+            }
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                operation.security = Some(vec![
+                    SecurityRequirement::new("api_token", Vec::<String>::new()),
+                    SecurityRequirement::default(),
+                ]);
+                operation
+                    .responses
+                    .responses
+                    .insert("401".into(), unauthorized.clone().into());
+            }
+        }
+    }
+}
 
 /// The document as pretty JSON (what `/openapi.json` serves and `docs/` keeps).
 pub fn document() -> String {

@@ -26,12 +26,16 @@ pub struct AppState {
     pub store: Store,
     pub link: PaymentsLink,
     pub metrics: Arc<Metrics>,
+    /// `ORDERS_API_TOKEN`: when set, `/orders` routes need it ([`routes::auth`]).
+    pub api_token: Option<service_kit::token::SecretString>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
     Token(#[from] service_kit::token::TokenError),
+    #[error("ORDERS_API_TOKEN is set but empty: unset it, or set it to a secret")]
+    EmptyApiToken,
     #[error("could not open the database")]
     Store(#[from] StoreError),
     #[error("could not listen on {addr}")]
@@ -80,6 +84,13 @@ impl AppHandle {
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartupError> {
         service_kit::token::check_payments_token(config.app_env, &config.payments_token)?;
+        if config
+            .orders_api_token
+            .as_ref()
+            .is_some_and(|token| token.expose_secret().trim().is_empty())
+        {
+            return Err(StartupError::EmptyApiToken);
+        }
         let store = Store::connect(config.database_url.expose_secret()).await?;
         let listener =
             TcpListener::bind(&config.orders_addr).map_err(|source| StartupError::Bind {
@@ -107,9 +118,13 @@ impl Application {
             store: store.clone(),
             link: link.clone(),
             metrics,
+            api_token: config.orders_api_token.clone(),
         });
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(
+                    routes::auth::require_api_token,
+                ))
                 .wrap(ErrorHandlers::new().default_handler(json_errors))
                 .wrap(actix_web::middleware::from_fn(
                     service_kit::http_metrics::record,

@@ -429,3 +429,83 @@ async fn metrics_count_requests_by_route_and_orders_by_transition() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn with_an_api_token_every_orders_route_needs_it_and_nothing_else_does() {
+    let app = TestApp::spawn_with(NOWHERE, |config| {
+        config.orders_api_token = Some("api-s3cr3t".into());
+    })
+    .await;
+    let id = uuid::Uuid::new_v4();
+    let order = json!({"amount": 1999, "currency": "EUR"});
+    let requests = |auth: Option<&'static str>| {
+        let client = &app.client;
+        let with = move |request: reqwest::RequestBuilder| match auth {
+            Some(value) => request.header("authorization", value),
+            None => request,
+        };
+        [
+            with(client.post(app.url("/orders")).json(&order)),
+            with(client.get(app.url("/orders"))),
+            with(client.get(app.url(&format!("/orders/{id}")))),
+            with(client.post(app.url(&format!("/orders/{id}/cancel")))),
+            with(client.get(app.url(&format!("/orders/{id}/invoice")))),
+            with(client.get(app.url("/orders/no/such/route"))),
+        ]
+    };
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("Bearer api-s3cr3"),
+        Some("Bearer api-s3cr3tt"),
+        Some("Basic api-s3cr3t"),
+        Some("api-s3cr3t"),
+    ] {
+        for request in requests(auth) {
+            let response = request.send().await.unwrap();
+            assert_eq!(
+                response
+                    .headers()
+                    .get("www-authenticate")
+                    .map(|v| v.to_str().unwrap()),
+                Some("Bearer")
+            );
+            let (status, code, _) = error_of(response).await;
+            assert_eq!((status, code.as_str()), (401, "unauthorized"), "{auth:?}");
+        }
+    }
+    let pool = app.db.pool().await;
+    let written: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(written, 0, "a refused POST wrote an order");
+
+    // Probes, scrapers and the document carry no token.
+    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        let status = app.get(path).await.status().as_u16();
+        assert_ne!(status, 401, "{path}");
+    }
+
+    // With the token, the API answers as without one configured.
+    let statuses: Vec<u16> = {
+        let mut statuses = Vec::new();
+        for request in requests(Some("Bearer api-s3cr3t")) {
+            statuses.push(request.send().await.unwrap().status().as_u16());
+        }
+        statuses
+    };
+    assert_eq!(statuses, [201, 200, 404, 404, 404, 404]);
+}
+
+#[tokio::test]
+async fn an_empty_api_token_is_refused_at_start() {
+    let db = test_harness::postgres::TestDatabase::unborn("orders");
+    let mut config = helpers::test_config(NOWHERE, &db);
+    config.orders_api_token = Some(" ".into());
+    let error = orders::Application::build(config)
+        .await
+        .err()
+        .expect("started with an empty API token");
+    assert!(error.to_string().contains("ORDERS_API_TOKEN"), "{error}");
+}

@@ -1,6 +1,7 @@
 //! The HTTP API of HTTP-API.md: routes, and the JSON error answers for paths and
 //! methods that do not exist.
 
+pub mod auth;
 mod body;
 pub(crate) mod health;
 pub(crate) mod orders;
