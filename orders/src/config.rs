@@ -74,6 +74,12 @@ pub struct Config {
     #[arg(long, env = "RESEND_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
     pub resend_after: Duration,
 
+    /// Refusals from Payments (an `error` about the order other than `internal`, or an
+    /// answer Orders cannot store) after which an order is parked: no longer re-sent
+    /// until `POST /orders/{id}/retry`.
+    #[arg(long, env = "MAX_PAYMENT_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_payment_attempts: u32,
+
     /// Upper bound of the first reconnect delay; each later one doubles, up to the cap.
     #[arg(long, env = "RECONNECT_BASE", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub reconnect_base: Duration,

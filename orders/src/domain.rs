@@ -71,6 +71,57 @@ pub struct Order {
     pub cancel_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Null while nothing went wrong. Set when Payments refused a request about the
+    /// order, or reported something the order could not take: a person should look.
+    pub attention: Option<Attention>,
+}
+
+/// What went wrong with an order that a person should know about (beyond HTTP-API.md's
+/// shape, which it extends with this one field).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Attention {
+    /// How many times Payments refused this order's request (an `error` other than
+    /// `internal`), since it was created or last retried.
+    pub payment_attempts: i32,
+    /// The last refusal, `code: message`.
+    pub last_payment_error: Option<String>,
+    /// When Orders stopped re-sending the order's request after too many refusals
+    /// (`MAX_PAYMENT_ATTEMPTS`); `POST /orders/{id}/retry` sends it again. The status
+    /// stays open: nothing was paid or cancelled.
+    pub parked_at: Option<DateTime<Utc>>,
+    /// How many incidents were recorded (`GET /orders/{id}/incidents`): outcomes from
+    /// Payments the order could not take, acked and left for a person.
+    pub incidents: i32,
+}
+
+impl Attention {
+    /// `None` when nothing needs a person.
+    pub fn of(
+        payment_attempts: i32,
+        last_payment_error: Option<String>,
+        parked_at: Option<DateTime<Utc>>,
+        incidents: i32,
+    ) -> Option<Attention> {
+        (payment_attempts > 0 || parked_at.is_some() || incidents > 0).then_some(Attention {
+            payment_attempts,
+            last_payment_error,
+            parked_at,
+            incidents,
+        })
+    }
+}
+
+/// An outcome from Payments that the order could not take; the order was left as it
+/// was, and the event acked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Incident {
+    /// `contradicting_outcome` (the order is final the other way) or
+    /// `payment_id_mismatch` (the outcome is for another payment than the order's).
+    pub kind: String,
+    /// The `event_id` of the `payment_state`.
+    pub event_id: i64,
+    pub detail: String,
+    pub created_at: DateTime<Utc>,
 }
 
 /// An invoice as the API shows it.

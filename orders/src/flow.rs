@@ -4,12 +4,16 @@
 //!
 //! Every step runs in a span carrying the `order_id`.
 
-use shared_protocol::{Amount, ClientMessage, Currency, ErrorCode, OrderId, ServerMessage};
+use shared_protocol::{
+    Amount, CancelReason, ClientMessage, Currency, ErrorCode, EventId, OrderId, PaymentId,
+    PaymentOutcome, ServerMessage,
+};
 
 use crate::domain::OrderStatus;
 use crate::metrics::Metrics;
 use crate::store::{
-    Applied, MethodChoice, OpenOrder, PageRecorded, Store, StoreError, final_status,
+    Applied, MethodChoice, NewIncident, OpenOrder, PageRecorded, Refusal, Store, StoreError,
+    final_status,
 };
 
 /// What the link must do after handling one message.
@@ -58,6 +62,8 @@ pub async fn handle_batch(
     let mut offers = Vec::new();
     let mut pages = Vec::new();
     let mut outcomes = Vec::new();
+    let mut events = Vec::new();
+    let mut refusals = Vec::new();
     for message in &messages {
         match message {
             ServerMessage::PaymentMethods { order_id, methods } => {
@@ -70,29 +76,50 @@ pub async fn handle_batch(
                 expires_at,
             } => pages.push((*order_id, *payment_id, url.as_str(), *expires_at)),
             ServerMessage::PaymentState {
+                event_id,
                 order_id,
                 payment_id,
                 state,
                 reason,
-                ..
-            } => outcomes.push((*order_id, *payment_id, *state, *reason)),
+            } => {
+                outcomes.push((*order_id, *payment_id, *state, *reason));
+                events.push(*event_id);
+            }
+            // A refusal of one order's request (not a passing failure at Payments):
+            // counted on the order, which is parked after too many.
+            ServerMessage::Error {
+                order_id: Some(order_id),
+                code,
+                message,
+            } if *code != ErrorCode::Internal => {
+                refusals.push((*order_id, format!("{}: {message}", code.as_str())))
+            }
             ServerMessage::Error { .. } => {}
         }
     }
-    let (choices, recorded, applied) =
-        if offers.is_empty() && pages.is_empty() && outcomes.is_empty() {
+    let (choices, recorded, applied, refused) =
+        if offers.is_empty() && pages.is_empty() && outcomes.is_empty() && refusals.is_empty() {
             Default::default()
         } else {
             let mut tx = store.begin().await?;
             let choices = Store::choose_methods(&mut tx, &offers).await?;
             let recorded = Store::record_pages(&mut tx, &pages).await?;
             let applied = Store::apply_outcomes(&mut tx, &outcomes).await?;
+            // What the orders could not take is recorded with the batch, before the acks.
+            let incidents = incidents_of(&outcomes, &events, &applied);
+            let new_incidents = Store::record_incidents(&mut tx, &incidents).await?;
+            let refused =
+                Store::record_refusals(&mut tx, &refusals, store.max_payment_attempts()).await?;
             tx.commit().await?;
-            (choices, recorded, applied)
+            for kind in new_incidents {
+                metrics.incident(incident_kind(&kind));
+            }
+            (choices, recorded, applied, refused)
         };
     let mut choices = choices.into_iter();
     let mut recorded = recorded.into_iter();
     let mut applied = applied.into_iter();
+    let mut refused = refused.into_iter();
     Ok(messages
         .into_iter()
         .map(|message| match message {
@@ -149,9 +176,13 @@ pub async fn handle_batch(
                             tracing::info!("repeated event for a final order: acked again");
                         } else {
                             // Final states never change. Redelivering this forever would not
-                            // help either side, so it is acked and flagged for a person.
-                            tracing::error!(status = status.as_str(), "Payments reports an outcome that contradicts the order's final state; order left unchanged");
+                            // help either side: acked, and recorded on the order for a person.
+                            tracing::error!(status = status.as_str(), "Payments reports an outcome that contradicts the order's final state; order left unchanged, incident recorded");
                         }
+                        Reaction::reply(ack)
+                    }
+                    Applied::PaymentMismatch { status, stored } => {
+                        tracing::error!(status = status.as_str(), %stored, "Payments reports an outcome for another payment than the order's; order left unchanged, incident recorded");
                         Reaction::reply(ack)
                     }
                     Applied::UnknownOrder => {
@@ -166,18 +197,87 @@ pub async fn handle_batch(
                 message,
             } => {
                 let order = order_id.map(|id| id.to_string());
-                match code {
-                    ErrorCode::Internal => {
+                match (code, order_id) {
+                    (ErrorCode::Internal, _) => {
                         tracing::warn!(order_id = order, code = code.as_str(), %message, "Payments could not serve a request; it will be re-sent")
                     }
-                    _ => {
-                        tracing::error!(order_id = order, code = code.as_str(), %message, "Payments refused a request")
+                    (_, Some(_)) => match refused.next().unwrap_or(Refusal::Ignored) {
+                        Refusal::Counted { attempts } => {
+                            metrics.refused(false);
+                            tracing::warn!(order_id = order, code = code.as_str(), %message, attempts, "Payments refused a request; it will be re-sent")
+                        }
+                        Refusal::Parked { attempts } => {
+                            metrics.refused(true);
+                            tracing::error!(order_id = order, code = code.as_str(), %message, attempts, "Payments refused this order's request too often: parked, no longer re-sent (POST /orders/{{id}}/retry sends it again)")
+                        }
+                        Refusal::Ignored => {
+                            tracing::warn!(order_id = order, code = code.as_str(), %message, "Payments refused a request for an order that is final, parked or unknown")
+                        }
+                    },
+                    (_, None) => {
+                        tracing::error!(code = code.as_str(), %message, "Payments refused a message")
                     }
                 }
                 Reaction::none()
             }
         })
         .collect())
+}
+
+/// The static name of an incident kind (for a metric label).
+fn incident_kind(kind: &str) -> &'static str {
+    match kind {
+        "contradicting_outcome" => "contradicting_outcome",
+        "payment_id_mismatch" => "payment_id_mismatch",
+        _ => "other",
+    }
+}
+
+fn outcome_name(state: PaymentOutcome) -> &'static str {
+    match state {
+        PaymentOutcome::Fulfill => "FULFILL",
+        PaymentOutcome::Cancel => "CANCEL",
+    }
+}
+
+/// The incidents of a batch of outcomes: each one the order could not take.
+fn incidents_of(
+    outcomes: &[(OrderId, PaymentId, PaymentOutcome, Option<CancelReason>)],
+    events: &[EventId],
+    applied: &[Applied],
+) -> Vec<NewIncident> {
+    outcomes
+        .iter()
+        .zip(events)
+        .zip(applied)
+        .filter_map(|((&(order_id, payment_id, state, _), event), applied)| {
+            let (kind, detail) = match applied {
+                Applied::AlreadyFinal(status) if *status != final_status(state) => (
+                    "contradicting_outcome",
+                    format!(
+                        "Payments reported {} for payment {payment_id}, but the order is {}",
+                        outcome_name(state),
+                        status.as_str()
+                    ),
+                ),
+                Applied::PaymentMismatch { status, stored } => (
+                    "payment_id_mismatch",
+                    format!(
+                        "Payments reported {} for payment {payment_id}, but the order ({}) holds payment {stored}",
+                        outcome_name(state),
+                        status.as_str()
+                    ),
+                ),
+                _ => return None,
+            };
+            Some(NewIncident {
+                order_id,
+                kind,
+                event_id: event.0,
+                detail,
+            })
+        })
+        .collect()
 }
 
 fn on_methods(order_id: OrderId, methods: &[String], choice: MethodChoice) -> Reaction {

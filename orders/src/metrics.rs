@@ -25,6 +25,11 @@ pub struct MessageLabels {
     pub r#type: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -34,6 +39,9 @@ pub struct Metrics {
     link_connected: Gauge,
     link_connects: Counter,
     link_messages: Family<MessageLabels, Counter>,
+    refusals: Counter,
+    parked: Counter,
+    incidents: Family<KindLabels, Counter>,
 }
 
 impl Metrics {
@@ -64,6 +72,24 @@ impl Metrics {
             "Protocol messages on the link by direction and type",
             link_messages.clone(),
         );
+        let refusals = Counter::default();
+        registry.register(
+            "refusals",
+            "Requests about an order that Payments refused, or whose answer Orders could not apply",
+            refusals.clone(),
+        );
+        let parked = Counter::default();
+        registry.register(
+            "parked",
+            "Orders parked after MAX_PAYMENT_ATTEMPTS refusals: no longer re-sent until retried",
+            parked.clone(),
+        );
+        let incidents = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "incidents",
+            "Outcomes from Payments an order could not take (acked, order unchanged), by kind",
+            incidents.clone(),
+        );
         Arc::new(Metrics {
             registry,
             http,
@@ -71,6 +97,9 @@ impl Metrics {
             link_connected,
             link_connects,
             link_messages,
+            refusals,
+            parked,
+            incidents,
         })
     }
 
@@ -78,6 +107,17 @@ impl Metrics {
         self.transitions
             .get_or_create(&TransitionLabels { to: to.to_owned() })
             .inc();
+    }
+
+    pub fn refused(&self, parked: bool) {
+        self.refusals.inc();
+        if parked {
+            self.parked.inc();
+        }
+    }
+
+    pub fn incident(&self, kind: &'static str) {
+        self.incidents.get_or_create(&KindLabels { kind }).inc();
     }
 
     pub fn link_up(&self) {

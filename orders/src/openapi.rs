@@ -5,7 +5,7 @@
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
-use crate::domain::{Invoice, Order, OrderStatus};
+use crate::domain::{Attention, Incident, Invoice, Order, OrderStatus};
 use crate::routes;
 
 /// The body of `POST /orders`.
@@ -71,12 +71,14 @@ pub struct Readiness {
         routes::orders::get,
         routes::orders::cancel,
         routes::orders::invoice,
+        routes::orders::retry,
+        routes::orders::incidents,
         routes::health::healthz,
         routes::health::readyz,
         routes::health::metrics,
         openapi_json,
     ),
-    components(schemas(Order, OrderStatus, Invoice, NewOrderRequest, OrderList, ErrorBody, ErrorDetail, Readiness)),
+    components(schemas(Order, OrderStatus, Attention, Incident, Invoice, NewOrderRequest, OrderList, ErrorBody, ErrorDetail, Readiness)),
     modifiers(&ApiToken),
 )]
 pub struct ApiDoc;

@@ -559,10 +559,27 @@ async fn apply(store: &Store, metrics: &Metrics, batch: Vec<ServerMessage>) -> V
     }
     let mut applied = Vec::with_capacity(batch.len());
     for (order, message) in orders.into_iter().zip(batch) {
-        applied.push(Applied {
-            order,
-            result: flow::handle(store, metrics, message).await,
-        });
+        let kind = message.type_name();
+        let result = flow::handle(store, metrics, message).await;
+        if let (Err(e), Some(order)) = (&result, order)
+            && e.is_deterministic()
+        {
+            // The database refuses this message itself (a value it cannot hold): it
+            // would fail the same way every time. Counted like a refusal from Payments,
+            // so the order is parked instead of being re-sent forever; an outcome is
+            // not acked, so Payments keeps it (and dead-letters it after its attempts).
+            let error = format!("could not store {kind}: {}", crate::error::error_chain(e));
+            tracing::error!(order_id = %order, %error, "a message from Payments cannot be applied");
+            match store.record_refusal(order, error).await {
+                Ok(refusal) => {
+                    metrics.refused(matches!(refusal, crate::store::Refusal::Parked { .. }))
+                }
+                Err(e) => {
+                    tracing::warn!(order_id = %order, error = %crate::error::error_chain(&e), "could not count the refusal")
+                }
+            }
+        }
+        applied.push(Applied { order, result });
     }
     applied
 }

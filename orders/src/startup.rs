@@ -91,7 +91,9 @@ impl Application {
         {
             return Err(StartupError::EmptyApiToken);
         }
-        let store = Store::connect(config.database_url.expose_secret()).await?;
+        let store = Store::connect(config.database_url.expose_secret())
+            .await?
+            .with_max_payment_attempts(config.max_payment_attempts);
         let listener =
             TcpListener::bind(&config.orders_addr).map_err(|source| StartupError::Bind {
                 addr: config.orders_addr.clone(),

@@ -23,7 +23,7 @@ use shared_protocol::{CancelReason, OrderId, PaymentId, PaymentOutcome};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::domain::{Invoice, NewOrder, Order, OrderStatus, invoice_number};
+use crate::domain::{Attention, Incident, Invoice, NewOrder, Order, OrderStatus, invoice_number};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -35,6 +35,21 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the order writer is unavailable")]
     Writer(#[source] group_commit::Error<std::convert::Infallible>),
+}
+
+impl StoreError {
+    /// Whether the database refused the statement for what it holds (a data exception,
+    /// SQLSTATE class 22, or an integrity constraint, class 23): trying the same again
+    /// fails the same way, unlike a lost connection or a timeout.
+    pub fn is_deterministic(&self) -> bool {
+        match self {
+            StoreError::Sqlx(sqlx::Error::Database(e)) => e
+                .code()
+                .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+            StoreError::Corrupt(_) => true,
+            _ => false,
+        }
+    }
 }
 
 impl From<group_commit::Error<StoreError>> for StoreError {
@@ -60,7 +75,11 @@ impl From<group_commit::Error<StoreError>> for StoreError {
 pub struct Store {
     pool: PgPool,
     inserts: GroupCommit<OrderInserts>,
+    max_payment_attempts: i32,
 }
+
+/// How many refusals from Payments an order takes before it is parked, by default.
+pub const DEFAULT_MAX_PAYMENT_ATTEMPTS: i32 = 5;
 
 /// How many `POST /orders` are inserted together, at most, and how many may wait.
 pub const INSERT_LIMITS: Limits = Limits {
@@ -112,8 +131,47 @@ pub enum Applied {
     },
     /// The order was already final: nothing changed.
     AlreadyFinal(OrderStatus),
+    /// The order holds another payment than the event's: nothing changed.
+    PaymentMismatch {
+        status: OrderStatus,
+        stored: PaymentId,
+    },
     UnknownOrder,
 }
+
+/// What counting a refusal from Payments did to the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Counted; the order's request will be re-sent.
+    Counted { attempts: i32 },
+    /// Counted, and that was the last attempt: the order is parked.
+    Parked { attempts: i32 },
+    /// Not counted: no such order, it is final, or it is parked already.
+    Ignored,
+}
+
+/// The answer to an operator's retry of an order.
+#[derive(Debug)]
+pub enum Retried {
+    /// Unparked; its requests are to be sent again.
+    Unparked(Order, OpenOrder),
+    /// The order is not parked (it is being handled, or it is final).
+    NotParked(Order),
+    NotFound,
+}
+
+/// An incident to record on an order (see `order_incidents`).
+#[derive(Debug, Clone)]
+pub struct NewIncident {
+    pub order_id: OrderId,
+    /// `contradicting_outcome` or `payment_id_mismatch`.
+    pub kind: &'static str,
+    pub event_id: i64,
+    pub detail: String,
+}
+
+/// The most incidents `GET /orders/{id}/incidents` returns (the oldest first).
+pub const INCIDENTS_LIMIT: i64 = 100;
 
 /// What recording a payment page did.
 #[derive(Debug, PartialEq, Eq)]
@@ -163,6 +221,10 @@ struct OrderRow {
     cancel_reason: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    payment_attempts: i32,
+    last_payment_error: Option<String>,
+    parked_at: Option<DateTime<Utc>>,
+    incidents: i32,
 }
 
 impl TryFrom<OrderRow> for Order {
@@ -179,6 +241,12 @@ impl TryFrom<OrderRow> for Order {
             cancel_reason: r.cancel_reason,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            attention: Attention::of(
+                r.payment_attempts,
+                r.last_payment_error,
+                r.parked_at,
+                r.incidents,
+            ),
         })
     }
 }
@@ -207,7 +275,21 @@ impl Store {
     /// A store on `pool`; starts the insert writer on the current tokio runtime.
     pub fn new(pool: PgPool) -> Store {
         let inserts = GroupCommit::start("order insert", pool.clone(), OrderInserts, INSERT_LIMITS);
-        Store { pool, inserts }
+        Store {
+            pool,
+            inserts,
+            max_payment_attempts: DEFAULT_MAX_PAYMENT_ATTEMPTS,
+        }
+    }
+
+    /// Parks an order after this many refusals from Payments (at least 1).
+    pub fn with_max_payment_attempts(mut self, attempts: u32) -> Store {
+        self.max_payment_attempts = i32::try_from(attempts.max(1)).unwrap_or(i32::MAX);
+        self
+    }
+
+    pub fn max_payment_attempts(&self) -> i32 {
+        self.max_payment_attempts
     }
 
     /// Whether the database answers (for `/readyz`).
@@ -238,7 +320,8 @@ impl Store {
         let row = sqlx::query_as!(
             OrderRow,
             "SELECT id, amount, currency, description, status, payment_method, payment_url, \
-                 cancel_reason, created_at, updated_at \
+                 cancel_reason, created_at, updated_at, payment_attempts, last_payment_error, \
+                 parked_at, incidents \
              FROM orders WHERE id = $1",
             id.0,
         )
@@ -270,7 +353,8 @@ impl Store {
         let rows = sqlx::query_as!(
             OrderRow,
             "SELECT id, amount, currency, description, status, payment_method, payment_url, \
-                 cancel_reason, created_at, updated_at \
+                 cancel_reason, created_at, updated_at, payment_attempts, last_payment_error, \
+                 parked_at, incidents \
              FROM orders \
              WHERE ($1::text IS NULL OR status = $1) \
                AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid)) \
@@ -303,7 +387,8 @@ impl Store {
             "UPDATE orders SET cancel_requested_at = coalesce(cancel_requested_at, clock_timestamp()) \
              WHERE id = $1 AND status IN ('pending_payment', 'awaiting_payment') \
              RETURNING id, amount, currency, description, status, payment_method, \
-                 payment_url, cancel_reason, created_at, updated_at",
+                 payment_url, cancel_reason, created_at, updated_at, payment_attempts, \
+                 last_payment_error, parked_at, incidents",
             id.0,
         )
         .fetch_optional(&self.pool)
@@ -469,6 +554,7 @@ impl Store {
                  AS u(id, status, reason, payment_id) \
              WHERE o.id = u.id AND o.id = ANY($1) \
                AND (o.status IN ('pending_payment', 'awaiting_payment')) IS TRUE \
+               AND (o.payment_id IS NULL OR o.payment_id = u.payment_id) \
              RETURNING o.id, o.status, o.amount, o.currency",
             &ids,
             &statuses,
@@ -505,20 +591,203 @@ impl Store {
             .iter()
             .map(|r| Ok((r.id, parse_status(&r.status)?)))
             .collect::<Result<_, StoreError>>()?;
-        let statuses = Self::statuses_of_missing(conn, &ids, |id| moved.contains_key(id)).await?;
+        let missing: Vec<Uuid> = ids
+            .iter()
+            .copied()
+            .filter(|id| !moved.contains_key(id))
+            .collect();
+        let others: HashMap<Uuid, (OrderStatus, Option<Uuid>)> = if missing.is_empty() {
+            HashMap::new()
+        } else {
+            sqlx::query!(
+                "SELECT id, status, payment_id FROM orders WHERE id = ANY($1)",
+                &missing
+            )
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|r| Ok((r.id, (parse_status(&r.status)?, r.payment_id))))
+            .collect::<Result<_, StoreError>>()?
+        };
         Ok(ids
             .iter()
-            .map(|id| match moved.get(id) {
+            .zip(&payment_ids)
+            .map(|(id, payment_id)| match moved.get(id) {
                 Some(status) => Applied::Transitioned {
                     status: *status,
                     invoice: invoices.get(id).map(|n| invoice_number(*n)),
                 },
-                None => match statuses.get(id) {
-                    Some(status) => Applied::AlreadyFinal(*status),
+                None => match others.get(id) {
+                    Some((status, Some(stored))) if stored != payment_id => {
+                        Applied::PaymentMismatch {
+                            status: *status,
+                            stored: PaymentId(*stored),
+                        }
+                    }
+                    Some((status, _)) => Applied::AlreadyFinal(*status),
                     None => Applied::UnknownOrder,
                 },
             })
             .collect())
+    }
+
+    /// Counts refusals from Payments (`(order, "code: message")`), in the caller's
+    /// transaction, with one UPDATE: each open, unparked order's attempts go up by one
+    /// and its last error is kept; the one that reaches the store's maximum is parked.
+    /// The answers are in the order of `refusals`.
+    pub async fn record_refusals(
+        conn: &mut PgConnection,
+        refusals: &[(OrderId, String)],
+        max_attempts: i32,
+    ) -> Result<Vec<Refusal>, StoreError> {
+        if refusals.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = refusals.iter().map(|r| r.0.0).collect();
+        let errors: Vec<String> = refusals
+            .iter()
+            .map(|r| r.1.chars().take(1000).collect())
+            .collect();
+        let counted: HashMap<Uuid, (i32, bool)> = sqlx::query!(
+            r#"UPDATE orders o SET payment_attempts = o.payment_attempts + 1,
+                   last_payment_error = u.error,
+                   parked_at = CASE WHEN o.payment_attempts + 1 >= $3 THEN clock_timestamp() END
+               FROM (SELECT DISTINCT ON (id) id, error
+                     FROM unnest($1::uuid[], $2::text[]) AS r(id, error)) AS u
+               WHERE o.id = u.id AND o.id = ANY($1)
+                 AND (o.status IN ('pending_payment', 'awaiting_payment')) IS TRUE
+                 AND o.parked_at IS NULL
+               RETURNING o.id, o.payment_attempts, o.parked_at IS NOT NULL AS "parked!""#,
+            &ids,
+            &errors,
+            max_attempts,
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, (r.payment_attempts, r.parked)))
+        .collect();
+        Ok(ids
+            .iter()
+            .map(|id| match counted.get(id) {
+                Some(&(attempts, true)) => Refusal::Parked { attempts },
+                Some(&(attempts, false)) => Refusal::Counted { attempts },
+                None => Refusal::Ignored,
+            })
+            .collect())
+    }
+
+    /// Counts one refusal outside any batch (a message that could not be applied).
+    pub async fn record_refusal(
+        &self,
+        order: OrderId,
+        error: String,
+    ) -> Result<Refusal, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut refusals =
+            Self::record_refusals(&mut conn, &[(order, error)], self.max_payment_attempts).await?;
+        Ok(refusals.pop().unwrap_or(Refusal::Ignored))
+    }
+
+    /// Records incidents in the caller's transaction (one per order, kind and event,
+    /// however often the event comes) and counts them on their orders. Returns the
+    /// kinds of those that were new.
+    pub async fn record_incidents(
+        conn: &mut PgConnection,
+        incidents: &[NewIncident],
+    ) -> Result<Vec<String>, StoreError> {
+        if incidents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = incidents.iter().map(|i| i.order_id.0).collect();
+        let kinds: Vec<String> = incidents.iter().map(|i| i.kind.to_owned()).collect();
+        let events: Vec<i64> = incidents.iter().map(|i| i.event_id).collect();
+        let details: Vec<String> = incidents
+            .iter()
+            .map(|i| i.detail.chars().take(1000).collect())
+            .collect();
+        let rows = sqlx::query!(
+            "WITH new AS ( \
+                 INSERT INTO order_incidents (order_id, kind, event_id, detail) \
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[]) \
+                 ON CONFLICT DO NOTHING \
+                 RETURNING order_id, kind), \
+             counted AS (UPDATE orders o SET incidents = o.incidents + c.n \
+                 FROM (SELECT order_id, count(*)::int AS n FROM new GROUP BY order_id) c \
+                 WHERE o.id = c.order_id) \
+             SELECT kind AS \"kind!\" FROM new",
+            &ids,
+            &kinds,
+            &events,
+            &details,
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.kind).collect())
+    }
+
+    /// The incidents of an order, oldest first (at most [`INCIDENTS_LIMIT`]); `None`
+    /// when there is no such order.
+    pub async fn incidents(&self, id: OrderId) -> Result<Option<Vec<Incident>>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let exists = sqlx::query_scalar!("SELECT 1 FROM orders WHERE id = $1", id.0)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let rows = sqlx::query!(
+            "SELECT kind, event_id, detail, created_at FROM order_incidents \
+             WHERE order_id = $1 ORDER BY id LIMIT $2",
+            id.0,
+            INCIDENTS_LIMIT,
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(Some(
+            rows.into_iter()
+                .map(|r| Incident {
+                    kind: r.kind,
+                    event_id: r.event_id,
+                    detail: r.detail,
+                    created_at: r.created_at,
+                })
+                .collect(),
+        ))
+    }
+
+    /// An operator's retry of a parked order: unparks it and resets its attempts, so
+    /// the link sends its request again (the caller sends it at once).
+    pub async fn retry(&self, id: OrderId) -> Result<Retried, StoreError> {
+        let row = sqlx::query!(
+            r#"UPDATE orders SET parked_at = NULL, payment_attempts = 0,
+                   updated_at = clock_timestamp()
+               WHERE id = $1 AND parked_at IS NOT NULL
+                 AND status IN ('pending_payment', 'awaiting_payment')
+               RETURNING created_at, cancel_requested_at IS NOT NULL AS "cancel_requested!""#,
+            id.0,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(order) = self.order(id).await? else {
+            return Ok(Retried::NotFound);
+        };
+        Ok(match row {
+            Some(row) => {
+                let open = OpenOrder {
+                    key: OpenKey {
+                        created_at: row.created_at,
+                        id,
+                    },
+                    amount: order.amount,
+                    currency: order.currency.clone(),
+                    status: order.status,
+                    cancel_requested: row.cancel_requested,
+                };
+                Retried::Unparked(order, open)
+            }
+            None => Retried::NotParked(order),
+        })
     }
 
     /// The status of each of `ids` that `done` leaves out (one query; none when all done).
@@ -559,7 +828,7 @@ impl Store {
             r#"SELECT id, amount, currency, status, created_at,
                       cancel_requested_at IS NOT NULL AS "cancel_requested!"
              FROM orders
-             WHERE status IN ('pending_payment', 'awaiting_payment')
+             WHERE status IN ('pending_payment', 'awaiting_payment') AND parked_at IS NULL
                -- Always a row comparison, never `$2 IS NULL OR …`: so it is an index
                -- condition on orders_open (created_at, id) in the generic plan, and a
                -- page starts at its cursor instead of re-reading the pages before it.
@@ -655,7 +924,9 @@ async fn insert_orders(
            ON CONFLICT DO NOTHING
            RETURNING id AS "id!", amount AS "amount!", currency AS "currency!", description,
                status AS "status!", payment_method, payment_url, cancel_reason,
-               created_at AS "created_at!", updated_at AS "updated_at!""#,
+               created_at AS "created_at!", updated_at AS "updated_at!",
+               payment_attempts AS "payment_attempts!", last_payment_error, parked_at,
+               incidents AS "incidents!""#,
         &ids,
         &amounts,
         &currencies,
@@ -676,7 +947,8 @@ async fn insert_orders(
         let rows = sqlx::query_as!(
             OrderRow,
             "SELECT id, amount, currency, description, status, payment_method, payment_url, \
-                 cancel_reason, created_at, updated_at \
+                 cancel_reason, created_at, updated_at, payment_attempts, last_payment_error, \
+                 parked_at, incidents \
              FROM orders WHERE id = ANY($1)",
             &skipped,
         )
@@ -695,7 +967,8 @@ async fn insert_orders(
     if !taken.is_empty() {
         let rows = sqlx::query!(
             "SELECT id, amount, currency, description, status, payment_method, payment_url, \
-                 cancel_reason, created_at, updated_at, idempotency_key AS \"key!\" \
+                 cancel_reason, created_at, updated_at, payment_attempts, last_payment_error, \
+                 parked_at, incidents, idempotency_key AS \"key!\" \
              FROM orders WHERE idempotency_key = ANY($1)",
             &taken,
         )
@@ -715,6 +988,10 @@ async fn insert_orders(
                     cancel_reason: r.cancel_reason,
                     created_at: r.created_at,
                     updated_at: r.updated_at,
+                    payment_attempts: r.payment_attempts,
+                    last_payment_error: r.last_payment_error,
+                    parked_at: r.parked_at,
+                    incidents: r.incidents,
                 },
             );
         }

@@ -43,6 +43,8 @@ async fn every_route_of_the_api_is_in_the_served_document() {
         ("/orders/{id}", "get"),
         ("/orders/{id}/cancel", "post"),
         ("/orders/{id}/invoice", "get"),
+        ("/orders/{id}/retry", "post"),
+        ("/orders/{id}/incidents", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),

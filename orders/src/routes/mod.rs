@@ -32,6 +32,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .service(
+        web::resource("/orders/{id}/retry")
+            .route(web::post().to(orders::retry))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/orders/{id}/incidents")
+            .route(get_and_head().to(orders::incidents))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
         web::resource("/orders/{id}/invoice")
             .route(get_and_head().to(orders::invoice))
             .default_service(web::to(method_not_allowed)),

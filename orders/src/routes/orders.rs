@@ -5,14 +5,14 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 use shared_protocol::{ClientMessage, OrderId};
 
-use crate::domain::{Invoice, Order};
+use crate::domain::{Incident, Invoice, Order};
 use crate::domain::{NewOrder, OrderStatus};
 use crate::error::ApiError;
 use crate::flow;
 use crate::openapi::{ErrorBody, NewOrderRequest, OrderList};
 use crate::routes::body;
 use crate::startup::AppState;
-use crate::store::{CancelRequest, Inserted};
+use crate::store::{CancelRequest, Inserted, Retried};
 
 /// The longest `Idempotency-Key` accepted.
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
@@ -171,6 +171,60 @@ pub async fn cancel(
             order.status.as_str()
         ))),
         CancelRequest::NotFound => Err(no_order(id)),
+    }
+}
+
+/// `POST /orders/{id}/retry`: an operator sends a parked order's request to Payments
+/// again (after fixing what made Payments refuse it), with its attempts reset.
+#[utoipa::path(post, path = "/orders/{id}/retry", tag = "operations",
+    params(("id" = String, Path, format = Uuid)),
+    responses(
+        (status = 202, description = "Unparked; its request was sent to Payments again", body = Order),
+        (status = 409, description = "The order is not parked", body = ErrorBody),
+        (status = 404, description = "No such order (or the id is not a UUID)", body = ErrorBody),
+    ))]
+pub async fn retry(
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = order_id(&id)?;
+    match state.store.retry(id).await? {
+        Retried::Unparked(order, open) => {
+            tracing::info!(order_id = %id, "parked order retried by an operator; asking Payments again");
+            for message in flow::requests_for(std::slice::from_ref(&open)) {
+                state.link.send(message, open.key.created_at);
+            }
+            Ok(HttpResponse::Accepted().json(order))
+        }
+        Retried::NotParked(order) => Err(ApiError::Conflict(format!(
+            "order {id} is not parked: it is {}{}",
+            order.status.as_str(),
+            if order.status.is_final() {
+                ""
+            } else {
+                " and its request is being handled"
+            }
+        ))),
+        Retried::NotFound => Err(no_order(id)),
+    }
+}
+
+/// `GET /orders/{id}/incidents`: what Payments reported that the order could not take,
+/// oldest first (at most 100).
+#[utoipa::path(get, path = "/orders/{id}/incidents", tag = "operations",
+    params(("id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, body = Vec<Incident>),
+        (status = 404, description = "No such order (or the id is not a UUID)", body = ErrorBody),
+    ))]
+pub async fn incidents(
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = order_id(&id)?;
+    match state.store.incidents(id).await? {
+        Some(incidents) => Ok(HttpResponse::Ok().json(incidents)),
+        None => Err(no_order(id)),
     }
 }
 
