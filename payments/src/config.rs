@@ -75,6 +75,14 @@ pub struct Config {
     /// connection, or any open one), in case it died unread with a connection.
     #[arg(long, env = "REDELIVER_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
     pub redeliver_after: Duration,
+
+    /// Sends of an outcome event (first delivery, redeliveries, resends to new
+    /// connections) without an ack after which it is dead-lettered: logged at ERROR,
+    /// counted, and no longer sent until an operator retries it
+    /// (`POST /admin/events/{event_id}/retry`). At least 1.
+    #[arg(long, env = "MAX_DELIVERY_ATTEMPTS", default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(i32::MAX)))]
+    pub max_delivery_attempts: u32,
 }
 
 impl Config {
@@ -102,6 +110,24 @@ mod tests {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         assert!(shown.contains("REDACTED"), "{shown}");
+    }
+
+    #[test]
+    fn max_delivery_attempts_defaults_to_10_and_must_be_at_least_1() {
+        let parse = |args: &[&str]| Config::try_parse_from([&["payments"][..], args].concat());
+        assert_eq!(parse(&[]).unwrap().max_delivery_attempts, 10);
+        assert_eq!(
+            parse(&["--max-delivery-attempts=3"])
+                .unwrap()
+                .max_delivery_attempts,
+            3
+        );
+        for bad in ["0", "-1", "x", "", "2147483648"] {
+            assert!(
+                parse(&[&format!("--max-delivery-attempts={bad}")]).is_err(),
+                "{bad:?} accepted"
+            );
+        }
     }
 
     #[test]

@@ -15,6 +15,13 @@
 //! with a heartbeat, so an instance can tell that an event's connection lives on
 //! another instance and leave it to that one.
 //!
+//! Every send counts a delivery attempt in the statement that claims it (or, for a new
+//! connection, that resumes it). An event still unacked after `max_attempts` sends (an
+//! outcome for an order Orders does not know is never acked) is dead-lettered by the
+//! claim or resume that would have sent it once more: `dead_at` is set, it leaves the
+//! scans' partial index, an ERROR is logged and `payments_events_dead_lettered_total`
+//! counts it. Only an operator's retry (`POST /admin/events/{id}/retry`) sends it again.
+//!
 //! Memory is bounded: each connection's outbox is a bounded channel, and events take
 //! at most [`EVENT_ROOM`] of it (the rest is kept for replies). A dispatch claims no
 //! more than the room there is; an event that finds no room is given back unsent and
@@ -30,8 +37,9 @@ use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, mpsc, watch};
 use uuid::Uuid;
 
+use crate::metrics::Metrics;
 use crate::protocol::error_chain;
-use crate::store::{Pending, SCAN_LIMIT, Store};
+use crate::store::{Claimed, Dead, Pending, SCAN_LIMIT, Store};
 
 /// Capacity of a connection's outbox (messages waiting for its writer).
 pub const OUTBOX_CAPACITY: usize = 2048;
@@ -109,6 +117,9 @@ pub struct Delivery {
     pub stale_after: Duration,
     /// An event sent this long ago and still unacked is sent again.
     pub redeliver_after: Duration,
+    /// Sends without an ack after which an event is dead-lettered (at least 1).
+    pub max_attempts: i32,
+    pub metrics: Arc<Metrics>,
     /// Wakes the dispatcher (coalesced: many wakes before it runs make one dispatch).
     pub wake: Arc<Notify>,
     /// Set when a dispatch left events in the database for want of room.
@@ -121,6 +132,8 @@ impl Delivery {
         instance: Uuid,
         stale_after: Duration,
         redeliver_after: Duration,
+        max_attempts: u32,
+        metrics: Arc<Metrics>,
     ) -> Delivery {
         Delivery {
             store,
@@ -128,6 +141,8 @@ impl Delivery {
             instance,
             stale_after,
             redeliver_after,
+            max_attempts: i32::try_from(max_attempts).unwrap_or(i32::MAX).max(1),
+            metrics,
             wake: Arc::new(Notify::new()),
             starved: Arc::new(AtomicBool::new(false)),
         }
@@ -139,6 +154,22 @@ impl Delivery {
         if self.starved.swap(false, Ordering::AcqRel) {
             self.wake.notify_one();
         }
+    }
+
+    /// Reports events just dead-lettered (by a claim or a resume): an ERROR each, and
+    /// the counter.
+    pub fn dead_lettered(&self, dead: &[Dead]) {
+        for Dead { event, attempts } in dead {
+            tracing::error!(
+                event_id = %event.event_id,
+                order_id = %event.order_id,
+                attempts,
+                "outcome event dead-lettered: sent {attempts} times without an ack; it is \
+                 not sent again until an operator retries it (POST /admin/events/{}/retry)",
+                event.event_id,
+            );
+        }
+        self.metrics.dead_lettered(dead.len());
     }
 
     /// Sends the events this instance should send, as far as its connections have room:
@@ -156,9 +187,15 @@ impl Delivery {
             }
             let limit = room.min(SCAN_LIMIT as usize);
             let local: Vec<Uuid> = targets.iter().map(|(id, _)| *id).collect();
-            let claimed = match self
+            let Claimed { send, dead } = match self
                 .store
-                .claim(&local, self.stale_after, self.redeliver_after, limit as i64)
+                .claim(
+                    &local,
+                    self.stale_after,
+                    self.redeliver_after,
+                    limit as i64,
+                    self.max_attempts,
+                )
                 .await
             {
                 Ok(claimed) => claimed,
@@ -167,9 +204,12 @@ impl Delivery {
                     return;
                 }
             };
-            let count = claimed.len();
+            let count = send.len() + dead.len();
+            if !dead.is_empty() {
+                self.dead_lettered(&dead);
+            }
             let mut unsent = Vec::new();
-            for Pending { event, owner } in claimed {
+            for Pending { event, owner } in send {
                 let text = shared_protocol::encode(&event.message());
                 let sent = match owner.and_then(|o| targets.iter().find(|(id, _)| *id == o)) {
                     // Its order's connection is here: it goes there or waits for room.

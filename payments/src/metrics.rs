@@ -9,6 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use service_kit::http_metrics::HttpMetrics;
 
+use crate::store::Backlog;
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -18,6 +20,8 @@ pub struct Metrics {
     oldest_unacked: Gauge<f64, AtomicU64>,
     expired: Counter,
     connections: Gauge,
+    dead_lettered: Counter,
+    dead_letters: Gauge,
 }
 
 impl Metrics {
@@ -48,6 +52,18 @@ impl Metrics {
             "Open WebSocket connections on this instance",
             connections.clone(),
         );
+        let dead_lettered = Counter::default();
+        registry.register(
+            "events_dead_lettered",
+            "Outcome events this instance dead-lettered after MAX_DELIVERY_ATTEMPTS unacked sends",
+            dead_lettered.clone(),
+        );
+        let dead_letters = Gauge::default();
+        registry.register(
+            "dead_letter_events",
+            "Dead-lettered outcome events not acked (waiting for an operator's retry)",
+            dead_letters.clone(),
+        );
         Arc::new(Metrics {
             registry,
             http,
@@ -55,12 +71,21 @@ impl Metrics {
             oldest_unacked,
             expired,
             connections,
+            dead_lettered,
+            dead_letters,
         })
     }
 
-    pub fn set_backlog(&self, unacked: i64, oldest_seconds: f64) {
-        self.unacked.set(unacked);
-        self.oldest_unacked.set(oldest_seconds);
+    /// The backlog gauges: unacked events still being delivered (dead letters are not
+    /// in them), the age of the oldest, and the dead letters.
+    pub fn set_backlog(&self, backlog: Backlog) {
+        self.unacked.set(backlog.unacked);
+        self.oldest_unacked.set(backlog.oldest_seconds);
+        self.dead_letters.set(backlog.dead);
+    }
+
+    pub fn dead_lettered(&self, n: usize) {
+        self.dead_lettered.inc_by(n as u64);
     }
 
     pub fn expired(&self, n: usize) {

@@ -68,6 +68,8 @@ pub struct AppState {
 pub enum StartupError {
     #[error(transparent)]
     Token(#[from] service_kit::token::TokenError),
+    #[error("invalid configuration: {0}")]
+    Config(&'static str),
     #[error("could not open the database")]
     Store(#[from] StoreError),
     #[error("could not listen on {addr}")]
@@ -126,6 +128,11 @@ impl AppHandle {
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartupError> {
         service_kit::token::check_payments_token(config.app_env, &config.payments_token)?;
+        if config.max_delivery_attempts == 0 {
+            return Err(StartupError::Config(
+                "MAX_DELIVERY_ATTEMPTS must be at least 1",
+            ));
+        }
         let store = Store::connect(config.database_url.expose_secret()).await?;
         let listener =
             TcpListener::bind(&config.payments_addr).map_err(|source| StartupError::Bind {
@@ -140,14 +147,16 @@ impl Application {
             .trim_end_matches('/')
             .to_owned();
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let metrics = Metrics::new();
         let delivery = Delivery::new(
             store.clone(),
             Uuid::new_v4(),
             // A connection is alive while its instance refreshed it within three scans.
             (config.delivery_scan_interval * 3).max(Duration::from_secs(3)),
             config.redeliver_after,
+            config.max_delivery_attempts,
+            metrics.clone(),
         );
-        let metrics = Metrics::new();
         let background = vec![
             tokio::spawn(
                 delivery

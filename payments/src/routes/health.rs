@@ -28,7 +28,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let store = state.delivery.store.clone();
     match off_arbiter(async move { store.backlog().await }).await {
-        Ok((unacked, oldest)) => state.metrics.set_backlog(unacked, oldest),
+        Ok(backlog) => state.metrics.set_backlog(backlog),
         Err(e) => tracing::warn!(error = %e, "could not read the event backlog for metrics"),
     }
     state.metrics.set_connections(state.delivery.registry.len());

@@ -1,6 +1,7 @@
-//! Routes: the WebSocket, the payment page, health and metrics. Unknown paths and
-//! methods get JSON errors like the rest of the API.
+//! Routes: the WebSocket, the payment page, the operators' dead letters, health and
+//! metrics. Unknown paths and methods get JSON errors like the rest of the API.
 
+pub mod admin;
 pub mod health;
 pub mod page;
 
@@ -29,6 +30,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/pay/{payment_id}/cancel")
             .route(web::post().to(page::cancel))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/events/{event_id}/retry")
+            .route(web::post().to(admin::retry))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/dead-letters")
+            .route(get_and_head().to(admin::dead_letters))
             .default_service(web::to(method_not_allowed)),
     )
     .route("/healthz", get_and_head().to(health::healthz))

@@ -1,0 +1,157 @@
+//! Operator endpoints for dead letters (outcome events that used up
+//! `MAX_DELIVERY_ATTEMPTS` without an ack): list them, and put one back into delivery.
+//! Both need `Authorization: Bearer <PAYMENTS_TOKEN>` (compared in constant time);
+//! without it the answer is a 401 JSON error and nothing is read or written.
+
+use std::collections::HashMap;
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::json;
+
+use crate::protocol::error_chain;
+use crate::startup::AppState;
+use crate::store::{Retry, off_arbiter};
+
+/// Dead letters listed when `limit` is not given.
+pub const DEFAULT_LIMIT: i64 = 50;
+/// The most dead letters one listing returns.
+pub const MAX_LIMIT: i64 = 500;
+
+/// `POST /admin/events/{event_id}/retry`: a dead letter's attempts start again from zero
+/// and it is sent again promptly. 200 with the event; 404 when there is no such event;
+/// 409 when it is not dead-lettered (acked, or still being delivered).
+pub async fn retry(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Some(refused) = unauthorized(&req, &state) {
+        return refused;
+    }
+    let raw = req.match_info().get("event_id").unwrap_or_default();
+    let Some(event_id) = raw.parse::<i64>().ok().filter(|id| *id > 0) else {
+        return no_such_event(raw);
+    };
+    let store = state.delivery.store.clone();
+    match off_arbiter(async move { store.retry(event_id).await }).await {
+        Ok(Retry::Retried(event)) => {
+            tracing::warn!(event_id, order_id = %event.order_id, "an operator retried a dead-lettered event");
+            // The statement NOTIFYs every instance; this wakes this one's dispatcher even
+            // if its listener is reconnecting.
+            state.delivery.wake.notify_one();
+            HttpResponse::Ok().json(event)
+        }
+        Ok(Retry::NotDead(event)) => {
+            let why = if event.acked_at.is_some() {
+                "it is acked"
+            } else {
+                "it is still being delivered"
+            };
+            error(
+                StatusCode::CONFLICT,
+                "conflict",
+                &format!("event {event_id} is not dead-lettered: {why}"),
+            )
+        }
+        Ok(Retry::Unknown) => no_such_event(raw),
+        Err(e) => internal(&e),
+    }
+}
+
+/// `GET /admin/dead-letters?limit=N`: dead letters not acked, oldest first (`limit`
+/// 1 to 500, default 50).
+pub async fn dead_letters(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Some(refused) = unauthorized(&req, &state) {
+        return refused;
+    }
+    let limit = match limit(req.query_string()) {
+        Ok(limit) => limit,
+        Err(message) => return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_limit", &message),
+    };
+    let store = state.delivery.store.clone();
+    match off_arbiter(async move { store.dead_letters(limit).await }).await {
+        Ok(events) => HttpResponse::Ok().json(json!({"events": events, "limit": limit})),
+        Err(e) => internal(&e),
+    }
+}
+
+/// The `limit` of the query string: absent means [`DEFAULT_LIMIT`].
+fn limit(query: &str) -> Result<i64, String> {
+    let params = web::Query::<HashMap<String, String>>::from_query(query)
+        .map_err(|_| "the query string is not valid".to_owned())?;
+    let Some(raw) = params.get("limit") else {
+        return Ok(DEFAULT_LIMIT);
+    };
+    match raw.parse::<i64>() {
+        Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "limit must be a whole number from 1 to {MAX_LIMIT}, not {raw:?}"
+        )),
+    }
+}
+
+/// The 401 to answer unless the request carries the Payments token.
+fn unauthorized(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
+    let authorized = service_kit::token::bearer_matches(
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
+        &state.config.payments_token,
+    );
+    if authorized {
+        return None;
+    }
+    tracing::warn!(peer = ?req.peer_addr(), "admin request without a valid bearer token");
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "a valid `Authorization: Bearer` token (PAYMENTS_TOKEN) is required",
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    Some(response)
+}
+
+fn no_such_event(raw: &str) -> HttpResponse {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &format!("no event {raw:?}"),
+    )
+}
+
+fn internal(e: &dyn std::error::Error) -> HttpResponse {
+    tracing::error!(error = %error_chain(e), "admin request failed");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error; try again",
+    )
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({"error": {"code": code, "message": message}}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DEFAULT_LIMIT, limit};
+
+    #[test]
+    fn the_limit_is_1_to_500_and_50_by_default() {
+        assert_eq!(limit(""), Ok(DEFAULT_LIMIT));
+        assert_eq!(limit("other=1"), Ok(DEFAULT_LIMIT));
+        assert_eq!(limit("limit=1"), Ok(1));
+        assert_eq!(limit("limit=500"), Ok(500));
+        for bad in [
+            "limit=0",
+            "limit=501",
+            "limit=-1",
+            "limit=x",
+            "limit=",
+            "limit=1.5",
+            "limit=99999999999999999999999",
+        ] {
+            assert!(limit(bad).is_err(), "{bad}");
+        }
+    }
+}
