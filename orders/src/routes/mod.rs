@@ -2,7 +2,7 @@
 //! methods that do not exist.
 
 pub mod auth;
-mod body;
+pub mod body;
 pub(crate) mod health;
 pub(crate) mod orders;
 
