@@ -172,7 +172,13 @@ impl NewOrder {
             None | Some(Value::Null) => {
                 return Err(FieldError::new("amount", "amount is required"));
             }
-            Some(Value::Number(n)) => match n.as_i64() {
+            // `1999.0` is the integer 1999 too (as in JSON Schema, which the OpenAPI
+            // document states the field in); `19.99` is not.
+            Some(Value::Number(n)) => match n.as_i64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() <= MAX_AMOUNT as f64)
+                    .map(|f| f as i64)
+            }) {
                 Some(a) if (1..=MAX_AMOUNT).contains(&a) => {
                     Amount::new(a).map_err(|e| FieldError::new("amount", e.to_string()))?
                 }
@@ -278,6 +284,9 @@ mod tests {
             (json!({"amount": -1, "currency": "EUR"}), "amount"),
             (json!({"amount": 100_000_001, "currency": "EUR"}), "amount"),
             (json!({"amount": 19.99, "currency": "EUR"}), "amount"),
+            (json!({"amount": 1e300, "currency": "EUR"}), "amount"),
+            (json!({"amount": 0.0, "currency": "EUR"}), "amount"),
+            (json!({"amount": -5.0, "currency": "EUR"}), "amount"),
             (json!({"amount": "1999", "currency": "EUR"}), "amount"),
             (json!({"amount": 1999}), "currency"),
             (json!({"amount": 1999, "currency": "EURO"}), "currency"),
@@ -296,6 +305,14 @@ mod tests {
             assert_eq!(err.field, field, "{body}");
             assert!(err.message.contains(field), "{}", err.message);
         }
+    }
+
+    #[test]
+    fn an_integral_number_written_with_a_fraction_is_that_integer() {
+        // JSON Schema's `integer` (the OpenAPI document's type) includes 1999.0.
+        let o = parse(json!({"amount": 1999.0, "currency": "EUR"})).unwrap();
+        assert_eq!(o.amount.minor(), 1999);
+        assert!(parse(json!({"amount": 1e8, "currency": "EUR"})).is_ok());
     }
 
     #[test]

@@ -219,6 +219,8 @@ async fn unknown_ids_routes_and_methods_are_json_errors() {
     assert_eq!((status, code.as_str()), (404, "not_found"));
 
     let response = app.client.delete(app.url("/orders")).send().await.unwrap();
+    // RFC 9110: a 405 lists what the resource allows.
+    assert_eq!(response.headers()["allow"], "GET, HEAD, POST");
     let (status, code, _) = error_of(response).await;
     assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
     let response = app
@@ -229,8 +231,16 @@ async fn unknown_ids_routes_and_methods_are_json_errors() {
         .unwrap();
     let (status, code, _) = error_of(response).await;
     assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
-    let (status, code, _) = error_of(app.get(&format!("/orders/{unknown}/cancel")).await).await;
+    let response = app.get(&format!("/orders/{unknown}/cancel")).await;
+    assert_eq!(response.headers()["allow"], "POST");
+    let (status, code, _) = error_of(response).await;
     assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
+    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        let response = app.client.post(app.url(path)).send().await.unwrap();
+        assert_eq!(response.headers()["allow"], "GET, HEAD", "{path}");
+        let (status, _, _) = error_of(response).await;
+        assert_eq!(status, 405, "{path}");
+    }
 }
 
 #[tokio::test]

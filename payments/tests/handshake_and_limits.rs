@@ -176,7 +176,25 @@ async fn readiness_and_json_errors_for_unknown_routes() {
     assert_eq!(response.status(), 404);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_found");
-    assert_eq!(app.post("/ws").await.status(), 405);
+    for (path, allow) in [
+        ("/ws", "GET, HEAD"),
+        ("/healthz", "GET, HEAD"),
+        ("/readyz", "GET, HEAD"),
+        ("/metrics", "GET, HEAD"),
+        ("/admin/dead-letters", "GET, HEAD"),
+    ] {
+        let response = app.post(path).await;
+        assert_eq!(response.status(), 405, "{path}");
+        // RFC 9110: a 405 lists what the resource allows.
+        assert_eq!(response.headers()["allow"], allow, "{path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "method_not_allowed");
+    }
+    let response = app
+        .get(&format!("/pay/{}/complete", uuid::Uuid::new_v4()))
+        .await;
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "POST");
 }
 
 #[tokio::test]

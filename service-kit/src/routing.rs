@@ -1,10 +1,25 @@
 //! Route helpers both services mount their resources with.
 
-use actix_web::{Route, guard, web};
+use actix_web::http::header;
+use actix_web::{HttpResponse, Route, guard, web};
 
 /// A route for GET that answers HEAD too, as RFC 9110 §9.3.2 asks: the same status and
 /// headers, without the body (actix-http drops the body of a response to HEAD and keeps
 /// its `Content-Length`).
 pub fn get_and_head() -> Route {
     web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}
+
+/// The answer to any other method on a resource: 405 with the JSON error shape of both
+/// services and the `Allow` header RFC 9110 §15.5.6 requires, listing `allow` (for
+/// example `"GET, HEAD"`).
+pub fn method_not_allowed(allow: &'static str) -> Route {
+    web::to(move || async move {
+        HttpResponse::MethodNotAllowed()
+            .insert_header((header::ALLOW, allow))
+            .json(serde_json::json!({"error": {
+                "code": "method_not_allowed",
+                "message": format!("method not allowed; this resource allows {allow}"),
+            }}))
+    })
 }

@@ -22,7 +22,8 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 /// `POST /orders`: create an order; its payment starts in the background.
 #[utoipa::path(post, path = "/orders", tag = "orders",
     request_body(content = NewOrderRequest, content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, max_length = 255,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
+        pattern = r"^[\x21-\x7E]([\x20-\x7E]*[\x21-\x7E])?$",
         description = "The same key with the same body returns the first order (200); with another body, 409")),
     responses(
         (status = 201, description = "Created; the payment starts in the background", body = Order,

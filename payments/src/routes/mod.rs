@@ -7,7 +7,7 @@ pub mod page;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
-use service_kit::routing::get_and_head;
+use service_kit::routing::{get_and_head, method_not_allowed};
 
 use crate::ws;
 
@@ -15,42 +15,49 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/ws")
             .route(get_and_head().to(ws::endpoint))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("GET, HEAD")),
     )
     .service(
         web::resource("/pay/{payment_id}")
             .route(get_and_head().to(page::show))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("GET, HEAD")),
     )
     .service(
         web::resource("/pay/{payment_id}/complete")
             .route(web::post().to(page::complete))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("POST")),
     )
     .service(
         web::resource("/pay/{payment_id}/cancel")
             .route(web::post().to(page::cancel))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("POST")),
     )
     .service(
         web::resource("/admin/events/{event_id}/retry")
             .route(web::post().to(admin::retry))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("POST")),
     )
     .service(
         web::resource("/admin/dead-letters")
             .route(get_and_head().to(admin::dead_letters))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("GET, HEAD")),
     )
-    .route("/healthz", get_and_head().to(health::healthz))
-    .route("/readyz", get_and_head().to(health::readyz))
-    .route("/metrics", get_and_head().to(health::metrics))
+    .service(
+        web::resource("/healthz")
+            .route(get_and_head().to(health::healthz))
+            .default_service(method_not_allowed("GET, HEAD")),
+    )
+    .service(
+        web::resource("/readyz")
+            .route(get_and_head().to(health::readyz))
+            .default_service(method_not_allowed("GET, HEAD")),
+    )
+    .service(
+        web::resource("/metrics")
+            .route(get_and_head().to(health::metrics))
+            .default_service(method_not_allowed("GET, HEAD")),
+    )
     .default_service(web::to(not_found));
-}
-
-async fn method_not_allowed() -> HttpResponse {
-    HttpResponse::MethodNotAllowed()
-        .json(json!({"error": {"code": "method_not_allowed", "message": "method not allowed"}}))
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
