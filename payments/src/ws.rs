@@ -402,9 +402,14 @@ async fn on_frames(
             Err(e) => {
                 let too_large = matches!(e, ProtocolError::Overflow)
                     || matches!(&e, ProtocolError::Io(io) if io.to_string().contains("maximum continuation size"));
+                // actix-ws reports text that is not UTF-8 as invalid data.
+                let not_utf8 = matches!(&e, ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData);
                 tracing::warn!(connection = %ctx.connection, error = %e, "WebSocket protocol error");
                 end = Some(Some(if too_large {
                     reason(CloseCode::Size, "messages are limited to 64 KiB")
+                } else if not_utf8 {
+                    // RFC 6455 §7.4.1: 1007, data not consistent with the message type.
+                    reason(CloseCode::Invalid, "text frames must be UTF-8")
                 } else {
                     reason(CloseCode::Protocol, "protocol error")
                 }));
