@@ -44,6 +44,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Internal(cause) if cause.is_overload() => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -60,19 +61,38 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Internal(cause) if cause.is_overload() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ApiError::Internal(cause) = self {
-            tracing::error!(error = %error_chain(cause), "request failed");
+        let mut message = self.to_string();
+        match self {
+            ApiError::Internal(cause) if cause.is_overload() => {
+                tracing::warn!(error = %error_chain(cause), "request refused: the service is overloaded");
+                message = "the service is overloaded: retry shortly (a POST with the same \
+                           Idempotency-Key is safe to retry)"
+                    .into();
+            }
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %error_chain(cause), "request failed")
+            }
+            _ => {}
         }
-        let mut response = error_body(self.status_code(), self.code(), &self.to_string());
-        if let ApiError::Unauthorized = self {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        let mut response = error_body(self.status_code(), self.code(), &message);
+        match self {
+            ApiError::Unauthorized => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::Internal(cause) if cause.is_overload() => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         response
     }
@@ -117,4 +137,40 @@ pub fn json_errors<B: MessageBody + 'static>(
     );
     let res = ServiceResponse::new(req, response.map_into_boxed_body()).map_into_right_body();
     Ok(ErrorHandlerResponse::Response(res))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use actix_web::ResponseError;
+    use actix_web::http::StatusCode;
+    use service_kit::group_commit;
+
+    use super::ApiError;
+    use crate::store::StoreError;
+
+    #[test]
+    fn an_overloaded_writer_is_a_503_to_retry_and_a_failure_a_500() {
+        for overload in [
+            group_commit::Error::Busy {
+                writer: "order insert",
+                waited: Duration::from_secs(5),
+            },
+            group_commit::Error::Timeout {
+                writer: "order insert",
+                waited: Duration::from_secs(30),
+            },
+            group_commit::Error::Stopped("order insert"),
+        ] {
+            let error = ApiError::Internal(StoreError::Writer(overload));
+            assert_eq!(error.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(error.code(), "unavailable");
+            let response = error.error_response();
+            assert_eq!(response.headers()["retry-after"], "1");
+        }
+        let failure = ApiError::Internal(StoreError::Corrupt("x".into()));
+        assert_eq!(failure.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(failure.code(), "internal");
+    }
 }

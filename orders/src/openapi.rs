@@ -40,7 +40,7 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// malformed_json, payload_too_large, unsupported_media_type, validation_failed,
-    /// not_found, method_not_allowed, unauthorized, conflict or internal.
+    /// not_found, method_not_allowed, unauthorized, conflict, unavailable or internal.
     #[schema(example = "validation_failed")]
     pub code: String,
     #[schema(example = "amount is required")]

@@ -38,6 +38,13 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the request was refused for load, not failed: the insert writer's queue
+    /// stayed full, it did not answer in time, or it stopped with the service. The
+    /// client should retry (a 503).
+    pub fn is_overload(&self) -> bool {
+        matches!(self, StoreError::Writer(_))
+    }
+
     /// Whether the database refused the statement for what it holds (a data exception,
     /// SQLSTATE class 22, or an integrity constraint, class 23): trying the same again
     /// fails the same way, unlike a lost connection or a timeout.

@@ -34,6 +34,8 @@ pub const MAX_PAGE_SIZE: u32 = 100;
         (status = 413, description = "Body over 16 KiB", body = ErrorBody),
         (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
         (status = 422, description = "A field is missing, of the wrong type or out of range", body = ErrorBody),
+        (status = 503, description = "Overloaded (the order writer's queue is full or it did not answer in time): retry after `Retry-After` seconds, with the same Idempotency-Key", body = ErrorBody,
+            headers(("Retry-After" = String, description = "seconds"))),
     ))]
 pub async fn create(
     req: HttpRequest,
