@@ -167,7 +167,7 @@ mod tests {
             assert_eq!(error.status_code(), StatusCode::SERVICE_UNAVAILABLE);
             assert_eq!(error.code(), "unavailable");
             let response = error.error_response();
-            assert_eq!(response.headers()["retry-after"], "1");
+            assert_eq!(response.headers().get("retry-after").unwrap(), "1");
         }
         let failure = ApiError::Internal(StoreError::Corrupt("x".into()));
         assert_eq!(failure.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
