@@ -19,7 +19,7 @@ use shared_protocol::{CancelReason, PaymentId};
 
 use crate::protocol::error_chain;
 use crate::startup::AppState;
-use crate::store::{Finished, Session, SessionState, off_arbiter};
+use crate::store::{Finished, Session, SessionState, StoreError, off_arbiter};
 
 /// `GET /pay/{payment_id}`
 pub async fn show(path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
@@ -30,7 +30,7 @@ pub async fn show(path: web::Path<String>, state: web::Data<AppState>) -> HttpRe
     match off_arbiter(async move { store.session_by_payment(payment_id).await }).await {
         Ok(Some(session)) => html_response(StatusCode::OK, checkout(&session)),
         Ok(None) => not_found(),
-        Err(e) => internal(&e),
+        Err(e) => failed(&e, false),
     }
 }
 
@@ -80,7 +80,7 @@ async fn act(req: &HttpRequest, raw: &str, state: &AppState, action: Action) -> 
             see_other(payment_id)
         }
         Ok(Finished::Already(_) | Finished::NotApplicable(_)) => see_other(payment_id),
-        Err(e) => internal(&e),
+        Err(e) => failed(&e, true),
     }
 }
 
@@ -205,18 +205,40 @@ fn not_found() -> HttpResponse {
     )
 }
 
-fn internal(e: &dyn std::error::Error) -> HttpResponse {
-    tracing::error!(error = %error_chain(e), "payment page failed");
-    html_response(
-        StatusCode::INTERNAL_SERVER_ERROR,
+/// The page when the store failed. After a Pay or Cancel (`acting`) it cannot say
+/// "nothing was charged": a write whose answer was lost may have been applied. It says
+/// what is true: reload to see the outcome, and paying again never charges twice (the
+/// second Pay of a session gets the first one's outcome). A writer refusing for load
+/// (its queue full, or stopping) is a 503 with `Retry-After`; anything else a 500.
+fn failed(e: &StoreError, acting: bool) -> HttpResponse {
+    let overloaded = matches!(e, StoreError::Writer(_) | StoreError::Stopping);
+    let status = if overloaded {
+        tracing::warn!(error = %error_chain(e), "payment page refused: overloaded or stopping");
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        tracing::error!(error = %error_chain(e), "payment page failed");
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    let mut response = html_response(
+        status,
         layout(
             "Something went wrong",
             html! {
                 h1 { "Something went wrong" }
-                p.muted { "Nothing was charged. Please try again in a moment." }
+                @if acting {
+                    p.muted { "We could not confirm this step. Reload this page in a moment to see whether it went through; paying again never charges twice." }
+                } @else {
+                    p.muted { "Please reload this page in a moment." }
+                }
             },
         ),
-    )
+    );
+    if overloaded {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    response
 }
 
 fn checkout(session: &Session) -> Markup {
@@ -369,6 +391,31 @@ fn layout(title: &str, body: Markup) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::{checkout, cross_site, format_amount};
+
+    #[test]
+    fn a_failed_pay_never_claims_nothing_was_charged() {
+        use actix_web::body::MessageBody;
+        use service_kit::group_commit;
+
+        let body = |response: actix_web::HttpResponse| {
+            String::from_utf8(response.into_body().try_into_bytes().unwrap().to_vec()).unwrap()
+        };
+        let timeout = crate::store::StoreError::Writer(group_commit::Error::Timeout {
+            writer: "page finish",
+            waited: std::time::Duration::from_secs(30),
+        });
+        let response = super::failed(&timeout, true);
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers().get("retry-after").unwrap(), "1");
+        let html = body(response);
+        assert!(!html.contains("Nothing was charged"), "{html}");
+        assert!(html.contains("never charges twice"), "{html}");
+
+        let broken = crate::store::StoreError::Corrupt("x".into());
+        let response = super::failed(&broken, true);
+        assert_eq!(response.status(), 500);
+        assert!(!body(response).contains("Nothing was charged"));
+    }
 
     #[test]
     fn only_forms_from_the_page_itself_pass_the_cross_site_check() {
