@@ -56,6 +56,8 @@ pub struct Readiness {
     pub database: String,
     /// `connected` or `disconnected`.
     pub payments_link: String,
+    /// `running` or `stopped`: the task that writes `POST /orders`.
+    pub order_writer: String,
 }
 
 #[derive(OpenApi)]

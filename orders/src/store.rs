@@ -299,6 +299,11 @@ impl Store {
         self.max_payment_attempts
     }
 
+    /// Whether the `POST /orders` writer task runs (for `/readyz`).
+    pub fn writer_running(&self) -> bool {
+        self.inserts.is_running()
+    }
+
     /// Whether the database answers (for `/readyz`).
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()

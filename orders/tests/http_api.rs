@@ -398,6 +398,7 @@ async fn health_is_up_and_readiness_needs_the_payments_link() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["database"], "up");
     assert_eq!(body["payments_link"], "disconnected");
+    assert_eq!(body["order_writer"], "running");
 }
 
 #[tokio::test]

@@ -305,6 +305,11 @@ impl Store {
         Store { pool, finishes }
     }
 
+    /// Whether the page's Pay/Cancel writer task runs (for `/readyz`).
+    pub fn writer_running(&self) -> bool {
+        self.finishes.is_running()
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

@@ -171,7 +171,10 @@ async fn readiness_and_json_errors_for_unknown_routes() {
     let db = TestDatabase::create("payments").await;
     let app = TestApp::spawn(&db).await;
     assert_eq!(app.get("/healthz").await.status(), 200);
-    assert_eq!(app.get("/readyz").await.status(), 200);
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 200);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["page_writer"], "running");
     let response = app.get("/nope").await;
     assert_eq!(response.status(), 404);
     let body: serde_json::Value = response.json().await.unwrap();

@@ -146,6 +146,12 @@ impl<B: Batch> GroupCommit<B> {
         }
     }
 
+    /// Whether the writer task still runs: false once it ended (it panicked, or the
+    /// service is stopping), when every request would be refused. For readiness checks.
+    pub fn is_running(&self) -> bool {
+        !self.queue.is_closed()
+    }
+
     /// How many requests wait for the writer now (not counting the batch being applied).
     pub fn queued(&self) -> usize {
         self.queue.max_capacity() - self.queue.capacity()

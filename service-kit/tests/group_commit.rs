@@ -204,3 +204,45 @@ async fn a_batch_that_hangs_is_abandoned_after_the_apply_timeout() {
     );
     assert_eq!(*sizes.lock().unwrap(), vec![1, 1]);
 }
+
+/// A batch that panics: the writer task dies with it.
+struct Panics;
+
+impl Batch for Panics {
+    type Item = i64;
+    type Output = i64;
+    type Error = sqlx::Error;
+
+    fn apply<'c>(
+        &'c self,
+        _conn: &'c mut PgConnection,
+        _items: &'c [i64],
+    ) -> BoxFuture<'c, Result<Vec<i64>, sqlx::Error>> {
+        Box::pin(async { panic!("a bug in a batch") })
+    }
+}
+
+#[tokio::test]
+async fn a_writer_that_died_says_so_and_refuses_requests() {
+    let (_db, pool) = setup().await;
+    let limits = Limits {
+        max_batch: 8,
+        queue: 8,
+        queue_wait: Duration::from_secs(1),
+        apply_timeout: Duration::from_secs(5),
+        answer_wait: Duration::from_secs(5),
+    };
+    let writer = GroupCommit::start("panicking", pool, Panics, limits);
+    assert!(writer.is_running());
+    let answer = writer.submit(1).await;
+    assert!(
+        matches!(answer, Err(Error::Stopped("panicking"))),
+        "{answer:?}"
+    );
+    assert!(!writer.is_running(), "a dead writer still says it runs");
+    let again = writer.submit(2).await;
+    assert!(
+        matches!(again, Err(Error::Stopped("panicking"))),
+        "{again:?}"
+    );
+}

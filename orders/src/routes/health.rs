@@ -12,19 +12,23 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Ready when the database answers and the link to Payments is open.
+/// Ready when the database answers, the link to Payments is open and the order writer
+/// runs.
 #[utoipa::path(get, path = "/readyz", tag = "meta", responses(
     (status = 200, description = "Ready", body = Readiness),
-    (status = 503, description = "The database or the Payments link is down", body = Readiness)))]
+    (status = 503, description = "The database, the Payments link or the order writer is down", body = Readiness)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database = state.store.ping().await;
     let payments = state.link.is_connected();
+    let writer = state.store.writer_running();
+    let ready = database && payments && writer;
     let body = json!({
-        "status": if database && payments { "ready" } else { "not_ready" },
+        "status": if ready { "ready" } else { "not_ready" },
         "database": if database { "up" } else { "down" },
         "payments_link": if payments { "connected" } else { "disconnected" },
+        "order_writer": if writer { "running" } else { "stopped" },
     });
-    if database && payments {
+    if ready {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

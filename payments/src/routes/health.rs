@@ -11,16 +11,22 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Ready when the database answers.
+/// Ready when the database answers and the page's writer runs.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let store = state.delivery.store.clone();
-    if off_arbiter(async move { Ok(store.ping().await) })
+    let writer = store.writer_running();
+    let database = off_arbiter(async move { Ok(store.ping().await) })
         .await
-        .unwrap_or(false)
-    {
-        HttpResponse::Ok().json(json!({"status": "ready", "database": "up"}))
+        .unwrap_or(false);
+    let body = json!({
+        "status": if database && writer { "ready" } else { "not_ready" },
+        "database": if database { "up" } else { "down" },
+        "page_writer": if writer { "running" } else { "stopped" },
+    });
+    if database && writer {
+        HttpResponse::Ok().json(body)
     } else {
-        HttpResponse::ServiceUnavailable().json(json!({"status": "not_ready", "database": "down"}))
+        HttpResponse::ServiceUnavailable().json(body)
     }
 }
 
