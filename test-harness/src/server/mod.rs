@@ -1,0 +1,290 @@
+//! `FakeServer<In, Out>`: an in-process WebSocket server for testing a client.
+//!
+//! The server runs on a thread of its own with its own tokio runtime, so it works
+//! under `#[tokio::test]`, `#[actix_web::test]` or a plain `#[test]` with any executor,
+//! and every handle is `Send`. Handles share the server's state behind a mutex; the
+//! connection tasks record each frame in it and wake waiters. Every deadline is timed
+//! on the server's runtime, never the caller's.
+//!
+//! `In` is what the client sends (decoded from each text frame), `Out` what the fake
+//! sends. Everything the client sent must be looked at by the test (`expect`, `recv`),
+//! answered by a rule, or explicitly allowed: anything else fails the test when the
+//! server (or the last handle of that connection) is dropped, with the transcript
+//! (strict by default, like wiremock's verify), but never while already panicking.
+//!
+//! Each connection is one task running one `select!` loop over the socket's frames, a
+//! channel of commands from the test (send, close, abort, stop or resume reading, ping)
+//! and its own pings; the handshake is inspected, logged and possibly refused in
+//! tungstenite's `accept_hdr_async` callback.
+//!
+//! This file holds the [`FakeServer`] handle itself (start, stop, restart, connections
+//! and handshake attempts); the rest is one file a concern:
+//!
+//! - `builder`: [`Rule`] and [`FakeServerBuilder`], how a test configures a fake;
+//! - `handshake`: [`HandshakeRequest`] and [`Attempt`], the record of each upgrade;
+//! - `state`: what the handles and the socket tasks share, and how a handle waits on it;
+//! - `socket`: the tasks on the server's runtime (accept loop, handshake, one loop a
+//!   connection) that write into that state;
+//! - `connection`: the [`Connection`] handle a test drives one connection with;
+//! - `verify`: what fails the test when the server or a connection handle is dropped.
+
+mod builder;
+mod connection;
+mod handshake;
+mod socket;
+mod state;
+mod verify;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::panic::Location;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub(crate) use builder::last_rule;
+pub use builder::{Decoder, FakeServerBuilder, Rule};
+pub use connection::{Connection, InvalidFrame};
+pub use handshake::{Attempt, AttemptOutcome, HandshakeRequest};
+
+use socket::{Command, Listening, accept_loop, bind};
+use state::{Shared, wait_for, wait_or_fail};
+use verify::{fail_on_problems, problems_of};
+
+/// How long `next_connection`, `expect` and `wait_closed` wait by default.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The fake server. Dropping it stops it and, unless lenient or already panicking,
+/// fails the test if the client sent anything that nobody looked at.
+pub struct FakeServer<In, Out> {
+    shared: Arc<Shared<In, Out>>,
+    runtime: Handle,
+    port: u16,
+    listening: Mutex<Option<Listening>>,
+    runtime_stop: Option<oneshot::Sender<()>>,
+}
+
+impl<In, Out> FakeServer<In, Out>
+where
+    In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
+    Out: Serialize + Send + 'static,
+{
+    /// A builder with defaults: path `/ws`, serde_json decoding, no rules, strict.
+    pub fn builder() -> FakeServerBuilder<In, Out> {
+        FakeServerBuilder::new()
+    }
+
+    async fn launch(
+        builder: FakeServerBuilder<In, Out>,
+        location: &'static Location<'static>,
+    ) -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("fake server runtime");
+        let handle = runtime.handle().clone();
+        let (runtime_stop, stopped) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("fake-websocket-server".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })
+            .expect("fake server thread");
+        let shared = Arc::new(Shared::new(builder, location));
+        let listener = handle
+            .spawn(bind(0, shared.config.small_buffers))
+            .await
+            .expect("fake server runtime")
+            .expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local addr").port();
+        let server = FakeServer {
+            shared,
+            runtime: handle,
+            port,
+            listening: Mutex::new(None),
+            runtime_stop: Some(runtime_stop),
+        };
+        server.serve(listener);
+        server
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let (stop, stopped) = oneshot::channel();
+        let task = self
+            .runtime
+            .spawn(accept_loop(self.shared.clone(), listener, stopped));
+        *self.listening.lock().unwrap_or_else(|e| e.into_inner()) = Some(Listening { stop, task });
+    }
+
+    /// `ws://127.0.0.1:PORT/ws`
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}{}", self.port, self.shared.config.path)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The next connection not yet handed out, waiting up to [`DEFAULT_DEADLINE`].
+    #[track_caller]
+    pub fn next_connection(
+        &self,
+    ) -> impl std::future::Future<Output = Connection<In, Out>> + Send + '_ {
+        self.next_connection_within(DEFAULT_DEADLINE)
+    }
+
+    /// The next connection not yet handed out, waiting up to `deadline`; panics with
+    /// the log of attempts when none comes.
+    #[track_caller]
+    pub fn next_connection_within(
+        &self,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = Connection<In, Out>> + Send + '_ {
+        let caller = Location::caller();
+        async move {
+            let id = wait_or_fail(
+                &self.shared,
+                &self.runtime,
+                caller,
+                deadline,
+                |state| {
+                    let conn = state.connections.iter_mut().find(|c| !c.claimed)?;
+                    conn.claimed = true;
+                    Some(conn.id)
+                },
+                |state| {
+                    format!(
+                        "no WebSocket connection within {deadline:?}; handshake attempts so far: {:#?}",
+                        state.attempts
+                    )
+                },
+            )
+            .await;
+            Connection::new(&self.shared, &self.runtime, id, caller)
+        }
+    }
+
+    /// How many WebSocket connections were accepted so far.
+    pub fn connection_count(&self) -> usize {
+        self.shared.lock().connections.len()
+    }
+
+    /// Every handshake attempt so far, oldest first.
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.shared.lock().attempts.clone()
+    }
+
+    /// Answers the next `n` upgrade requests with `status` instead of 101.
+    pub fn reject_next_handshakes(&self, n: usize, status: u16) {
+        let mut state = self.shared.lock();
+        state.reject_next.extend(std::iter::repeat_n(status, n));
+    }
+
+    /// Stops listening and drops every connection without a close frame: the client
+    /// sees a reset, then "connection refused" until [`FakeServer::restart`].
+    pub async fn stop(&self) {
+        if let Some(task) = self.halt() {
+            // The listener is dropped when its task ends: from then on, connection refused.
+            let _ = task.await;
+        }
+        // And every connection task has let go of its socket.
+        let _ = wait_for(
+            &self.shared,
+            &self.runtime,
+            Some(DEFAULT_DEADLINE),
+            |state| state.outbound.iter().all(Option::is_none).then_some(()),
+        )
+        .await;
+    }
+
+    /// Listens again on the same port after [`FakeServer::stop`].
+    pub async fn restart(&self) {
+        let port = self.port;
+        let small_buffers = self.shared.config.small_buffers;
+        let listener = self
+            .runtime
+            .spawn(async move {
+                // The old socket may linger for a moment: retry briefly.
+                let mut last = None;
+                for _ in 0..200 {
+                    match bind(port, small_buffers).await {
+                        Ok(listener) => return Ok(listener),
+                        Err(e) => last = Some(e),
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(last.expect("at least one attempt"))
+            })
+            .await
+            .expect("fake server runtime")
+            .unwrap_or_else(|e| panic!("could not listen on port {port} again: {e}"));
+        self.serve(listener);
+    }
+
+    /// Stops the server and checks what the client sent (see the type's docs).
+    pub async fn shutdown(self) {
+        self.stop().await;
+        drop(self);
+    }
+
+    /// Everything that would fail the test at drop (empty when all is well).
+    pub fn problems(&self) -> Vec<String> {
+        problems_of(&self.shared, None)
+    }
+}
+
+impl<In, Out> FakeServer<In, Out> {
+    /// Closes the listener and drops every connection abruptly (a reset); returns the
+    /// accept task, which owns the listener, so a caller can wait for the port to close.
+    fn halt(&self) -> Option<JoinHandle<()>> {
+        let listening = self
+            .listening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let task = listening.map(|Listening { stop, task }| {
+            let _ = stop.send(());
+            task
+        });
+        let mut state = self.shared.lock();
+        // Handshakes still in flight belong to the old epoch and are dropped when they end.
+        state.epoch += 1;
+        for sender in state.outbound.iter().flatten() {
+            let (done, _) = oneshot::channel();
+            let _ = sender.send(Command::Abort(done));
+        }
+        task
+    }
+}
+
+impl<In, Out> Drop for FakeServer<In, Out> {
+    fn drop(&mut self) {
+        // No waiting here: a drop must not block, and the runtime's own shutdown
+        // closes whatever is left.
+        let _ = self.halt();
+        if let Some(stop) = self.runtime_stop.take() {
+            let _ = stop.send(());
+        }
+        fail_on_problems(
+            &self.shared,
+            None,
+            &format!(
+                "the fake WebSocket server started at {}",
+                self.shared.config.location
+            ),
+        );
+    }
+}

@@ -1,0 +1,427 @@
+//! The tasks on the server's runtime: the accept loop, the handshake of each
+//! connection (inspected, logged and possibly refused in tungstenite's
+//! `accept_hdr_async` callback), and one task a connection running one `select!` loop
+//! over the socket's frames, the [`Command`]s of the test and its own pings.
+//!
+//! They record every frame and attempt in the shared state (`state`), decode what the
+//! client sends, fire the mounted rules (`builder`), and wake the waiters; a
+//! [`Connection`](super::Connection) handle drives its task through the [`Command`]
+//! channel.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use super::handshake::{Attempt, AttemptOutcome, HandshakeRequest};
+use super::state::{ConnState, Inbound, Shared};
+use crate::transcript::{Direction, FrameKind};
+
+/// `SO_RCVBUF` of the listener with [`FakeServerBuilder::small_socket_buffers`] (Linux
+/// doubles it, and accepted connections inherit it).
+///
+/// [`FakeServerBuilder::small_socket_buffers`]: super::FakeServerBuilder::small_socket_buffers
+const SMALL_RECEIVE_BUFFER: u32 = 2048;
+/// The MSS the listener advertises with [`FakeServerBuilder::small_socket_buffers`]:
+/// Linux grows a sender's send buffer in proportion to the peer's MSS, up to 4 MiB with
+/// loopback's 64 KiB segments; with this one it stays around 100 KiB.
+///
+/// [`FakeServerBuilder::small_socket_buffers`]: super::FakeServerBuilder::small_socket_buffers
+const SMALL_MSS: u32 = 536;
+
+/// The accept loop of a listening server, and how to stop it.
+pub(super) struct Listening {
+    pub(super) stop: oneshot::Sender<()>,
+    pub(super) task: JoinHandle<()>,
+}
+
+/// What a [`Connection`](super::Connection) handle (or the server, stopping) asks a
+/// connection's task to do; each carries a sender the task answers once it is done.
+pub(super) enum Command {
+    Send(Message, oneshot::Sender<()>),
+    Close(u16, String, oneshot::Sender<()>),
+    Abort(oneshot::Sender<()>),
+    /// Read from the socket (`true`) or not (`false`).
+    Read(bool, oneshot::Sender<()>),
+    /// Ping the client every so often (`None`: stop).
+    PingEvery(Option<Duration>, oneshot::Sender<()>),
+}
+
+/// Listens on `127.0.0.1:port` (`0`: a free port), with small buffers if asked.
+pub(super) async fn bind(port: u16, small_buffers: bool) -> std::io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    if small_buffers {
+        // Set on the listener, before `listen`: accepted sockets inherit both, and the
+        // window and MSS are announced in the SYN-ACK.
+        socket.set_recv_buffer_size(SMALL_RECEIVE_BUFFER)?;
+        socket2::SockRef::from(&socket).set_tcp_mss(SMALL_MSS)?;
+    }
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
+    socket.listen(128)
+}
+
+pub(super) async fn accept_loop<In, Out>(
+    shared: Arc<Shared<In, Out>>,
+    listener: TcpListener,
+    mut stop: oneshot::Receiver<()>,
+) where
+    In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
+    Out: Serialize + Send + 'static,
+{
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    let epoch = shared.lock().epoch;
+                    tokio::spawn(handle_connection(shared.clone(), stream, epoch));
+                }
+            }
+        }
+    }
+}
+
+async fn handle_connection<In, Out>(shared: Arc<Shared<In, Out>>, stream: TcpStream, epoch: u64)
+where
+    In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
+    Out: Serialize + Send + 'static,
+{
+    let at = Instant::now();
+    // What the handshake callback saw: the request, and the status it was refused with.
+    type Seen = Option<(HandshakeRequest, Option<u16>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let callback = {
+        let shared = shared.clone();
+        let seen = seen.clone();
+        // tungstenite's callback signature fixes the error type; its size is not ours to choose.
+        #[allow(clippy::result_large_err)]
+        move |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
+            let handshake = HandshakeRequest::from_request(request);
+            let rejection = if request.uri().path() != shared.config.path {
+                Some(404)
+            } else {
+                shared.lock().reject_next.pop_front()
+            };
+            *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some((handshake.clone(), rejection));
+            if let Some(status) = rejection {
+                let mut error =
+                    ErrorResponse::new(Some(format!("rejected by the fake server with {status}")));
+                *error.status_mut() =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+                return Err(error);
+            }
+            if let Some(wanted) = &shared.config.subprotocol
+                && handshake.subprotocols().iter().any(|p| p == wanted)
+                && let Ok(value) = HeaderValue::from_str(wanted)
+            {
+                response
+                    .headers_mut()
+                    .insert("sec-websocket-protocol", value);
+            }
+            Ok(response)
+        }
+    };
+    let result = tokio_tungstenite::accept_hdr_async(stream, callback).await;
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let (request, rejection) = match seen {
+        Some((request, rejection)) => (Some(request), rejection),
+        None => (None, None),
+    };
+    let ws = match (result, rejection) {
+        (Ok(ws), _) => ws,
+        (Err(_), Some(status)) => {
+            record_attempt(&shared, at, request, AttemptOutcome::Rejected(status));
+            return;
+        }
+        (Err(e), None) => {
+            record_attempt(&shared, at, request, AttemptOutcome::Failed(e.to_string()));
+            return;
+        }
+    };
+    let request = request.expect("an accepted handshake had a request");
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let id = {
+        let mut state = shared.lock();
+        if state.epoch != epoch {
+            drop(state);
+            reset(ws);
+            let outcome = AttemptOutcome::Failed("the server stopped during the handshake".into());
+            record_attempt(&shared, at, Some(request), outcome);
+            return;
+        }
+        state.attempts.push(Attempt {
+            at,
+            request: Some(request.clone()),
+            outcome: AttemptOutcome::Accepted,
+        });
+        let id = state.connections.len();
+        state.connections.push(ConnState {
+            id,
+            started: Instant::now(),
+            request,
+            transcript: Vec::new(),
+            inbound: Vec::new(),
+            allowed: Vec::new(),
+            closed: None,
+            claimed: false,
+            reported: false,
+        });
+        state.outbound.push(Some(commands_tx.clone()));
+        id
+    };
+    shared.notify.notify_waiters();
+    run_connection(shared.clone(), id, ws, commands, commands_tx).await;
+    let mut state = shared.lock();
+    state.outbound[id] = None;
+    if state.connections[id].closed.is_none() {
+        state.connections[id].closed = Some(None);
+    }
+    drop(state);
+    shared.notify.notify_waiters();
+}
+
+fn record_attempt<In, Out>(
+    shared: &Shared<In, Out>,
+    at: Instant,
+    request: Option<HandshakeRequest>,
+    outcome: AttemptOutcome,
+) {
+    shared.lock().attempts.push(Attempt {
+        at,
+        request,
+        outcome,
+    });
+    shared.notify.notify_waiters();
+}
+
+async fn run_connection<In, Out>(
+    shared: Arc<Shared<In, Out>>,
+    id: usize,
+    mut ws: WebSocketStream<TcpStream>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    commands_tx: mpsc::UnboundedSender<Command>,
+) where
+    In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
+    Out: Serialize + Send + 'static,
+{
+    let mut reading = true;
+    let mut pings: Option<tokio::time::Interval> = None;
+    loop {
+        tokio::select! {
+            // Commands first: one the test sent before the client wrote a frame takes
+            // effect before that frame is read (`stop_answering_pings` relies on it).
+            biased;
+            command = commands.recv() => {
+                let Some(command) = command else { return };
+                match command {
+                    Command::Send(message, done) => {
+                        record_sent(&shared, id, &message, None);
+                        let written = write(&mut ws, message).await;
+                        let _ = done.send(());
+                        if !written {
+                            return;
+                        }
+                    }
+                    Command::Close(code, reason, done) => {
+                        let message = Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() }));
+                        record_sent(&shared, id, &message, None);
+                        let written = write(&mut ws, message).await;
+                        let _ = done.send(());
+                        if !written {
+                            return;
+                        }
+                    }
+                    Command::Abort(done) => {
+                        reset(ws);
+                        let mut state = shared.lock();
+                        state.connections[id].closed.get_or_insert(None);
+                        drop(state);
+                        let _ = done.send(());
+                        return;
+                    }
+                    Command::Read(read, done) => {
+                        reading = read;
+                        let _ = done.send(());
+                    }
+                    Command::PingEvery(every, done) => {
+                        pings = every.map(|every| {
+                            let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                            pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                            pings
+                        });
+                        let _ = done.send(());
+                    }
+                }
+            }
+            _ = async { pings.as_mut().expect("guarded").tick().await }, if pings.is_some() => {
+                let ping = Message::Ping(Vec::new().into());
+                record_sent(&shared, id, &ping, None);
+                if !write(&mut ws, ping).await {
+                    return;
+                }
+            }
+            frame = ws.next(), if reading => {
+                let frame = match frame {
+                    None | Some(Err(_)) => return,
+                    Some(Ok(frame)) => frame,
+                };
+                let closed = matches!(frame, Message::Close(_));
+                on_frame(&shared, id, frame, &commands_tx);
+                shared.notify.notify_waiters();
+                if closed {
+                    // tungstenite answers the close; flush it, then the stream ends.
+                    let _ = ws.flush().await;
+                }
+            }
+        }
+    }
+}
+
+/// Writes a frame; `false` when the socket is broken (the client is gone), which ends
+/// the connection even while the fake is not reading (when a read would not tell).
+async fn write(ws: &mut WebSocketStream<TcpStream>, message: Message) -> bool {
+    !matches!(
+        ws.send(message).await,
+        Err(tokio_tungstenite::tungstenite::Error::Io(_))
+    )
+}
+
+/// Drops the TCP connection with a RST instead of a FIN: the abrupt end a crashed
+/// peer produces.
+fn reset(ws: WebSocketStream<TcpStream>) {
+    let _ = socket2::SockRef::from(ws.get_ref()).set_linger(Some(Duration::ZERO));
+    drop(ws);
+}
+
+fn record_sent<In, Out>(
+    shared: &Shared<In, Out>,
+    id: usize,
+    message: &Message,
+    note: Option<String>,
+) {
+    let frame = frame_kind(message);
+    shared.lock().connections[id].record(Direction::ToClient, frame, note);
+}
+
+fn frame_kind(message: &Message) -> FrameKind {
+    match message {
+        Message::Text(text) => FrameKind::Text(text.as_str().to_owned()),
+        Message::Binary(bytes) => FrameKind::Binary(bytes.to_vec()),
+        Message::Ping(bytes) => FrameKind::Ping(bytes.to_vec()),
+        Message::Pong(bytes) => FrameKind::Pong(bytes.to_vec()),
+        Message::Close(frame) => FrameKind::Close {
+            code: frame.as_ref().map(|f| u16::from(f.code)),
+            reason: frame
+                .as_ref()
+                .map(|f| f.reason.as_str().to_owned())
+                .unwrap_or_default(),
+        },
+        Message::Frame(_) => FrameKind::Binary(Vec::new()),
+    }
+}
+
+/// Records a frame from the client, decodes it, and runs the first matching rule.
+fn on_frame<In, Out>(
+    shared: &Arc<Shared<In, Out>>,
+    id: usize,
+    frame: Message,
+    commands: &mpsc::UnboundedSender<Command>,
+) where
+    In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
+    Out: Serialize + Send + 'static,
+{
+    let kind = frame_kind(&frame);
+    let mut state = shared.lock();
+    match frame {
+        Message::Text(text) => {
+            let decoded = (shared.config.decoder)(text.as_str());
+            let (message, error) = match decoded {
+                Ok(message) => (Some(message), None),
+                Err(e) => (None, Some(e)),
+            };
+            let mut note = error.as_ref().map(|e| format!("contract violation: {e}"));
+            // The first matching rule; its reply runs after the lock is released, so a
+            // reply closure may call back into the fake.
+            let mut answer = None;
+            if let Some(message) = &message
+                && let Some(mounted) = state
+                    .rules
+                    .iter_mut()
+                    .find(|mounted| mounted.rule.matcher.matches(message))
+            {
+                mounted.hits += 1;
+                note = Some(format!("answered by the rule for {}", mounted.rule.matcher));
+                answer = Some((mounted.rule.reply.clone(), mounted.rule.delay));
+            }
+            let conn = &mut state.connections[id];
+            let entry = conn.record(Direction::FromClient, kind, note);
+            conn.inbound.push(Inbound {
+                entry,
+                message: message.clone(),
+                error,
+                consumed: false,
+                handled: answer.is_some(),
+            });
+            drop(state);
+            if let (Some((reply, delay)), Some(message)) = (answer, message) {
+                let texts: Vec<String> = reply(&message)
+                    .iter()
+                    .map(|r| serde_json::to_string(r).expect("Out serialises"))
+                    .collect();
+                let commands = commands.clone();
+                let send_all = move || {
+                    for text in texts {
+                        let (done, _) = oneshot::channel();
+                        let _ = commands.send(Command::Send(Message::Text(text.into()), done));
+                    }
+                };
+                match delay {
+                    None => send_all(),
+                    Some(delay) => {
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            send_all();
+                        });
+                    }
+                }
+            }
+        }
+        Message::Binary(_) => {
+            let conn = &mut state.connections[id];
+            let entry = conn.record(
+                Direction::FromClient,
+                kind,
+                Some("contract violation: binary frame".into()),
+            );
+            conn.inbound.push(Inbound {
+                entry,
+                message: None,
+                error: Some("a binary frame; the protocol is text only".into()),
+                consumed: false,
+                handled: false,
+            });
+        }
+        Message::Close(frame) => {
+            let conn = &mut state.connections[id];
+            conn.record(Direction::FromClient, kind, None);
+            conn.closed = Some(frame.map(|f| u16::from(f.code)));
+        }
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
+            state.connections[id].record(Direction::FromClient, kind, None);
+        }
+    }
+}

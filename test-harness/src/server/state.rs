@@ -1,0 +1,214 @@
+//! What the handles and the socket tasks share: [`Shared`], one mutex over [`State`]
+//! (every connection's [`ConnState`] with its transcript, the handshake attempts, the
+//! mounted rules, each connection task's command channel) and a [`Notify`] that wakes
+//! every waiter when it changes.
+//!
+//! The socket tasks (`socket`) write into it; the [`FakeServer`](super::FakeServer) and
+//! [`Connection`](super::Connection) handles read it and wait on it with [`wait_for`]
+//! or, when the test cannot go on without what they wait for, [`wait_or_fail`];
+//! `verify` reads it at drop.
+
+use std::collections::VecDeque;
+use std::panic::Location;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+
+use super::builder::{Decoder, FakeServerBuilder, Rule};
+use super::handshake::{Attempt, HandshakeRequest};
+use super::socket::Command;
+use crate::matcher::Matcher;
+use crate::transcript::{Direction, FrameKind, TranscriptEntry, render};
+
+/// A data frame from the client, and what became of it.
+pub(super) struct Inbound<In> {
+    /// Index into the transcript.
+    pub(super) entry: usize,
+    pub(super) message: Option<In>,
+    /// Why the frame is not an `In` (a contract violation), if it is not.
+    pub(super) error: Option<String>,
+    pub(super) consumed: bool,
+    pub(super) handled: bool,
+}
+
+/// One accepted connection: its request, its transcript, what the client sent and
+/// what became of it.
+pub(super) struct ConnState<In> {
+    pub(super) id: usize,
+    pub(super) started: Instant,
+    pub(super) request: HandshakeRequest,
+    pub(super) transcript: Vec<TranscriptEntry>,
+    pub(super) inbound: Vec<Inbound<In>>,
+    pub(super) allowed: Vec<Matcher<In>>,
+    /// `Some(code)` once closed; the inner value is the client's close code, if any.
+    pub(super) closed: Option<Option<u16>>,
+    pub(super) claimed: bool,
+    /// Its problems already failed the test (when its handle was dropped).
+    pub(super) reported: bool,
+}
+
+impl<In> ConnState<In> {
+    /// Takes the first frame not yet taken that satisfies `wanted`: the one way
+    /// `expect`, `recv` and `expect_invalid` consume what the client sent.
+    pub(super) fn take(
+        &mut self,
+        wanted: impl Fn(&Inbound<In>) -> bool,
+    ) -> Option<&mut Inbound<In>> {
+        let inbound = self.inbound.iter_mut().find(|i| !i.consumed && wanted(i))?;
+        inbound.consumed = true;
+        Some(inbound)
+    }
+
+    pub(super) fn record(
+        &mut self,
+        direction: Direction,
+        frame: FrameKind,
+        note: Option<String>,
+    ) -> usize {
+        self.transcript.push(TranscriptEntry {
+            at: self.started.elapsed(),
+            direction,
+            frame,
+            note,
+        });
+        self.transcript.len() - 1
+    }
+
+    /// How a wait on this connection fails the test: `what` went wrong, above the
+    /// transcript so far.
+    pub(super) fn failure(&self, what: String) -> String {
+        format!("{what}\ntranscript:\n{}", render(&self.transcript))
+    }
+}
+
+/// Everything the handles and the socket tasks share, behind [`Shared`]'s mutex.
+pub(super) struct State<In, Out> {
+    /// Bumped by every stop: a handshake that began before it is not let in after it.
+    pub(super) epoch: u64,
+    pub(super) connections: Vec<ConnState<In>>,
+    pub(super) attempts: Vec<Attempt>,
+    pub(super) reject_next: VecDeque<u16>,
+    pub(super) rules: Vec<MountedRule<In, Out>>,
+    pub(super) outbound: Vec<Option<mpsc::UnboundedSender<Command>>>,
+}
+
+/// The state, the wake-up of every waiter when it changes, and the fixed configuration.
+pub(super) struct Shared<In, Out> {
+    pub(super) state: Mutex<State<In, Out>>,
+    pub(super) notify: Notify,
+    pub(super) config: Config<In>,
+}
+
+/// What the builder set, fixed for the server's life.
+pub(super) struct Config<In> {
+    pub(super) path: String,
+    pub(super) subprotocol: Option<String>,
+    pub(super) decoder: Decoder<In>,
+    pub(super) strict: bool,
+    pub(super) small_buffers: bool,
+    pub(super) location: &'static Location<'static>,
+}
+
+impl<In, Out> Shared<In, Out> {
+    /// The state of a server just started: no connection yet, the builder's rules
+    /// mounted, none fired.
+    pub(super) fn new(
+        builder: FakeServerBuilder<In, Out>,
+        location: &'static Location<'static>,
+    ) -> Self {
+        Shared {
+            state: Mutex::new(State {
+                epoch: 0,
+                connections: Vec::new(),
+                attempts: Vec::new(),
+                reject_next: VecDeque::new(),
+                rules: builder
+                    .rules
+                    .into_iter()
+                    .map(|rule| MountedRule { rule, hits: 0 })
+                    .collect(),
+                outbound: Vec::new(),
+            }),
+            notify: Notify::new(),
+            config: Config {
+                path: builder.path,
+                subprotocol: builder.subprotocol,
+                decoder: builder.decoder,
+                strict: builder.strict,
+                small_buffers: builder.small_buffers,
+                location,
+            },
+        }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, State<In, Out>> {
+        // A panic in a test thread must not poison the fake for the drop check.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A rule of the builder's, and how often it fired so far.
+pub(super) struct MountedRule<In, Out> {
+    pub(super) rule: Rule<In, Out>,
+    pub(super) hits: usize,
+}
+
+/// Waits on the server's runtime until `check` yields, or `deadline` (if any) passes.
+pub(super) async fn wait_for<In, Out, T>(
+    shared: &Shared<In, Out>,
+    runtime: &Handle,
+    deadline: Option<Duration>,
+    mut check: impl FnMut(&mut State<In, Out>) -> Option<T>,
+) -> Option<T> {
+    // The sleep is created inside a task of the fake's runtime: creating it here would
+    // need the caller's runtime, which may not be tokio or may have no timer.
+    let mut timer = deadline.map(|deadline| {
+        AbortOnDrop(runtime.spawn(async move { tokio::time::sleep(deadline).await }))
+    });
+    loop {
+        let notified = shared.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(value) = check(&mut shared.lock()) {
+            return Some(value);
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = async { (&mut timer.as_mut().expect("guarded").0).await }, if timer.is_some() => {
+                return check(&mut shared.lock());
+            }
+        }
+    }
+}
+
+/// A timer task that goes away with the wait that started it (even a cancelled one).
+pub(super) struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// [`wait_for`] up to `deadline`, failing the test when it passes: returns what `check`
+/// yields; when the deadline passes first, panics at `caller` with what `failure` says
+/// of the state then (what did not happen within the deadline, and what did: the
+/// transcript, the handshake attempts). Every wait that fails the test when its
+/// deadline passes goes through here (`expect_silence` fails when something comes).
+pub(super) async fn wait_or_fail<In, Out, T>(
+    shared: &Shared<In, Out>,
+    runtime: &Handle,
+    caller: &'static Location<'static>,
+    deadline: Duration,
+    check: impl FnMut(&mut State<In, Out>) -> Option<T>,
+    failure: impl FnOnce(&State<In, Out>) -> String,
+) -> T {
+    if let Some(value) = wait_for(shared, runtime, Some(deadline), check).await {
+        return value;
+    }
+    let failure = failure(&shared.lock());
+    panic!("{caller}: {failure}");
+}

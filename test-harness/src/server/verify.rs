@@ -1,0 +1,90 @@
+//! Verification at drop: what fails the test when the [`FakeServer`](super::FakeServer)
+//! or the last clone of a [`Connection`](super::Connection) handle is dropped.
+//!
+//! It reads the shared state (`state`): frames from the client that nobody looked at
+//! (when strict), frames that are not valid messages, and (for the whole server) rules
+//! that did not fire as often as the builder (`builder`) said; and it renders them,
+//! with the transcripts, into one panic, never while the thread is already panicking.
+
+use super::state::Shared;
+use crate::transcript::render;
+
+/// Panics with every problem of the fake (`only: None`) or of one connection, unless
+/// the thread is already panicking. Reported connections are not reported again.
+pub(super) fn fail_on_problems<In, Out>(
+    shared: &Shared<In, Out>,
+    only: Option<usize>,
+    whose: &str,
+) {
+    if std::thread::panicking() {
+        return;
+    }
+    let problems = problems_of(shared, only);
+    if problems.is_empty() {
+        return;
+    }
+    let transcripts = {
+        let mut state = shared.lock();
+        state
+            .connections
+            .iter_mut()
+            .filter(|c| only.is_none_or(|id| id == c.id))
+            .map(|c| {
+                c.reported = true;
+                format!("  connection {}:\n{}", c.id, render(&c.transcript))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    panic!(
+        "{whose} found problems:\n- {}\n\ntranscripts:\n{transcripts}",
+        problems.join("\n- ")
+    );
+}
+
+/// What fails the test at drop: of the whole fake (`None`) or of one connection.
+pub(super) fn problems_of<In, Out>(shared: &Shared<In, Out>, only: Option<usize>) -> Vec<String> {
+    let state = shared.lock();
+    let mut problems = Vec::new();
+    let connections = state
+        .connections
+        .iter()
+        .filter(|c| !c.reported && only.is_none_or(|id| id == c.id));
+    for conn in connections {
+        for inbound in &conn.inbound {
+            if inbound.consumed {
+                continue;
+            }
+            if let Some(message) = &inbound.message
+                && conn.allowed.iter().any(|a| a.matches(message))
+            {
+                continue;
+            }
+            let entry = &conn.transcript[inbound.entry];
+            if let Some(error) = &inbound.error {
+                problems.push(format!(
+                    "connection {}: contract violation, a frame that is not a valid message ({error}): {entry}",
+                    conn.id
+                ));
+            } else if shared.config.strict && !inbound.handled {
+                problems.push(format!(
+                    "connection {}: a message that no expectation or rule looked at: {entry}",
+                    conn.id
+                ));
+            }
+        }
+    }
+    if only.is_none() {
+        for mounted in &state.rules {
+            if let Some(expected) = mounted.rule.expected
+                && mounted.hits != expected
+            {
+                problems.push(format!(
+                    "the rule for {} (mounted at {}) fired {} times, expected {expected}",
+                    mounted.rule.matcher, mounted.rule.location, mounted.hits
+                ));
+            }
+        }
+    }
+    problems
+}
