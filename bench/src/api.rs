@@ -19,6 +19,17 @@ pub struct Api {
     recorder: Arc<Recorder>,
 }
 
+/// One attempt of a call that may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt<T> {
+    /// The answer wanted.
+    Done(T),
+    /// No answer, a timeout, a 5xx or 429: it may pass later.
+    Retry,
+    /// A 4xx that a retry will not change.
+    Refused(u16),
+}
+
 #[derive(Deserialize)]
 struct Created {
     id: Uuid,
@@ -124,6 +135,87 @@ impl Api {
                 self.fail("GET /orders/…/invoice", &e);
                 false
             }
+        }
+    }
+
+    /// `POST {orders}/orders` on the given Orders instance with an `Idempotency-Key`:
+    /// 201 (created) or 200 (the key's first order) → its id.
+    pub async fn create_keyed(&self, orders: &str, key: &str) -> Attempt<Uuid> {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Attempt::Retry;
+        };
+        let sent = self
+            .http
+            .post(format!("{orders}/orders"))
+            .header("Idempotency-Key", key)
+            .json(&serde_json::json!({"amount": 1999, "currency": "EUR", "description": "loadgen chaos"}))
+            .send()
+            .await;
+        match sent {
+            Ok(r) if matches!(r.status().as_u16(), 200 | 201) => match r.json::<Created>().await {
+                Ok(created) => Attempt::Done(created.id),
+                Err(e) => {
+                    self.fail("POST /orders", &e);
+                    Attempt::Retry
+                }
+            },
+            Ok(r) => self.status("POST /orders", r.status().as_u16()),
+            Err(e) => {
+                self.fail("POST /orders", &e);
+                Attempt::Retry
+            }
+        }
+    }
+
+    /// `POST {orders}/orders/{id}/cancel`: 202, or 409 (already final: an earlier
+    /// attempt whose answer was lost may have been the one).
+    pub async fn cancel_order(&self, orders: &str, id: Uuid) -> Attempt<u16> {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Attempt::Retry;
+        };
+        match self
+            .http
+            .post(format!("{orders}/orders/{id}/cancel"))
+            .send()
+            .await
+        {
+            Ok(r) if matches!(r.status().as_u16(), 202 | 409) => Attempt::Done(r.status().as_u16()),
+            Ok(r) => self.status("POST /orders/…/cancel", r.status().as_u16()),
+            Err(e) => {
+                self.fail("POST /orders/…/cancel", &e);
+                Attempt::Retry
+            }
+        }
+    }
+
+    /// `POST {payment_url}/{action}` (`complete` or `cancel`, the page's buttons) → 303.
+    pub async fn page_action(&self, payment_url: &str, action: &str) -> Attempt<()> {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Attempt::Retry;
+        };
+        let what = format!("POST /pay/…/{action}");
+        match self
+            .http
+            .post(format!("{payment_url}/{action}"))
+            .send()
+            .await
+        {
+            Ok(r) if r.status().as_u16() == 303 => Attempt::Done(()),
+            Ok(r) => self.status(&what, r.status().as_u16()),
+            Err(e) => {
+                self.fail(&what, &e);
+                Attempt::Retry
+            }
+        }
+    }
+
+    /// A status that is not the answer: 5xx and 429 may pass (retry), others never do.
+    fn status<T>(&self, what: &str, code: u16) -> Attempt<T> {
+        self.recorder.error(format!("{what}: HTTP {code}"));
+        if code >= 500 || code == 429 {
+            Attempt::Retry
+        } else {
+            Attempt::Refused(code)
         }
     }
 

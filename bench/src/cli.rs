@@ -50,7 +50,13 @@ pub enum Command {
         #[arg(required = true)]
         reports: Vec<PathBuf>,
     },
-    /// Drops bench_* databases left by loadgen processes that no longer run.
+    /// A soak under faults (issue 9): orders at a steady rate, each paid or cancelled
+    /// at random, while Orders, Payments (kill -9, SIGTERM) and PostgreSQL (restart)
+    /// fail every 2–5 s, one then two instances of each; then the invariants, by SQL.
+    /// Runs on a PostgreSQL cluster of its own (pg_createcluster; needs root).
+    Chaos(ChaosArgs),
+    /// Drops bench_* databases left by loadgen processes that no longer run, and
+    /// chaos_<pid> PostgreSQL clusters of chaos runs that no longer run.
     Cleanup(CleanupArgs),
 }
 
@@ -229,6 +235,56 @@ pub struct PgbenchArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     pub database_url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ChaosArgs {
+    /// Orders to create, at a steady rate.
+    #[arg(long, default_value_t = 20_000)]
+    pub orders: u64,
+    /// Orders created per second (the load lasts orders ÷ rate).
+    #[arg(long, default_value_t = 40.0)]
+    pub rate: f64,
+    /// Shortest pause between two faults.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub fault_min: Duration,
+    /// Longest pause between two faults.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub fault_max: Duration,
+    /// The share of the load run with one instance of each service; then a second
+    /// instance of each starts on the same databases (1: never).
+    #[arg(long, default_value_t = 0.5)]
+    pub single_phase: f64,
+    /// Weights of the actions: pay on the page, cancel on the page, cancel through
+    /// the API.
+    #[arg(long, default_value = "50,25,25")]
+    pub mix: String,
+    /// After the faults stop: how long every order may take to settle (nothing
+    /// pending_payment, every answered action final, no unacked event).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub settle: Duration,
+    /// How long one call (create, cancel, a page button) is retried while its service
+    /// is down.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub retry_for: Duration,
+    /// How long an order to pay or cancel on its page waits for the page.
+    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+    pub page_wait: Duration,
+    /// Seed of every random choice (default: the time); it is in the report.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// PostgreSQL major version of the run's own cluster (default: the newest installed).
+    #[arg(long)]
+    pub pg_version: Option<String>,
+    /// Period of the query that finds the orders' pages.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub watch: Duration,
+    /// At most this many orders in flight (created, not yet acted on).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_in_flight: usize,
+    /// (`--database-url` is not used: chaos runs on a PostgreSQL cluster of its own.)
+    #[command(flatten)]
+    pub common: Common,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -8,11 +8,13 @@
 //! once it is over), so that waiting for thousands of orders never polls the service
 //! being measured; [`stats`] turns samples into HdrHistogram percentiles and
 //! per-second bins; [`report`] writes JSON and Markdown, [`plot`] the SVG; the
-//! [`scenarios`] are `flow`, `burst`, `resume`, `backlog`, `smoke`, `explain`, and [`reference`]
+//! [`scenarios`] are `flow`, `burst`, `resume`, `backlog`, `smoke`, `explain`, `chaos`
+//! (on a PostgreSQL cluster of its own, [`cluster`]), and [`reference`]
 //! runs pgbench next to the services.
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod observe;
 pub mod plot;
 pub mod reference;

@@ -32,6 +32,7 @@ async fn async_main(cli: Cli) -> ExitCode {
         }
         Command::Smoke(a) => a.common.database_url.clone(),
         Command::Explain(a) => a.common.database_url.clone(),
+        Command::Chaos(a) => a.common.database_url.clone(),
         Command::Reference(a) => a.common.database_url.clone(),
         Command::Pgbench(a) => a.database_url.clone(),
         Command::Cleanup(a) => a.database_url.clone(),
@@ -61,6 +62,7 @@ async fn async_main(cli: Cli) -> ExitCode {
         }
     };
     Janitor::global().sweep(&database_url).await;
+    bench::cluster::sweep().await;
     outcome
 }
 
@@ -105,6 +107,19 @@ async fn run(command: Command) -> anyhow::Result<bool> {
             ok
         }
         Command::Explain(args) => bench::scenarios::explain::run(&args).await?.ok(),
+        Command::Chaos(args) => {
+            let report = bench::scenarios::chaos::run(&args).await?;
+            let ok = report.ok();
+            println!(
+                "chaos: {}",
+                if ok {
+                    "ok"
+                } else {
+                    "VIOLATIONS (see the checks)"
+                }
+            );
+            ok
+        }
         Command::Reference(args) => {
             bench::reference::compare(&args).await?;
             true
@@ -149,5 +164,8 @@ async fn cleanup(database_url: &str) -> anyhow::Result<()> {
         }
     }
     admin.close().await;
+    for name in bench::cluster::drop_orphans().await? {
+        println!("dropped PostgreSQL cluster {name}");
+    }
     Ok(())
 }

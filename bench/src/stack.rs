@@ -217,6 +217,10 @@ pub struct Stack {
     reports: [ServiceReport; 2],
     http: reqwest::Client,
     observer: Option<Observer>,
+    /// Appended to log and report names (`""`, or `-b` for a second instance).
+    label: String,
+    /// Whether [`Stack::shutdown`] drops the databases (a sibling shares them).
+    owns_databases: bool,
 }
 
 impl Stack {
@@ -268,6 +272,50 @@ impl Stack {
             ],
             http,
             observer: None,
+            label: String::new(),
+            owns_databases: true,
+        })
+    }
+
+    /// A second instance of each service on the SAME two databases, on new ports, with
+    /// the same token: its Orders links to its own Payments (`PAYMENTS_WS_URL`), its
+    /// Payments serves pages under its own URL. Its logs and reports are named
+    /// `<service><label>`. Its shutdown stops its processes but drops no database.
+    pub async fn sibling(&self, label: &str) -> anyhow::Result<Stack> {
+        let admin = admin_pool(&self.config.database_url).await?;
+        let taken = [self.orders_port, self.payments_port];
+        let port = || -> anyhow::Result<u16> {
+            loop {
+                let p = free_port()?;
+                if !taken.contains(&p) {
+                    return Ok(p);
+                }
+            }
+        };
+        let orders_port = port()?;
+        let mut payments_port = port()?;
+        while payments_port == orders_port {
+            payments_port = port()?;
+        }
+        let name = |s: &str| ServiceReport {
+            name: format!("{s}{label}"),
+            ..Default::default()
+        };
+        Ok(Stack {
+            config: self.config.clone(),
+            admin,
+            orders_db: self.orders_db.clone(),
+            payments_db: self.payments_db.clone(),
+            orders_port,
+            payments_port,
+            token: self.token.clone(),
+            orders: None,
+            payments: None,
+            reports: [name("orders"), name("payments")],
+            http: self.http.clone(),
+            observer: None,
+            label: label.to_owned(),
+            owns_databases: false,
         })
     }
 
@@ -344,8 +392,9 @@ impl Stack {
         let index = which as usize;
         self.reports[index].starts += 1;
         let log = self.config.out_dir.join(format!(
-            "{}-{}.log",
+            "{}{}-{}.log",
             which.name(),
+            self.label,
             self.reports[index].starts
         ));
         let file = std::fs::File::create(&log).with_context(|| format!("creating {log:?}"))?;
@@ -467,6 +516,36 @@ impl Stack {
         how
     }
 
+    /// SIGKILL (`kill -9`): no shutdown at all. Returns how it ended.
+    pub async fn kill(&mut self, which: Which) -> String {
+        let Some(process) = (match which {
+            Which::Orders => self.orders.as_mut(),
+            Which::Payments => self.payments.as_mut(),
+        }) else {
+            return "not running".into();
+        };
+        if let Some(kib) = read_status_kib(process.pid, "VmHWM:") {
+            process.hwm_kib.fetch_max(kib, Ordering::Relaxed);
+        }
+        let _ = process.child.start_kill();
+        let how = match tokio::time::timeout(self.config.stop_timeout, process.child.wait()).await {
+            Ok(Ok(status)) => format!("SIGKILL: {status}"),
+            Ok(Err(e)) => format!("SIGKILL: wait failed: {e}"),
+            Err(_) => "SIGKILL: still not reaped".to_owned(),
+        };
+        // Everything in its log was written before the kill: no shutdown to tell apart.
+        self.finish(which, how.clone(), None).await;
+        how
+    }
+
+    /// Whether the service's process is running (started and not stopped or killed).
+    pub fn is_running(&self, which: Which) -> bool {
+        match which {
+            Which::Orders => self.orders.is_some(),
+            Which::Payments => self.payments.is_some(),
+        }
+    }
+
     /// Records what the process left: memory, exit, log findings.
     async fn finish(&mut self, which: Which, how: String, stop_offset: Option<u64>) {
         let process = match which {
@@ -495,9 +574,11 @@ impl Stack {
         if let Some(observer) = self.observer.take() {
             observer.close().await;
         }
-        for name in [self.orders_db.clone(), self.payments_db.clone()] {
-            if let Err(e) = drop_database(&self.admin, &name).await {
-                eprintln!("loadgen: {e:#}");
+        if self.owns_databases {
+            for name in [self.orders_db.clone(), self.payments_db.clone()] {
+                if let Err(e) = drop_database(&self.admin, &name).await {
+                    eprintln!("loadgen: {e:#}");
+                }
             }
         }
         self.admin.close().await;

@@ -3,6 +3,7 @@
 
 pub mod backlog;
 pub mod burst;
+pub mod chaos;
 pub mod explain;
 pub mod flow;
 pub mod resume;
@@ -291,7 +292,7 @@ pub async fn finish(
     latency_stages: &[&str],
     started: Instant,
 ) -> anyhow::Result<Report> {
-    let services = stack.shutdown().await;
+    let mut services = stack.shutdown().await;
     let mut report = match result {
         Ok(report) => report,
         Err(e) => {
@@ -303,6 +304,8 @@ pub async fn finish(
             return Err(e);
         }
     };
+    // A scenario with more instances put theirs in the report already.
+    services.append(&mut report.services);
     for s in &services {
         if s.starts > 0 {
             report.check(
