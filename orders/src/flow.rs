@@ -233,13 +233,6 @@ fn incident_kind(kind: &str) -> &'static str {
     }
 }
 
-fn outcome_name(state: PaymentOutcome) -> &'static str {
-    match state {
-        PaymentOutcome::Fulfill => "FULFILL",
-        PaymentOutcome::Cancel => "CANCEL",
-    }
-}
-
 /// The incidents of a batch of outcomes: each one the order could not take.
 fn incidents_of(
     outcomes: &[(OrderId, PaymentId, PaymentOutcome, Option<CancelReason>)],
@@ -256,7 +249,7 @@ fn incidents_of(
                     "contradicting_outcome",
                     format!(
                         "Payments reported {} for payment {payment_id}, but the order is {}",
-                        outcome_name(state),
+                        state.as_str(),
                         status.as_str()
                     ),
                 ),
@@ -264,7 +257,7 @@ fn incidents_of(
                     "payment_id_mismatch",
                     format!(
                         "Payments reported {} for payment {payment_id}, but the order ({}) holds payment {stored}",
-                        outcome_name(state),
+                        state.as_str(),
                         status.as_str()
                     ),
                 ),

@@ -722,7 +722,7 @@ async fn insert_event(
     reason: Option<CancelReason>,
     dispatched: bool,
 ) -> Result<Event, StoreError> {
-    let state = event_state(outcome);
+    let state = outcome.as_str();
     let event_id = sqlx::query_scalar!(
         "INSERT INTO payment_events (payment_id, order_id, state, reason, dispatched_at, \
              delivery_attempts) \
@@ -1053,7 +1053,7 @@ async fn finish_page_batch(
     let ids: Vec<Uuid> = items.iter().map(|i| i.payment_id.0).collect();
     let states: Vec<String> = items
         .iter()
-        .map(|i| event_state(i.outcome).to_owned())
+        .map(|i| i.outcome.as_str().to_owned())
         .collect();
     let reasons: Vec<Option<String>> = items
         .iter()
@@ -1104,11 +1104,4 @@ async fn finish_page_batch(
         answers.push(finished);
     }
     Ok(answers)
-}
-
-fn event_state(outcome: PaymentOutcome) -> &'static str {
-    match outcome {
-        PaymentOutcome::Fulfill => "FULFILL",
-        PaymentOutcome::Cancel => "CANCEL",
-    }
 }

@@ -150,6 +150,16 @@ pub enum PaymentOutcome {
     Cancel,
 }
 
+impl PaymentOutcome {
+    /// As the wire (and Payments' `payment_events.state`) spells it: `FULFILL`, `CANCEL`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentOutcome::Fulfill => "FULFILL",
+            PaymentOutcome::Cancel => "CANCEL",
+        }
+    }
+}
+
 /// Why a payment was cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

@@ -269,3 +269,13 @@ fn type_names_match_the_wire() {
     assert_eq!(value["type"], msg.type_name());
     assert!(ClientMessage::TYPES.contains(&msg.type_name()));
 }
+
+#[test]
+fn an_outcome_names_itself_as_the_wire_does() {
+    for outcome in [PaymentOutcome::Fulfill, PaymentOutcome::Cancel] {
+        assert_eq!(
+            serde_json::to_value(outcome).unwrap(),
+            serde_json::json!(outcome.as_str())
+        );
+    }
+}
