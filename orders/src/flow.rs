@@ -111,8 +111,8 @@ pub async fn handle_batch(
             let refused =
                 Store::record_refusals(&mut tx, &refusals, store.max_payment_attempts()).await?;
             tx.commit().await?;
-            for kind in new_incidents {
-                metrics.incident(incident_kind(&kind));
+            for incident in new_incidents {
+                metrics.incident(incident.kind);
             }
             (choices, recorded, applied, refused)
         };
@@ -222,15 +222,6 @@ pub async fn handle_batch(
             }
         })
         .collect())
-}
-
-/// The static name of an incident kind (for a metric label).
-fn incident_kind(kind: &str) -> &'static str {
-    match kind {
-        "contradicting_outcome" => "contradicting_outcome",
-        "payment_id_mismatch" => "payment_id_mismatch",
-        _ => "other",
-    }
 }
 
 /// The incidents of a batch of outcomes: each one the order could not take.

@@ -702,12 +702,12 @@ impl Store {
     }
 
     /// Records incidents in the caller's transaction (one per order, kind and event,
-    /// however often the event comes) and counts them on their orders. Returns the
-    /// kinds of those that were new.
-    pub async fn record_incidents(
+    /// however often the event comes) and counts them on their orders. Returns those
+    /// that were new.
+    pub async fn record_incidents<'i>(
         conn: &mut PgConnection,
-        incidents: &[NewIncident],
-    ) -> Result<Vec<String>, StoreError> {
+        incidents: &'i [NewIncident],
+    ) -> Result<Vec<&'i NewIncident>, StoreError> {
         if incidents.is_empty() {
             return Ok(Vec::new());
         }
@@ -723,11 +723,11 @@ impl Store {
                  INSERT INTO order_incidents (order_id, kind, event_id, detail) \
                  SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[]) \
                  ON CONFLICT DO NOTHING \
-                 RETURNING order_id, kind), \
+                 RETURNING order_id, kind, event_id), \
              counted AS (UPDATE orders o SET incidents = o.incidents + c.n \
                  FROM (SELECT order_id, count(*)::int AS n FROM new GROUP BY order_id) c \
                  WHERE o.id = c.order_id) \
-             SELECT kind AS \"kind!\" FROM new",
+             SELECT order_id AS \"order_id!\", kind AS \"kind!\", event_id AS \"event_id!\" FROM new",
             &ids,
             &kinds,
             &events,
@@ -735,7 +735,14 @@ impl Store {
         )
         .fetch_all(&mut *conn)
         .await?;
-        Ok(rows.into_iter().map(|r| r.kind).collect())
+        Ok(incidents
+            .iter()
+            .filter(|i| {
+                rows.iter().any(|r| {
+                    r.order_id == i.order_id.0 && r.kind == i.kind && r.event_id == i.event_id
+                })
+            })
+            .collect())
     }
 
     /// The incidents of an order, oldest first (at most [`INCIDENTS_LIMIT`]); `None`
