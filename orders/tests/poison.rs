@@ -39,6 +39,16 @@ fn attention(order: &Order) -> &Value {
     &order.0["attention"]
 }
 
+/// Waits until the order is parked; returns it.
+async fn wait_parked(app: &TestApp, id: shared_protocol::OrderId) -> Order {
+    helpers::wait_until(helpers::DEADLINE, || async {
+        let order = app.order(id).await;
+        attention(&order)["parked_at"].is_string().then_some(order)
+    })
+    .await
+    .expect("the order is parked within the deadline")
+}
+
 async fn metrics(app: &TestApp) -> String {
     app.get("/metrics").await.text().await.unwrap()
 }
@@ -64,12 +74,7 @@ async fn an_order_payments_keeps_refusing_is_parked_then_retried_by_an_operator(
     for _ in 0..MAX_ATTEMPTS {
         conn.expect(initiate_payment(order.id())).await;
     }
-    let parked = helpers::wait_until(helpers::DEADLINE, || async {
-        let order = app.order(order.id()).await;
-        attention(&order)["parked_at"].is_string().then_some(order)
-    })
-    .await
-    .expect("the order is parked");
+    let parked = wait_parked(&app, order.id()).await;
     assert_eq!(
         parked.0["status"], "pending_payment",
         "parking changes no status"
@@ -100,12 +105,7 @@ async fn an_order_payments_keeps_refusing_is_parked_then_retried_by_an_operator(
     for _ in 1..MAX_ATTEMPTS {
         conn.expect(initiate_payment(order.id())).await;
     }
-    helpers::wait_until(helpers::DEADLINE, || async {
-        let order = app.order(order.id()).await;
-        attention(&order)["parked_at"].is_string().then_some(())
-    })
-    .await
-    .expect("parked again");
+    wait_parked(&app, order.id()).await;
 
     let unknown = app
         .post(&format!("/orders/{}/retry", uuid::Uuid::new_v4()))
@@ -132,12 +132,7 @@ async fn an_answer_that_cannot_be_stored_parks_the_order_instead_of_looping() {
     for _ in 0..MAX_ATTEMPTS {
         conn.expect(initiate_payment(order.id())).await;
     }
-    let parked = helpers::wait_until(helpers::DEADLINE, || async {
-        let order = app.order(order.id()).await;
-        attention(&order)["parked_at"].is_string().then_some(order)
-    })
-    .await
-    .expect("the order is parked");
+    let parked = wait_parked(&app, order.id()).await;
     let error = attention(&parked)["last_payment_error"].as_str().unwrap();
     assert!(
         error.starts_with("could not store payment_methods"),
