@@ -188,6 +188,15 @@ struct Process {
     sampler: tokio::task::JoinHandle<()>,
 }
 
+impl Process {
+    /// Keeps the kernel's peak RSS (VmHWM) of the process before it goes.
+    fn record_peak(&self) {
+        if let Some(kib) = read_status_kib(self.pid, "VmHWM:") {
+            self.hwm_kib.fetch_max(kib, Ordering::Relaxed);
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Which {
     Orders,
@@ -428,11 +437,7 @@ impl Stack {
         }
         let deadline = Instant::now() + self.config.ready_timeout;
         loop {
-            let process = match which {
-                Which::Orders => self.orders.as_mut(),
-                Which::Payments => self.payments.as_mut(),
-            }
-            .expect("just started");
+            let process = self.process_mut(which).expect("just started");
             if let Some(status) = process.child.try_wait()? {
                 let log = process.log.clone();
                 self.finish(which, format!("exited at start-up: {status}"), None)
@@ -472,24 +477,32 @@ impl Stack {
         Ok(self.observer.clone().expect("set above"))
     }
 
-    pub fn pid(&self, which: Which) -> Option<u32> {
+    /// The running process of `which`, if any.
+    fn process(&self, which: Which) -> Option<&Process> {
         match which {
-            Which::Orders => self.orders.as_ref().map(|p| p.pid),
-            Which::Payments => self.payments.as_ref().map(|p| p.pid),
+            Which::Orders => self.orders.as_ref(),
+            Which::Payments => self.payments.as_ref(),
         }
+    }
+
+    fn process_mut(&mut self, which: Which) -> Option<&mut Process> {
+        match which {
+            Which::Orders => self.orders.as_mut(),
+            Which::Payments => self.payments.as_mut(),
+        }
+    }
+
+    pub fn pid(&self, which: Which) -> Option<u32> {
+        self.process(which).map(|p| p.pid)
     }
 
     /// SIGTERM, then SIGKILL after the stop timeout. Returns how it ended.
     pub async fn stop(&mut self, which: Which) -> String {
-        let Some(process) = (match which {
-            Which::Orders => self.orders.as_mut(),
-            Which::Payments => self.payments.as_mut(),
-        }) else {
+        let stop_timeout = self.config.stop_timeout;
+        let Some(process) = self.process_mut(which) else {
             return "not running".into();
         };
-        if let Some(kib) = read_status_kib(process.pid, "VmHWM:") {
-            process.hwm_kib.fetch_max(kib, Ordering::Relaxed);
-        }
+        process.record_peak();
         // What the log holds up to here was written before the stop was asked for.
         let before_stop = std::fs::metadata(&process.log).map_or(0, |m| m.len());
         let asked = Instant::now();
@@ -497,7 +510,7 @@ impl Stack {
             .arg("-TERM")
             .arg(process.pid.to_string())
             .status();
-        let how = match tokio::time::timeout(self.config.stop_timeout, process.child.wait()).await {
+        let how = match tokio::time::timeout(stop_timeout, process.child.wait()).await {
             Ok(Ok(status)) => format!(
                 "SIGTERM: exited after {:.1} s ({status})",
                 asked.elapsed().as_secs_f64()
@@ -508,7 +521,7 @@ impl Stack {
                 let _ = process.child.wait().await;
                 format!(
                     "SIGTERM: still running after {:?}, killed (SIGKILL)",
-                    self.config.stop_timeout
+                    stop_timeout
                 )
             }
         };
@@ -518,17 +531,13 @@ impl Stack {
 
     /// SIGKILL (`kill -9`): no shutdown at all. Returns how it ended.
     pub async fn kill(&mut self, which: Which) -> String {
-        let Some(process) = (match which {
-            Which::Orders => self.orders.as_mut(),
-            Which::Payments => self.payments.as_mut(),
-        }) else {
+        let stop_timeout = self.config.stop_timeout;
+        let Some(process) = self.process_mut(which) else {
             return "not running".into();
         };
-        if let Some(kib) = read_status_kib(process.pid, "VmHWM:") {
-            process.hwm_kib.fetch_max(kib, Ordering::Relaxed);
-        }
+        process.record_peak();
         let _ = process.child.start_kill();
-        let how = match tokio::time::timeout(self.config.stop_timeout, process.child.wait()).await {
+        let how = match tokio::time::timeout(stop_timeout, process.child.wait()).await {
             Ok(Ok(status)) => format!("SIGKILL: {status}"),
             Ok(Err(e)) => format!("SIGKILL: wait failed: {e}"),
             Err(_) => "SIGKILL: still not reaped".to_owned(),
@@ -540,10 +549,7 @@ impl Stack {
 
     /// Whether the service's process is running (started and not stopped or killed).
     pub fn is_running(&self, which: Which) -> bool {
-        match which {
-            Which::Orders => self.orders.is_some(),
-            Which::Payments => self.payments.is_some(),
-        }
+        self.process(which).is_some()
     }
 
     /// Records what the process left: memory, exit, log findings.
@@ -587,10 +593,7 @@ impl Stack {
 
     /// The reports so far (memory of running processes included).
     pub fn running_rss_mib(&self, which: Which) -> Option<f64> {
-        let p = match which {
-            Which::Orders => self.orders.as_ref(),
-            Which::Payments => self.payments.as_ref(),
-        }?;
+        let p = self.process(which)?;
         Some(p.max_rss_kib.load(Ordering::Relaxed) as f64 / 1024.0)
     }
 }
