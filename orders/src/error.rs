@@ -7,7 +7,6 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
 
 use crate::store::StoreError;
 
@@ -94,10 +93,7 @@ impl ResponseError for ApiError {
     }
 }
 
-/// `{"error": {"code": …, "message": …}}` with the given status.
-pub fn error_body(status: StatusCode, code: &str, message: &str) -> HttpResponse {
-    HttpResponse::build(status).json(json!({"error": {"code": code, "message": message}}))
-}
+pub use service_kit::routing::error_body;
 
 pub use service_kit::error_chain;
 

@@ -63,7 +63,7 @@ pub async fn endpoint(
     );
     if !authorized {
         tracing::warn!(peer = ?req.peer_addr(), "WebSocket handshake without a valid bearer token");
-        return json_error(
+        return service_kit::routing::error_body(
             actix_web::http::StatusCode::UNAUTHORIZED,
             "unauthorized",
             "a valid `Authorization: Bearer` token is required",
@@ -76,7 +76,7 @@ pub async fn endpoint(
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == SUBPROTOCOL);
     if !offered {
-        return json_error(
+        return service_kit::routing::error_body(
             actix_web::http::StatusCode::BAD_REQUEST,
             "unsupported_subprotocol",
             &format!("offer the subprotocol {SUBPROTOCOL} in Sec-WebSocket-Protocol"),
@@ -130,12 +130,6 @@ pub fn keep_socket(connection: &dyn std::any::Any, data: &mut actix_web::dev::Ex
     }
 }
 
-fn json_error(status: actix_web::http::StatusCode, code: &str, message: &str) -> HttpResponse {
-    HttpResponse::build(status)
-        .json(serde_json::json!({"error": {"code": code, "message": message}}))
-}
-
-/// Compares without an early exit, so the token cannot be guessed byte by byte from timing.
 type Frame = Result<AggregatedMessage, ProtocolError>;
 
 /// Forwards frames to the connection loop until the peer's stream ends, a close or

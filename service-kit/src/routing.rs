@@ -1,6 +1,6 @@
 //! Route helpers both services mount their resources with.
 
-use actix_web::http::header;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, Route, guard, web};
 
 /// A route for GET that answers HEAD too, as RFC 9110 §9.3.2 asks: the same status and
@@ -15,11 +15,21 @@ pub fn get_and_head() -> Route {
 /// example `"GET, HEAD"`).
 pub fn method_not_allowed(allow: &'static str) -> Route {
     web::to(move || async move {
-        HttpResponse::MethodNotAllowed()
-            .insert_header((header::ALLOW, allow))
-            .json(serde_json::json!({"error": {
-                "code": "method_not_allowed",
-                "message": format!("method not allowed; this resource allows {allow}"),
-            }}))
+        let mut response = error_body(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            &format!("method not allowed; this resource allows {allow}"),
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+        response
     })
+}
+
+/// The error shape of both services: `{"error": {"code": …, "message": …}}` with
+/// `status`.
+pub fn error_body(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .json(serde_json::json!({"error": {"code": code, "message": message}}))
 }

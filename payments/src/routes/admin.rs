@@ -9,6 +9,8 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
+use service_kit::routing::error_body;
+
 use crate::protocol::error_chain;
 use crate::startup::AppState;
 use crate::store::{Retry, off_arbiter};
@@ -44,7 +46,7 @@ pub async fn retry(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
             } else {
                 "it is still being delivered"
             };
-            error(
+            error_body(
                 StatusCode::CONFLICT,
                 "conflict",
                 &format!("event {event_id} is not dead-lettered: {why}"),
@@ -63,7 +65,9 @@ pub async fn dead_letters(req: HttpRequest, state: web::Data<AppState>) -> HttpR
     }
     let limit = match limit(req.query_string()) {
         Ok(limit) => limit,
-        Err(message) => return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_limit", &message),
+        Err(message) => {
+            return error_body(StatusCode::UNPROCESSABLE_ENTITY, "invalid_limit", &message);
+        }
     };
     let store = state.delivery.store.clone();
     match off_arbiter(async move { store.dead_letters(limit).await }).await {
@@ -99,7 +103,7 @@ fn unauthorized(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
         return None;
     }
     tracing::warn!(peer = ?req.peer_addr(), "admin request without a valid bearer token");
-    let mut response = error(
+    let mut response = error_body(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
         "a valid `Authorization: Bearer` token (PAYMENTS_TOKEN) is required",
@@ -112,7 +116,7 @@ fn unauthorized(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
 }
 
 fn no_such_event(raw: &str) -> HttpResponse {
-    error(
+    error_body(
         StatusCode::NOT_FOUND,
         "not_found",
         &format!("no event {raw:?}"),
@@ -121,15 +125,11 @@ fn no_such_event(raw: &str) -> HttpResponse {
 
 fn internal(e: &dyn std::error::Error) -> HttpResponse {
     tracing::error!(error = %error_chain(e), "admin request failed");
-    error(
+    error_body(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",
         "internal error; try again",
     )
-}
-
-fn error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
-    HttpResponse::build(status).json(json!({"error": {"code": code, "message": message}}))
 }
 
 #[cfg(test)]

@@ -5,9 +5,9 @@ pub mod admin;
 pub mod health;
 pub mod page;
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::json;
-use service_kit::routing::{get_and_head, method_not_allowed};
+use service_kit::routing::{error_body, get_and_head, method_not_allowed};
 
 use crate::ws;
 
@@ -61,6 +61,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
-    HttpResponse::NotFound().json(json!({"error": {"code": "not_found",
-        "message": format!("no route for {} {}", req.method(), req.path())}}))
+    error_body(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &format!("no route for {} {}", req.method(), req.path()),
+    )
 }
