@@ -1,22 +1,14 @@
 //! Test tooling for the workspace.
 //!
-//! - [`FakeServer`]: an in-process WebSocket server for testing any client whose
-//!   messages are serde types: start it on a free port, hand its URL to the client,
-//!   see every frame, push frames, close or break the connection, stop reading it
-//!   (backpressure), script replies.
-//! - [`payments::FakePayments`]: the fake Payments service on it.
+//! - [`FakeServer`] and the rest of the generic fake WebSocket server come from the
+//!   `fake-ws-server` crate, re-exported here; it knows nothing of Payments or SQL.
+//! - [`payments::FakePayments`]: the fake Payments service built on it.
 //! - [`postgres::TestDatabase`]: a fresh PostgreSQL database per test.
 
-mod matcher;
 pub mod payments;
 pub mod postgres;
-mod server;
-mod transcript;
 
-pub use matcher::Matcher;
-pub use payments::FakePayments;
-pub use server::{
-    Attempt, AttemptOutcome, Connection, DEFAULT_DEADLINE, Decoder, FakeServer, FakeServerBuilder,
-    HandshakeRequest, InvalidFrame, Rule,
+pub use fake_ws_server::{
+    Attempt, AttemptOutcome, Connection, DEFAULT_DEADLINE, Decoder, Direction, FakeServer,
+    FakeServerBuilder, FrameKind, HandshakeRequest, InvalidFrame, Matcher, Rule, TranscriptEntry,
 };
-pub use transcript::{Direction, FrameKind, TranscriptEntry};

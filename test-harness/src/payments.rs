@@ -20,8 +20,7 @@ use shared_protocol::{
 
 use shared_protocol::Message as _;
 
-use crate::matcher::Matcher;
-use crate::server::{Connection, FakeServer, FakeServerBuilder, Rule};
+use fake_ws_server::{Connection, DEFAULT_DEADLINE, FakeServer, FakeServerBuilder, Matcher, Rule};
 
 /// The methods the fake offers, in order.
 pub const METHODS: [&str; 3] = ["credit_card", "paypal", "bank_transfer"];
@@ -118,7 +117,8 @@ impl FakePaymentsBuilder {
     /// checked when the fake is dropped.
     #[track_caller]
     pub fn times(mut self, n: usize) -> Self {
-        crate::server::last_rule(&mut self.rules).expected = Some(n);
+        let rule = self.last_rule();
+        self.rules.push(rule.expect(n));
         self
     }
 
@@ -131,8 +131,16 @@ impl FakePaymentsBuilder {
     /// The rule mounted last (by `on` or `rule`) answers after `delay`.
     #[track_caller]
     pub fn delay(mut self, delay: std::time::Duration) -> Self {
-        crate::server::last_rule(&mut self.rules).delay = Some(delay);
+        let rule = self.last_rule();
+        self.rules.push(rule.delay(delay));
         self
+    }
+
+    #[track_caller]
+    fn last_rule(&mut self) -> Rule<ClientMessage, ServerMessage> {
+        self.rules.pop().expect(
+            "times/expect/delay apply to the rule mounted just before: mount one with `on` first",
+        )
     }
 
     /// A custom rule (with `delay` or `expect`), checked before the default ones.
@@ -230,7 +238,7 @@ impl FakePayments {
     pub fn next_connection(
         &self,
     ) -> impl std::future::Future<Output = PaymentsConnection> + Send + '_ {
-        self.next_connection_within(crate::server::DEFAULT_DEADLINE)
+        self.next_connection_within(DEFAULT_DEADLINE)
     }
 
     #[track_caller]

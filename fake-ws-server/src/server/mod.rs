@@ -48,7 +48,6 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub(crate) use builder::last_rule;
 pub use builder::{Decoder, FakeServerBuilder, Rule};
 pub use connection::{Connection, InvalidFrame};
 pub use handshake::{Attempt, AttemptOutcome, HandshakeRequest};

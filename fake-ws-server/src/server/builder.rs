@@ -68,7 +68,7 @@ impl<In, Out> Rule<In, Out> {
 
 /// The rule a builder's `times`/`delay` applies to: the one mounted last.
 #[track_caller]
-pub(crate) fn last_rule<In, Out>(rules: &mut [Rule<In, Out>]) -> &mut Rule<In, Out> {
+fn last_rule<In, Out>(rules: &mut [Rule<In, Out>]) -> &mut Rule<In, Out> {
     rules.last_mut().expect(
         "times/expect/delay apply to the rule mounted just before: mount one with `on` first",
     )

@@ -1,0 +1,18 @@
+//! An in-process fake WebSocket server for testing WebSocket clients.
+//!
+//! - [`FakeServer`]: start it on a free port, hand its URL to the client, see every
+//!   frame, push frames, close or break the connection, stop reading it
+//!   (backpressure), script replies.
+//! - [`Matcher`]: what a rule or an expectation looks for in a client's message.
+//! - [`TranscriptEntry`]: what a connection carried, both ways, in order.
+
+mod matcher;
+mod server;
+mod transcript;
+
+pub use matcher::Matcher;
+pub use server::{
+    Attempt, AttemptOutcome, Connection, DEFAULT_DEADLINE, Decoder, FakeServer, FakeServerBuilder,
+    HandshakeRequest, InvalidFrame, Rule,
+};
+pub use transcript::{Direction, FrameKind, TranscriptEntry};
