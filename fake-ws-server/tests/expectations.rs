@@ -1,0 +1,114 @@
+//! Expectations: `expect`, `expect_silence`, `expect_invalid`, `recv`, `allow`, and
+//! what a failed one says.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use fake_ws_server::{FrameKind, Matcher};
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn expect_times_out_with_the_matcher_the_deadline_and_the_transcript() {
+    let message = panic_message(async {
+        let fake = Fake::builder().start().await;
+        let mut client = connect(&fake.url()).await;
+        let conn = fake.next_connection().await;
+        send(&mut client, &Up::Ack { id: 9 }).await;
+        conn.expect_within(subscribe_to("btc"), Duration::from_millis(300))
+            .await;
+    })
+    .await;
+    assert!(
+        message.contains("expected subscribe to btc within 300ms"),
+        "{message}"
+    );
+    assert!(
+        message.contains(r#"{"type":"ack","id":9}"#),
+        "no transcript in: {message}"
+    );
+    assert!(
+        message.contains("expectations.rs"),
+        "does not point at the test: {message}"
+    );
+}
+
+#[tokio::test]
+async fn expect_silence_fails_when_the_client_speaks() {
+    let fake = Fake::builder().lenient().start().await;
+    let mut client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    conn.expect_silence(Duration::from_millis(200)).await;
+
+    let message = panic_message(async move {
+        let speaker = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            send(&mut client, &Up::Ack { id: 1 }).await;
+            client
+        });
+        conn.expect_silence(Duration::from_secs(3)).await;
+        drop(speaker);
+    })
+    .await;
+    assert!(message.contains("expected silence"), "{message}");
+}
+
+#[tokio::test]
+async fn expect_takes_the_first_match_and_leaves_earlier_frames_for_later() {
+    let fake = Fake::builder().start().await;
+    let mut client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    send(&mut client, &subscribe("a")).await;
+    send(&mut client, &subscribe("b")).await;
+    conn.expect(subscribe_to("b")).await;
+    assert_eq!(conn.expect(Matcher::any()).await, subscribe("a"));
+    assert!(fake.problems().is_empty(), "{:?}", fake.problems());
+}
+
+#[tokio::test]
+async fn allowed_messages_and_recv_keep_a_strict_fake_quiet() {
+    let fake = Fake::builder().start().await;
+    let mut client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    conn.allow(subscribe_to("btc"));
+    send(&mut client, &subscribe("btc")).await;
+    send(
+        &mut client,
+        &Up::Unsubscribe {
+            topic: "btc".into(),
+        },
+    )
+    .await;
+    assert_eq!(conn.recv().await, Some(subscribe("btc")));
+    assert_eq!(
+        conn.recv().await,
+        Some(Up::Unsubscribe {
+            topic: "btc".into()
+        })
+    );
+    drop(client);
+    assert_eq!(conn.recv().await, None, "closed and drained");
+    assert!(fake.problems().is_empty(), "{:?}", fake.problems());
+}
+
+#[tokio::test]
+async fn an_invalid_frame_can_be_expected_instead_of_failing_the_test() {
+    let fake = Fake::builder().start().await;
+    let mut client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    client
+        .send(Message::Text(r#"{"type":"refund"}"#.into()))
+        .await
+        .unwrap();
+    client.send(Message::Binary(vec![7].into())).await.unwrap();
+    let first = conn.expect_invalid().await;
+    assert_eq!(first.frame, FrameKind::Text(r#"{"type":"refund"}"#.into()));
+    assert!(!first.error.is_empty());
+    assert_eq!(
+        conn.expect_invalid().await.frame,
+        FrameKind::Binary(vec![7])
+    );
+    assert!(fake.problems().is_empty(), "{:?}", fake.problems());
+}

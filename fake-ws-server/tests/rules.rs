@@ -1,0 +1,89 @@
+//! Rules: automatic replies, how often they must fire, and how late they answer.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use fake_ws_server::{Matcher, Rule};
+use futures_util::StreamExt;
+
+#[tokio::test]
+async fn a_rule_answers_and_its_expected_count_is_checked() {
+    let fake = Fake::builder()
+        .rule(Rule::when(subscribe_to("btc"), subscribed).expect(1))
+        .start()
+        .await;
+    let mut client = connect(&fake.url()).await;
+    let _conn = fake.next_connection().await;
+    send(&mut client, &subscribe("btc")).await;
+    assert_eq!(
+        receive(&mut client).await,
+        Down::Subscribed {
+            topic: "btc".into()
+        }
+    );
+    assert!(fake.problems().is_empty(), "{:?}", fake.problems());
+
+    // A rule that should have fired twice is reported.
+    let strict = Fake::builder()
+        .rule(Rule::when(Matcher::any(), |_| Vec::new()).expect(2))
+        .start()
+        .await;
+    let mut client = connect(&strict.url()).await;
+    let conn = strict.next_connection().await;
+    send(&mut client, &subscribe("btc")).await;
+    conn.wait_for_frames(1).await;
+    drop(client);
+    let message = panic_message(async move { drop(strict) }).await;
+    assert!(message.contains("fired 1 times, expected 2"), "{message}");
+}
+
+#[tokio::test]
+async fn a_delayed_rule_answers_later() {
+    let fake = Fake::builder()
+        .rule(Rule::when(subscribe_to("btc"), subscribed).delay(Duration::from_millis(300)))
+        .start()
+        .await;
+    let mut client = connect(&fake.url()).await;
+    let _conn = fake.next_connection().await;
+    send(&mut client, &subscribe("btc")).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), client.next())
+            .await
+            .is_err(),
+        "answered before the delay"
+    );
+    assert!(matches!(
+        receive(&mut client).await,
+        Down::Subscribed { .. }
+    ));
+}
+
+#[tokio::test]
+async fn builder_shorthands_count_and_delay_the_rule_just_mounted() {
+    let fake = Fake::builder()
+        .on(subscribe_to("btc"), subscribed)
+        .times(2)
+        .delay(Duration::from_millis(200))
+        .start()
+        .await;
+    let mut client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    send(&mut client, &subscribe("btc")).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), client.next())
+            .await
+            .is_err(),
+        "answered before the delay"
+    );
+    assert!(matches!(
+        receive(&mut client).await,
+        Down::Subscribed { .. }
+    ));
+    conn.wait_for_frames(2).await;
+    assert_eq!(fake.problems().len(), 1, "{:?}", fake.problems());
+    send(&mut client, &subscribe("btc")).await;
+    receive(&mut client).await;
+    assert!(fake.problems().is_empty(), "{:?}", fake.problems());
+}

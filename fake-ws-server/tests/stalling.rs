@@ -1,0 +1,128 @@
+//! Stalling: a connection that answers no ping, or stops reading altogether
+//! (backpressure), and the fake's own pings.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use fake_ws_server::{Direction, FrameKind};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn a_stalled_connection_answers_no_ping() {
+    let fake = Fake::builder().start().await;
+    let mut client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+
+    client
+        .send(Message::Ping(b"1".to_vec().into()))
+        .await
+        .unwrap();
+    let pong = tokio::time::timeout(Duration::from_secs(5), client.next())
+        .await
+        .unwrap();
+    assert!(matches!(pong, Some(Ok(Message::Pong(_)))), "{pong:?}");
+
+    conn.stop_answering_pings();
+    // Taken before any frame the client writes from now on: this ping goes unanswered.
+    client
+        .send(Message::Ping(b"2".to_vec().into()))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_millis(500), client.next()).await;
+    assert!(answer.is_err(), "a stalled fake answered: {answer:?}");
+}
+
+/// Writes `subscribe` frames until one has not gone out after 500 ms: the socket
+/// buffers are full. Returns the topics that went out, and the blocked write.
+async fn write_until_blocked(
+    mut sink: futures_util::stream::SplitSink<Client, Message>,
+) -> (
+    Vec<String>,
+    tokio::task::JoinHandle<futures_util::stream::SplitSink<Client, Message>>,
+    String,
+) {
+    let mut written = Vec::new();
+    loop {
+        assert!(
+            written.len() < 100_000,
+            "wrote {} frames and the fake's socket never filled",
+            written.len()
+        );
+        // Some 120 bytes a frame, like a real client's messages.
+        let topic = format!("topic-{:0>80}", written.len());
+        let text = serde_json::to_string(&subscribe(&topic)).unwrap();
+        let mut write = tokio::spawn(async move {
+            sink.send(Message::Text(text.into())).await.unwrap();
+            sink
+        });
+        match tokio::time::timeout(Duration::from_millis(500), &mut write).await {
+            Ok(done) => {
+                sink = done.unwrap();
+                written.push(topic);
+            }
+            Err(_) => return (written, write, topic),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_connection_that_stops_reading_blocks_the_clients_writes_until_it_resumes() {
+    let fake = Fake::builder().small_socket_buffers().start().await;
+    let client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    conn.stop_reading().await;
+
+    let (sink, _stream) = client.split();
+    let (written, blocked, last) = write_until_blocked(sink).await;
+    // Small buffers: blocked after tens of KiB (some 120 bytes a frame), not MiB.
+    assert!(
+        written.len() < 4000,
+        "{} frames went out before the client blocked",
+        written.len()
+    );
+    // Nothing was read meanwhile.
+    assert!(conn.transcript().is_empty(), "{:?}", conn.transcript());
+
+    conn.resume_reading().await;
+    let _sink = tokio::time::timeout(Duration::from_secs(5), blocked)
+        .await
+        .expect("the client's write still blocked after the fake resumed reading")
+        .unwrap();
+    for topic in written.into_iter().chain([last]) {
+        conn.expect(subscribe_to(&topic)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_fake_that_does_not_read_sees_the_client_leave_when_its_ping_fails() {
+    let fake = Fake::builder().small_socket_buffers().start().await;
+    let client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    conn.stop_reading().await;
+    conn.ping_every(Duration::from_millis(50)).await;
+
+    let (sink, mut stream) = client.split();
+    // The pings reach the client while the fake reads nothing.
+    let frame = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("a ping within 5 s");
+    assert!(matches!(frame, Some(Ok(Message::Ping(_)))), "{frame:?}");
+    // Like a client that gives up on a write: it drops the socket with data unsent.
+    let (_, blocked, _) = write_until_blocked(sink).await;
+    blocked.abort();
+    let _ = blocked.await;
+    drop(stream);
+
+    // Never read, so only a failed ping can tell the fake.
+    assert_eq!(conn.wait_closed().await, None);
+    assert!(!conn.is_open());
+    let pings = conn
+        .transcript()
+        .iter()
+        .filter(|e| e.direction == Direction::ToClient && matches!(e.frame, FrameKind::Ping(_)))
+        .count();
+    assert!(pings >= 1, "{:?}", conn.transcript());
+}
