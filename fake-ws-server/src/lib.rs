@@ -6,13 +6,19 @@
 //! - [`Matcher`]: what a rule or an expectation looks for in a client's message.
 //! - [`TranscriptEntry`]: what a connection carried, both ways, in order.
 
+mod codec;
 mod matcher;
 mod server;
 mod transcript;
 
+#[cfg(feature = "cbor")]
+pub use codec::CborCodec;
+#[cfg(feature = "msgpack")]
+pub use codec::MsgPackCodec;
+pub use codec::{Codec, JsonCodec, Payload};
 pub use matcher::Matcher;
 pub use server::{
-    Attempt, AttemptOutcome, Connection, DEFAULT_DEADLINE, Decoder, FakeServer, FakeServerBuilder,
+    Attempt, AttemptOutcome, Connection, DEFAULT_DEADLINE, FakeServer, FakeServerBuilder,
     HandshakeRequest, InvalidFrame, Rule,
 };
 pub use transcript::{Direction, FrameKind, TranscriptEntry};

@@ -9,6 +9,7 @@ pub mod payments;
 pub mod postgres;
 
 pub use fake_ws_server::{
-    Attempt, AttemptOutcome, Connection, DEFAULT_DEADLINE, Decoder, Direction, FakeServer,
-    FakeServerBuilder, FrameKind, HandshakeRequest, InvalidFrame, Matcher, Rule, TranscriptEntry,
+    Attempt, AttemptOutcome, Codec, Connection, DEFAULT_DEADLINE, Direction, FakeServer,
+    FakeServerBuilder, FrameKind, HandshakeRequest, InvalidFrame, JsonCodec, Matcher, Payload,
+    Rule, TranscriptEntry,
 };

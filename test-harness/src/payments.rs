@@ -20,7 +20,26 @@ use shared_protocol::{
 
 use shared_protocol::Message as _;
 
-use fake_ws_server::{Connection, DEFAULT_DEADLINE, FakeServer, FakeServerBuilder, Matcher, Rule};
+use fake_ws_server::{
+    Codec, Connection, DEFAULT_DEADLINE, FakeServer, FakeServerBuilder, Matcher, Payload, Rule,
+};
+
+/// The Payments protocol on the wire: JSON text frames, decoded and checked by
+/// `shared_protocol::decode` (size limit, known `type`), encoded by `shared_protocol::encode`.
+struct PaymentsCodec;
+
+impl Codec<ClientMessage, ServerMessage> for PaymentsCodec {
+    fn decode(&self, payload: &Payload) -> Result<ClientMessage, String> {
+        match payload {
+            Payload::Text(text) => shared_protocol::decode(text).map_err(|e| e.to_string()),
+            Payload::Binary(_) => Err("a binary frame; the protocol is text only".into()),
+        }
+    }
+
+    fn encode(&self, message: &ServerMessage) -> Result<Payload, String> {
+        Ok(Payload::Text(shared_protocol::encode(message)))
+    }
+}
 
 /// The methods the fake offers, in order.
 pub const METHODS: [&str; 3] = ["credit_card", "paypal", "bank_transfer"];
@@ -158,9 +177,7 @@ impl FakePaymentsBuilder {
             let mut builder: FakeServerBuilder<ClientMessage, ServerMessage> =
                 FakeServer::builder()
                     .subprotocol(SUBPROTOCOL)
-                    .decoder(|text| {
-                        shared_protocol::decode::<ClientMessage>(text).map_err(|e| e.to_string())
-                    });
+                    .codec(PaymentsCodec);
             for rule in self.rules {
                 builder = builder.rule(rule);
             }

@@ -14,10 +14,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::FakeServer;
+use crate::codec::{Codec, JsonCodec};
 use crate::matcher::Matcher;
 
-/// Turns the text of a frame into a message, or says why it is not one.
-pub type Decoder<In> = Arc<dyn Fn(&str) -> Result<In, String> + Send + Sync>;
 pub(super) type Reply<In, Out> = Arc<dyn Fn(&In) -> Vec<Out> + Send + Sync>;
 
 /// An automatic reply: when a message matches, send what `reply` returns.
@@ -79,7 +78,7 @@ fn last_rule<In, Out>(rules: &mut [Rule<In, Out>]) -> &mut Rule<In, Out> {
 pub struct FakeServerBuilder<In, Out> {
     pub(super) path: String,
     pub(super) subprotocol: Option<String>,
-    pub(super) decoder: Decoder<In>,
+    pub(super) codec: Arc<dyn Codec<In, Out>>,
     pub(super) rules: Vec<Rule<In, Out>>,
     pub(super) strict: bool,
     pub(super) small_buffers: bool,
@@ -94,7 +93,7 @@ where
         FakeServerBuilder {
             path: "/ws".into(),
             subprotocol: None,
-            decoder: Arc::new(|text| serde_json::from_str(text).map_err(|e| e.to_string())),
+            codec: Arc::new(JsonCodec),
             rules: Vec::new(),
             strict: true,
             small_buffers: false,
@@ -113,12 +112,10 @@ where
         self
     }
 
-    /// How a text frame becomes an `In` (default: `serde_json`).
-    pub fn decoder(
-        mut self,
-        decoder: impl Fn(&str) -> Result<In, String> + Send + Sync + 'static,
-    ) -> Self {
-        self.decoder = Arc::new(decoder);
+    /// How data frames become `In` and `Out` becomes frames (default: [`JsonCodec`],
+    /// JSON in text frames). See [`Codec`].
+    pub fn codec(mut self, codec: impl Codec<In, Out>) -> Self {
+        self.codec = Arc::new(codec);
         self
     }
 

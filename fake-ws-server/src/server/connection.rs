@@ -115,10 +115,16 @@ where
         }
     }
 
-    /// Sends a typed message and waits until it is written.
+    /// Sends a typed message, encoded by the server's [`Codec`](crate::Codec), and
+    /// waits until it is written. Panics when the codec cannot encode it.
     pub async fn send(&self, message: Out) {
-        let text = serde_json::to_string(&message).expect("Out serialises");
-        self.send_text(text).await;
+        let frame = match self.inner.shared.config.codec.encode(&message) {
+            Ok(payload) => payload.into_message(),
+            Err(e) => panic!(
+                "the fake's codec could not encode the message to send: {e}; send a raw frame with send_text or send_binary instead"
+            ),
+        };
+        self.command(|done| Command::Send(frame, done)).await;
     }
 
     /// Sends a raw text frame.

@@ -48,7 +48,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use builder::{Decoder, FakeServerBuilder, Rule};
+pub use builder::{FakeServerBuilder, Rule};
 pub use connection::{Connection, InvalidFrame};
 pub use handshake::{Attempt, AttemptOutcome, HandshakeRequest};
 
@@ -74,7 +74,7 @@ where
     In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
     Out: Serialize + Send + 'static,
 {
-    /// A builder with defaults: path `/ws`, serde_json decoding, no rules, strict.
+    /// A builder with defaults: path `/ws`, [`JsonCodec`](crate::JsonCodec), no rules, strict.
     pub fn builder() -> FakeServerBuilder<In, Out> {
         FakeServerBuilder::new()
     }

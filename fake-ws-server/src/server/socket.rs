@@ -28,6 +28,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::handshake::{Attempt, AttemptOutcome, HandshakeRequest};
 use super::state::{ConnState, Inbound, Shared};
+use crate::codec::Payload;
 use crate::transcript::{Direction, FrameKind};
 
 /// `SO_RCVBUF` of the listener with [`FakeServerBuilder::small_socket_buffers`] (Linux
@@ -334,6 +335,15 @@ fn frame_kind(message: &Message) -> FrameKind {
     }
 }
 
+/// The payload of a data frame (`None` for a control frame).
+fn payload(message: Message) -> Option<Payload> {
+    match message {
+        Message::Text(text) => Some(Payload::Text(text.as_str().to_owned())),
+        Message::Binary(bytes) => Some(Payload::Binary(bytes.to_vec())),
+        _ => None,
+    }
+}
+
 /// Records a frame from the client, decodes it, and runs the first matching rule.
 fn on_frame<In, Out>(
     shared: &Arc<Shared<In, Out>>,
@@ -347,8 +357,11 @@ fn on_frame<In, Out>(
     let kind = frame_kind(&frame);
     let mut state = shared.lock();
     match frame {
-        Message::Text(text) => {
-            let decoded = (shared.config.decoder)(text.as_str());
+        Message::Text(_) | Message::Binary(_) => {
+            let Some(payload) = payload(frame) else {
+                return;
+            };
+            let decoded = shared.config.codec.decode(&payload);
             let (message, error) = match decoded {
                 Ok(message) => (Some(message), None),
                 Err(e) => (None, Some(e)),
@@ -378,15 +391,24 @@ fn on_frame<In, Out>(
             });
             drop(state);
             if let (Some((reply, delay)), Some(message)) = (answer, message) {
-                let texts: Vec<String> = reply(&message)
-                    .iter()
-                    .map(|r| serde_json::to_string(r).expect("Out serialises"))
-                    .collect();
+                let mut frames = Vec::new();
+                for out in reply(&message) {
+                    match shared.config.codec.encode(&out) {
+                        Ok(payload) => frames.push(payload.into_message()),
+                        Err(e) => {
+                            // Not a panic: this runs on the server's task. The test fails at drop.
+                            shared.lock().failures.push(format!(
+                                "connection {id}: the codec could not encode a rule's reply, so it was not sent: {e}"
+                            ));
+                            break;
+                        }
+                    }
+                }
                 let commands = commands.clone();
                 let send_all = move || {
-                    for text in texts {
+                    for frame in frames {
                         let (done, _) = oneshot::channel();
-                        let _ = commands.send(Command::Send(Message::Text(text.into()), done));
+                        let _ = commands.send(Command::Send(frame, done));
                     }
                 };
                 match delay {
@@ -399,21 +421,6 @@ fn on_frame<In, Out>(
                     }
                 }
             }
-        }
-        Message::Binary(_) => {
-            let conn = &mut state.connections[id];
-            let entry = conn.record(
-                Direction::FromClient,
-                kind,
-                Some("contract violation: binary frame".into()),
-            );
-            conn.inbound.push(Inbound {
-                entry,
-                message: None,
-                error: Some("a binary frame; the protocol is text only".into()),
-                consumed: false,
-                handled: false,
-            });
         }
         Message::Close(frame) => {
             let conn = &mut state.connections[id];

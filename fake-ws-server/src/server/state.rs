@@ -10,16 +10,17 @@
 
 use std::collections::VecDeque;
 use std::panic::Location;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
-use super::builder::{Decoder, FakeServerBuilder, Rule};
+use super::builder::{FakeServerBuilder, Rule};
 use super::handshake::{Attempt, HandshakeRequest};
 use super::socket::Command;
+use crate::codec::Codec;
 use crate::matcher::Matcher;
 use crate::transcript::{Direction, FrameKind, TranscriptEntry, render};
 
@@ -93,20 +94,23 @@ pub(super) struct State<In, Out> {
     pub(super) reject_next: VecDeque<u16>,
     pub(super) rules: Vec<MountedRule<In, Out>>,
     pub(super) outbound: Vec<Option<mpsc::UnboundedSender<Command>>>,
+    /// What went wrong on the server's side (a rule's reply the codec could not
+    /// encode): fails the test at drop.
+    pub(super) failures: Vec<String>,
 }
 
 /// The state, the wake-up of every waiter when it changes, and the fixed configuration.
 pub(super) struct Shared<In, Out> {
     pub(super) state: Mutex<State<In, Out>>,
     pub(super) notify: Notify,
-    pub(super) config: Config<In>,
+    pub(super) config: Config<In, Out>,
 }
 
 /// What the builder set, fixed for the server's life.
-pub(super) struct Config<In> {
+pub(super) struct Config<In, Out> {
     pub(super) path: String,
     pub(super) subprotocol: Option<String>,
-    pub(super) decoder: Decoder<In>,
+    pub(super) codec: Arc<dyn Codec<In, Out>>,
     pub(super) strict: bool,
     pub(super) small_buffers: bool,
     pub(super) location: &'static Location<'static>,
@@ -131,12 +135,13 @@ impl<In, Out> Shared<In, Out> {
                     .map(|rule| MountedRule { rule, hits: 0 })
                     .collect(),
                 outbound: Vec::new(),
+                failures: Vec::new(),
             }),
             notify: Notify::new(),
             config: Config {
                 path: builder.path,
                 subprotocol: builder.subprotocol,
-                decoder: builder.decoder,
+                codec: builder.codec,
                 strict: builder.strict,
                 small_buffers: builder.small_buffers,
                 location,

@@ -75,6 +75,7 @@ pub(super) fn problems_of<In, Out>(shared: &Shared<In, Out>, only: Option<usize>
         }
     }
     if only.is_none() {
+        problems.extend(state.failures.iter().cloned());
         for mounted in &state.rules {
             if let Some(expected) = mounted.rule.expected
                 && mounted.hits != expected
