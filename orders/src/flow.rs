@@ -13,7 +13,6 @@ use crate::domain::OrderStatus;
 use crate::metrics::Metrics;
 use crate::store::{
     Applied, MethodChoice, NewIncident, OpenOrder, PageRecorded, Refusal, Store, StoreError,
-    final_status,
 };
 
 /// What the link must do after handling one message.
@@ -172,7 +171,7 @@ pub async fn handle_batch(
                         Reaction::reply(ack)
                     }
                     Applied::AlreadyFinal(status) => {
-                        if status == final_status(state) {
+                        if status == OrderStatus::after(state) {
                             tracing::info!("repeated event for a final order: acked again");
                         } else {
                             // Final states never change. Redelivering this forever would not
@@ -236,7 +235,7 @@ fn incidents_of(
         .zip(applied)
         .filter_map(|((&(order_id, payment_id, state, _), event), applied)| {
             let (kind, detail) = match applied {
-                Applied::AlreadyFinal(status) if *status != final_status(state) => (
+                Applied::AlreadyFinal(status) if *status != OrderStatus::after(state) => (
                     "contradicting_outcome",
                     format!(
                         "Payments reported {} for payment {payment_id}, but the order is {}",

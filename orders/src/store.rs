@@ -258,14 +258,6 @@ impl TryFrom<OrderRow> for Order {
     }
 }
 
-/// The final status an outcome moves an order to.
-pub fn final_status(outcome: PaymentOutcome) -> OrderStatus {
-    match outcome {
-        PaymentOutcome::Fulfill => OrderStatus::Fulfilled,
-        PaymentOutcome::Cancel => OrderStatus::Cancelled,
-    }
-}
-
 fn parse_status(s: &str) -> Result<OrderStatus, StoreError> {
     OrderStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("order status {s:?}")))
 }
@@ -548,7 +540,7 @@ impl Store {
         let payment_ids: Vec<Uuid> = outcomes.iter().map(|o| o.1.0).collect();
         let statuses: Vec<String> = outcomes
             .iter()
-            .map(|o| final_status(o.2).as_str().to_owned())
+            .map(|o| OrderStatus::after(o.2).as_str().to_owned())
             .collect();
         // '' stands for no reason (NULLIF below): a fulfilled order has none.
         let reasons: Vec<String> = outcomes

@@ -2,57 +2,22 @@
 //! through, and the JSON shapes of HTTP-API.md.
 //!
 //! Values are parsed once, at the edge ([`NewOrder::parse`]), into newtypes; the rest
-//! of the service never re-validates them.
+//! of the service never re-validates them. The order's life, its states and what moves
+//! it between them, is [`order_status`].
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use shared_protocol::{Amount, CancelReason, Currency, OrderId};
 
+mod order_status;
+
+pub use order_status::{OrderEvent, OrderStatus};
+
 /// The largest amount an order may have, in minor units.
 pub const MAX_AMOUNT: i64 = 100_000_000;
 /// The longest description, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 500;
-
-/// Where an order stands. Stored as text with a CHECK constraint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum OrderStatus {
-    /// Created; Payments has not sent the page yet.
-    PendingPayment,
-    /// The payment page URL is known; the customer is paying.
-    AwaitingPayment,
-    /// Paid, with an invoice. Final.
-    Fulfilled,
-    /// Not paid. Final.
-    Cancelled,
-}
-
-impl OrderStatus {
-    pub const ALL: [OrderStatus; 4] = [
-        OrderStatus::PendingPayment,
-        OrderStatus::AwaitingPayment,
-        OrderStatus::Fulfilled,
-        OrderStatus::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::PendingPayment => "pending_payment",
-            OrderStatus::AwaitingPayment => "awaiting_payment",
-            OrderStatus::Fulfilled => "fulfilled",
-            OrderStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<OrderStatus> {
-        OrderStatus::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
-    pub fn is_final(self) -> bool {
-        matches!(self, OrderStatus::Fulfilled | OrderStatus::Cancelled)
-    }
-}
 
 /// An order as the API shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
