@@ -8,7 +8,9 @@
 
 mod codec;
 mod matcher;
+mod response;
 mod server;
+mod times;
 mod transcript;
 
 #[cfg(feature = "cbor")]
@@ -17,8 +19,10 @@ pub use codec::CborCodec;
 pub use codec::MsgPackCodec;
 pub use codec::{Codec, JsonCodec, Payload};
 pub use matcher::Matcher;
+pub use response::Response;
 pub use server::{
-    Attempt, AttemptOutcome, Connection, DEFAULT_DEADLINE, FakeServer, FakeServerBuilder,
-    HandshakeRequest, InvalidFrame, Rule,
+    Attempt, AttemptOutcome, Connection, DEFAULT_DEADLINE, DEFAULT_PRIORITY, FakeServer,
+    FakeServerBuilder, HandshakeRequest, InvalidFrame, Rule,
 };
+pub use times::Times;
 pub use transcript::{Direction, FrameKind, TranscriptEntry};

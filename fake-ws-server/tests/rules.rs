@@ -64,7 +64,7 @@ async fn a_delayed_rule_answers_later() {
 async fn builder_shorthands_count_and_delay_the_rule_just_mounted() {
     let fake = Fake::builder()
         .on(subscribe_to("btc"), subscribed)
-        .times(2)
+        .expect(2)
         .delay(Duration::from_millis(200))
         .start()
         .await;

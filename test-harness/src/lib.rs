@@ -11,5 +11,5 @@ pub mod postgres;
 pub use fake_ws_server::{
     Attempt, AttemptOutcome, Codec, Connection, DEFAULT_DEADLINE, Direction, FakeServer,
     FakeServerBuilder, FrameKind, HandshakeRequest, InvalidFrame, JsonCodec, Matcher, Payload,
-    Rule, TranscriptEntry,
+    Response, Rule, Times, TranscriptEntry,
 };

@@ -132,19 +132,13 @@ impl FakePaymentsBuilder {
         self.rule(rule)
     }
 
-    /// The rule mounted last (by `on` or `rule`) must fire exactly `n` times,
-    /// checked when the fake is dropped.
+    /// The rule mounted last (by `on` or `rule`) must fire `times` times (a count or a
+    /// range, see [`Rule::expect`]), checked when the fake is dropped.
     #[track_caller]
-    pub fn times(mut self, n: usize) -> Self {
+    pub fn expect(mut self, times: impl Into<fake_ws_server::Times>) -> Self {
         let rule = self.last_rule();
-        self.rules.push(rule.expect(n));
+        self.rules.push(rule.expect(times));
         self
-    }
-
-    /// Same as [`FakePaymentsBuilder::times`].
-    #[track_caller]
-    pub fn expect(self, n: usize) -> Self {
-        self.times(n)
     }
 
     /// The rule mounted last (by `on` or `rule`) answers after `delay`.
@@ -157,9 +151,9 @@ impl FakePaymentsBuilder {
 
     #[track_caller]
     fn last_rule(&mut self) -> Rule<ClientMessage, ServerMessage> {
-        self.rules.pop().expect(
-            "times/expect/delay apply to the rule mounted just before: mount one with `on` first",
-        )
+        self.rules
+            .pop()
+            .expect("expect/delay apply to the rule mounted just before: mount one with `on` first")
     }
 
     /// A custom rule (with `delay` or `expect`), checked before the default ones.

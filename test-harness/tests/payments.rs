@@ -274,7 +274,7 @@ async fn builder_shorthands_count_and_delay_the_rule_just_mounted() {
                 methods: vec!["paypal".into()],
             }]
         })
-        .times(2)
+        .expect(2)
         .delay(Duration::from_millis(200))
         .start()
         .await;

@@ -18,9 +18,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::DEFAULT_DEADLINE;
+use super::builder::Rule;
 use super::handshake::HandshakeRequest;
 use super::socket::Command;
-use super::state::{ConnState, Shared, wait_for, wait_or_fail};
+use super::state::{ConnState, MountedRule, Shared, wait_for, wait_or_fail};
 use super::verify::fail_on_problems;
 use crate::matcher::Matcher;
 use crate::transcript::{FrameKind, TranscriptEntry};
@@ -327,6 +328,17 @@ where
                 )
             },
         )
+    }
+
+    /// Mounts a rule for this connection only: it answers before the server-wide rules
+    /// of the same priority, and its [`Rule::expect`] is verified when the last clone
+    /// of this handle is dropped (or the server is, if that comes first).
+    pub fn mount(&self, rule: Rule<In, Out>) {
+        self.inner
+            .shared
+            .lock()
+            .rules
+            .push(MountedRule::new(rule, Some(self.inner.id)));
     }
 
     /// Messages matching `matcher` need no expectation: they never fail the test.

@@ -31,6 +31,7 @@
 mod builder;
 mod connection;
 mod handshake;
+mod rules;
 mod socket;
 mod state;
 mod verify;
@@ -48,12 +49,12 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use builder::{FakeServerBuilder, Rule};
+pub use builder::{DEFAULT_PRIORITY, FakeServerBuilder, Rule};
 pub use connection::{Connection, InvalidFrame};
 pub use handshake::{Attempt, AttemptOutcome, HandshakeRequest};
 
 use socket::{Command, Listening, accept_loop, bind};
-use state::{Shared, wait_for, wait_or_fail};
+use state::{MountedRule, Shared, wait_for, wait_or_fail};
 use verify::{fail_on_problems, problems_of};
 
 /// How long `next_connection`, `expect` and `wait_closed` wait by default.
@@ -184,6 +185,13 @@ where
     /// Every handshake attempt so far, oldest first.
     pub fn attempts(&self) -> Vec<Attempt> {
         self.shared.lock().attempts.clone()
+    }
+
+    /// Mounts a rule on the running server, for every connection (those open now and
+    /// those to come), after the rules mounted before it of the same priority. It is
+    /// verified (its [`Rule::expect`]) when the server is dropped.
+    pub fn mount(&self, rule: Rule<In, Out>) {
+        self.shared.lock().rules.push(MountedRule::new(rule, None));
     }
 
     /// Answers the next `n` upgrade requests with `status` instead of 101.

@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::handshake::{Attempt, AttemptOutcome, HandshakeRequest};
+use super::rules::{fire, pick};
 use super::state::{ConnState, Inbound, Shared};
 use crate::codec::Payload;
 use crate::transcript::{Direction, FrameKind};
@@ -344,7 +345,7 @@ fn payload(message: Message) -> Option<Payload> {
     }
 }
 
-/// Records a frame from the client, decodes it, and runs the first matching rule.
+/// Records a frame from the client, decodes it, and runs the rule that answers it.
 fn on_frame<In, Out>(
     shared: &Arc<Shared<In, Out>>,
     id: usize,
@@ -367,18 +368,14 @@ fn on_frame<In, Out>(
                 Err(e) => (None, Some(e)),
             };
             let mut note = error.as_ref().map(|e| format!("contract violation: {e}"));
-            // The first matching rule; its reply runs after the lock is released, so a
-            // reply closure may call back into the fake.
+            // The rule that answers (see `rules::pick`); its reply runs after the lock
+            // is released, so a reply closure may call back into the fake.
             let mut answer = None;
             if let Some(message) = &message
-                && let Some(mounted) = state
-                    .rules
-                    .iter_mut()
-                    .find(|mounted| mounted.rule.matcher.matches(message))
+                && let Some((reply, delay, described)) = pick(&mut state.rules, id, message)
             {
-                mounted.hits += 1;
-                note = Some(format!("answered by the rule for {}", mounted.rule.matcher));
-                answer = Some((mounted.rule.reply.clone(), mounted.rule.delay));
+                note = Some(described);
+                answer = Some((reply, delay));
             }
             let conn = &mut state.connections[id];
             let entry = conn.record(Direction::FromClient, kind, note);
@@ -391,35 +388,7 @@ fn on_frame<In, Out>(
             });
             drop(state);
             if let (Some((reply, delay)), Some(message)) = (answer, message) {
-                let mut frames = Vec::new();
-                for out in reply(&message) {
-                    match shared.config.codec.encode(&out) {
-                        Ok(payload) => frames.push(payload.into_message()),
-                        Err(e) => {
-                            // Not a panic: this runs on the server's task. The test fails at drop.
-                            shared.lock().failures.push(format!(
-                                "connection {id}: the codec could not encode a rule's reply, so it was not sent: {e}"
-                            ));
-                            break;
-                        }
-                    }
-                }
-                let commands = commands.clone();
-                let send_all = move || {
-                    for frame in frames {
-                        let (done, _) = oneshot::channel();
-                        let _ = commands.send(Command::Send(frame, done));
-                    }
-                };
-                match delay {
-                    None => send_all(),
-                    Some(delay) => {
-                        tokio::spawn(async move {
-                            tokio::time::sleep(delay).await;
-                            send_all();
-                        });
-                    }
-                }
+                fire(shared, id, reply(&message), delay, commands);
             }
         }
         Message::Close(frame) => {

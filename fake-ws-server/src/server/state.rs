@@ -132,7 +132,7 @@ impl<In, Out> Shared<In, Out> {
                 rules: builder
                     .rules
                     .into_iter()
-                    .map(|rule| MountedRule { rule, hits: 0 })
+                    .map(|rule| MountedRule::new(rule, None))
                     .collect(),
                 outbound: Vec::new(),
                 failures: Vec::new(),
@@ -155,10 +155,23 @@ impl<In, Out> Shared<In, Out> {
     }
 }
 
-/// A rule of the builder's, and how often it fired so far.
+/// A mounted rule (the builder's, or mounted later on the server or one connection),
+/// and how often it fired so far.
 pub(super) struct MountedRule<In, Out> {
     pub(super) rule: Rule<In, Out>,
     pub(super) hits: usize,
+    /// The connection it is scoped to; `None`: every connection.
+    pub(super) scope: Option<usize>,
+}
+
+impl<In, Out> MountedRule<In, Out> {
+    pub(super) fn new(rule: Rule<In, Out>, scope: Option<usize>) -> Self {
+        MountedRule {
+            rule,
+            hits: 0,
+            scope,
+        }
+    }
 }
 
 /// Waits on the server's runtime until `check` yields, or `deadline` (if any) passes.

@@ -6,6 +6,7 @@
 //! that did not fire as often as the builder (`builder`) said; and it renders them,
 //! with the transcripts, into one panic, never while the thread is already panicking.
 
+use super::rules::rule_problems;
 use super::state::Shared;
 use crate::transcript::render;
 
@@ -76,16 +77,8 @@ pub(super) fn problems_of<In, Out>(shared: &Shared<In, Out>, only: Option<usize>
     }
     if only.is_none() {
         problems.extend(state.failures.iter().cloned());
-        for mounted in &state.rules {
-            if let Some(expected) = mounted.rule.expected
-                && mounted.hits != expected
-            {
-                problems.push(format!(
-                    "the rule for {} (mounted at {}) fired {} times, expected {expected}",
-                    mounted.rule.matcher, mounted.rule.location, mounted.hits
-                ));
-            }
-        }
     }
+    let reported = |id: usize| state.connections.get(id).is_some_and(|c| c.reported);
+    problems.extend(rule_problems(&state.rules, only, reported));
     problems
 }

@@ -1,0 +1,158 @@
+//! How mounted rules answer: which one fires for a message ([`pick`]), running its
+//! [`Response`] on the connection ([`fire`]), and which rules did not fire as often as
+//! they were told to ([`rule_problems`]).
+//!
+//! Rules live in the shared state (`state`): the builder's, those mounted later with
+//! [`FakeServer::mount`](super::FakeServer::mount), and those scoped to one connection
+//! with [`Connection::mount`](super::Connection::mount). The socket task (`socket`)
+//! picks and fires them; `verify` reports their problems.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::builder::Reply;
+use super::socket::Command;
+use super::state::{MountedRule, Shared};
+use crate::response::{Response, Step};
+
+/// The rule that answers `message` on connection `conn`, counted as fired: of the
+/// matching rules that still answer, the highest priority, then one scoped to `conn`
+/// before a server-wide one, then the first mounted. Returns its reply, its delay and
+/// how the transcript names it.
+pub(super) fn pick<In, Out>(
+    rules: &mut [MountedRule<In, Out>],
+    conn: usize,
+    message: &In,
+) -> Option<(Reply<In, Out>, Option<Duration>, String)> {
+    let mounted = rules
+        .iter_mut()
+        .enumerate()
+        .filter(|(_, m)| m.scope.is_none_or(|scope| scope == conn))
+        .filter(|(_, m)| m.rule.limit.is_none_or(|limit| m.hits < limit))
+        .filter(|(_, m)| m.rule.matcher.matches(message))
+        .min_by_key(|(index, m)| (m.rule.priority, m.scope.is_none(), *index))
+        .map(|(_, m)| m)?;
+    mounted.hits += 1;
+    Some((
+        mounted.rule.reply.clone(),
+        mounted.rule.delay,
+        format!("answered by {}", mounted.rule.describe()),
+    ))
+}
+
+/// Runs `response` on connection `id`, whose task takes `commands`, after `delay` if
+/// any: at once, in order, when it has no delay (so it comes before anything a later
+/// frame's rule sends), else on a task of its own. A message the codec cannot encode
+/// is not sent, and neither is anything after it: it fails the test at drop (this runs
+/// on the server's task, where a panic would go unseen).
+pub(super) fn fire<In: 'static, Out: 'static>(
+    shared: &Shared<In, Out>,
+    id: usize,
+    response: Response<Out>,
+    delay: Option<Duration>,
+    commands: &mpsc::UnboundedSender<Command>,
+) {
+    let mut steps = Vec::new();
+    for step in response.steps {
+        steps.push(match step {
+            Step::Send(message) => match shared.config.codec.encode(&message) {
+                Ok(payload) => Planned::Send(payload.into_message()),
+                Err(e) => {
+                    shared.lock().failures.push(format!(
+                        "connection {id}: the codec could not encode a rule's reply, so it and the rest of the response were not sent: {e}"
+                    ));
+                    break;
+                }
+            },
+            Step::Text(text) => Planned::Send(Message::Text(text.into())),
+            Step::Binary(bytes) => Planned::Send(Message::Binary(bytes.into())),
+            Step::Close(code, reason) => Planned::Close(code, reason),
+            Step::Abort => Planned::Abort,
+            Step::Stall => Planned::Stall,
+            Step::Delay(delay) => Planned::Delay(delay),
+        });
+    }
+    if let Some(delay) = delay {
+        steps.insert(0, Planned::Delay(delay));
+    }
+    if !steps.iter().any(|s| matches!(s, Planned::Delay(_))) {
+        for step in steps {
+            step.run(commands);
+        }
+        return;
+    }
+    let commands = commands.clone();
+    tokio::spawn(async move {
+        for step in steps {
+            match step {
+                Planned::Delay(delay) => tokio::time::sleep(delay).await,
+                step => {
+                    if !step.run(&commands) {
+                        // The connection is gone: nothing left to answer.
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// A step of a response, with its message already encoded.
+enum Planned {
+    Send(Message),
+    Close(u16, String),
+    Abort,
+    Stall,
+    Delay(Duration),
+}
+
+impl Planned {
+    /// Hands the step to the connection's task; `false` once that task is gone.
+    fn run(self, commands: &mpsc::UnboundedSender<Command>) -> bool {
+        let (done, _) = oneshot::channel();
+        let command = match self {
+            Planned::Send(message) => Command::Send(message, done),
+            Planned::Close(code, reason) => Command::Close(code, reason, done),
+            Planned::Abort => Command::Abort(done),
+            Planned::Stall => Command::Read(false, done),
+            Planned::Delay(_) => return true,
+        };
+        commands.send(command).is_ok()
+    }
+}
+
+/// The rules (server-wide when `only` is `None`, else those scoped to connection
+/// `only`) that did not fire as often as they were told to. `reported` says whether
+/// a connection's problems were already reported (its rules are not reported again).
+pub(super) fn rule_problems<In, Out>(
+    rules: &[MountedRule<In, Out>],
+    only: Option<usize>,
+    reported: impl Fn(usize) -> bool,
+) -> Vec<String> {
+    rules
+        .iter()
+        .filter(|m| match (only, m.scope) {
+            (Some(id), scope) => scope == Some(id) && !reported(id),
+            (None, Some(scope)) => !reported(scope),
+            (None, None) => true,
+        })
+        .filter_map(|m| {
+            let expected = m.rule.expected?;
+            if expected.contains(m.hits) {
+                return None;
+            }
+            let scope = match m.scope {
+                Some(id) => format!(", scoped to connection {id}"),
+                None => String::new(),
+            };
+            Some(format!(
+                "{} (mounted at {}{scope}) fired {} times, expected {expected}",
+                m.rule.describe(),
+                m.rule.location,
+                m.hits
+            ))
+        })
+        .collect()
+}
