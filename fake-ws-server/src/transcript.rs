@@ -19,7 +19,18 @@ pub enum FrameKind {
     Binary(Vec<u8>),
     Ping(Vec<u8>),
     Pong(Vec<u8>),
-    Close { code: Option<u16>, reason: String },
+    Close {
+        code: Option<u16>,
+        reason: String,
+    },
+    /// A frame or message from the client over the fake's maximum frame or message
+    /// size ([`FakeServerBuilder::max_message_size`](crate::FakeServerBuilder::max_message_size)):
+    /// refused unread (`size` is how far the fake got, `max` the limit), and answered
+    /// with close 1009.
+    Oversize {
+        size: usize,
+        max: usize,
+    },
 }
 
 /// One line of a transcript.
@@ -46,6 +57,9 @@ impl fmt::Display for TranscriptEntry {
             FrameKind::Ping(_) => f.write_str("ping")?,
             FrameKind::Pong(_) => f.write_str("pong")?,
             FrameKind::Close { code, reason } => write!(f, "close {code:?} {reason:?}")?,
+            FrameKind::Oversize { size, max } => {
+                write!(f, "over the size limit ({size} bytes, at most {max})")?
+            }
         }
         if let Some(note) = &self.note {
             write!(f, "   [{note}]")?;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::FakeServer;
 use crate::codec::{Codec, JsonCodec};
@@ -181,6 +182,7 @@ pub struct FakeServerBuilder<In, Out> {
     pub(super) rules: Vec<Rule<In, Out>>,
     pub(super) strict: bool,
     pub(super) small_buffers: bool,
+    pub(super) websocket: WebSocketConfig,
 }
 
 impl<In, Out> FakeServerBuilder<In, Out>
@@ -196,6 +198,7 @@ where
             rules: Vec::new(),
             strict: true,
             small_buffers: false,
+            websocket: WebSocketConfig::default(),
         }
     }
 
@@ -292,6 +295,23 @@ where
     /// [`Connection::stop_reading`]: super::Connection::stop_reading
     pub fn small_socket_buffers(mut self) -> Self {
         self.small_buffers = true;
+        self
+    }
+
+    /// The largest frame the client may send, in bytes (payload, default 16 MiB; tungstenite's
+    /// `max_frame_size`). A bigger one is refused unread: the fake records it as a contract
+    /// violation ([`FrameKind::Oversize`](crate::FrameKind::Oversize), which
+    /// `expect_invalid` takes), closes with 1009 and drops the connection.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.websocket = self.websocket.max_frame_size(Some(bytes));
+        self
+    }
+
+    /// The largest message the client may send, in bytes, all its fragments together
+    /// (default 64 MiB; tungstenite's `max_message_size`). A bigger one is refused as
+    /// [`FakeServerBuilder::max_frame_size`] says.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.websocket = self.websocket.max_message_size(Some(bytes));
         self
     }
 

@@ -6,9 +6,10 @@
 //! (`state`) for what the client sent. When its last clone is dropped, `verify`
 //! checks that connection.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::panic::Location;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -38,14 +39,16 @@ pub struct InvalidFrame {
 /// When the last clone is dropped, the connection's own problems (frames nobody
 /// looked at, contract violations) fail the test, pointing at `next_connection`.
 pub struct Connection<In, Out> {
-    inner: Arc<ConnectionInner<In, Out>>,
+    pub(super) inner: Arc<ConnectionInner<In, Out>>,
 }
 
-struct ConnectionInner<In, Out> {
-    shared: Arc<Shared<In, Out>>,
+pub(super) struct ConnectionInner<In, Out> {
+    pub(super) shared: Arc<Shared<In, Out>>,
     runtime: Handle,
     id: usize,
-    commands: Option<mpsc::UnboundedSender<Command>>,
+    pub(super) commands: Option<mpsc::UnboundedSender<Command>>,
+    /// The transcript entries of the pings of `ping` still waiting for `expect_pong`.
+    pub(super) pings: Mutex<VecDeque<usize>>,
     request: HandshakeRequest,
     /// Where the test took this connection.
     location: &'static Location<'static>,
@@ -91,6 +94,7 @@ where
                 runtime: runtime.clone(),
                 id,
                 commands: state.outbound[id].clone(),
+                pings: Mutex::default(),
                 request: state.connections[id].request.clone(),
                 location,
             }),
@@ -107,7 +111,7 @@ where
         self.inner.id
     }
 
-    async fn command(&self, make: impl FnOnce(oneshot::Sender<()>) -> Command) {
+    pub(super) async fn command(&self, make: impl FnOnce(oneshot::Sender<()>) -> Command) {
         let (done, wait) = oneshot::channel();
         if let Some(commands) = &self.inner.commands
             && commands.send(make(done)).is_ok()
@@ -381,7 +385,7 @@ where
     /// caller, saying what did not come (`what`, given the connection's index) above
     /// the transcript. [`wait_or_fail`] for one connection.
     #[track_caller]
-    fn wait_or_fail<T>(
+    pub(super) fn wait_or_fail<T>(
         &self,
         deadline: Duration,
         mut check: impl FnMut(&mut ConnState<In>) -> Option<T> + Send + 'static,

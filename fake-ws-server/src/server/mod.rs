@@ -30,6 +30,7 @@
 
 mod builder;
 mod connection;
+mod frames;
 mod handshake;
 mod rules;
 mod socket;

@@ -26,6 +26,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use super::frames::{fragmented_entry, fragments, on_oversize};
 use super::handshake::{Attempt, AttemptOutcome, HandshakeRequest};
 use super::rules::{fire, pick};
 use super::state::{ConnState, Inbound, Shared};
@@ -60,6 +61,10 @@ pub(super) enum Command {
     Read(bool, oneshot::Sender<()>),
     /// Ping the client every so often (`None`: stop).
     PingEvery(Option<Duration>, oneshot::Sender<()>),
+    /// Ping the client once with this payload; answers with the ping's transcript entry.
+    Ping(Vec<u8>, oneshot::Sender<usize>),
+    /// Send a message in fragments of at most this many bytes.
+    Fragmented(Payload, usize, oneshot::Sender<()>),
 }
 
 /// Listens on `127.0.0.1:port` (`0`: a free port), with small buffers if asked.
@@ -137,7 +142,12 @@ where
             Ok(response)
         }
     };
-    let result = tokio_tungstenite::accept_hdr_async(stream, callback).await;
+    let result = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        callback,
+        Some(shared.config.websocket),
+    )
+    .await;
     let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).take();
     let (request, rejection) = match seen {
         Some((request, rejection)) => (Some(request), rejection),
@@ -259,6 +269,29 @@ async fn run_connection<In, Out>(
                         reading = read;
                         let _ = done.send(());
                     }
+                    Command::Ping(payload, done) => {
+                        let entry = shared.lock().connections[id].record(Direction::ToClient, FrameKind::Ping(payload.clone()), None);
+                        let written = write(&mut ws, Message::Ping(payload.into())).await;
+                        let _ = done.send(entry);
+                        if !written {
+                            return;
+                        }
+                    }
+                    Command::Fragmented(payload, size, done) => {
+                        let (frame, note) = fragmented_entry(&payload, size);
+                        shared.lock().connections[id].record(Direction::ToClient, frame, Some(note));
+                        let mut written = true;
+                        for fragment in fragments(payload, size) {
+                            written = write(&mut ws, fragment).await;
+                            if !written {
+                                break;
+                            }
+                        }
+                        let _ = done.send(());
+                        if !written {
+                            return;
+                        }
+                    }
                     Command::PingEvery(every, done) => {
                         pings = every.map(|every| {
                             let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -278,6 +311,12 @@ async fn run_connection<In, Out>(
             }
             frame = ws.next(), if reading => {
                 let frame = match frame {
+                    Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(error))) => {
+                        // The frame is half read: close with 1009 and end the connection.
+                        let close = on_oversize(&shared, id, &error);
+                        let _ = write(&mut ws, close).await;
+                        return;
+                    }
                     None | Some(Err(_)) => return,
                     Some(Ok(frame)) => frame,
                 };

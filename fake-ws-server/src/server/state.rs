@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::builder::{FakeServerBuilder, Rule};
 use super::handshake::{Attempt, HandshakeRequest};
@@ -113,6 +114,7 @@ pub(super) struct Config<In, Out> {
     pub(super) codec: Arc<dyn Codec<In, Out>>,
     pub(super) strict: bool,
     pub(super) small_buffers: bool,
+    pub(super) websocket: WebSocketConfig,
     pub(super) location: &'static Location<'static>,
 }
 
@@ -144,6 +146,7 @@ impl<In, Out> Shared<In, Out> {
                 codec: builder.codec,
                 strict: builder.strict,
                 small_buffers: builder.small_buffers,
+                websocket: builder.websocket,
                 location,
             },
         }
