@@ -21,6 +21,12 @@ use shared_protocol::{
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+pub use crate::domain::SessionState;
+
+fn parse_state(s: &str) -> Result<SessionState, StoreError> {
+    SessionState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("session state {s:?}")))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("could not open the database")]
@@ -67,40 +73,6 @@ where
     }
 }
 
-/// Where a payment session stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionState {
-    Initiated,
-    MethodSelected,
-    Fulfilled,
-    Cancelled,
-}
-
-impl SessionState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionState::Initiated => "initiated",
-            SessionState::MethodSelected => "method_selected",
-            SessionState::Fulfilled => "fulfilled",
-            SessionState::Cancelled => "cancelled",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self, StoreError> {
-        Ok(match s {
-            "initiated" => SessionState::Initiated,
-            "method_selected" => SessionState::MethodSelected,
-            "fulfilled" => SessionState::Fulfilled,
-            "cancelled" => SessionState::Cancelled,
-            other => return Err(StoreError::Corrupt(format!("session state {other:?}"))),
-        })
-    }
-
-    pub fn is_final(self) -> bool {
-        matches!(self, SessionState::Fulfilled | SessionState::Cancelled)
-    }
-}
-
 /// A payment session.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -133,7 +105,7 @@ impl TryFrom<SessionRow> for Session {
             order_id: OrderId(r.order_id),
             amount: r.amount,
             currency: r.currency,
-            state: SessionState::parse(&r.state)?,
+            state: parse_state(&r.state)?,
             method: r.method,
             cancel_reason: r.cancel_reason.as_deref().and_then(CancelReason::parse),
             expires_at: r.expires_at,
@@ -794,7 +766,7 @@ async fn finish_in(
         .await?;
         return Ok(match event {
             Some(event) => Finished::Already(event.try_into()?),
-            None => Finished::NotApplicable(SessionState::parse(&state)?),
+            None => Finished::NotApplicable(parse_state(&state)?),
         });
     };
     let event = insert_event(
