@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::FakeServer;
+use super::tls::Tls;
 use crate::codec::{Codec, JsonCodec};
 use crate::matcher::Matcher;
 use crate::response::Response;
@@ -183,6 +184,7 @@ pub struct FakeServerBuilder<In, Out> {
     pub(super) strict: bool,
     pub(super) small_buffers: bool,
     pub(super) websocket: WebSocketConfig,
+    pub(super) tls: Option<Arc<Tls>>,
 }
 
 impl<In, Out> FakeServerBuilder<In, Out>
@@ -199,6 +201,7 @@ where
             strict: true,
             small_buffers: false,
             websocket: WebSocketConfig::default(),
+            tls: None,
         }
     }
 

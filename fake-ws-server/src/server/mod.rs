@@ -35,6 +35,8 @@ mod handshake;
 mod rules;
 mod socket;
 mod state;
+mod stream;
+mod tls;
 mod verify;
 
 use std::fmt;
@@ -126,9 +128,17 @@ where
         *self.listening.lock().unwrap_or_else(|e| e.into_inner()) = Some(Listening { stop, task });
     }
 
-    /// `ws://127.0.0.1:PORT/ws`
+    /// `ws://127.0.0.1:PORT/ws`, or `wss://` with [`FakeServerBuilder::tls`].
     pub fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}{}", self.port, self.shared.config.path)
+        let scheme = if self.shared.config.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
+        format!(
+            "{scheme}://127.0.0.1:{}{}",
+            self.port, self.shared.config.path
+        )
     }
 
     pub fn port(&self) -> u16 {

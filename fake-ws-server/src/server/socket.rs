@@ -30,6 +30,7 @@ use super::frames::{fragmented_entry, fragments, on_oversize};
 use super::handshake::{Attempt, AttemptOutcome, HandshakeRequest};
 use super::rules::{fire, pick};
 use super::state::{ConnState, Inbound, Shared};
+use super::stream::Stream;
 use crate::codec::Payload;
 use crate::transcript::{Direction, FrameKind};
 
@@ -142,6 +143,17 @@ where
             Ok(response)
         }
     };
+    let stream = match &shared.config.tls {
+        None => Stream::Plain(stream),
+        Some(tls) => match tls.accept(stream).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                let outcome = AttemptOutcome::Failed(format!("TLS handshake: {e}"));
+                record_attempt(&shared, at, None, outcome);
+                return;
+            }
+        },
+    };
     let result = tokio_tungstenite::accept_hdr_async_with_config(
         stream,
         callback,
@@ -223,7 +235,7 @@ fn record_attempt<In, Out>(
 async fn run_connection<In, Out>(
     shared: Arc<Shared<In, Out>>,
     id: usize,
-    mut ws: WebSocketStream<TcpStream>,
+    mut ws: WebSocketStream<Stream>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     commands_tx: mpsc::UnboundedSender<Command>,
 ) where
@@ -334,7 +346,7 @@ async fn run_connection<In, Out>(
 
 /// Writes a frame; `false` when the socket is broken (the client is gone), which ends
 /// the connection even while the fake is not reading (when a read would not tell).
-async fn write(ws: &mut WebSocketStream<TcpStream>, message: Message) -> bool {
+async fn write(ws: &mut WebSocketStream<Stream>, message: Message) -> bool {
     !matches!(
         ws.send(message).await,
         Err(tokio_tungstenite::tungstenite::Error::Io(_))
@@ -343,8 +355,8 @@ async fn write(ws: &mut WebSocketStream<TcpStream>, message: Message) -> bool {
 
 /// Drops the TCP connection with a RST instead of a FIN: the abrupt end a crashed
 /// peer produces.
-fn reset(ws: WebSocketStream<TcpStream>) {
-    let _ = socket2::SockRef::from(ws.get_ref()).set_linger(Some(Duration::ZERO));
+fn reset(ws: WebSocketStream<Stream>) {
+    let _ = socket2::SockRef::from(ws.get_ref().tcp()).set_linger(Some(Duration::ZERO));
     drop(ws);
 }
 

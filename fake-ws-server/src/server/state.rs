@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use super::builder::{FakeServerBuilder, Rule};
 use super::handshake::{Attempt, HandshakeRequest};
 use super::socket::Command;
+use super::tls::Tls;
 use crate::codec::Codec;
 use crate::matcher::Matcher;
 use crate::transcript::{Direction, FrameKind, TranscriptEntry, render};
@@ -115,6 +116,8 @@ pub(super) struct Config<In, Out> {
     pub(super) strict: bool,
     pub(super) small_buffers: bool,
     pub(super) websocket: WebSocketConfig,
+    /// `Some` for `wss://`.
+    pub(super) tls: Option<Arc<Tls>>,
     pub(super) location: &'static Location<'static>,
 }
 
@@ -147,6 +150,7 @@ impl<In, Out> Shared<In, Out> {
                 strict: builder.strict,
                 small_buffers: builder.small_buffers,
                 websocket: builder.websocket,
+                tls: builder.tls,
                 location,
             },
         }
