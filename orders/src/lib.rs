@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod payments_link;
 pub mod routes;
 pub mod startup;
+pub mod state;
 pub mod store;
 
 pub use config::Config;

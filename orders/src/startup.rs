@@ -15,20 +15,11 @@ use crate::error::json_errors;
 use crate::metrics::Metrics;
 use crate::payments_link::{LinkConfig, LinkGuard, PaymentsLink};
 use crate::routes;
+use crate::state::AppState;
 use crate::store::{Store, StoreError};
 
 /// How long a graceful stop may take before in-flight requests are dropped.
 pub const SHUTDOWN_TIMEOUT_SECS: u64 = 8;
-
-/// What the request handlers share.
-#[derive(Debug)]
-pub struct AppState {
-    pub store: Store,
-    pub link: PaymentsLink,
-    pub metrics: Arc<Metrics>,
-    /// `ORDERS_API_TOKEN`: when set, `/orders` routes need it ([`routes::auth`]).
-    pub api_token: Option<service_kit::token::SecretString>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {

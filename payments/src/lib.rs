@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod routes;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod ws;
 

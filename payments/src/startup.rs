@@ -20,6 +20,7 @@ use crate::delivery::Delivery;
 use crate::metrics::Metrics;
 use crate::protocol::error_chain;
 use crate::routes;
+use crate::state::AppState;
 use crate::store::{SCAN_LIMIT, Store, StoreError};
 
 /// How long a graceful stop may take before connections are dropped.
@@ -51,17 +52,6 @@ impl RootSpanBuilder for RouteOnlySpan {
     ) {
         DefaultRootSpanBuilder::on_request_end(span, outcome);
     }
-}
-
-/// What the handlers share.
-#[derive(Debug)]
-pub struct AppState {
-    pub config: Config,
-    pub public_url: String,
-    pub delivery: Delivery,
-    pub metrics: Arc<Metrics>,
-    /// Turns true when the service stops: WebSocket loops close with 1001.
-    pub shutdown: watch::Receiver<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +162,7 @@ impl Application {
         ];
         let http_metrics = web::Data::new(metrics.http.clone());
         let state = web::Data::new(AppState {
+            store: delivery.store.clone(),
             config: config.clone(),
             public_url: public_url.clone(),
             delivery,

@@ -39,7 +39,7 @@ use uuid::Uuid;
 
 use crate::delivery::{Delivery, OUTBOX_CAPACITY, Outbox, Outgoing, REPLY_ROOM};
 use crate::protocol::{self, Context, error_chain};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Frames read ahead of the connection loop; a group-commit batch is at most this.
 pub const INBOUND_FRAMES: usize = 256;
@@ -237,7 +237,7 @@ async fn run(
     let mut shutdown = state.shutdown.clone();
 
     let ctx = Context {
-        store: &delivery.store,
+        store: &state.store,
         ttl: config.payment_ttl,
         public_url: &state.public_url,
         connection,
@@ -267,7 +267,7 @@ async fn run(
             permits = outbox.reserve_many(RESUME_BATCH + REPLY_ROOM), if resume.is_some() => {
                 let Ok(permits) = permits else { break None };
                 let after = resume.unwrap_or_default();
-                match delivery.store.resume_page(after, RESUME_BATCH as i64, delivery.max_attempts).await {
+                match state.store.resume_page(after, RESUME_BATCH as i64, delivery.max_attempts).await {
                     Ok(page) => {
                         resume = page.next;
                         if !page.dead.is_empty() {
@@ -313,7 +313,7 @@ async fn run(
     tracing::info!(%connection, "connection closed");
     match timeout(
         CLEANUP_TIMEOUT,
-        delivery.store.unregister_connection(connection),
+        state.store.unregister_connection(connection),
     )
     .await
     {

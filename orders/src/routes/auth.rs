@@ -11,7 +11,7 @@ use actix_web::middleware::Next;
 use actix_web::{ResponseError, web};
 
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Whether `path` is one of the API's `/orders` routes (or would be: an unknown path
 /// under `/orders/` is refused before it is found missing).

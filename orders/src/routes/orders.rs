@@ -11,7 +11,7 @@ use crate::error::ApiError;
 use crate::flow;
 use crate::openapi::{ErrorBody, NewOrderRequest, OrderList};
 use crate::routes::body;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::{CancelRequest, Inserted, Retried};
 
 /// The longest `Idempotency-Key` accepted.

@@ -12,7 +12,7 @@ use serde_json::json;
 use service_kit::routing::error_body;
 
 use crate::protocol::error_chain;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::{Retry, off_arbiter};
 
 /// Dead letters listed when `limit` is not given.
@@ -31,7 +31,7 @@ pub async fn retry(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
     let Some(event_id) = raw.parse::<i64>().ok().filter(|id| *id > 0) else {
         return no_such_event(raw);
     };
-    let store = state.delivery.store.clone();
+    let store = state.store.clone();
     match off_arbiter(async move { store.retry(event_id).await }).await {
         Ok(Retry::Retried(event)) => {
             tracing::warn!(event_id, order_id = %event.order_id, "an operator retried a dead-lettered event");
@@ -69,7 +69,7 @@ pub async fn dead_letters(req: HttpRequest, state: web::Data<AppState>) -> HttpR
             return error_body(StatusCode::UNPROCESSABLE_ENTITY, "invalid_limit", &message);
         }
     };
-    let store = state.delivery.store.clone();
+    let store = state.store.clone();
     match off_arbiter(async move { store.dead_letters(limit).await }).await {
         Ok(events) => HttpResponse::Ok().json(json!({"events": events, "limit": limit})),
         Err(e) => internal(&e),

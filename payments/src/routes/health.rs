@@ -3,7 +3,7 @@
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::off_arbiter;
 
 /// The process is up.
@@ -13,7 +13,7 @@ pub async fn healthz() -> HttpResponse {
 
 /// Ready when the database answers and the page's writer runs.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let store = state.delivery.store.clone();
+    let store = state.store.clone();
     let writer = store.writer_running();
     let database = off_arbiter(async move { Ok(store.ping().await) })
         .await
@@ -32,7 +32,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// Prometheus text format.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let store = state.delivery.store.clone();
+    let store = state.store.clone();
     match off_arbiter(async move { store.backlog().await }).await {
         Ok(backlog) => state.metrics.set_backlog(backlog),
         Err(e) => tracing::warn!(error = %e, "could not read the event backlog for metrics"),

@@ -18,7 +18,7 @@ use sha2::Digest;
 use shared_protocol::{CancelReason, PaymentId};
 
 use crate::protocol::error_chain;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::{Finished, Session, SessionState, StoreError, off_arbiter};
 
 /// `GET /pay/{payment_id}`
@@ -26,7 +26,7 @@ pub async fn show(path: web::Path<String>, state: web::Data<AppState>) -> HttpRe
     let Ok(payment_id) = PaymentId::parse(&path) else {
         return not_found();
     };
-    let store = state.delivery.store.clone();
+    let store = state.store.clone();
     match off_arbiter(async move { store.session_by_payment(payment_id).await }).await {
         Ok(Some(session)) => html_response(StatusCode::OK, checkout(&session)),
         Ok(None) => not_found(),
@@ -65,7 +65,7 @@ async fn act(req: &HttpRequest, raw: &str, state: &AppState, action: Action) -> 
     let Ok(payment_id) = PaymentId::parse(raw) else {
         return not_found();
     };
-    let store = state.delivery.store.clone();
+    let store = state.store.clone();
     let result = off_arbiter(async move {
         match action {
             Action::Complete => store.complete(payment_id).await,

@@ -1,0 +1,18 @@
+//! What the request handlers share. Its own module, so that the routes import it
+//! from here and `startup` imports the routes: imports point one way.
+
+use std::sync::Arc;
+
+use crate::metrics::Metrics;
+use crate::payments_link::PaymentsLink;
+use crate::store::Store;
+
+/// What the request handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    pub store: Store,
+    pub link: PaymentsLink,
+    pub metrics: Arc<Metrics>,
+    /// `ORDERS_API_TOKEN`: when set, `/orders` routes need it ([`crate::routes::auth`]).
+    pub api_token: Option<service_kit::token::SecretString>,
+}
