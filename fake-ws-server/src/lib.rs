@@ -22,7 +22,7 @@ pub use matcher::Matcher;
 pub use response::Response;
 pub use server::{
     Attempt, AttemptOutcome, Connection, DEFAULT_DEADLINE, DEFAULT_PRIORITY, FakeServer,
-    FakeServerBuilder, HandshakeRequest, InvalidFrame, Rule,
+    FakeServerBuilder, HandshakeRequest, HandshakeRule, InvalidFrame, Rule,
 };
 pub use times::Times;
 pub use transcript::{Direction, FrameKind, TranscriptEntry};

@@ -10,6 +10,6 @@ pub mod postgres;
 
 pub use fake_ws_server::{
     Attempt, AttemptOutcome, Codec, Connection, DEFAULT_DEADLINE, Direction, FakeServer,
-    FakeServerBuilder, FrameKind, HandshakeRequest, InvalidFrame, JsonCodec, Matcher, Payload,
-    Response, Rule, Times, TranscriptEntry,
+    FakeServerBuilder, FrameKind, HandshakeRequest, HandshakeRule, InvalidFrame, JsonCodec,
+    Matcher, Payload, Response, Rule, Times, TranscriptEntry,
 };

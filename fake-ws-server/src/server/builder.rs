@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::FakeServer;
+use super::admission::HandshakeRule;
 use super::tls::Tls;
 use crate::codec::{Codec, JsonCodec};
 use crate::matcher::Matcher;
@@ -181,6 +182,7 @@ pub struct FakeServerBuilder<In, Out> {
     pub(super) subprotocol: Option<String>,
     pub(super) codec: Arc<dyn Codec<In, Out>>,
     pub(super) rules: Vec<Rule<In, Out>>,
+    pub(super) handshake_rules: Vec<HandshakeRule>,
     pub(super) strict: bool,
     pub(super) small_buffers: bool,
     pub(super) websocket: WebSocketConfig,
@@ -198,6 +200,7 @@ where
             subprotocol: None,
             codec: Arc::new(JsonCodec),
             rules: Vec::new(),
+            handshake_rules: Vec::new(),
             strict: true,
             small_buffers: false,
             websocket: WebSocketConfig::default(),
@@ -227,6 +230,13 @@ where
     /// Mounts an automatic reply (see [`Rule`] for which rule answers a message).
     pub fn rule(mut self, rule: Rule<In, Out>) -> Self {
         self.rules.push(rule);
+        self
+    }
+
+    /// Mounts a rule that rejects some upgrade requests (see [`HandshakeRule`]); rules
+    /// are tried in mount order.
+    pub fn handshake_rule(mut self, rule: HandshakeRule) -> Self {
+        self.handshake_rules.push(rule);
         self
     }
 

@@ -68,6 +68,19 @@ pub enum AttemptOutcome {
     Rejected(u16),
     /// The TCP connection closed or the handshake was not a valid upgrade.
     Failed(String),
+    /// The fake was refusing connections ([`FakeServer::stop`] or
+    /// [`FakeServer::refuse_connections`]): it accepted the TCP connection and reset
+    /// it at once, before any handshake (so there is no request).
+    ///
+    /// [`FakeServer::stop`]: super::FakeServer::stop
+    /// [`FakeServer::refuse_connections`]: super::FakeServer::refuse_connections
+    Refused,
+    /// The fake was hanging connections ([`FakeServer::hang_connections`]): it
+    /// accepted the TCP connection and never answered the handshake (so there is no
+    /// request).
+    ///
+    /// [`FakeServer::hang_connections`]: super::FakeServer::hang_connections
+    Hung,
 }
 
 /// One handshake attempt, with when it happened.

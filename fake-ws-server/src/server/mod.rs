@@ -28,6 +28,7 @@
 //! - `connection`: the [`Connection`] handle a test drives one connection with;
 //! - `verify`: what fails the test when the server or a connection handle is dropped.
 
+mod admission;
 mod builder;
 mod connection;
 mod frames;
@@ -52,10 +53,12 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use admission::HandshakeRule;
 pub use builder::{DEFAULT_PRIORITY, FakeServerBuilder, Rule};
 pub use connection::{Connection, InvalidFrame};
 pub use handshake::{Attempt, AttemptOutcome, HandshakeRequest};
 
+use admission::{Admission, MountedHandshakeRule};
 use socket::{Command, Listening, accept_loop, bind};
 use state::{MountedRule, Shared, wait_for, wait_or_fail};
 use verify::{fail_on_problems, problems_of};
@@ -205,20 +208,85 @@ where
         self.shared.lock().rules.push(MountedRule::new(rule, None));
     }
 
-    /// Answers the next `n` upgrade requests with `status` instead of 101.
-    pub fn reject_next_handshakes(&self, n: usize, status: u16) {
-        let mut state = self.shared.lock();
-        state.reject_next.extend(std::iter::repeat_n(status, n));
+    /// Waits (up to [`DEFAULT_DEADLINE`]) until at least `n` connection attempts were
+    /// recorded (accepted, rejected, refused, hung or failed), and returns them all,
+    /// oldest first: for a test of a client's reconnects and backoff.
+    #[track_caller]
+    pub fn wait_for_attempts(
+        &self,
+        n: usize,
+    ) -> impl std::future::Future<Output = Vec<Attempt>> + Send + '_ {
+        let caller = Location::caller();
+        async move {
+            wait_or_fail(
+                &self.shared,
+                &self.runtime,
+                caller,
+                DEFAULT_DEADLINE,
+                |state| (state.attempts.len() >= n).then(|| state.attempts.clone()),
+                |state| {
+                    format!(
+                        "expected {n} connection attempts within {DEFAULT_DEADLINE:?}, got {}: {:#?}",
+                        state.attempts.len(),
+                        state.attempts
+                    )
+                },
+            )
+            .await
+        }
     }
 
-    /// Stops listening and drops every connection without a close frame: the client
-    /// sees a reset, then "connection refused" until [`FakeServer::restart`].
-    pub async fn stop(&self) {
-        if let Some(task) = self.halt() {
-            // The listener is dropped when its task ends: from then on, connection refused.
-            let _ = task.await;
-        }
-        // And every connection task has let go of its socket.
+    /// Answers the next `n` upgrade requests with `status` instead of 101: the same as
+    /// `mount_handshake_rule(HandshakeRule::reject(status).up_to_n_times(n))`.
+    #[track_caller]
+    pub fn reject_next_handshakes(&self, n: usize, status: u16) {
+        self.mount_handshake_rule(HandshakeRule::reject(status).up_to_n_times(n));
+    }
+
+    /// Mounts a rule that rejects some upgrade requests (see [`HandshakeRule`]), after
+    /// those mounted before it.
+    pub fn mount_handshake_rule(&self, rule: HandshakeRule) {
+        self.shared
+            .lock()
+            .handshake_rules
+            .push(MountedHandshakeRule::new(rule));
+    }
+
+    /// From now on, every new TCP connection is accepted and reset at once, before its
+    /// handshake: the fake is down, but each try is recorded as an attempt with outcome
+    /// [`AttemptOutcome::Refused`] and its time. The client's connect succeeds and then
+    /// the handshake fails with a reset (ECONNRESET, or the stream ending), not with
+    /// ECONNREFUSED: for that, see [`FakeServer::unbind`]. Live connections go on (see
+    /// [`FakeServer::reset_connections`]). Undone by [`FakeServer::accept_connections`].
+    pub fn refuse_connections(&self) {
+        self.set_admission(Admission::Refuse);
+    }
+
+    /// From now on, every new TCP connection is accepted and never answered: the
+    /// client's handshake hangs until its own timeout (recorded as an attempt with
+    /// outcome [`AttemptOutcome::Hung`]). Such connections are reset by
+    /// [`FakeServer::reset_connections`] and [`FakeServer::stop`], and closed when the
+    /// server is dropped. Undone (for new connections) by [`FakeServer::accept_connections`].
+    pub fn hang_connections(&self) {
+        self.set_admission(Admission::Hang);
+    }
+
+    /// Handshakes are answered again after [`FakeServer::refuse_connections`],
+    /// [`FakeServer::hang_connections`] or [`FakeServer::stop`].
+    pub fn accept_connections(&self) {
+        self.set_admission(Admission::Accept);
+    }
+
+    fn set_admission(&self, admission: Admission) {
+        self.shared.lock().admission = admission;
+    }
+
+    /// Drops every live connection without a close frame (a reset), and every hung
+    /// one, and returns once their tasks have let go of the sockets. Handshakes in
+    /// flight are dropped too. New connections are still accepted (unless refused).
+    pub async fn reset_connections(&self) {
+        self.abort_all();
+        // Every connection task has let go of its socket.
         let _ = wait_for(
             &self.shared,
             &self.runtime,
@@ -228,8 +296,40 @@ where
         .await;
     }
 
-    /// Listens again on the same port after [`FakeServer::stop`].
+    /// The fake goes down: [`FakeServer::refuse_connections`] and
+    /// [`FakeServer::reset_connections`]. The port stays bound, so the client's tries
+    /// are recorded (with outcome [`AttemptOutcome::Refused`]): it sees a reset, not
+    /// ECONNREFUSED. Undone by [`FakeServer::restart`].
+    pub async fn stop(&self) {
+        self.refuse_connections();
+        self.reset_connections().await;
+    }
+
+    /// Closes the listening socket itself and resets every connection: from now on
+    /// the client gets ECONNREFUSED, and its tries are not recorded (the kernel
+    /// refuses them). For a test that needs a port nobody listens on; [`FakeServer::stop`]
+    /// is what most tests want. Undone by [`FakeServer::restart`], which binds the same
+    /// port again.
+    pub async fn unbind(&self) {
+        if let Some(task) = self.halt() {
+            // The listener is dropped when its task ends: from then on, connection refused.
+            let _ = task.await;
+        }
+        self.reset_connections().await;
+    }
+
+    /// Answers handshakes again after [`FakeServer::stop`] (or refusing or hanging),
+    /// listening again on the same port after [`FakeServer::unbind`].
     pub async fn restart(&self) {
+        self.accept_connections();
+        let listening = self
+            .listening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if listening {
+            return;
+        }
         let port = self.port;
         let small_buffers = self.shared.config.small_buffers;
         let listener = self
@@ -277,14 +377,23 @@ impl<In, Out> FakeServer<In, Out> {
             let _ = stop.send(());
             task
         });
+        self.abort_all();
+        task
+    }
+
+    /// Resets every live connection and every hung one; handshakes in flight are
+    /// dropped when they end.
+    fn abort_all(&self) {
         let mut state = self.shared.lock();
-        // Handshakes still in flight belong to the old epoch and are dropped when they end.
+        // Handshakes still in flight belong to the old epoch and are dropped when they
+        // end; hung connections see the change and are reset.
         state.epoch += 1;
         for sender in state.outbound.iter().flatten() {
             let (done, _) = oneshot::channel();
             let _ = sender.send(Command::Abort(done));
         }
-        task
+        drop(state);
+        self.shared.notify.notify_waiters();
     }
 }
 

@@ -26,6 +26,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use super::admission::{Rejection, admit, rejection};
 use super::frames::{fragmented_entry, fragments, on_oversize};
 use super::handshake::{Attempt, AttemptOutcome, HandshakeRequest};
 use super::rules::{fire, pick};
@@ -94,7 +95,9 @@ pub(super) async fn accept_loop<In, Out>(
         tokio::select! {
             _ = &mut stop => return,
             accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
+                if let Ok((stream, _)) = accepted
+                    && let Some(stream) = admit(&shared, stream)
+                {
                     let epoch = shared.lock().epoch;
                     tokio::spawn(handle_connection(shared.clone(), stream, epoch));
                 }
@@ -109,7 +112,7 @@ where
     Out: Serialize + Send + 'static,
 {
     let at = Instant::now();
-    // What the handshake callback saw: the request, and the status it was refused with.
+    // What the handshake callback saw: the request, and the status it was rejected with.
     type Seen = Option<(HandshakeRequest, Option<u16>)>;
     let seen: Arc<Mutex<Seen>> = Arc::default();
     let callback = {
@@ -120,16 +123,29 @@ where
         move |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
             let handshake = HandshakeRequest::from_request(request);
             let rejection = if request.uri().path() != shared.config.path {
-                Some(404)
+                Some(Rejection {
+                    status: StatusCode::NOT_FOUND,
+                    headers: Vec::new(),
+                    body: None,
+                })
             } else {
-                shared.lock().reject_next.pop_front()
+                rejection(&mut shared.lock(), &handshake)
             };
-            *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some((handshake.clone(), rejection));
-            if let Some(status) = rejection {
-                let mut error =
-                    ErrorResponse::new(Some(format!("rejected by the fake server with {status}")));
-                *error.status_mut() =
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            let status = rejection.as_ref().map(|r| r.status.as_u16());
+            *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some((handshake.clone(), status));
+            if let Some(Rejection {
+                status,
+                headers,
+                body,
+            }) = rejection
+            {
+                let body =
+                    body.unwrap_or_else(|| format!("rejected by the fake server with {status}"));
+                let mut error = ErrorResponse::new(Some(body));
+                *error.status_mut() = status;
+                error
+                    .headers_mut()
+                    .extend(headers.into_iter().map(|(n, v)| (Some(n), v)));
                 return Err(error);
             }
             if let Some(wanted) = &shared.config.subprotocol

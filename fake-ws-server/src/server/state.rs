@@ -8,7 +8,6 @@
 //! or, when the test cannot go on without what they wait for, [`wait_or_fail`];
 //! `verify` reads it at drop.
 
-use std::collections::VecDeque;
 use std::panic::Location;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -18,6 +17,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use super::admission::{Admission, MountedHandshakeRule};
 use super::builder::{FakeServerBuilder, Rule};
 use super::handshake::{Attempt, HandshakeRequest};
 use super::socket::Command;
@@ -93,7 +93,9 @@ pub(super) struct State<In, Out> {
     pub(super) epoch: u64,
     pub(super) connections: Vec<ConnState<In>>,
     pub(super) attempts: Vec<Attempt>,
-    pub(super) reject_next: VecDeque<u16>,
+    /// What the accept loop does with a new TCP connection.
+    pub(super) admission: Admission,
+    pub(super) handshake_rules: Vec<MountedHandshakeRule>,
     pub(super) rules: Vec<MountedRule<In, Out>>,
     pub(super) outbound: Vec<Option<mpsc::UnboundedSender<Command>>>,
     /// What went wrong on the server's side (a rule's reply the codec could not
@@ -133,7 +135,12 @@ impl<In, Out> Shared<In, Out> {
                 epoch: 0,
                 connections: Vec::new(),
                 attempts: Vec::new(),
-                reject_next: VecDeque::new(),
+                admission: Admission::Accept,
+                handshake_rules: builder
+                    .handshake_rules
+                    .into_iter()
+                    .map(MountedHandshakeRule::new)
+                    .collect(),
                 rules: builder
                     .rules
                     .into_iter()
