@@ -118,6 +118,32 @@ impl<In, Out> Rule<In, Out> {
     /// dropped (a rule scoped to a connection: when that connection's handle is), with
     /// the rule's name and where it was made in the failure. It does not limit how
     /// often the rule answers: that is [`Rule::up_to_n_times`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use fake_ws_server::{FakeServer, Matcher, Rule};
+    /// use futures_util::{SinkExt, StreamExt};
+    /// use tokio_tungstenite::tungstenite::Message;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let ping = || Matcher::new("ping", |m: &String| m == "ping");
+    /// let fake = FakeServer::<String, String>::builder()
+    ///     // Answers the first ping only, and must have answered it at drop.
+    ///     .rule(Rule::when(ping(), |_| vec!["first".to_owned()]).up_to_n_times(1).expect(1))
+    ///     // Answers the pings after that: at least one.
+    ///     .rule(Rule::when(ping(), |_| vec!["again".to_owned()]).named("later pings").expect(1..))
+    ///     .start()
+    ///     .await;
+    /// let (mut client, _) = tokio_tungstenite::connect_async(fake.url()).await.unwrap();
+    /// for answer in [r#""first""#, r#""again""#, r#""again""#] {
+    ///     client.send(Message::text(r#""ping""#)).await.unwrap();
+    ///     assert_eq!(client.next().await.unwrap().unwrap(), Message::text(answer));
+    /// }
+    /// assert!(fake.problems().is_empty());
+    /// # }
+    /// ```
     #[must_use]
     #[track_caller]
     pub fn expect(mut self, times: impl Into<Times>) -> Self {

@@ -33,6 +33,7 @@ impl HandshakeRequest {
         }
     }
 
+    /// The path of the request's URI (without the query).
     pub fn path(&self) -> &str {
         &self.path
     }
@@ -45,6 +46,7 @@ impl HandshakeRequest {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every header, in the request's order, as (name, value) pairs.
     pub fn headers(&self) -> &[(String, String)] {
         &self.headers
     }
@@ -63,6 +65,7 @@ impl HandshakeRequest {
 /// How a connection attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptOutcome {
+    /// The handshake succeeded: a [`Connection`](super::Connection) for the test.
     Accepted,
     /// The handshake was answered with this HTTP status.
     Rejected(u16),
@@ -92,14 +95,19 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// When the fake accepted the TCP connection (or began the handshake): compare
+    /// two attempts' times to measure a client's backoff.
     pub fn at(&self) -> Instant {
         self.at
     }
 
+    /// The upgrade request, if the fake read one (not for a refused or hung attempt,
+    /// nor when the client sent no valid request).
     pub fn request(&self) -> Option<&HandshakeRequest> {
         self.request.as_ref()
     }
 
+    /// How the attempt ended.
     pub fn outcome(&self) -> &AttemptOutcome {
         &self.outcome
     }
