@@ -25,10 +25,12 @@ pub enum FrameKind {
     },
     /// A frame or message from the client over the fake's maximum frame or message
     /// size ([`FakeServerBuilder::max_message_size`](crate::FakeServerBuilder::max_message_size)):
-    /// refused unread (`size` is how far the fake got, `max` the limit), and answered
-    /// with close 1009.
+    /// refused unread, and answered with close 1009.
     Oversize {
+        /// The size tungstenite refused, in bytes: the frame's length, or the message's
+        /// so far.
         size: usize,
+        /// The limit it went over.
         max: usize,
     },
 }
