@@ -15,25 +15,6 @@ use crate::store::{
     Applied, MethodChoice, NewIncident, OpenOrder, PageRecorded, Refusal, Store, StoreError,
 };
 
-/// What the link must do after handling one message.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Reaction {
-    /// Messages to send back to Payments, in order.
-    pub replies: Vec<ClientMessage>,
-}
-
-impl Reaction {
-    fn none() -> Reaction {
-        Reaction::default()
-    }
-
-    fn reply(message: ClientMessage) -> Reaction {
-        Reaction {
-            replies: vec![message],
-        }
-    }
-}
-
 /// Handles one message from Payments.
 ///
 /// A store error is returned to the caller: the event it concerned was not applied and
@@ -42,22 +23,22 @@ pub async fn handle(
     store: &Store,
     metrics: &Metrics,
     message: ServerMessage,
-) -> Result<Reaction, StoreError> {
+) -> Result<Option<ClientMessage>, StoreError> {
     Ok(handle_batch(store, metrics, vec![message])
         .await?
         .pop()
-        .unwrap_or_default())
+        .flatten())
 }
 
 /// Handles messages from Payments about distinct orders (at most one per order, so
 /// their order does not matter) in ONE transaction: one multi-row statement per kind
-/// of message, one commit, then the reactions, in the order of `messages`. On a store
+/// of message, one commit, then the reply to each (if any), in the order of `messages`. On a store
 /// error nothing was applied, and none of the events may be acked.
 pub async fn handle_batch(
     store: &Store,
     metrics: &Metrics,
     messages: Vec<ServerMessage>,
-) -> Result<Vec<Reaction>, StoreError> {
+) -> Result<Vec<Option<ClientMessage>>, StoreError> {
     let mut offers = Vec::new();
     let mut pages = Vec::new();
     let mut outcomes = Vec::new();
@@ -152,7 +133,7 @@ pub async fn handle_batch(
                         tracing::warn!("Payments sent a page for an order we do not have")
                     }
                 }
-                Reaction::none()
+                None
             }
             ServerMessage::PaymentState {
                 event_id,
@@ -168,7 +149,7 @@ pub async fn handle_batch(
                     Applied::Transitioned { status, invoice } => {
                         metrics.transition(status.as_str());
                         tracing::info!(status = status.as_str(), invoice, reason = reason.map(|r| r.as_str()), "order is final");
-                        Reaction::reply(ack)
+                        Some(ack)
                     }
                     Applied::AlreadyFinal(status) => {
                         if status == OrderStatus::after(state) {
@@ -178,15 +159,15 @@ pub async fn handle_batch(
                             // help either side: acked, and recorded on the order for a person.
                             tracing::error!(status = status.as_str(), "Payments reports an outcome that contradicts the order's final state; order left unchanged, incident recorded");
                         }
-                        Reaction::reply(ack)
+                        Some(ack)
                     }
                     Applied::PaymentMismatch { status, stored } => {
                         tracing::error!(status = status.as_str(), %stored, "Payments reports an outcome for another payment than the order's; order left unchanged, incident recorded");
-                        Reaction::reply(ack)
+                        Some(ack)
                     }
                     Applied::UnknownOrder => {
                         tracing::warn!("payment_state for an order we do not have: not acked");
-                        Reaction::none()
+                        None
                     }
                 }
             }
@@ -217,7 +198,7 @@ pub async fn handle_batch(
                         tracing::error!(code = code.as_str(), %message, "Payments refused a message")
                     }
                 }
-                Reaction::none()
+                None
             }
         })
         .collect())
@@ -263,23 +244,27 @@ fn incidents_of(
         .collect()
 }
 
-fn on_methods(order_id: OrderId, methods: &[String], choice: MethodChoice) -> Reaction {
+fn on_methods(
+    order_id: OrderId,
+    methods: &[String],
+    choice: MethodChoice,
+) -> Option<ClientMessage> {
     let _span = tracing::info_span!("payment_methods", %order_id).entered();
     match choice {
         MethodChoice::Select(method) => {
             tracing::debug!(%method, offered = ?methods, "selecting the payment method");
-            Reaction::reply(ClientMessage::SelectPaymentMethod { order_id, method })
+            Some(ClientMessage::SelectPaymentMethod { order_id, method })
         }
         MethodChoice::NotPending(status) => {
             tracing::debug!(
                 status = status.as_str(),
                 "methods for an order that has moved on: ignored"
             );
-            Reaction::none()
+            None
         }
         MethodChoice::UnknownOrder => {
             tracing::warn!("Payments offered methods for an order we do not have");
-            Reaction::none()
+            None
         }
     }
 }
@@ -290,19 +275,8 @@ fn on_methods(order_id: OrderId, methods: &[String], choice: MethodChoice) -> Re
 pub fn requests_for(orders: &[OpenOrder]) -> Vec<ClientMessage> {
     let mut messages = Vec::with_capacity(orders.len());
     for order in orders {
-        let initiate = order.status == OrderStatus::PendingPayment || !order.cancel_requested;
-        if initiate {
-            match (Amount::new(order.amount), Currency::parse(&order.currency)) {
-                (Ok(amount), Ok(currency)) => messages.push(ClientMessage::InitiatePayment {
-                    order_id: order.key.id,
-                    amount,
-                    currency,
-                }),
-                // The table's CHECK constraints make this unreachable; never panic on it.
-                _ => {
-                    tracing::error!(order_id = %order.key.id, "order row with an invalid amount or currency")
-                }
-            }
+        if order.status == OrderStatus::PendingPayment || !order.cancel_requested {
+            messages.push(initiate(order.key.id, order.amount, order.currency));
         }
         if order.cancel_requested {
             messages.push(ClientMessage::CancelPayment {

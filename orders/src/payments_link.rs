@@ -232,7 +232,30 @@ impl Drop for LinkGuard {
 /// Why a connection ended.
 enum End {
     Shutdown,
-    Lost(String),
+    Lost(Lost),
+}
+
+/// Why a connection to Payments was lost: logged, then the link reconnects.
+#[derive(Debug, thiserror::Error)]
+enum Lost {
+    #[error("Payments closed the TCP connection")]
+    TcpClosed,
+    #[error("Payments closed the connection: {0:?}")]
+    Closed(Option<CloseReason>),
+    #[error("WebSocket protocol error: {0}")]
+    Protocol(String),
+    #[error("Payments sent a message over 64 KiB")]
+    TooLarge,
+    #[error("no frame from Payments for {0:?}")]
+    Silent(Duration),
+    #[error("Payments read nothing for {0:?}")]
+    NotReading(Duration),
+    #[error("could not write to Payments: {0}")]
+    Write(String),
+    #[error("the connection was closed")]
+    ClosedByUs,
+    #[error("the writer failed: {0}")]
+    WriterFailed(String),
 }
 
 /// What reaches the link from the handle.
@@ -466,7 +489,8 @@ struct Pipeline<'a> {
 /// A message from Payments, applied (or not).
 struct Applied {
     order: Option<OrderId>,
-    result: Result<flow::Reaction, crate::store::StoreError>,
+    /// The reply to send, if any.
+    result: Result<Option<ClientMessage>, crate::store::StoreError>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -540,13 +564,13 @@ async fn apply(store: &Store, metrics: &Metrics, batch: Vec<ServerMessage>) -> V
     let orders: Vec<Option<OrderId>> = batch.iter().map(|m| m.order_id()).collect();
     if batch.len() > 1 {
         match flow::handle_batch(store, metrics, batch.clone()).await {
-            Ok(reactions) => {
+            Ok(replies) => {
                 return orders
                     .into_iter()
-                    .zip(reactions)
-                    .map(|(order, reaction)| Applied {
+                    .zip(replies)
+                    .map(|(order, reply)| Applied {
                         order,
-                        result: Ok(reaction),
+                        result: Ok(reply),
                     })
                     .collect();
             }
@@ -591,16 +615,16 @@ struct Ending {
 }
 
 impl Ending {
-    fn lost(why: impl Into<String>) -> Self {
+    fn lost(why: Lost) -> Self {
         Ending {
-            end: End::Lost(why.into()),
+            end: End::Lost(why),
             close: None,
         }
     }
 
-    fn closing(why: impl Into<String>, code: CloseCode, description: &str) -> Self {
+    fn closing(why: Lost, code: CloseCode, description: &str) -> Self {
         Ending {
-            end: End::Lost(why.into()),
+            end: End::Lost(why),
             close: Some(CloseReason {
                 code,
                 description: Some(description.into()),
@@ -680,7 +704,7 @@ impl<'a> Connection<'a> {
         &mut self,
         stream: &mut futures_util::stream::SplitStream<Framed>,
         out: &mpsc::Sender<Message>,
-        writer: &mut tokio::task::JoinHandle<String>,
+        writer: &mut tokio::task::JoinHandle<Lost>,
         outbox: &mut mpsc::Receiver<ClientMessage>,
         overflow: &Overflow,
         shutdown: &mut watch::Receiver<bool>,
@@ -709,11 +733,11 @@ impl<'a> Connection<'a> {
             tokio::select! {
                 frame = stream.next(), if pipeline.has_room() => {
                     let frame = match frame {
-                        None => return Ending::lost("Payments closed the TCP connection"),
+                        None => return Ending::lost(Lost::TcpClosed),
                         Some(Err(e)) => {
                             // Oversized frames and protocol violations end up here.
                             let description = e.to_string();
-                            return Ending::closing(format!("WebSocket protocol error: {e}"), close_code_for(&e), &description);
+                            return Ending::closing(Lost::Protocol(description.clone()), close_code_for(&e), &description);
                         }
                         Some(Ok(frame)) => frame,
                     };
@@ -724,11 +748,10 @@ impl<'a> Connection<'a> {
                             let _ = out.try_send(Message::Pong(payload));
                         }
                         Incoming::Closed(reason) => {
-                            let why = format!("Payments closed the connection: {reason:?}");
-                            return Ending { end: End::Lost(why), close: reason };
+                            return Ending { end: End::Lost(Lost::Closed(reason.clone())), close: reason };
                         }
                         Incoming::TooLarge => {
-                            return Ending::closing("Payments sent a message over 64 KiB", CloseCode::Size, "message over 64 KiB");
+                            return Ending::closing(Lost::TooLarge, CloseCode::Size, "message over 64 KiB");
                         }
                         Incoming::Message(message) => {
                             window.answered(&message);
@@ -741,8 +764,8 @@ impl<'a> Connection<'a> {
                     pipeline.finished(&batch);
                     for applied in batch {
                         match applied.result {
-                            Ok(reaction) => {
-                                for reply in &reaction.replies {
+                            Ok(reply) => {
+                                if let Some(reply) = &reply {
                                     // Room was reserved when the batch started: never waits.
                                     match out.try_send(text(self.metrics, reply)) {
                                         Ok(()) => {}
@@ -801,7 +824,7 @@ impl<'a> Connection<'a> {
                 }
                 _ = sleep_until(last_heard + self.config.peer_timeout) => {
                     // A dead peer cannot read a close frame; just drop the socket.
-                    return Ending::lost(format!("no frame from Payments for {:?}", self.config.peer_timeout));
+                    return Ending::lost(Lost::Silent(self.config.peer_timeout));
                 }
                 _ = sweeper.tick() => {
                     // Requests unanswered this long are the sweep's to send again.
@@ -811,7 +834,7 @@ impl<'a> Connection<'a> {
                     }
                 }
                 why = &mut *writer => {
-                    return Ending::lost(why.unwrap_or_else(|e| format!("the writer failed: {e}")));
+                    return Ending::lost(why.unwrap_or_else(|e| Lost::WriterFailed(e.to_string())));
                 }
                 _ = shutdown.changed() => {
                     return Ending {
@@ -926,12 +949,11 @@ async fn write(
     mut sink: futures_util::stream::SplitSink<Framed, Message>,
     mut queue: mpsc::Receiver<Message>,
     timeout: Duration,
-) -> String {
-    let timed_out = || format!("Payments read nothing for {timeout:?}");
+) -> Lost {
     loop {
         let Some(first) = queue.recv().await else {
             let _ = tokio::time::timeout(timeout, sink.close()).await;
-            return "the connection was closed".into();
+            return Lost::ClosedByUs;
         };
         let mut next = Some(first);
         let mut closing = false;
@@ -939,8 +961,8 @@ async fn write(
             closing = matches!(message, Message::Close(_));
             match tokio::time::timeout(timeout, sink.feed(message)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return format!("could not write to Payments: {e}"),
-                Err(_) => return timed_out(),
+                Ok(Err(e)) => return Lost::Write(e.to_string()),
+                Err(_) => return Lost::NotReading(timeout),
             }
             if closing {
                 break;
@@ -949,21 +971,21 @@ async fn write(
         }
         match tokio::time::timeout(timeout, sink.flush()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return format!("could not write to Payments: {e}"),
-            Err(_) => return timed_out(),
+            Ok(Err(e)) => return Lost::Write(e.to_string()),
+            Err(_) => return Lost::NotReading(timeout),
         }
         if closing {
             let _ = tokio::time::timeout(timeout, sink.close()).await;
-            return "the connection was closed".into();
+            return Lost::ClosedByUs;
         }
     }
 }
 
 /// Why the writer stopped, once it has.
-async fn writer_end(writer: &mut tokio::task::JoinHandle<String>) -> String {
+async fn writer_end(writer: &mut tokio::task::JoinHandle<Lost>) -> Lost {
     match writer.await {
         Ok(why) => why,
-        Err(e) => format!("the writer failed: {e}"),
+        Err(e) => Lost::WriterFailed(e.to_string()),
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use service_kit::group_commit::{self, Batch, BoxFuture, GroupCommit, Limits};
-use shared_protocol::{CancelReason, OrderId, PaymentId, PaymentOutcome};
+use shared_protocol::{Amount, CancelReason, Currency, OrderId, PaymentId, PaymentOutcome};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -194,8 +194,8 @@ pub enum PageRecorded {
 #[derive(Debug, Clone)]
 pub struct OpenOrder {
     pub key: OpenKey,
-    pub amount: i64,
-    pub currency: String,
+    pub amount: Amount,
+    pub currency: Currency,
     pub status: OrderStatus,
     pub cancel_requested: bool,
 }
@@ -239,13 +239,13 @@ impl TryFrom<OrderRow> for Order {
     fn try_from(r: OrderRow) -> Result<Order, StoreError> {
         Ok(Order {
             id: OrderId(r.id),
-            amount: r.amount,
-            currency: r.currency,
+            amount: parse_amount(r.amount)?,
+            currency: parse_currency(&r.currency)?,
             description: r.description,
             status: parse_status(&r.status)?,
             payment_method: r.payment_method,
             payment_url: r.payment_url,
-            cancel_reason: r.cancel_reason,
+            cancel_reason: r.cancel_reason.as_deref().map(parse_reason).transpose()?,
             created_at: r.created_at,
             updated_at: r.updated_at,
             attention: Attention::of(
@@ -260,6 +260,20 @@ impl TryFrom<OrderRow> for Order {
 
 fn parse_status(s: &str) -> Result<OrderStatus, StoreError> {
     OrderStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("order status {s:?}")))
+}
+
+// A row is parsed into the domain's types once, here; the CHECK constraints make a
+// failure a corrupt row, never a panic.
+fn parse_amount(minor: i64) -> Result<Amount, StoreError> {
+    Amount::new(minor).map_err(|_| StoreError::Corrupt(format!("amount {minor}")))
+}
+
+fn parse_currency(s: &str) -> Result<Currency, StoreError> {
+    Currency::parse(s).map_err(|_| StoreError::Corrupt(format!("currency {s:?}")))
+}
+
+fn parse_reason(s: &str) -> Result<CancelReason, StoreError> {
+    CancelReason::parse(s).ok_or_else(|| StoreError::Corrupt(format!("cancel reason {s:?}")))
 }
 
 impl Store {
@@ -413,13 +427,16 @@ impl Store {
         )
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| Invoice {
-            number: invoice_number(r.number),
-            order_id: OrderId(r.order_id),
-            amount: r.amount,
-            currency: r.currency,
-            issued_at: r.issued_at,
-        }))
+        row.map(|r| {
+            Ok(Invoice {
+                number: invoice_number(r.number),
+                order_id: OrderId(r.order_id),
+                amount: parse_amount(r.amount)?,
+                currency: parse_currency(&r.currency)?,
+                issued_at: r.issued_at,
+            })
+        })
+        .transpose()
     }
 
     /// Starts a transaction for a batch of messages from Payments.
@@ -791,7 +808,7 @@ impl Store {
                         id,
                     },
                     amount: order.amount,
-                    currency: order.currency.clone(),
+                    currency: order.currency,
                     status: order.status,
                     cancel_requested: row.cancel_requested,
                 };
@@ -867,8 +884,8 @@ impl Store {
                         created_at: r.created_at,
                         id: OrderId(r.id),
                     },
-                    amount: r.amount,
-                    currency: r.currency,
+                    amount: parse_amount(r.amount)?,
+                    currency: parse_currency(&r.currency)?,
                     status: parse_status(&r.status)?,
                     cancel_requested: r.cancel_requested,
                 })

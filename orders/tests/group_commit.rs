@@ -54,8 +54,8 @@ async fn each_request_of_a_batch_gets_its_own_answer() {
     let Inserted::Created(k1) = &answers[0] else {
         panic!("first k1: {:?}", answers[0]);
     };
-    assert_eq!(k1.amount, 100);
-    assert!(matches!(&answers[1], Inserted::Created(o) if o.amount == 200));
+    assert_eq!(k1.amount.minor(), 100);
+    assert!(matches!(&answers[1], Inserted::Created(o) if o.amount.minor() == 200));
     assert!(
         matches!(&answers[2], Inserted::Replayed(o) if o.id == k1.id),
         "second k1: {:?}",
@@ -76,7 +76,7 @@ async fn each_request_of_a_batch_gets_its_own_answer() {
         "{:?}",
         answers[5]
     );
-    assert!(matches!(&answers[6], Inserted::Created(o) if o.amount == 300));
+    assert!(matches!(&answers[6], Inserted::Created(o) if o.amount.minor() == 300));
 
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
         .fetch_one(&mut *conn)

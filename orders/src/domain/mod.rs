@@ -24,8 +24,12 @@ pub const MAX_DESCRIPTION_CHARS: usize = 500;
 pub struct Order {
     #[schema(value_type = String, format = Uuid)]
     pub id: OrderId,
-    pub amount: i64,
-    pub currency: String,
+    /// In minor units (cents).
+    #[schema(value_type = i64)]
+    pub amount: Amount,
+    /// ISO 4217, upper case.
+    #[schema(value_type = String)]
+    pub currency: Currency,
     pub description: Option<String>,
     pub status: OrderStatus,
     /// Null until a method is selected.
@@ -33,7 +37,8 @@ pub struct Order {
     /// Null until Payments sent the page.
     pub payment_url: Option<String>,
     /// `customer`, `expired` or `orders_cancelled` once cancelled.
-    pub cancel_reason: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub cancel_reason: Option<CancelReason>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Null while nothing went wrong. Set when Payments refused a request about the
@@ -96,8 +101,10 @@ pub struct Invoice {
     pub number: String,
     #[schema(value_type = String, format = Uuid)]
     pub order_id: OrderId,
-    pub amount: i64,
-    pub currency: String,
+    #[schema(value_type = i64)]
+    pub amount: Amount,
+    #[schema(value_type = String)]
+    pub currency: Currency,
     pub issued_at: DateTime<Utc>,
 }
 
@@ -204,11 +211,6 @@ impl NewOrder {
             description,
         })
     }
-}
-
-/// The cancel reason as stored and shown.
-pub fn cancel_reason_text(reason: Option<CancelReason>) -> Option<&'static str> {
-    reason.map(CancelReason::as_str)
 }
 
 fn kind(v: &Value) -> &'static str {

@@ -47,7 +47,7 @@ pub async fn create(
     let new = NewOrder::parse(&body).map_err(|e| ApiError::Validation(e.message))?;
     match state.store.insert_order(&new, key.as_deref()).await? {
         Inserted::Created(order) => {
-            tracing::info!(order_id = %order.id, amount = order.amount, currency = %order.currency, "order created");
+            tracing::info!(order_id = %order.id, amount = order.amount.minor(), currency = %order.currency.as_str(), "order created");
             state
                 .metrics
                 .transition(OrderStatus::PendingPayment.as_str());
