@@ -129,7 +129,7 @@ mod tests {
         let client = tokio::spawn(async move { quotes(&url, "ACME", 2).await });
 
         let conn = server.next_connection().await;
-        conn.send(Event::Heartbeat { seq: 7 }).await;
+        conn.send(Event::Heartbeat { seq: 7 }).await.unwrap();
         conn.expect(Matcher::new("alive 7", |m| {
             matches!(m, Request::Alive { seq: 7 })
         }))
@@ -138,7 +138,8 @@ mod tests {
             symbol: "ACME".into(),
             cents: 10_175,
         })
-        .await;
+        .await
+        .unwrap();
 
         let prices = client.await.expect("the client task").expect("the client");
         assert_eq!(prices, [10_150, 10_175]);
@@ -169,7 +170,8 @@ mod tests {
         let conn = server.next_connection().await;
         conn.expect(subscribe("ACME")).await;
         conn.send_text(r#"{"type":"subscribed","symbol":"ACME"}"#)
-            .await;
+            .await
+            .unwrap();
         let error = client.await.expect("the client task").unwrap_err();
         assert!(error.to_string().contains("MessagePack"), "{error}");
     }

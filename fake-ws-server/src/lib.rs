@@ -21,8 +21,8 @@ pub use codec::{Codec, JsonCodec, Payload};
 pub use matcher::Matcher;
 pub use response::Response;
 pub use server::{
-    Attempt, AttemptOutcome, Connection, DEFAULT_DEADLINE, DEFAULT_PRIORITY, FakeServer,
-    FakeServerBuilder, HandshakeRequest, HandshakeRule, InvalidFrame, Rule,
+    Attempt, AttemptOutcome, Closed, Connection, DEFAULT_DEADLINE, DEFAULT_PRIORITY, FakeServer,
+    FakeServerBuilder, HandshakeRequest, HandshakeRule, InvalidFrame, Rule, SendError,
 };
 pub use times::Times;
 pub use transcript::{Direction, FrameKind, TranscriptEntry};

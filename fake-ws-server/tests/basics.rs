@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use fake_ws_server::{Direction, FakeServer, FrameKind, Matcher};
+use fake_ws_server::{Closed, Direction, FakeServer, FrameKind, Matcher};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message;
@@ -38,7 +38,8 @@ async fn typed_and_raw_frames_reach_the_client_and_nothing_is_sent_unasked() {
         topic: "btc".into(),
         price: 7,
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(
         receive(&mut client).await,
         Down::Price {
@@ -46,8 +47,8 @@ async fn typed_and_raw_frames_reach_the_client_and_nothing_is_sent_unasked() {
             price: 7
         }
     );
-    conn.send_text("not json").await;
-    conn.send_binary(vec![1, 2, 3]).await;
+    conn.send_text("not json").await.unwrap();
+    conn.send_binary(vec![1, 2, 3]).await.unwrap();
     let frame = client.next().await.unwrap().unwrap();
     assert_eq!(frame, Message::Text("not json".into()));
     let frame = client.next().await.unwrap().unwrap();
@@ -138,7 +139,7 @@ async fn the_transcript_holds_both_directions_in_order() {
     send(&mut client, &subscribe("btc")).await;
     receive(&mut client).await;
     client.close(None).await.unwrap();
-    assert_eq!(conn.wait_closed().await, None);
+    assert_eq!(conn.wait_closed().await, Closed::FrameWithoutCode);
     let transcript = conn.transcript();
     let directions: Vec<_> = transcript.iter().map(|e| e.direction).collect();
     assert_eq!(
@@ -197,7 +198,7 @@ fn it_works_on_a_runtime_without_a_timer() {
         conn.expect_within(subscribe_to("eth"), Duration::from_secs(2))
             .await;
         conn.expect_silence(Duration::from_millis(20)).await;
-        conn.close(1000, "done").await;
+        conn.close(1000, "done").await.unwrap();
         fake.shutdown().await;
     });
 }

@@ -3,17 +3,18 @@
 mod common;
 
 use common::*;
-use fake_ws_server::AttemptOutcome;
+use fake_ws_server::{AttemptOutcome, Closed, Direction, FrameKind, SendError};
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 #[tokio::test]
 async fn close_sends_the_code_and_abort_resets_the_connection() {
     let fake = Fake::builder().start().await;
     let mut client = connect(&fake.url()).await;
     let conn = fake.next_connection().await;
-    conn.close(4001, "bye").await;
+    conn.close(4001, "bye").await.unwrap();
     match client.next().await.unwrap().unwrap() {
         Message::Close(Some(frame)) => {
             assert_eq!(u16::from(frame.code), 4001);
@@ -45,7 +46,116 @@ async fn wait_closed_reports_the_clients_close_code() {
         }))
         .await
         .unwrap();
-    assert_eq!(conn.wait_closed().await, Some(1001));
+    assert_eq!(
+        conn.wait_closed().await,
+        Closed::Frame {
+            code: 1001,
+            reason: "going away".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn wait_closed_tells_a_close_without_code_a_drop_and_an_abort_apart() {
+    let fake = Fake::builder().start().await;
+    let mut client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    client.close(None).await.unwrap();
+    assert_eq!(conn.wait_closed().await, Closed::FrameWithoutCode);
+    assert_eq!(conn.wait_closed().await.code(), None);
+
+    let client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    drop(client);
+    assert_eq!(conn.wait_closed().await, Closed::Dropped);
+
+    let _client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    conn.abort().await;
+    assert_eq!(conn.wait_closed().await, Closed::Aborted);
+
+    let _client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    fake.stop().await;
+    assert_eq!(conn.wait_closed().await, Closed::Aborted);
+}
+
+/// The frames the fake wrote to the client, as the transcript has them.
+fn sent(conn: &fake_ws_server::Connection<Up, Down>) -> Vec<FrameKind> {
+    conn.transcript()
+        .into_iter()
+        .filter(|e| e.direction == Direction::ToClient)
+        .map(|e| e.frame)
+        .collect()
+}
+
+#[tokio::test]
+async fn sending_on_a_closed_connection_is_an_error_and_not_in_the_transcript() {
+    let fake = Fake::builder().start().await;
+    let price = Down::Price {
+        topic: "btc".into(),
+        price: 1,
+    };
+
+    // The client closed it.
+    let mut client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    client
+        .close(Some(CloseFrame {
+            code: 1000.into(),
+            reason: "".into(),
+        }))
+        .await
+        .unwrap();
+    let closed = conn.wait_closed().await;
+    assert_eq!(
+        conn.send(price.clone()).await,
+        Err(SendError::Closed(closed.clone()))
+    );
+    assert_eq!(
+        conn.send_text("x").await,
+        Err(SendError::Closed(closed.clone()))
+    );
+    assert_eq!(
+        conn.send_binary(vec![1]).await,
+        Err(SendError::Closed(closed.clone()))
+    );
+    assert_eq!(conn.close(1000, "").await, Err(SendError::Closed(closed)));
+    assert!(
+        sent(&conn)
+            .iter()
+            .all(|f| matches!(f, FrameKind::Close { .. })),
+        "{:?}",
+        conn.transcript()
+    );
+
+    // The fake aborted it.
+    let _client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    conn.send(price.clone()).await.unwrap();
+    conn.abort().await;
+    assert_eq!(
+        conn.send(price.clone()).await,
+        Err(SendError::Closed(Closed::Aborted))
+    );
+    assert_eq!(sent(&conn).len(), 1, "{:?}", conn.transcript());
+
+    // The fake sent its close frame: nothing may follow it.
+    let _client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    conn.close(4000, "bye").await.unwrap();
+    let after = conn.send(price).await;
+    assert!(
+        matches!(after, Err(SendError::Closing | SendError::Closed(_))),
+        "{after:?}"
+    );
+    assert_eq!(
+        sent(&conn),
+        [FrameKind::Close {
+            code: Some(4000),
+            reason: "bye".into()
+        }]
+    );
 }
 
 #[tokio::test]

@@ -109,7 +109,7 @@ async fn round_trip(codec: impl Codec<Event, Request>, server_codec: impl Codec<
         symbol: "ACME".into(),
         cents: 12_345,
     };
-    conn.send(price.clone()).await;
+    conn.send(price.clone()).await.unwrap();
     let frame = next_data(&mut client).await;
     assert_eq!(codec.decode(&payload(frame)).expect("decodes"), price);
 }
@@ -139,7 +139,8 @@ async fn json_in_text_frames_is_the_default_and_a_binary_frame_is_a_violation() 
     conn.send(Event::Subscribed {
         symbol: "ACME".into(),
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(
         next_data(&mut client).await,
         Message::Text(r#"{"type":"subscribed","symbol":"ACME"}"#.into())
@@ -167,7 +168,8 @@ async fn messagepack_in_binary_frames_and_a_text_frame_is_a_violation() {
     conn.send(Event::Subscribed {
         symbol: "ACME".into(),
     })
-    .await;
+    .await
+    .unwrap();
     let Message::Binary(bytes) = next_data(&mut client).await else {
         panic!("MessagePack comes in a binary frame");
     };
@@ -217,12 +219,12 @@ async fn the_raw_layer_bypasses_the_codec() {
         .await;
     let mut client = connect(&server.url()).await;
     let conn = server.next_connection().await;
-    conn.send_text("not MessagePack").await;
+    conn.send_text("not MessagePack").await.unwrap();
     assert_eq!(
         next_data(&mut client).await,
         Message::Text("not MessagePack".into())
     );
-    conn.send_binary(vec![9]).await;
+    conn.send_binary(vec![9]).await.unwrap();
     assert_eq!(
         next_data(&mut client).await,
         Message::Binary(vec![9].into())

@@ -112,3 +112,45 @@ async fn an_invalid_frame_can_be_expected_instead_of_failing_the_test() {
     );
     assert!(fake.problems().is_empty(), "{:?}", fake.problems());
 }
+
+#[tokio::test]
+async fn expect_next_takes_messages_in_their_order() {
+    let fake = Fake::builder().start().await;
+    let mut client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    send(&mut client, &subscribe("a")).await;
+    client
+        .send(Message::Text("not a message".into()))
+        .await
+        .unwrap();
+    send(&mut client, &subscribe("b")).await;
+    assert_eq!(conn.expect_next(subscribe_to("a")).await, subscribe("a"));
+    // An invalid frame is not a message: not in the way.
+    assert_eq!(conn.expect_next(subscribe_to("b")).await, subscribe("b"));
+    conn.expect_invalid().await;
+}
+
+#[tokio::test]
+async fn expect_next_fails_at_once_showing_what_came_instead() {
+    let message = panic_message(async {
+        let fake = Fake::builder().lenient().start().await;
+        let mut client = connect(&fake.url()).await;
+        let conn = fake.next_connection().await;
+        send(&mut client, &subscribe("a")).await;
+        send(&mut client, &subscribe("b")).await;
+        // `expect` would find it; `expect_next` insists on the order.
+        conn.expect_next(subscribe_to("b")).await;
+    })
+    .await;
+    assert!(
+        message
+            .contains("expected the next message on connection 0 to be subscribe to b, but it was"),
+        "{message}"
+    );
+    assert!(
+        message.contains(r#"but it was:"#)
+            && message.contains(r#"{"type":"subscribe","topic":"a"}"#),
+        "{message}"
+    );
+    assert!(message.contains("expectations.rs"), "{message}");
+}

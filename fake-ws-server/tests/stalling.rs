@@ -117,7 +117,7 @@ async fn a_fake_that_does_not_read_sees_the_client_leave_when_its_ping_fails() {
     drop(stream);
 
     // Never read, so only a failed ping can tell the fake.
-    assert_eq!(conn.wait_closed().await, None);
+    assert_eq!(conn.wait_closed().await, fake_ws_server::Closed::Dropped);
     assert!(!conn.is_open());
     let pings = conn
         .transcript()

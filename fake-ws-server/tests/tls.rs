@@ -85,7 +85,8 @@ async fn a_tls_client_that_trusts_only_the_servers_root_talks_through_wss() {
         topic: "prices".into(),
         price: 42,
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(
         receive(&mut client).await,
         Down::Price {

@@ -25,7 +25,7 @@ async fn an_order_created_while_payments_is_down_progresses_once_it_is_up() {
     conn.expect(initiate_payment(order.id())).await;
     conn.expect(select_payment_method(order.id(), "credit_card"))
         .await;
-    let event = conn.fulfill(order.id()).await;
+    let event = conn.fulfill(order.id()).await.unwrap();
     conn.expect(ack_of(event)).await;
     app.wait_for_status(order.id(), "fulfilled").await;
 }
@@ -54,9 +54,9 @@ async fn orders_reconnects_and_resumes_when_payments_restarts_mid_flow() {
         .await;
     app.wait_for_status(waiting.id(), "awaiting_payment").await;
 
-    let first = conn.fulfill(paged.id()).await;
+    let first = conn.fulfill(paged.id()).await.unwrap();
     conn.expect(ack_of(first)).await;
-    let second = conn.fulfill(waiting.id()).await;
+    let second = conn.fulfill(waiting.id()).await.unwrap();
     conn.expect(ack_of(second)).await;
     app.wait_for_status(paged.id(), "fulfilled").await;
     app.wait_for_status(waiting.id(), "fulfilled").await;
@@ -100,21 +100,24 @@ async fn malformed_and_binary_frames_do_not_break_the_link() {
     let app = TestApp::spawn(&fake.url()).await;
     let conn = fake.next_connection().await;
 
-    conn.send_text("this is not JSON").await;
-    conn.send_text("[1, 2, 3]").await;
+    conn.send_text("this is not JSON").await.unwrap();
+    conn.send_text("[1, 2, 3]").await.unwrap();
     conn.send_text(r#"{"type": "refund", "order_id": "7d3c1e2a-5b6f-4c1d-9e8f-0a1b2c3d4e5f"}"#)
-        .await;
+        .await
+        .unwrap();
     conn.send_text(r#"{"type": "payment_state", "event_id": "seven"}"#)
-        .await;
+        .await
+        .unwrap();
     conn.send_text(r#"{"type": "payment_methods", "order_id": "not-a-uuid", "methods": ["x"]}"#)
-        .await;
-    conn.send_binary(vec![0, 159, 146, 150]).await;
+        .await
+        .unwrap();
+    conn.send_binary(vec![0, 159, 146, 150]).await.unwrap();
 
     let order = app.create_order(100, "EUR").await;
     conn.expect(initiate_payment(order.id())).await;
     conn.expect(select_payment_method(order.id(), "credit_card"))
         .await;
-    let event = conn.fulfill(order.id()).await;
+    let event = conn.fulfill(order.id()).await.unwrap();
     conn.expect(ack_of(event)).await;
     app.wait_for_status(order.id(), "fulfilled").await;
     assert!(conn.is_open());

@@ -27,7 +27,7 @@ async fn an_order_is_fulfilled_when_payments_says_so() {
     let url = awaiting.0["payment_url"].as_str().expect("payment_url");
     assert!(url.contains("/pay/"), "{url}");
 
-    let event = conn.fulfill(order.id()).await;
+    let event = conn.fulfill(order.id()).await.unwrap();
     conn.expect(ack_of(event)).await;
     let fulfilled = app.wait_for_status(order.id(), "fulfilled").await;
     assert_eq!(fulfilled.0["cancel_reason"], Value::Null);
@@ -57,7 +57,10 @@ async fn an_order_is_cancelled_when_payments_says_cancel() {
         .await;
     app.wait_for_status(order.id(), "awaiting_payment").await;
 
-    let event = conn.cancel(order.id(), CancelReason::Customer).await;
+    let event = conn
+        .cancel(order.id(), CancelReason::Customer)
+        .await
+        .unwrap();
     conn.expect(ack_of(event)).await;
     let cancelled = app.wait_for_status(order.id(), "cancelled").await;
     assert_eq!(cancelled.0["cancel_reason"], "customer");
@@ -115,9 +118,9 @@ async fn a_duplicate_fulfill_gives_one_invoice_and_both_are_acked() {
     let ServerMessage::PaymentState { event_id, .. } = event else {
         unreachable!()
     };
-    conn.send(event.clone()).await;
+    conn.send(event.clone()).await.unwrap();
     conn.expect(ack_of(event_id)).await;
-    conn.send(event).await;
+    conn.send(event).await.unwrap();
     conn.expect(ack_of(event_id)).await;
 
     app.wait_for_status(order.id(), "fulfilled").await;
@@ -133,10 +136,13 @@ async fn a_cancel_after_fulfilment_changes_nothing() {
     conn.expect(initiate_payment(order.id())).await;
     conn.expect(select_payment_method(order.id(), "credit_card"))
         .await;
-    let event = conn.fulfill(order.id()).await;
+    let event = conn.fulfill(order.id()).await.unwrap();
     conn.expect(ack_of(event)).await;
 
-    let contradiction = conn.cancel(order.id(), CancelReason::Expired).await;
+    let contradiction = conn
+        .cancel(order.id(), CancelReason::Expired)
+        .await
+        .unwrap();
     conn.expect(ack_of(contradiction)).await; // acked, so it is not redelivered forever
     let order = app.wait_for_status(order.id(), "fulfilled").await;
     assert_eq!(order.0["cancel_reason"], Value::Null);
@@ -148,7 +154,7 @@ async fn an_event_for_an_unknown_order_is_not_acked() {
     let app = TestApp::spawn(&fake.url()).await;
     let conn = fake.next_connection().await;
 
-    conn.fulfill(OrderId::new()).await;
+    conn.fulfill(OrderId::new()).await.unwrap();
     conn.expect_silence(Duration::from_millis(500)).await;
 
     // The link is still fine: a real order goes through afterwards.
@@ -156,7 +162,7 @@ async fn an_event_for_an_unknown_order_is_not_acked() {
     conn.expect(initiate_payment(order.id())).await;
     conn.expect(select_payment_method(order.id(), "credit_card"))
         .await;
-    let event = conn.fulfill(order.id()).await;
+    let event = conn.fulfill(order.id()).await.unwrap();
     conn.expect(ack_of(event)).await;
     assert_eq!(app.count("SELECT count(*) FROM orders").await, 1);
 }
@@ -182,7 +188,8 @@ async fn the_first_offered_method_is_selected() {
         order_id: order.id(),
         methods: vec!["paypal".into(), "credit_card".into()],
     })
-    .await;
+    .await
+    .unwrap();
     conn.expect(select_payment_method(order.id(), "paypal"))
         .await;
     let order = app.wait_for_field(order.id(), "payment_method").await;

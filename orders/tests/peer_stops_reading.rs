@@ -89,7 +89,7 @@ async fn a_payments_that_stops_reading_is_dropped_after_the_peer_timeout_and_not
     // not: the fake offers methods for every order, and Orders' 1,500 selections are
     // what fills the buffers.
     for &order in &orders {
-        stuck.send(methods(order)).await;
+        stuck.send(methods(order)).await.unwrap();
     }
     let created = Instant::now();
 
@@ -118,7 +118,11 @@ async fn a_payments_that_stops_reading_is_dropped_after_the_peer_timeout_and_not
         "dropped {dropped_after:?} after the fake stopped reading, before PEER_TIMEOUT"
     );
     // And the fake saw the old connection go: a ping to it failed.
-    assert_eq!(stuck.wait_closed().await, None, "Orders sent a close frame");
+    assert_eq!(
+        stuck.wait_closed().await,
+        test_harness::Closed::Dropped,
+        "Orders sent a close frame"
+    );
     assert!(!stuck.is_open());
 
     println!(
@@ -137,7 +141,7 @@ async fn a_payments_that_stops_reading_is_dropped_after_the_peer_timeout_and_not
         // A request that was in the outbox at the reconnect may come twice (idempotent).
         if let ClientMessage::InitiatePayment { order_id, .. } = message {
             unrequested.remove(&order_id);
-            fresh.send(page(&fake, order_id)).await;
+            fresh.send(page(&fake, order_id)).await.unwrap();
         }
     }
     // The new connection is read, so it stays up: no third connection.

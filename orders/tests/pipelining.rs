@@ -45,9 +45,9 @@ async fn the_second_order_is_requested_before_payments_answered_the_first() {
     conn.allow(initiate_payment(b));
 
     // Answers may come in any order; each is applied as it comes.
-    conn.send(methods(b)).await;
+    conn.send(methods(b)).await.unwrap();
     conn.expect(select_payment_method(b, "credit_card")).await;
-    conn.send(methods(a)).await;
+    conn.send(methods(a)).await.unwrap();
     conn.expect(select_payment_method(a, "credit_card")).await;
 }
 
@@ -72,13 +72,13 @@ async fn each_orders_messages_apply_in_order_while_orders_interleave() {
     // outcome before its page would be the one final state a late page cannot undo.
     let mut events = Vec::new();
     for &order in &orders {
-        conn.send(methods(order)).await;
-        conn.send(page(&fake, order)).await;
+        conn.send(methods(order)).await.unwrap();
+        conn.send(page(&fake, order)).await.unwrap();
         let outcome = fake.payment_state(order, PaymentOutcome::Fulfill, None);
         if let ServerMessage::PaymentState { event_id, .. } = &outcome {
             events.push(*event_id);
         }
-        conn.send(outcome).await;
+        conn.send(outcome).await.unwrap();
     }
     for &order in &orders {
         conn.expect(select_payment_method(order, "credit_card"))
@@ -157,13 +157,14 @@ async fn a_message_the_database_refuses_does_not_hold_back_the_others() {
     // accepts it, the database refuses it. Sent back to back with the others, it may
     // share their batch; the batch then falls back to one message at a time.
     let poison = orders[1];
-    conn.send(methods(orders[0])).await;
+    conn.send(methods(orders[0])).await.unwrap();
     conn.send(ServerMessage::PaymentMethods {
         order_id: poison,
         methods: vec!["x".repeat(201)],
     })
-    .await;
-    conn.send(methods(orders[2])).await;
+    .await
+    .unwrap();
+    conn.send(methods(orders[2])).await.unwrap();
     conn.expect(select_payment_method(orders[0], "credit_card"))
         .await;
     conn.expect(select_payment_method(orders[2], "credit_card"))

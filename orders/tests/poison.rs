@@ -152,7 +152,7 @@ async fn an_outcome_contradicting_a_final_order_is_acked_once_recorded_and_chang
     conn.expect(initiate_payment(order.id())).await;
     conn.expect(select_payment_method(order.id(), "credit_card"))
         .await;
-    let fulfilled = conn.fulfill(order.id()).await;
+    let fulfilled = conn.fulfill(order.id()).await.unwrap();
     conn.expect(ack_of(fulfilled)).await;
 
     let contradiction = fake.payment_state(
@@ -164,9 +164,9 @@ async fn an_outcome_contradicting_a_final_order_is_acked_once_recorded_and_chang
         unreachable!()
     };
     // Sent twice (a redelivery): acked both times, recorded once.
-    conn.send(contradiction.clone()).await;
+    conn.send(contradiction.clone()).await.unwrap();
     conn.expect(ack_of(event_id)).await;
-    conn.send(contradiction).await;
+    conn.send(contradiction).await.unwrap();
     conn.expect(ack_of(event_id)).await;
 
     let order = app.wait_for_status(order.id(), "fulfilled").await;
@@ -216,7 +216,8 @@ async fn an_outcome_for_another_payment_is_acked_recorded_and_changes_nothing() 
         state: PaymentOutcome::Fulfill,
         reason: None,
     })
-    .await;
+    .await
+    .unwrap();
     conn.expect(ack_of(event_id)).await;
     let unchanged = app.order(order.id()).await;
     assert_eq!(unchanged.0["status"], "awaiting_payment");
@@ -231,7 +232,7 @@ async fn an_outcome_for_another_payment_is_acked_recorded_and_changes_nothing() 
     assert_eq!(app.count("SELECT count(*) FROM invoices").await, 0);
 
     // The order's own payment still completes it.
-    let fulfilled = conn.fulfill(order.id()).await;
+    let fulfilled = conn.fulfill(order.id()).await.unwrap();
     conn.expect(ack_of(fulfilled)).await;
     app.wait_for_status(order.id(), "fulfilled").await;
     assert_eq!(app.count("SELECT count(*) FROM invoices").await, 1);

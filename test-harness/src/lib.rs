@@ -9,7 +9,7 @@ pub mod payments;
 pub mod postgres;
 
 pub use fake_ws_server::{
-    Attempt, AttemptOutcome, Codec, Connection, DEFAULT_DEADLINE, Direction, FakeServer,
+    Attempt, AttemptOutcome, Closed, Codec, Connection, DEFAULT_DEADLINE, Direction, FakeServer,
     FakeServerBuilder, FrameKind, HandshakeRequest, HandshakeRule, InvalidFrame, JsonCodec,
-    Matcher, Payload, Response, Rule, Times, TranscriptEntry,
+    Matcher, Payload, Response, Rule, SendError, Times, TranscriptEntry,
 };

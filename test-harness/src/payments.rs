@@ -22,6 +22,7 @@ use shared_protocol::Message as _;
 
 use fake_ws_server::{
     Codec, Connection, DEFAULT_DEADLINE, FakeServer, FakeServerBuilder, Matcher, Payload, Rule,
+    SendError,
 };
 
 /// The Payments protocol on the wire: JSON text frames, decoded and checked by
@@ -302,27 +303,33 @@ pub struct PaymentsConnection {
 }
 
 impl PaymentsConnection {
-    /// Sends a `FULFILL` `payment_state` for the order; returns its event id.
-    pub async fn fulfill(&self, order_id: OrderId) -> EventId {
+    /// Sends a `FULFILL` `payment_state` for the order; returns its event id, or why it
+    /// could not be sent.
+    pub async fn fulfill(&self, order_id: OrderId) -> Result<EventId, SendError> {
         self.outcome(order_id, PaymentOutcome::Fulfill, None).await
     }
 
-    /// Sends a `CANCEL` `payment_state` with `reason`; returns its event id.
-    pub async fn cancel(&self, order_id: OrderId, reason: CancelReason) -> EventId {
+    /// Sends a `CANCEL` `payment_state` with `reason`; returns its event id, or why it
+    /// could not be sent.
+    pub async fn cancel(
+        &self,
+        order_id: OrderId,
+        reason: CancelReason,
+    ) -> Result<EventId, SendError> {
         self.outcome(order_id, PaymentOutcome::Cancel, Some(reason))
             .await
     }
 
     /// Sends a text frame one byte over [`MAX_MESSAGE_BYTES`] (a JSON object padded
     /// with an unknown field), which the client must refuse with close code 1009.
-    pub async fn send_oversize(&self) {
+    pub async fn send_oversize(&self) -> Result<(), SendError> {
         const PREFIX: &str =
             r#"{"type":"error","order_id":null,"code":"internal","message":"","padding":""#;
         const SUFFIX: &str = r#""}"#;
         let padding = "x".repeat(MAX_MESSAGE_BYTES + 1 - PREFIX.len() - SUFFIX.len());
         let text = format!("{PREFIX}{padding}{SUFFIX}");
         debug_assert_eq!(text.len(), MAX_MESSAGE_BYTES + 1);
-        self.conn.send_text(text).await;
+        self.conn.send_text(text).await
     }
 
     async fn outcome(
@@ -330,13 +337,13 @@ impl PaymentsConnection {
         order_id: OrderId,
         state: PaymentOutcome,
         reason: Option<CancelReason>,
-    ) -> EventId {
+    ) -> Result<EventId, SendError> {
         let message = self.state.event(order_id, state, reason);
         let ServerMessage::PaymentState { event_id, .. } = message else {
             unreachable!("event() builds a payment_state")
         };
-        self.conn.send(message).await;
-        event_id
+        self.conn.send(message).await?;
+        Ok(event_id)
     }
 }
 

@@ -114,7 +114,7 @@ async fn auto_replies_walk_the_happy_path_and_expect_sees_each_message() {
     conn.expect(select_payment_method(order, "credit_card"))
         .await;
 
-    let event = conn.fulfill(order).await;
+    let event = conn.fulfill(order).await.unwrap();
     let ServerMessage::PaymentState {
         event_id,
         state,
@@ -165,12 +165,13 @@ async fn manual_mode_sends_nothing_by_itself_and_typed_and_raw_frames_reach_the_
         order_id: order,
         methods: vec!["paypal".into()],
     })
-    .await;
+    .await
+    .unwrap();
     assert!(
         matches!(receive(&mut client).await, ServerMessage::PaymentMethods { methods, .. } if methods == ["paypal"])
     );
-    conn.send_text("not json").await;
-    conn.send_binary(vec![1, 2, 3]).await;
+    conn.send_text("not json").await.unwrap();
+    conn.send_binary(vec![1, 2, 3]).await.unwrap();
     let frame = client.next().await.unwrap().unwrap();
     assert_eq!(frame, Message::Text("not json".into()));
     let frame = client.next().await.unwrap().unwrap();
@@ -246,8 +247,8 @@ async fn a_duplicate_event_can_be_built_once_and_sent_twice() {
     let mut client = connect(&fake.url()).await;
     let conn = fake.next_connection().await;
     let event = fake.payment_state(nil(), PaymentOutcome::Fulfill, None);
-    conn.send(event.clone()).await;
-    conn.send(event.clone()).await;
+    conn.send(event.clone()).await.unwrap();
+    conn.send(event.clone()).await.unwrap();
     assert_eq!(receive(&mut client).await, event);
     assert_eq!(receive(&mut client).await, event);
 }
@@ -302,7 +303,7 @@ async fn an_oversize_frame_reaches_the_client_whole() {
     let fake = FakePayments::start().await;
     let mut client = connect(&fake.url()).await;
     let conn = fake.next_connection().await;
-    conn.send_oversize().await;
+    conn.send_oversize().await.unwrap();
     match client.next().await.unwrap().unwrap() {
         Message::Text(text) => assert_eq!(text.len(), shared_protocol::MAX_MESSAGE_BYTES + 1),
         other => panic!("expected a text frame, got {other:?}"),
@@ -335,7 +336,7 @@ async fn payment_ids_survive_a_restart() {
         panic!("expected two pages")
     };
     assert_eq!(a, b);
-    let cancelled = conn.cancel(order, CancelReason::Customer).await;
+    let cancelled = conn.cancel(order, CancelReason::Customer).await.unwrap();
     let ServerMessage::PaymentState {
         event_id,
         payment_id,

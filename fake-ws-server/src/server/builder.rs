@@ -213,6 +213,7 @@ pub struct FakeServerBuilder<In, Out> {
     pub(super) small_buffers: bool,
     pub(super) websocket: WebSocketConfig,
     pub(super) tls: Option<Arc<Tls>>,
+    pub(super) deadline: Duration,
 }
 
 impl<In, Out> FakeServerBuilder<In, Out>
@@ -231,7 +232,17 @@ where
             small_buffers: false,
             websocket: WebSocketConfig::default(),
             tls: None,
+            deadline: super::DEFAULT_DEADLINE,
         }
+    }
+
+    /// How long every wait of this server and its connections waits when not told
+    /// otherwise (`next_connection`, `expect`, `expect_next`, `recv`, `expect_invalid`,
+    /// `wait_for_frames`, `wait_closed`); their `_within` variants take their own.
+    /// Default [`DEFAULT_DEADLINE`](super::DEFAULT_DEADLINE), 5 s.
+    pub fn default_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     /// The path WebSocket upgrades are accepted on (others get 404). Default `/ws`.

@@ -18,8 +18,8 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::DEFAULT_DEADLINE;
 use super::builder::Rule;
+use super::closed::{Closed, SendError};
 use super::handshake::HandshakeRequest;
 use super::socket::Command;
 use super::state::{ConnState, MountedRule, Shared, wait_for, wait_or_fail};
@@ -120,36 +120,72 @@ where
         }
     }
 
+    /// Hands a frame to the connection's task and waits until it is written, or
+    /// says why it was not: the connection had ended (and how), or the fake had already
+    /// sent a close frame.
+    async fn deliver(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), SendError>>) -> Command,
+    ) -> Result<(), SendError> {
+        let (done, wait) = oneshot::channel();
+        if let Some(commands) = &self.inner.commands
+            && commands.send(make(done)).is_ok()
+            && let Ok(written) = wait.await
+        {
+            return written;
+        }
+        // The connection's task has ended: it recorded how before it did.
+        let closed = self.inner.shared.lock().connections[self.inner.id]
+            .closed
+            .clone()
+            .unwrap_or(Closed::Dropped);
+        Err(SendError::Closed(closed))
+    }
+
     /// Sends a typed message, encoded by the server's [`Codec`](crate::Codec), and
-    /// waits until it is written. Panics when the codec cannot encode it.
-    pub async fn send(&self, message: Out) {
+    /// waits until it is written. On a connection that has ended (or after the fake's
+    /// close frame) nothing is sent and it says why: a [`SendError`], never a silent
+    /// no-op. Panics when the codec cannot encode it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(conn: fake_ws_server::Connection<serde_json::Value, serde_json::Value>) {
+    /// conn.send(serde_json::json!({"type": "price", "price": 7}))
+    ///     .await
+    ///     .expect("the client is still connected");
+    /// # }
+    /// ```
+    pub async fn send(&self, message: Out) -> Result<(), SendError> {
         let frame = match self.inner.shared.config.codec.encode(&message) {
             Ok(payload) => payload.into_message(),
             Err(e) => panic!(
                 "the fake's codec could not encode the message to send: {e}; send a raw frame with send_text or send_binary instead"
             ),
         };
-        self.command(|done| Command::Send(frame, done)).await;
+        self.deliver(|done| Command::Send(frame, done)).await
     }
 
-    /// Sends a raw text frame.
-    pub async fn send_text(&self, text: impl Into<String>) {
+    /// Sends a raw text frame; see [`Connection::send`] for the error.
+    pub async fn send_text(&self, text: impl Into<String>) -> Result<(), SendError> {
         let text = text.into();
-        self.command(|done| Command::Send(Message::Text(text.into()), done))
-            .await;
+        self.deliver(|done| Command::Send(Message::Text(text.into()), done))
+            .await
     }
 
-    /// Sends a raw binary frame.
-    pub async fn send_binary(&self, bytes: Vec<u8>) {
-        self.command(|done| Command::Send(Message::Binary(bytes.into()), done))
-            .await;
+    /// Sends a raw binary frame; see [`Connection::send`] for the error.
+    pub async fn send_binary(&self, bytes: Vec<u8>) -> Result<(), SendError> {
+        self.deliver(|done| Command::Send(Message::Binary(bytes.into()), done))
+            .await
     }
 
-    /// Sends a close frame with `code` and `reason`.
-    pub async fn close(&self, code: u16, reason: impl Into<String>) {
+    /// Sends a close frame with `code` and `reason`; see [`Connection::send`] for the
+    /// error. The connection ends when the client answers with its own close frame
+    /// ([`Connection::wait_closed`]).
+    pub async fn close(&self, code: u16, reason: impl Into<String>) -> Result<(), SendError> {
         let reason = reason.into();
-        self.command(|done| Command::Close(code, reason, done))
-            .await;
+        self.deliver(|done| Command::Close(code, reason, done))
+            .await
     }
 
     /// Drops the TCP connection at once: no close frame, a reset.
@@ -204,15 +240,93 @@ where
         self.command(|done| Command::PingEvery(None, done)).await;
     }
 
-    /// Waits (up to [`DEFAULT_DEADLINE`]) for a message matching `matcher` that no
-    /// earlier `expect` or `recv` took, and takes it.
+    /// The server's default deadline ([`FakeServerBuilder::default_deadline`]).
+    ///
+    /// [`FakeServerBuilder::default_deadline`]: super::FakeServerBuilder::default_deadline
+    fn deadline(&self) -> Duration {
+        self.inner.shared.config.deadline
+    }
+
+    /// Waits (up to the server's default deadline) for a message matching `matcher`
+    /// that no earlier `expect` or `recv` took, wherever it is among those not taken,
+    /// and takes it; earlier ones stay for later. [`Connection::expect_next`] insists
+    /// on the order.
     #[track_caller]
     pub fn expect(&self, matcher: Matcher<In>) -> impl std::future::Future<Output = In> + Send + '_
     where
         In: Sync,
         Out: Sync,
     {
-        self.expect_within(matcher, DEFAULT_DEADLINE)
+        self.expect_within(matcher, self.deadline())
+    }
+
+    /// Waits (up to the server's default deadline) for the next message that no
+    /// earlier `expect` or `recv` took, and takes it: it must match `matcher`, or the
+    /// test fails at once, showing what came instead (as opposed to
+    /// [`Connection::expect`], which takes the first match wherever it is). Frames that
+    /// are not messages (invalid ones) are not in the way.
+    #[track_caller]
+    pub fn expect_next(
+        &self,
+        matcher: Matcher<In>,
+    ) -> impl std::future::Future<Output = In> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
+        self.expect_next_within(matcher, self.deadline())
+    }
+
+    /// [`Connection::expect_next`] with a deadline of your choosing.
+    #[track_caller]
+    pub fn expect_next_within(
+        &self,
+        matcher: Matcher<In>,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = In> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
+        let caller = Location::caller();
+        let described = matcher.clone();
+        let next = self.wait_or_fail(
+            deadline,
+            move |conn| {
+                let inbound = conn.take(|i| i.message.is_some())?;
+                let message = inbound.message.clone()?;
+                if matcher.matches(&message) {
+                    Some(Ok(message))
+                } else {
+                    Some(Err(inbound.entry))
+                }
+            },
+            {
+                let described = described.clone();
+                move |id| {
+                    format!(
+                        "expected the next message on connection {id} to be {described} within {deadline:?}, but none came."
+                    )
+                }
+            },
+        );
+        let id = self.inner.id;
+        async move {
+            match next.await {
+                Ok(message) => message,
+                Err(entry) => {
+                    let failure = {
+                        let state = self.inner.shared.lock();
+                        let conn = &state.connections[id];
+                        conn.failure(format!(
+                            "expected the next message on connection {id} to be {described}, but it was:\n    {}",
+                            conn.transcript[entry]
+                        ))
+                    };
+                    panic!("{caller}: {failure}");
+                }
+            }
+        }
     }
 
     /// [`Connection::expect`] with a deadline of your choosing.
@@ -242,32 +356,67 @@ where
         )
     }
 
-    /// The next message not yet taken; `None` once the connection is closed and
-    /// nothing is left.
-    pub async fn recv(&self) -> Option<In> {
-        let id = self.inner.id;
-        let found = wait_for(&self.inner.shared, &self.inner.runtime, None, |state| {
-            let conn = &mut state.connections[id];
-            match conn.take(|i| i.message.is_some()) {
-                Some(inbound) => Some(inbound.message.clone()),
-                None => conn.closed.map(|_| None),
-            }
-        })
-        .await;
-        found.flatten()
+    /// The next message not yet taken, whatever it is: `Some(message)`, or `None` once
+    /// the connection has ended and nothing is left. Waits up to the server's default
+    /// deadline; when it passes with neither, the test fails there with the transcript
+    /// (like every wait; it never returns `None` for "nothing yet").
+    #[track_caller]
+    pub fn recv(&self) -> impl std::future::Future<Output = Option<In>> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
+        self.recv_within(self.deadline())
     }
 
-    /// Waits (up to [`DEFAULT_DEADLINE`]) for a frame from the client that is not an
-    /// `In` (a binary frame, or text that does not decode) and takes it, so a test of
-    /// a misbehaving client can assert on it instead of failing at drop.
+    /// [`Connection::recv`] with a deadline of your choosing.
+    #[track_caller]
+    pub fn recv_within(
+        &self,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = Option<In>> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
+        self.wait_or_fail(
+            deadline,
+            |conn| match conn.take(|i| i.message.is_some()) {
+                Some(inbound) => Some(inbound.message.clone()),
+                None => conn.closed.as_ref().map(|_| None),
+            },
+            move |id| {
+                format!(
+                    "expected a message (or the end) of connection {id} within {deadline:?}, but neither came."
+                )
+            },
+        )
+    }
+
+    /// Waits (up to the server's default deadline) for a frame from the client that is
+    /// not an `In` (a binary frame, or text that does not decode) and takes it, so a
+    /// test of a misbehaving client can assert on it instead of failing at drop.
     #[track_caller]
     pub fn expect_invalid(&self) -> impl std::future::Future<Output = InvalidFrame> + Send + '_
     where
         In: Sync,
         Out: Sync,
     {
+        self.expect_invalid_within(self.deadline())
+    }
+
+    /// [`Connection::expect_invalid`] with a deadline of your choosing.
+    #[track_caller]
+    pub fn expect_invalid_within(
+        &self,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = InvalidFrame> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
         self.wait_or_fail(
-            DEFAULT_DEADLINE,
+            deadline,
             |conn| {
                 let (entry, error) = conn
                     .take(|i| i.error.is_some())
@@ -277,9 +426,9 @@ where
                     error,
                 })
             },
-            |id| {
+            move |id| {
                 format!(
-                    "expected a frame that is not a valid message within {DEFAULT_DEADLINE:?} on connection {id}, but none came."
+                    "expected a frame that is not a valid message within {deadline:?} on connection {id}, but none came."
                 )
             },
         )
@@ -315,22 +464,32 @@ where
         }
     }
 
-    /// Waits (up to [`DEFAULT_DEADLINE`]) until the transcript holds at least `n`
-    /// frames, whatever they are: for tests of raw or invalid frames.
+    /// Waits (up to the server's default deadline) until the transcript holds at least
+    /// `n` frames, whatever they are: for tests of raw or invalid frames.
     #[track_caller]
     pub fn wait_for_frames(&self, n: usize) -> impl std::future::Future<Output = ()> + Send + '_
     where
         In: Sync,
         Out: Sync,
     {
+        self.wait_for_frames_within(n, self.deadline())
+    }
+
+    /// [`Connection::wait_for_frames`] with a deadline of your choosing.
+    #[track_caller]
+    pub fn wait_for_frames_within(
+        &self,
+        n: usize,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = ()> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
         self.wait_or_fail(
-            DEFAULT_DEADLINE,
+            deadline,
             move |conn| (conn.transcript.len() >= n).then_some(()),
-            move |id| {
-                format!(
-                    "connection {id} carried fewer than {n} frames within {DEFAULT_DEADLINE:?}."
-                )
-            },
+            move |id| format!("connection {id} carried fewer than {n} frames within {deadline:?}."),
         )
     }
 
@@ -365,18 +524,44 @@ where
             .is_none()
     }
 
-    /// Waits (up to [`DEFAULT_DEADLINE`]) until the client closes or drops the
-    /// connection; returns the client's close code, if it sent one.
+    /// Waits (up to the server's default deadline) until the connection ends, and says
+    /// how: a close frame from the client with a code (and reason) or without one, the
+    /// client's TCP connection dropped without a close frame, or the fake's own abort.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(conn: fake_ws_server::Connection<serde_json::Value, serde_json::Value>) {
+    /// use fake_ws_server::Closed;
+    /// match conn.wait_closed().await {
+    ///     Closed::Frame { code: 1000, .. } => {}
+    ///     other => panic!("expected a normal close, got {other:?}"),
+    /// }
+    /// # }
+    /// ```
     #[track_caller]
-    pub fn wait_closed(&self) -> impl std::future::Future<Output = Option<u16>> + Send + '_
+    pub fn wait_closed(&self) -> impl std::future::Future<Output = Closed> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
+        self.wait_closed_within(self.deadline())
+    }
+
+    /// [`Connection::wait_closed`] with a deadline of your choosing.
+    #[track_caller]
+    pub fn wait_closed_within(
+        &self,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = Closed> + Send + '_
     where
         In: Sync,
         Out: Sync,
     {
         self.wait_or_fail(
-            DEFAULT_DEADLINE,
-            |conn| conn.closed,
-            |id| format!("connection {id} still open after {DEFAULT_DEADLINE:?}."),
+            deadline,
+            |conn| conn.closed.clone(),
+            move |id| format!("connection {id} still open after {deadline:?}."),
         )
     }
 

@@ -20,7 +20,6 @@ use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
-use super::DEFAULT_DEADLINE;
 use super::connection::Connection;
 use super::socket::Command;
 use super::state::{ConnState, Inbound, Shared};
@@ -67,7 +66,7 @@ where
         }
     }
 
-    /// Waits (up to [`DEFAULT_DEADLINE`]) for the client's pong to the oldest ping of
+    /// Waits (up to the server's default deadline) for the client's pong to the oldest ping of
     /// [`Connection::ping`] not yet answered (a pong after it, with the same payload), and
     /// returns the round-trip time: from the ping's entry in the transcript to the pong's.
     /// A missing pong fails the test with the transcript.
@@ -79,7 +78,7 @@ where
         In: Sync,
         Out: Sync,
     {
-        self.expect_pong_within(DEFAULT_DEADLINE)
+        self.expect_pong_within(self.inner.shared.config.deadline)
     }
 
     /// [`Connection::expect_pong`] with a deadline of your choosing.

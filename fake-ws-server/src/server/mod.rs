@@ -30,6 +30,7 @@
 
 mod admission;
 mod builder;
+mod closed;
 mod connection;
 mod frames;
 mod handshake;
@@ -55,6 +56,7 @@ use tokio::task::JoinHandle;
 
 pub use admission::HandshakeRule;
 pub use builder::{DEFAULT_PRIORITY, FakeServerBuilder, Rule};
+pub use closed::{Closed, SendError};
 pub use connection::{Connection, InvalidFrame};
 pub use handshake::{Attempt, AttemptOutcome, HandshakeRequest};
 
@@ -63,7 +65,8 @@ use socket::{Command, Listening, accept_loop, bind};
 use state::{MountedRule, Shared, wait_for, wait_or_fail};
 use verify::{fail_on_problems, problems_of};
 
-/// How long `next_connection`, `expect` and `wait_closed` wait by default.
+/// How long every wait (`next_connection`, `expect`, `recv`, `wait_closed`, ...) waits
+/// unless the builder's [`FakeServerBuilder::default_deadline`] says otherwise.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The fake server. Dropping it stops it and, unless lenient or already panicking,
@@ -152,12 +155,19 @@ where
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    /// The next connection not yet handed out, waiting up to [`DEFAULT_DEADLINE`].
+    /// The next connection not yet handed out, waiting up to the server's default
+    /// deadline ([`FakeServerBuilder::default_deadline`]).
     #[track_caller]
     pub fn next_connection(
         &self,
     ) -> impl std::future::Future<Output = Connection<In, Out>> + Send + '_ {
-        self.next_connection_within(DEFAULT_DEADLINE)
+        self.next_connection_within(self.shared.config.deadline)
+    }
+
+    /// The deadline of every wait that is not given one: see
+    /// [`FakeServerBuilder::default_deadline`].
+    pub fn default_deadline(&self) -> Duration {
+        self.shared.config.deadline
     }
 
     /// The next connection not yet handed out, waiting up to `deadline`; panics with
@@ -208,7 +218,7 @@ where
         self.shared.lock().rules.push(MountedRule::new(rule, None));
     }
 
-    /// Waits (up to [`DEFAULT_DEADLINE`]) until at least `n` connection attempts were
+    /// Waits (up to the server's default deadline) until at least `n` connection attempts were
     /// recorded (accepted, rejected, refused, hung or failed), and returns them all,
     /// oldest first: for a test of a client's reconnects and backoff.
     #[track_caller]
@@ -217,16 +227,17 @@ where
         n: usize,
     ) -> impl std::future::Future<Output = Vec<Attempt>> + Send + '_ {
         let caller = Location::caller();
+        let deadline = self.shared.config.deadline;
         async move {
             wait_or_fail(
                 &self.shared,
                 &self.runtime,
                 caller,
-                DEFAULT_DEADLINE,
+                deadline,
                 |state| (state.attempts.len() >= n).then(|| state.attempts.clone()),
                 |state| {
                     format!(
-                        "expected {n} connection attempts within {DEFAULT_DEADLINE:?}, got {}: {:#?}",
+                        "expected {n} connection attempts within {deadline:?}, got {}: {:#?}",
                         state.attempts.len(),
                         state.attempts
                     )
@@ -290,7 +301,7 @@ where
         let _ = wait_for(
             &self.shared,
             &self.runtime,
-            Some(DEFAULT_DEADLINE),
+            Some(self.shared.config.deadline),
             |state| state.outbound.iter().all(Option::is_none).then_some(()),
         )
         .await;

@@ -111,12 +111,11 @@ enum Planned {
 impl Planned {
     /// Hands the step to the connection's task; `false` once that task is gone.
     fn run(self, commands: &mpsc::UnboundedSender<Command>) -> bool {
-        let (done, _) = oneshot::channel();
         let command = match self {
-            Planned::Send(message) => Command::Send(message, done),
-            Planned::Close(code, reason) => Command::Close(code, reason, done),
-            Planned::Abort => Command::Abort(done),
-            Planned::Stall => Command::Read(false, done),
+            Planned::Send(message) => Command::Send(message, oneshot::channel().0),
+            Planned::Close(code, reason) => Command::Close(code, reason, oneshot::channel().0),
+            Planned::Abort => Command::Abort(oneshot::channel().0),
+            Planned::Stall => Command::Read(false, oneshot::channel().0),
             Planned::Delay(_) => return true,
         };
         commands.send(command).is_ok()

@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::admission::{Rejection, admit, rejection};
+use super::closed::{Closed, SendError};
 use super::frames::{fragmented_entry, fragments, on_oversize};
 use super::handshake::{Attempt, AttemptOutcome, HandshakeRequest};
 use super::rules::{fire, pick};
@@ -56,8 +57,10 @@ pub(super) struct Listening {
 /// What a [`Connection`](super::Connection) handle (or the server, stopping) asks a
 /// connection's task to do; each carries a sender the task answers once it is done.
 pub(super) enum Command {
-    Send(Message, oneshot::Sender<()>),
-    Close(u16, String, oneshot::Sender<()>),
+    /// Write a frame; answers whether it was written.
+    Send(Message, oneshot::Sender<Result<(), SendError>>),
+    /// Write a close frame with this code and reason; answers whether it was written.
+    Close(u16, String, oneshot::Sender<Result<(), SendError>>),
     Abort(oneshot::Sender<()>),
     /// Read from the socket (`true`) or not (`false`).
     Read(bool, oneshot::Sender<()>),
@@ -227,9 +230,7 @@ where
     run_connection(shared.clone(), id, ws, commands, commands_tx).await;
     let mut state = shared.lock();
     state.outbound[id] = None;
-    if state.connections[id].closed.is_none() {
-        state.connections[id].closed = Some(None);
-    }
+    state.connections[id].closed.get_or_insert(Closed::Dropped);
     drop(state);
     shared.notify.notify_waiters();
 }
@@ -269,26 +270,26 @@ async fn run_connection<In, Out>(
                 let Some(command) = command else { return };
                 match command {
                     Command::Send(message, done) => {
-                        record_sent(&shared, id, &message, None);
-                        let written = write(&mut ws, message).await;
-                        let _ = done.send(());
-                        if !written {
+                        let written = write(&shared, id, &mut ws, message).await;
+                        let gone = written == Err(SendError::Closed(Closed::Dropped));
+                        let _ = done.send(written);
+                        if gone {
                             return;
                         }
                     }
                     Command::Close(code, reason, done) => {
                         let message = Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() }));
-                        record_sent(&shared, id, &message, None);
-                        let written = write(&mut ws, message).await;
-                        let _ = done.send(());
-                        if !written {
+                        let written = write(&shared, id, &mut ws, message).await;
+                        let gone = written == Err(SendError::Closed(Closed::Dropped));
+                        let _ = done.send(written);
+                        if gone {
                             return;
                         }
                     }
                     Command::Abort(done) => {
                         reset(ws);
                         let mut state = shared.lock();
-                        state.connections[id].closed.get_or_insert(None);
+                        state.connections[id].closed.get_or_insert(Closed::Aborted);
                         drop(state);
                         let _ = done.send(());
                         return;
@@ -298,25 +299,30 @@ async fn run_connection<In, Out>(
                         let _ = done.send(());
                     }
                     Command::Ping(payload, done) => {
-                        let entry = shared.lock().connections[id].record(Direction::ToClient, FrameKind::Ping(payload.clone()), None);
-                        let written = write(&mut ws, Message::Ping(payload.into())).await;
-                        let _ = done.send(entry);
-                        if !written {
-                            return;
+                        // Not written, no entry: `done` is dropped and the ping is not awaited.
+                        match write(&shared, id, &mut ws, Message::Ping(payload.into())).await {
+                            Ok(()) => {
+                                let entry = shared.lock().connections[id].transcript.len() - 1;
+                                let _ = done.send(entry);
+                            }
+                            Err(SendError::Closed(Closed::Dropped)) => return,
+                            Err(_) => {}
                         }
                     }
                     Command::Fragmented(payload, size, done) => {
                         let (frame, note) = fragmented_entry(&payload, size);
-                        shared.lock().connections[id].record(Direction::ToClient, frame, Some(note));
-                        let mut written = true;
+                        let mut written = Ok(());
                         for fragment in fragments(payload, size) {
-                            written = write(&mut ws, fragment).await;
-                            if !written {
+                            written = write_unrecorded(&shared, id, &mut ws, fragment).await;
+                            if written.is_err() {
                                 break;
                             }
                         }
+                        if written.is_ok() {
+                            shared.lock().connections[id].record(Direction::ToClient, frame, Some(note));
+                        }
                         let _ = done.send(());
-                        if !written {
+                        if written == Err(SendError::Closed(Closed::Dropped)) {
                             return;
                         }
                     }
@@ -332,8 +338,7 @@ async fn run_connection<In, Out>(
             }
             _ = async { pings.as_mut().expect("guarded").tick().await }, if pings.is_some() => {
                 let ping = Message::Ping(Vec::new().into());
-                record_sent(&shared, id, &ping, None);
-                if !write(&mut ws, ping).await {
+                if write(&shared, id, &mut ws, ping).await == Err(SendError::Closed(Closed::Dropped)) {
                     return;
                 }
             }
@@ -342,7 +347,7 @@ async fn run_connection<In, Out>(
                     Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(error))) => {
                         // The frame is half read: close with 1009 and end the connection.
                         let close = on_oversize(&shared, id, &error);
-                        let _ = write(&mut ws, close).await;
+                        let _ = write_unrecorded(&shared, id, &mut ws, close).await;
                         return;
                     }
                     None | Some(Err(_)) => return,
@@ -360,13 +365,40 @@ async fn run_connection<In, Out>(
     }
 }
 
-/// Writes a frame; `false` when the socket is broken (the client is gone), which ends
-/// the connection even while the fake is not reading (when a read would not tell).
-async fn write(ws: &mut WebSocketStream<Stream>, message: Message) -> bool {
-    !matches!(
-        ws.send(message).await,
-        Err(tokio_tungstenite::tungstenite::Error::Io(_))
-    )
+/// Writes a frame and records it in the transcript once written (only then). A broken
+/// socket (the client is gone) is `Closed(Dropped)`, which ends the connection even
+/// while the fake is not reading (when a read would not tell); a frame after a close
+/// frame is refused by tungstenite and not sent.
+async fn write<In, Out>(
+    shared: &Shared<In, Out>,
+    id: usize,
+    ws: &mut WebSocketStream<Stream>,
+    message: Message,
+) -> Result<(), SendError> {
+    let frame = frame_kind(&message);
+    write_unrecorded(shared, id, ws, message).await?;
+    shared.lock().connections[id].record(Direction::ToClient, frame, None);
+    Ok(())
+}
+
+/// [`write`] without the transcript entry: for the fragments of one message, which
+/// is recorded once, whole.
+async fn write_unrecorded<In, Out>(
+    shared: &Shared<In, Out>,
+    id: usize,
+    ws: &mut WebSocketStream<Stream>,
+    message: Message,
+) -> Result<(), SendError> {
+    match ws.send(message).await {
+        Ok(()) => Ok(()),
+        Err(tokio_tungstenite::tungstenite::Error::Io(_)) => {
+            Err(SendError::Closed(Closed::Dropped))
+        }
+        Err(_) => Err(match &shared.lock().connections[id].closed {
+            Some(closed) => SendError::Closed(closed.clone()),
+            None => SendError::Closing,
+        }),
+    }
 }
 
 /// Drops the TCP connection with a RST instead of a FIN: the abrupt end a crashed
@@ -374,16 +406,6 @@ async fn write(ws: &mut WebSocketStream<Stream>, message: Message) -> bool {
 fn reset(ws: WebSocketStream<Stream>) {
     let _ = socket2::SockRef::from(ws.get_ref().tcp()).set_linger(Some(Duration::ZERO));
     drop(ws);
-}
-
-fn record_sent<In, Out>(
-    shared: &Shared<In, Out>,
-    id: usize,
-    message: &Message,
-    note: Option<String>,
-) {
-    let frame = frame_kind(message);
-    shared.lock().connections[id].record(Direction::ToClient, frame, note);
 }
 
 fn frame_kind(message: &Message) -> FrameKind {
@@ -461,7 +483,13 @@ fn on_frame<In, Out>(
         Message::Close(frame) => {
             let conn = &mut state.connections[id];
             conn.record(Direction::FromClient, kind, None);
-            conn.closed = Some(frame.map(|f| u16::from(f.code)));
+            conn.closed = Some(match frame {
+                Some(f) => Closed::Frame {
+                    code: u16::from(f.code),
+                    reason: f.reason.as_str().to_owned(),
+                },
+                None => Closed::FrameWithoutCode,
+            });
         }
         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
             state.connections[id].record(Direction::FromClient, kind, None);

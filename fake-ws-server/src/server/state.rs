@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::admission::{Admission, MountedHandshakeRule};
 use super::builder::{FakeServerBuilder, Rule};
+use super::closed::Closed;
 use super::handshake::{Attempt, HandshakeRequest};
 use super::socket::Command;
 use super::tls::Tls;
@@ -46,8 +47,8 @@ pub(super) struct ConnState<In> {
     pub(super) transcript: Vec<TranscriptEntry>,
     pub(super) inbound: Vec<Inbound<In>>,
     pub(super) allowed: Vec<Matcher<In>>,
-    /// `Some(code)` once closed; the inner value is the client's close code, if any.
-    pub(super) closed: Option<Option<u16>>,
+    /// How it ended, once it has.
+    pub(super) closed: Option<Closed>,
     pub(super) claimed: bool,
     /// Its problems already failed the test (when its handle was dropped).
     pub(super) reported: bool,
@@ -120,6 +121,8 @@ pub(super) struct Config<In, Out> {
     pub(super) websocket: WebSocketConfig,
     /// `Some` for `wss://`.
     pub(super) tls: Option<Arc<Tls>>,
+    /// How long a wait waits when the test does not say (`default_deadline`).
+    pub(super) deadline: Duration,
     pub(super) location: &'static Location<'static>,
 }
 
@@ -158,6 +161,7 @@ impl<In, Out> Shared<In, Out> {
                 small_buffers: builder.small_buffers,
                 websocket: builder.websocket,
                 tls: builder.tls,
+                deadline: builder.deadline,
                 location,
             },
         }
