@@ -7,6 +7,7 @@
 //! - [`TranscriptEntry`]: what a connection carried, both ways, in order.
 
 mod codec;
+mod json;
 mod matcher;
 mod response;
 mod server;
@@ -18,6 +19,7 @@ pub use codec::CborCodec;
 #[cfg(feature = "msgpack")]
 pub use codec::MsgPackCodec;
 pub use codec::{Codec, JsonCodec, Payload};
+pub use json::json_contains;
 pub use matcher::Matcher;
 pub use response::Response;
 pub use server::{
@@ -26,3 +28,9 @@ pub use server::{
 };
 pub use times::Times;
 pub use transcript::{Direction, FrameKind, TranscriptEntry};
+
+/// What the crate's macros use; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde_json;
+}

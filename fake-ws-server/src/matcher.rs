@@ -8,6 +8,9 @@ use std::sync::Arc;
 pub struct Matcher<In> {
     description: String,
     predicate: Arc<dyn Fn(&In) -> bool + Send + Sync>,
+    /// What a matching message looks like as JSON, when the matcher knows
+    /// (`json_includes`): failure messages diff the closest message against it.
+    expected_json: Option<Arc<serde_json::Value>>,
 }
 
 impl<In> Matcher<In> {
@@ -19,7 +22,22 @@ impl<In> Matcher<In> {
         Matcher {
             description: description.into(),
             predicate: Arc::new(predicate),
+            expected_json: None,
         }
+    }
+
+    /// The same matcher, saying what a matching message looks like as JSON: a failed
+    /// expectation then shows a diff between it and the closest message the client
+    /// sent.
+    #[must_use]
+    pub fn with_expected_json(mut self, expected: serde_json::Value) -> Self {
+        self.expected_json = Some(Arc::new(expected));
+        self
+    }
+
+    /// What a matching message looks like as JSON, if the matcher says.
+    pub fn expected_json(&self) -> Option<&serde_json::Value> {
+        self.expected_json.as_deref()
     }
 
     /// Matches every message.
@@ -41,6 +59,7 @@ impl<In> Clone for Matcher<In> {
         Matcher {
             description: self.description.clone(),
             predicate: self.predicate.clone(),
+            expected_json: self.expected_json.clone(),
         }
     }
 }

@@ -154,3 +154,34 @@ async fn expect_next_fails_at_once_showing_what_came_instead() {
     );
     assert!(message.contains("expectations.rs"), "{message}");
 }
+
+#[tokio::test]
+async fn a_failed_expectation_shows_a_diff_against_the_closest_message() {
+    let message = panic_message(async {
+        let fake = Fake::builder().lenient().start().await;
+        let mut client = connect(&fake.url()).await;
+        let conn = fake.next_connection().await;
+        send(&mut client, &Up::Ack { id: 1 }).await;
+        send(&mut client, &subscribe("eth")).await;
+        send(&mut client, &Up::Ack { id: 2 }).await;
+        conn.expect_within(
+            fake_ws_server::json_includes!({"type": "subscribe", "topic": "btc"}),
+            Duration::from_millis(300),
+        )
+        .await;
+    })
+    .await;
+    // The transcript, and the closest message (the subscribe, not an ack) diffed.
+    assert!(message.contains("transcript:"), "{message}");
+    assert!(
+        message.contains("the closest message not yet taken"),
+        "{message}"
+    );
+    assert!(message.contains(r#"-   "topic": "btc","#), "{message}");
+    assert!(message.contains(r#"+   "topic": "eth","#), "{message}");
+    assert!(message.contains(r#"    "type": "subscribe""#), "{message}");
+    assert!(
+        !message.contains(r#""id": 1"#),
+        "diffed against an ack: {message}"
+    );
+}

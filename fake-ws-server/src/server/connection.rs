@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::builder::Rule;
 use super::closed::{Closed, SendError};
+use super::closest::closest_diff;
 use super::handshake::HandshakeRequest;
 use super::socket::Command;
 use super::state::{ConnState, MountedRule, Shared, wait_for, wait_or_fail};
@@ -318,10 +319,14 @@ where
                     let failure = {
                         let state = self.inner.shared.lock();
                         let conn = &state.connections[id];
-                        conn.failure(format!(
+                        let mut what = format!(
                             "expected the next message on connection {id} to be {described}, but it was:\n    {}",
                             conn.transcript[entry]
-                        ))
+                        );
+                        if let Some(diff) = closest_diff(conn, &described) {
+                            what = format!("{what}\n{diff}");
+                        }
+                        conn.failure(what)
                     };
                     panic!("{caller}: {failure}");
                 }
@@ -341,17 +346,22 @@ where
         Out: Sync,
     {
         let described = matcher.clone();
-        self.wait_or_fail(
+        self.wait_or_fail_with(
             deadline,
             move |conn| {
                 conn.take(|i| i.message.as_ref().is_some_and(|m| matcher.matches(m)))?
                     .message
                     .clone()
             },
-            move |id| {
-                format!(
+            move |conn| {
+                let id = conn.id;
+                let mut what = format!(
                     "expected {described} within {deadline:?} on connection {id}, but it did not come."
-                )
+                );
+                if let Some(diff) = closest_diff(conn, &described) {
+                    what = format!("{what}\n{diff}");
+                }
+                what
             },
         )
     }
@@ -573,8 +583,25 @@ where
     pub(super) fn wait_or_fail<T>(
         &self,
         deadline: Duration,
-        mut check: impl FnMut(&mut ConnState<In>) -> Option<T> + Send + 'static,
+        check: impl FnMut(&mut ConnState<In>) -> Option<T> + Send + 'static,
         what: impl FnOnce(usize) -> String + Send + 'static,
+    ) -> impl std::future::Future<Output = T> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+        T: Send + 'static,
+    {
+        self.wait_or_fail_with(deadline, check, move |conn| what(conn.id))
+    }
+
+    /// [`Connection::wait_or_fail`], where what did not come is said from the
+    /// connection's state (to show the closest candidate, say).
+    #[track_caller]
+    fn wait_or_fail_with<T>(
+        &self,
+        deadline: Duration,
+        mut check: impl FnMut(&mut ConnState<In>) -> Option<T> + Send + 'static,
+        what: impl FnOnce(&ConnState<In>) -> String + Send + 'static,
     ) -> impl std::future::Future<Output = T> + Send + '_
     where
         In: Sync,
@@ -589,7 +616,10 @@ where
             caller,
             deadline,
             move |state| check(&mut state.connections[id]),
-            move |state| state.connections[id].failure(what(id)),
+            move |state| {
+                let conn = &state.connections[id];
+                conn.failure(what(conn))
+            },
         )
     }
 }

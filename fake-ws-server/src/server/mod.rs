@@ -31,6 +31,7 @@
 mod admission;
 mod builder;
 mod closed;
+mod closest;
 mod connection;
 mod frames;
 mod handshake;

@@ -1,0 +1,76 @@
+//! The partial-JSON matcher: [`json_includes!`](crate::json_includes) and
+//! [`Matcher::json_includes`], matching a message whose JSON contains an expected
+//! value, as jest's `toMatchObject` and wiremock's `body_partial_json` do.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::matcher::Matcher;
+
+/// Whether `actual` contains `expected`: an object contains every key of the expected
+/// object with a value that contains the expected one (recursively, other keys are
+/// ignored); arrays and scalars must be equal.
+///
+/// # Examples
+///
+/// ```
+/// use fake_ws_server::json_contains;
+/// use serde_json::json;
+///
+/// let message = json!({"type": "subscribe", "topic": "btc", "id": 7});
+/// assert!(json_contains(&message, &json!({"type": "subscribe"})));
+/// assert!(!json_contains(&message, &json!({"type": "unsubscribe"})));
+/// ```
+pub fn json_contains(actual: &Value, expected: &Value) -> bool {
+    match (actual, expected) {
+        (Value::Object(actual), Value::Object(expected)) => expected
+            .iter()
+            .all(|(key, wanted)| actual.get(key).is_some_and(|v| json_contains(v, wanted))),
+        _ => actual == expected,
+    }
+}
+
+/// The JSON a message is compared as: the message serialised; a string that holds
+/// JSON (a raw text frame, for `In = String`) is compared as that JSON.
+pub(crate) fn as_json<In: Serialize>(message: &In) -> Option<Value> {
+    match serde_json::to_value(message).ok()? {
+        Value::String(text) => Some(serde_json::from_str(&text).unwrap_or(Value::String(text))),
+        value => Some(value),
+    }
+}
+
+impl<In: Serialize> Matcher<In> {
+    /// Matches a message whose JSON contains `expected` (see [`json_contains`]): for
+    /// any `In` that serialises (typed messages, `serde_json::Value`, or `String` for
+    /// raw text frames, whose text is parsed). A failed expectation with it shows a
+    /// diff against the closest message. [`json_includes!`](crate::json_includes)
+    /// writes it with `json!` syntax.
+    pub fn json_includes(expected: Value) -> Self {
+        let description = format!("a message including {expected}");
+        let wanted = expected.clone();
+        Matcher::new(description, move |message: &In| {
+            as_json(message).is_some_and(|actual| json_contains(&actual, &wanted))
+        })
+        .with_expected_json(expected)
+    }
+}
+
+/// A [`Matcher`] for any serialisable message whose JSON contains the given value,
+/// written as in `serde_json::json!`: objects match a subset of keys, recursively;
+/// arrays and scalars must be equal. The message type comes from where it is used.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn example(conn: fake_ws_server::Connection<serde_json::Value, serde_json::Value>) {
+/// use fake_ws_server::json_includes;
+///
+/// let subscribe = conn.expect(json_includes!({"type": "subscribe"})).await;
+/// # }
+/// ```
+#[macro_export]
+macro_rules! json_includes {
+    ($($json:tt)+) => {
+        $crate::Matcher::json_includes($crate::__private::serde_json::json!($($json)+))
+    };
+}
