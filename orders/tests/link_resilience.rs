@@ -25,7 +25,7 @@ async fn an_order_created_while_payments_is_down_progresses_once_it_is_up() {
     conn.expect(initiate_payment(order.id())).await;
     conn.expect(select_payment_method(order.id(), "credit_card"))
         .await;
-    let event = conn.fulfill(order.id()).await.unwrap();
+    let event = fake.fulfill(&conn, order.id()).await.unwrap();
     conn.expect(ack_of(event)).await;
     app.wait_for_status(order.id(), "fulfilled").await;
 }
@@ -54,9 +54,9 @@ async fn orders_reconnects_and_resumes_when_payments_restarts_mid_flow() {
         .await;
     app.wait_for_status(waiting.id(), "awaiting_payment").await;
 
-    let first = conn.fulfill(paged.id()).await.unwrap();
+    let first = fake.fulfill(&conn, paged.id()).await.unwrap();
     conn.expect(ack_of(first)).await;
-    let second = conn.fulfill(waiting.id()).await.unwrap();
+    let second = fake.fulfill(&conn, waiting.id()).await.unwrap();
     conn.expect(ack_of(second)).await;
     app.wait_for_status(paged.id(), "fulfilled").await;
     app.wait_for_status(waiting.id(), "fulfilled").await;
@@ -117,7 +117,7 @@ async fn malformed_and_binary_frames_do_not_break_the_link() {
     conn.expect(initiate_payment(order.id())).await;
     conn.expect(select_payment_method(order.id(), "credit_card"))
         .await;
-    let event = conn.fulfill(order.id()).await.unwrap();
+    let event = fake.fulfill(&conn, order.id()).await.unwrap();
     conn.expect(ack_of(event)).await;
     app.wait_for_status(order.id(), "fulfilled").await;
     assert!(conn.is_open());

@@ -27,7 +27,7 @@ async fn an_order_is_fulfilled_when_payments_says_so() {
     let url = awaiting.0["payment_url"].as_str().expect("payment_url");
     assert!(url.contains("/pay/"), "{url}");
 
-    let event = conn.fulfill(order.id()).await.unwrap();
+    let event = fake.fulfill(&conn, order.id()).await.unwrap();
     conn.expect(ack_of(event)).await;
     let fulfilled = app.wait_for_status(order.id(), "fulfilled").await;
     assert_eq!(fulfilled.0["cancel_reason"], Value::Null);
@@ -57,8 +57,8 @@ async fn an_order_is_cancelled_when_payments_says_cancel() {
         .await;
     app.wait_for_status(order.id(), "awaiting_payment").await;
 
-    let event = conn
-        .cancel(order.id(), CancelReason::Customer)
+    let event = fake
+        .cancel(&conn, order.id(), CancelReason::Customer)
         .await
         .unwrap();
     conn.expect(ack_of(event)).await;
@@ -136,11 +136,11 @@ async fn a_cancel_after_fulfilment_changes_nothing() {
     conn.expect(initiate_payment(order.id())).await;
     conn.expect(select_payment_method(order.id(), "credit_card"))
         .await;
-    let event = conn.fulfill(order.id()).await.unwrap();
+    let event = fake.fulfill(&conn, order.id()).await.unwrap();
     conn.expect(ack_of(event)).await;
 
-    let contradiction = conn
-        .cancel(order.id(), CancelReason::Expired)
+    let contradiction = fake
+        .cancel(&conn, order.id(), CancelReason::Expired)
         .await
         .unwrap();
     conn.expect(ack_of(contradiction)).await; // acked, so it is not redelivered forever
@@ -154,7 +154,7 @@ async fn an_event_for_an_unknown_order_is_not_acked() {
     let app = TestApp::spawn(&fake.url()).await;
     let conn = fake.next_connection().await;
 
-    conn.fulfill(OrderId::new()).await.unwrap();
+    fake.fulfill(&conn, OrderId::new()).await.unwrap();
     conn.expect_silence(Duration::from_millis(500)).await;
 
     // The link is still fine: a real order goes through afterwards.
@@ -162,7 +162,7 @@ async fn an_event_for_an_unknown_order_is_not_acked() {
     conn.expect(initiate_payment(order.id())).await;
     conn.expect(select_payment_method(order.id(), "credit_card"))
         .await;
-    let event = conn.fulfill(order.id()).await.unwrap();
+    let event = fake.fulfill(&conn, order.id()).await.unwrap();
     conn.expect(ack_of(event)).await;
     assert_eq!(app.count("SELECT count(*) FROM orders").await, 1);
 }

@@ -25,7 +25,8 @@ use futures_util::StreamExt;
 use helpers::{DEADLINE, TestApp};
 use shared_protocol::OrderId;
 use shared_protocol::{ClientMessage, ServerMessage};
-use test_harness::payments::{FakePayments, any};
+use test_harness::Matcher;
+use test_harness::payments::FakePayments;
 
 /// PEER_TIMEOUT of this test: short, so the test is quick, and still 20 pings long.
 const PEER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -137,7 +138,7 @@ async fn a_payments_that_stops_reading_is_dropped_after_the_peer_timeout_and_not
     // page, which lets the next ones out.
     let mut unrequested: HashSet<OrderId> = orders.iter().copied().collect();
     while !unrequested.is_empty() {
-        let message = fresh.expect_within(any(), DEADLINE).await;
+        let message = fresh.expect_within(Matcher::any(), DEADLINE).await;
         // A request that was in the outbox at the reconnect may come twice (idempotent).
         if let ClientMessage::InitiatePayment { order_id, .. } = message {
             unrequested.remove(&order_id);

@@ -152,7 +152,7 @@ async fn an_outcome_contradicting_a_final_order_is_acked_once_recorded_and_chang
     conn.expect(initiate_payment(order.id())).await;
     conn.expect(select_payment_method(order.id(), "credit_card"))
         .await;
-    let fulfilled = conn.fulfill(order.id()).await.unwrap();
+    let fulfilled = fake.fulfill(&conn, order.id()).await.unwrap();
     conn.expect(ack_of(fulfilled)).await;
 
     let contradiction = fake.payment_state(
@@ -232,7 +232,7 @@ async fn an_outcome_for_another_payment_is_acked_recorded_and_changes_nothing() 
     assert_eq!(app.count("SELECT count(*) FROM invoices").await, 0);
 
     // The order's own payment still completes it.
-    let fulfilled = conn.fulfill(order.id()).await.unwrap();
+    let fulfilled = fake.fulfill(&conn, order.id()).await.unwrap();
     conn.expect(ack_of(fulfilled)).await;
     app.wait_for_status(order.id(), "fulfilled").await;
     assert_eq!(app.count("SELECT count(*) FROM invoices").await, 1);

@@ -21,8 +21,7 @@ use shared_protocol::{
 use shared_protocol::Message as _;
 
 use fake_ws_server::{
-    Codec, Connection, DEFAULT_DEADLINE, FakeServer, FakeServerBuilder, Matcher, Payload, Rule,
-    SendError,
+    Codec, Connection, FakeServer, FakeServerBuilder, Matcher, Payload, Rule, SendError,
 };
 
 /// The Payments protocol on the wire: JSON text frames, decoded and checked by
@@ -223,7 +222,11 @@ impl FakePaymentsBuilder {
     }
 }
 
-/// The fake Payments service. Derefs to [`FakeServer`] for everything generic.
+/// The fake Payments service: a [`FakeServer`] of `shared-protocol`'s messages, which
+/// it derefs to for everything generic (`url`, `next_connection`, `stop`, ...). It only
+/// adds what is Payments': outcomes with fresh event ids, stable payment ids. Its
+/// connections are plain [`Connection`]s; the outcomes to push on one take it:
+/// `fake.fulfill(&conn, order_id)`.
 pub struct FakePayments {
     server: FakeServer<ClientMessage, ServerMessage>,
     state: Arc<PaymentsState>,
@@ -236,34 +239,13 @@ impl FakePayments {
         Self::builder().start()
     }
 
+    /// A builder: auto-replies on, strict, normal socket buffers, no custom rule.
     pub fn builder() -> FakePaymentsBuilder {
         FakePaymentsBuilder {
             manual: false,
             lenient: false,
             small_buffers: false,
             rules: Vec::new(),
-        }
-    }
-
-    /// The next connection, with the Payments helpers.
-    #[track_caller]
-    pub fn next_connection(
-        &self,
-    ) -> impl std::future::Future<Output = PaymentsConnection> + Send + '_ {
-        self.next_connection_within(DEFAULT_DEADLINE)
-    }
-
-    #[track_caller]
-    pub fn next_connection_within(
-        &self,
-        deadline: std::time::Duration,
-    ) -> impl std::future::Future<Output = PaymentsConnection> + Send + '_ {
-        let next = self.server.next_connection_within(deadline);
-        async move {
-            PaymentsConnection {
-                conn: next.await,
-                state: self.state.clone(),
-            }
         }
     }
 
@@ -282,58 +264,52 @@ impl FakePayments {
         self.state.payment_id(order_id)
     }
 
-    /// Stops and checks, like dropping, but waits for the connections to go.
-    pub async fn shutdown(self) {
-        self.server.shutdown().await;
-    }
-}
-
-impl Deref for FakePayments {
-    type Target = FakeServer<ClientMessage, ServerMessage>;
-    fn deref(&self) -> &Self::Target {
-        &self.server
-    }
-}
-
-/// A connection to the fake Payments. Derefs to [`Connection`].
-#[derive(Clone)]
-pub struct PaymentsConnection {
-    conn: Connection<ClientMessage, ServerMessage>,
-    state: Arc<PaymentsState>,
-}
-
-impl PaymentsConnection {
-    /// Sends a `FULFILL` `payment_state` for the order; returns its event id, or why it
-    /// could not be sent.
-    pub async fn fulfill(&self, order_id: OrderId) -> Result<EventId, SendError> {
-        self.outcome(order_id, PaymentOutcome::Fulfill, None).await
+    /// The generic server itself, to own it (e.g. for [`FakeServer::shutdown`]).
+    pub fn into_server(self) -> FakeServer<ClientMessage, ServerMessage> {
+        self.server
     }
 
-    /// Sends a `CANCEL` `payment_state` with `reason`; returns its event id, or why it
-    /// could not be sent.
-    pub async fn cancel(
+    /// Sends a `FULFILL` `payment_state` for the order on `conn`; returns its event id,
+    /// or why it could not be sent.
+    pub async fn fulfill(
         &self,
+        conn: &Connection<ClientMessage, ServerMessage>,
         order_id: OrderId,
-        reason: CancelReason,
     ) -> Result<EventId, SendError> {
-        self.outcome(order_id, PaymentOutcome::Cancel, Some(reason))
+        self.outcome(conn, order_id, PaymentOutcome::Fulfill, None)
             .await
     }
 
-    /// Sends a text frame one byte over [`MAX_MESSAGE_BYTES`] (a JSON object padded
-    /// with an unknown field), which the client must refuse with close code 1009.
-    pub async fn send_oversize(&self) -> Result<(), SendError> {
+    /// Sends a `CANCEL` `payment_state` with `reason` on `conn`; returns its event id,
+    /// or why it could not be sent.
+    pub async fn cancel(
+        &self,
+        conn: &Connection<ClientMessage, ServerMessage>,
+        order_id: OrderId,
+        reason: CancelReason,
+    ) -> Result<EventId, SendError> {
+        self.outcome(conn, order_id, PaymentOutcome::Cancel, Some(reason))
+            .await
+    }
+
+    /// Sends on `conn` a text frame one byte over [`MAX_MESSAGE_BYTES`] (a JSON object
+    /// padded with an unknown field), which the client must refuse with close code 1009.
+    pub async fn send_oversize(
+        &self,
+        conn: &Connection<ClientMessage, ServerMessage>,
+    ) -> Result<(), SendError> {
         const PREFIX: &str =
             r#"{"type":"error","order_id":null,"code":"internal","message":"","padding":""#;
         const SUFFIX: &str = r#""}"#;
         let padding = "x".repeat(MAX_MESSAGE_BYTES + 1 - PREFIX.len() - SUFFIX.len());
         let text = format!("{PREFIX}{padding}{SUFFIX}");
         debug_assert_eq!(text.len(), MAX_MESSAGE_BYTES + 1);
-        self.conn.send_text(text).await
+        conn.send_text(text).await
     }
 
     async fn outcome(
         &self,
+        conn: &Connection<ClientMessage, ServerMessage>,
         order_id: OrderId,
         state: PaymentOutcome,
         reason: Option<CancelReason>,
@@ -342,15 +318,15 @@ impl PaymentsConnection {
         let ServerMessage::PaymentState { event_id, .. } = message else {
             unreachable!("event() builds a payment_state")
         };
-        self.conn.send(message).await?;
+        conn.send(message).await?;
         Ok(event_id)
     }
 }
 
-impl Deref for PaymentsConnection {
-    type Target = Connection<ClientMessage, ServerMessage>;
+impl Deref for FakePayments {
+    type Target = FakeServer<ClientMessage, ServerMessage>;
     fn deref(&self) -> &Self::Target {
-        &self.conn
+        &self.server
     }
 }
 
@@ -390,9 +366,4 @@ pub fn ack_of(event_id: EventId) -> Matcher<ClientMessage> {
         format!("ack of event {event_id}"),
         move |m| matches!(m, ClientMessage::Ack { event_id: id } if *id == event_id),
     )
-}
-
-/// Any message.
-pub fn any() -> Matcher<ClientMessage> {
-    Matcher::any()
 }

@@ -8,10 +8,10 @@ use futures_util::{SinkExt, StreamExt};
 use shared_protocol::{
     CancelReason, ClientMessage, EventId, OrderId, PaymentOutcome, SUBPROTOCOL, ServerMessage,
 };
-use test_harness::Rule;
 use test_harness::payments::{
-    FakePayments, ack_of, any, cancel_payment, initiate_payment, select_payment_method,
+    FakePayments, ack_of, cancel_payment, initiate_payment, select_payment_method,
 };
+use test_harness::{Matcher, Rule};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -114,7 +114,7 @@ async fn auto_replies_walk_the_happy_path_and_expect_sees_each_message() {
     conn.expect(select_payment_method(order, "credit_card"))
         .await;
 
-    let event = conn.fulfill(order).await.unwrap();
+    let event = fake.fulfill(&conn, order).await.unwrap();
     let ServerMessage::PaymentState {
         event_id,
         state,
@@ -205,7 +205,7 @@ async fn a_custom_rule_answers_first_and_its_expected_count_is_checked() {
 
     // A rule that should have fired twice is reported.
     let strict = FakePayments::builder()
-        .rule(Rule::when(any(), |_| Vec::new()).expect(2))
+        .rule(Rule::when(Matcher::any(), |_| Vec::new()).expect(2))
         .start()
         .await;
     let mut client = connect(&strict.url()).await;
@@ -261,7 +261,6 @@ fn handles_are_send_and_sync() {
     // The futures a test awaits can move across threads (e.g. into tokio::spawn).
     let fake = futures_executor::block_on(FakePayments::start());
     assert_send(&fake.next_connection_within(Duration::from_millis(1)));
-    assert_send_sync::<test_harness::payments::PaymentsConnection>();
     assert_send_sync::<test_harness::Connection<ClientMessage, ServerMessage>>();
 }
 
@@ -303,7 +302,7 @@ async fn an_oversize_frame_reaches_the_client_whole() {
     let fake = FakePayments::start().await;
     let mut client = connect(&fake.url()).await;
     let conn = fake.next_connection().await;
-    conn.send_oversize().await.unwrap();
+    fake.send_oversize(&conn).await.unwrap();
     match client.next().await.unwrap().unwrap() {
         Message::Text(text) => assert_eq!(text.len(), shared_protocol::MAX_MESSAGE_BYTES + 1),
         other => panic!("expected a text frame, got {other:?}"),
@@ -336,7 +335,10 @@ async fn payment_ids_survive_a_restart() {
         panic!("expected two pages")
     };
     assert_eq!(a, b);
-    let cancelled = conn.cancel(order, CancelReason::Customer).await.unwrap();
+    let cancelled = fake
+        .cancel(&conn, order, CancelReason::Customer)
+        .await
+        .unwrap();
     let ServerMessage::PaymentState {
         event_id,
         payment_id,
