@@ -48,7 +48,7 @@ impl Stack {
         config.database_url = self.payments_db.url().into();
         config.payments_addr = format!("127.0.0.1:{}", self.payments_port);
         config.public_url = None;
-        config.payments_token = "e2e-token".into();
+        config.common.payments_token = "e2e-token".into();
         config.delivery_scan_interval = Duration::from_millis(200);
         config.expiry_interval = Duration::from_millis(200);
         let app = payments::Application::build(config)
@@ -65,9 +65,9 @@ impl Stack {
         config.database_url = self.orders_db.url().into();
         config.orders_addr = format!("127.0.0.1:{}", self.orders_port);
         config.payments_ws_url = format!("ws://127.0.0.1:{}/ws", self.payments_port);
-        config.payments_token = "e2e-token".into();
-        config.heartbeat_interval = Duration::from_millis(500);
-        config.peer_timeout = Duration::from_secs(10);
+        config.common.payments_token = "e2e-token".into();
+        config.common.heartbeat_interval = Duration::from_millis(500);
+        config.common.peer_timeout = Duration::from_secs(10);
         config.reconnect_base = Duration::from_millis(50);
         config.reconnect_cap = Duration::from_millis(500);
         let app = orders::Application::build(config)

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use clap::Parser;
+pub use service_kit::config::CommonConfig;
 pub use service_kit::telemetry::LogFormat;
 
 use service_kit::token::SecretString;
@@ -28,6 +29,10 @@ pub struct Config {
     )]
     pub database_url: SecretString,
 
+    /// PAYMENTS_TOKEN, APP_ENV, RUST_LOG, LOG_FORMAT, HEARTBEAT_INTERVAL, PEER_TIMEOUT.
+    #[command(flatten)]
+    pub common: CommonConfig,
+
     /// Address the HTTP API listens on (port 0 picks a free port).
     #[arg(long, env = "ORDERS_ADDR", default_value = "127.0.0.1:8080")]
     pub orders_addr: String,
@@ -40,35 +45,10 @@ pub struct Config {
     )]
     pub payments_ws_url: String,
 
-    /// Bearer token sent to Payments in the WebSocket handshake.
-    #[arg(long, env = "PAYMENTS_TOKEN", default_value = DEFAULT_PAYMENTS_TOKEN, hide_env_values = true)]
-    pub payments_token: SecretString,
-
     /// When set, every `/orders` route needs `Authorization: Bearer <this>` (401
     /// otherwise); `/healthz`, `/readyz`, `/metrics` and `/openapi.json` stay open.
     #[arg(long, env = "ORDERS_API_TOKEN", hide_env_values = true)]
     pub orders_api_token: Option<SecretString>,
-
-    /// Where the service runs: `production` refuses to start with the public
-    /// development token.
-    #[arg(long, env = "APP_ENV", value_enum, default_value_t = AppEnv::Development)]
-    pub app_env: AppEnv,
-
-    /// Log filter, in tracing's EnvFilter syntax.
-    #[arg(long, env = "RUST_LOG", default_value = "info")]
-    pub rust_log: String,
-
-    /// Log format: `pretty` for people, `json` for one JSON object per line.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
-    pub log_format: LogFormat,
-
-    /// How often Orders pings Payments.
-    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub heartbeat_interval: Duration,
-
-    /// Silence after which Payments is considered dead and the link reconnects.
-    #[arg(long, env = "PEER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub peer_timeout: Duration,
 
     /// How long an order may wait for an answer from Payments before its request is re-sent.
     #[arg(long, env = "RESEND_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -114,8 +94,8 @@ mod tests {
             "--database-url=postgres://postgres@127.0.0.1:5432/orders",
         ])
         .unwrap();
-        assert_eq!(c.heartbeat_interval, Duration::from_secs(10));
-        assert_eq!(c.peer_timeout, Duration::from_secs(30));
+        assert_eq!(c.common.heartbeat_interval, Duration::from_secs(10));
+        assert_eq!(c.common.peer_timeout, Duration::from_secs(30));
         assert_eq!(c.reconnect_base, Duration::from_millis(200));
         assert_eq!(c.reconnect_cap, Duration::from_secs(10));
     }

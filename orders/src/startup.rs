@@ -74,7 +74,10 @@ impl AppHandle {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartupError> {
-        service_kit::token::check_payments_token(config.app_env, &config.payments_token)?;
+        service_kit::token::check_payments_token(
+            config.common.app_env,
+            &config.common.payments_token,
+        )?;
         if config
             .orders_api_token
             .as_ref()
@@ -95,9 +98,9 @@ impl Application {
         let (link, link_guard) = PaymentsLink::start(
             LinkConfig {
                 url: config.payments_ws_url.clone(),
-                token: config.payments_token.clone(),
-                heartbeat_interval: config.heartbeat_interval,
-                peer_timeout: config.peer_timeout,
+                token: config.common.payments_token.clone(),
+                heartbeat_interval: config.common.heartbeat_interval,
+                peer_timeout: config.common.peer_timeout,
                 resend_after: config.resend_after,
                 reconnect_base: config.reconnect_base,
                 reconnect_cap: config.reconnect_cap,

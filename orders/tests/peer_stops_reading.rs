@@ -71,7 +71,7 @@ async fn a_payments_that_stops_reading_is_dropped_after_the_peer_timeout_and_not
         .small_socket_buffers()
         .start()
         .await;
-    let app = TestApp::spawn_with(&fake.url(), |c| c.peer_timeout = PEER_TIMEOUT).await;
+    let app = TestApp::spawn_with(&fake.url(), |c| c.common.peer_timeout = PEER_TIMEOUT).await;
     let stuck = fake.next_connection().await;
     app.wait_connected().await;
     stuck.stop_reading().await;

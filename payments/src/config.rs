@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use clap::Parser;
+pub use service_kit::config::CommonConfig;
 pub use service_kit::telemetry::LogFormat;
 
 use service_kit::token::SecretString;
@@ -26,6 +27,10 @@ pub struct Config {
     )]
     pub database_url: SecretString,
 
+    /// PAYMENTS_TOKEN, APP_ENV, RUST_LOG, LOG_FORMAT, HEARTBEAT_INTERVAL, PEER_TIMEOUT.
+    #[command(flatten)]
+    pub common: CommonConfig,
+
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "PAYMENTS_ADDR", default_value = "127.0.0.1:8081")]
     pub payments_addr: String,
@@ -34,34 +39,9 @@ pub struct Config {
     #[arg(long, env = "PAYMENTS_PUBLIC_URL")]
     pub public_url: Option<String>,
 
-    /// Bearer token Orders must present on the WebSocket handshake.
-    #[arg(long, env = "PAYMENTS_TOKEN", default_value = DEFAULT_PAYMENTS_TOKEN, hide_env_values = true)]
-    pub payments_token: SecretString,
-
-    /// Where the service runs: `production` refuses to start with the public
-    /// development token.
-    #[arg(long, env = "APP_ENV", value_enum, default_value_t = AppEnv::Development)]
-    pub app_env: AppEnv,
-
     /// How long a payment session may stay open before it is cancelled as `expired`.
     #[arg(long, env = "PAYMENT_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
     pub payment_ttl: Duration,
-
-    /// Log filter, in tracing's EnvFilter syntax.
-    #[arg(long, env = "RUST_LOG", default_value = "info")]
-    pub rust_log: String,
-
-    /// Log format: `pretty` for people, `json` for one JSON object per line.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
-    pub log_format: LogFormat,
-
-    /// How often Payments pings each connection.
-    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub heartbeat_interval: Duration,
-
-    /// Silence after which a connection is dropped.
-    #[arg(long, env = "PEER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub peer_timeout: Duration,
 
     /// How often open sessions are checked for expiry.
     #[arg(long, env = "EXPIRY_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]

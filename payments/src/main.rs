@@ -4,7 +4,7 @@ use payments::{Application, Config};
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    service_kit::telemetry::init(&config.rust_log, config.log_format)?;
+    service_kit::telemetry::init(&config.common.rust_log, config.common.log_format)?;
     Application::build(config)
         .await?
         .run_until_stopped()

@@ -117,7 +117,10 @@ impl AppHandle {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartupError> {
-        service_kit::token::check_payments_token(config.app_env, &config.payments_token)?;
+        service_kit::token::check_payments_token(
+            config.common.app_env,
+            &config.common.payments_token,
+        )?;
         if config.max_delivery_attempts == 0 {
             return Err(StartupError::Config(
                 "MAX_DELIVERY_ATTEMPTS must be at least 1",

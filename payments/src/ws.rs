@@ -59,7 +59,7 @@ pub async fn endpoint(
         req.headers()
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes()),
-        &state.config.payments_token,
+        &state.config.common.payments_token,
     );
     if !authorized {
         tracing::warn!(peer = ?req.peer_addr(), "WebSocket handshake without a valid bearer token");
@@ -228,7 +228,7 @@ async fn run(
         session,
         outbox_rx,
         close_rx,
-        config.peer_timeout,
+        config.common.peer_timeout,
         delivery.clone(),
         connection,
         socket,
@@ -243,7 +243,10 @@ async fn run(
         connection,
     };
     let now = Instant::now();
-    let mut heartbeat = interval_at(now + config.heartbeat_interval, config.heartbeat_interval);
+    let mut heartbeat = interval_at(
+        now + config.common.heartbeat_interval,
+        config.common.heartbeat_interval,
+    );
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = now;
     // Every unacked event goes to every connection that opens: the keyset cursor of
@@ -293,8 +296,8 @@ async fn run(
                 // A full outbox means the writer is busy already; its deadline covers it.
                 let _ = outbox.try_send(Outgoing::Ping);
             }
-            _ = sleep_until(last_heard + config.peer_timeout) => {
-                tracing::warn!(%connection, timeout = ?config.peer_timeout, "Orders went silent; dropping the connection");
+            _ = sleep_until(last_heard + config.common.peer_timeout) => {
+                tracing::warn!(%connection, timeout = ?config.common.peer_timeout, "Orders went silent; dropping the connection");
                 break Some(reason(CloseCode::Policy, "no frame within the peer timeout"));
             }
             _ = outbox.closed() => break None, // the writer gave up: the peer stopped reading

@@ -39,8 +39,8 @@ async fn wait_for_connections(app: &TestApp, want: u64) {
 async fn a_client_that_stops_reading_is_dropped_after_the_peer_timeout() {
     let db = TestDatabase::create("payments").await;
     let app = TestApp::spawn_with(&db, |c| {
-        c.peer_timeout = Duration::from_secs(1);
-        c.heartbeat_interval = Duration::from_millis(200);
+        c.common.peer_timeout = Duration::from_secs(1);
+        c.common.heartbeat_interval = Duration::from_millis(200);
     })
     .await;
     let client = app.connect().await;

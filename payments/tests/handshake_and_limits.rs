@@ -156,8 +156,8 @@ async fn pings_are_answered() {
 async fn a_silent_peer_is_dropped() {
     let db = TestDatabase::create("payments").await;
     let app = TestApp::spawn_with(&db, |c| {
-        c.peer_timeout = Duration::from_millis(400);
-        c.heartbeat_interval = Duration::from_secs(60);
+        c.common.peer_timeout = Duration::from_millis(400);
+        c.common.heartbeat_interval = Duration::from_secs(60);
     })
     .await;
     let mut client = app.connect().await;

@@ -1,8 +1,9 @@
 //! The plumbing Orders and Payments share, so each service keeps only what is its own:
-//! logging set-up ([`telemetry`]), creating its database at start-up ([`database`]),
+//! the settings both read ([`config`]), logging set-up ([`telemetry`]), creating its database at start-up ([`database`]),
 //! batching concurrent HTTP writes into one commit ([`group_commit`]), HTTP metrics by route ([`http_metrics`]), GET routes that answer HEAD ([`routing`]), the WebSocket's shared secret ([`token`]), and
 //! error chains for logs ([`error_chain`]).
 
+pub mod config;
 pub mod database;
 pub mod group_commit;
 pub mod http_metrics;

@@ -31,11 +31,11 @@ pub fn test_config(payments_ws_url: &str, db: &TestDatabase) -> Config {
     config.database_url = db.url().into();
     config.orders_addr = "127.0.0.1:0".into();
     config.payments_ws_url = payments_ws_url.to_owned();
-    config.payments_token = TOKEN.into();
-    config.heartbeat_interval = Duration::from_millis(200);
+    config.common.payments_token = TOKEN.into();
+    config.common.heartbeat_interval = Duration::from_millis(200);
     // Short enough for the dead-peer test, long enough that a loaded CI machine
     // never trips it by accident.
-    config.peer_timeout = Duration::from_secs(3);
+    config.common.peer_timeout = Duration::from_secs(3);
     config.resend_after = Duration::from_secs(60);
     config.reconnect_base = Duration::from_millis(50);
     config.reconnect_cap = Duration::from_millis(500);

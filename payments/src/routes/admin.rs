@@ -97,7 +97,7 @@ fn unauthorized(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
         req.headers()
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes()),
-        &state.config.payments_token,
+        &state.config.common.payments_token,
     );
     if authorized {
         return None;

@@ -30,9 +30,9 @@ pub fn test_config(db: &TestDatabase) -> Config {
     config.database_url = db.url().into();
     config.payments_addr = "127.0.0.1:0".into();
     config.public_url = None;
-    config.payments_token = TOKEN.into();
-    config.heartbeat_interval = Duration::from_millis(500);
-    config.peer_timeout = Duration::from_secs(10);
+    config.common.payments_token = TOKEN.into();
+    config.common.heartbeat_interval = Duration::from_millis(500);
+    config.common.peer_timeout = Duration::from_secs(10);
     config.expiry_interval = Duration::from_millis(100);
     config.delivery_scan_interval = Duration::from_millis(200);
     config

@@ -1,0 +1,41 @@
+//! The settings both services read, with the same names, meanings and defaults:
+//! flattened into each service's `Config` (`#[command(flatten)] common: CommonConfig`),
+//! so `orders --help` and `payments --help` list them as their own.
+//!
+//! `DATABASE_URL` is not here: its default names each service's own database, and a
+//! flattened clap struct has one default for every user.
+
+use std::time::Duration;
+
+use crate::telemetry::LogFormat;
+use crate::token::{AppEnv, DEFAULT_PAYMENTS_TOKEN, SecretString};
+
+/// The WebSocket's shared secret, the environment, logging and the link's liveness.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonConfig {
+    /// Bearer token of the WebSocket handshake: Orders sends it, Payments requires it.
+    #[arg(long, env = "PAYMENTS_TOKEN", default_value = DEFAULT_PAYMENTS_TOKEN, hide_env_values = true)]
+    pub payments_token: SecretString,
+
+    /// Where the service runs: `production` refuses to start with the public
+    /// development token.
+    #[arg(long, env = "APP_ENV", value_enum, default_value_t = AppEnv::Development)]
+    pub app_env: AppEnv,
+
+    /// Log filter, in tracing's EnvFilter syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub rust_log: String,
+
+    /// Log format: `pretty` for people, `json` for one JSON object per line.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+
+    /// How often this side pings the other over the WebSocket.
+    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Silence after which the other side is considered gone: Payments drops the
+    /// connection, Orders reconnects. Also the bound on every WebSocket write.
+    #[arg(long, env = "PEER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub peer_timeout: Duration,
+}
