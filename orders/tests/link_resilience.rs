@@ -37,11 +37,7 @@ async fn orders_reconnects_and_resumes_when_payments_restarts_mid_flow() {
     let conn = fake.next_connection().await;
 
     // One order reaches its page, the other is still waiting for methods.
-    let paged = app.create_order(100, "EUR").await;
-    conn.expect(initiate_payment(paged.id())).await;
-    conn.expect(select_payment_method(paged.id(), "credit_card"))
-        .await;
-    app.wait_for_status(paged.id(), "awaiting_payment").await;
+    let paged = app.order_awaiting_payment(&conn, 100, "EUR").await;
 
     fake.stop().await;
     let waiting = app.create_order(200, "EUR").await;

@@ -51,11 +51,7 @@ async fn an_order_is_cancelled_when_payments_says_cancel() {
     let app = TestApp::spawn(&fake.url()).await;
     let conn = fake.next_connection().await;
 
-    let order = app.create_order(500, "USD").await;
-    conn.expect(initiate_payment(order.id())).await;
-    conn.expect(select_payment_method(order.id(), "credit_card"))
-        .await;
-    app.wait_for_status(order.id(), "awaiting_payment").await;
+    let order = app.order_awaiting_payment(&conn, 500, "USD").await;
 
     let event = fake
         .cancel(&conn, order.id(), CancelReason::Customer)
@@ -78,11 +74,7 @@ async fn cancelling_an_order_asks_payments_and_completes_when_payments_confirms(
     let app = TestApp::spawn(&fake.url()).await;
     let conn = fake.next_connection().await;
 
-    let order = app.create_order(800, "EUR").await;
-    conn.expect(initiate_payment(order.id())).await;
-    conn.expect(select_payment_method(order.id(), "credit_card"))
-        .await;
-    app.wait_for_status(order.id(), "awaiting_payment").await;
+    let order = app.order_awaiting_payment(&conn, 800, "EUR").await;
 
     let response = app.post(&format!("/orders/{}/cancel", order.id())).await;
     assert_eq!(response.status(), 202);

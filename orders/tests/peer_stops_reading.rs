@@ -145,6 +145,9 @@ async fn a_payments_that_stops_reading_is_dropped_after_the_peer_timeout_and_not
             fresh.send(page(&fake, order_id)).await.unwrap();
         }
     }
+    // Duplicates of requests already answered may still be on their way (idempotent,
+    // as above): they are expected, not a contract violation.
+    fresh.allow(Matcher::any());
     // The new connection is read, so it stays up: no third connection.
     assert!(fresh.is_open());
     assert_eq!(fake.connection_count(), 2, "{:?}", fake.attempts());

@@ -200,11 +200,7 @@ async fn an_outcome_for_another_payment_is_acked_recorded_and_changes_nothing() 
     let fake = FakePayments::start().await;
     let app = spawn(&fake).await;
     let conn = fake.next_connection().await;
-    let order = app.create_order(700, "EUR").await;
-    conn.expect(initiate_payment(order.id())).await;
-    conn.expect(select_payment_method(order.id(), "credit_card"))
-        .await;
-    app.wait_for_status(order.id(), "awaiting_payment").await;
+    let order = app.order_awaiting_payment(&conn, 700, "EUR").await;
 
     let stranger = PaymentId::new();
     assert_ne!(stranger, fake.payment_id(order.id()));

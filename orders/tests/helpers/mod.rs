@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use orders::{AppHandle, Application, Config};
 use serde_json::{Value, json};
-use shared_protocol::OrderId;
+use shared_protocol::{ClientMessage, OrderId, ServerMessage};
+use test_harness::payments::{initiate_payment, select_payment_method};
 use test_harness::postgres::TestDatabase;
 
 pub const TOKEN: &str = "test-token";
@@ -93,6 +94,23 @@ impl TestApp {
             .await;
         assert_eq!(response.status(), 201, "{:?}", response.text().await);
         Order(response.json().await.unwrap())
+    }
+
+    /// Creates an order and walks it to `awaiting_payment` on `conn`, a connection of a
+    /// `FakePayments` with its automatic replies on: the fake must see `initiate_payment`
+    /// and then `select_payment_method` for the first method it offers (`credit_card`),
+    /// and Orders must store the page it answers with. Returns the order as it then is.
+    pub async fn order_awaiting_payment(
+        &self,
+        conn: &test_harness::Connection<ClientMessage, ServerMessage>,
+        amount: i64,
+        currency: &str,
+    ) -> Order {
+        let order = self.create_order(amount, currency).await;
+        conn.expect(initiate_payment(order.id())).await;
+        conn.expect(select_payment_method(order.id(), "credit_card"))
+            .await;
+        self.wait_for_status(order.id(), "awaiting_payment").await
     }
 
     /// `GET /orders/{id}` (asserts `200`).
