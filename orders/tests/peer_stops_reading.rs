@@ -90,7 +90,11 @@ async fn a_payments_that_stops_reading_is_dropped_after_the_peer_timeout_and_not
     // not: the fake offers methods for every order, and Orders' 1,500 selections are
     // what fills the buffers.
     for &order in &orders {
-        stuck.send(methods(order)).await.unwrap();
+        // Orders may drop the connection before the last of them (that is the test):
+        // a send to a closed connection is an error, and the rest need not go.
+        if stuck.send(methods(order)).await.is_err() {
+            break;
+        }
     }
     let created = Instant::now();
 
