@@ -126,3 +126,58 @@ async fn a_fake_that_does_not_read_sees_the_client_leave_when_its_ping_fails() {
         .count();
     assert!(pings >= 1, "{:?}", conn.transcript());
 }
+
+#[tokio::test]
+async fn a_stalled_connection_still_records_what_the_client_sends() {
+    let fake = Fake::builder().start().await;
+    let mut client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    conn.stop_answering_pings();
+    client
+        .send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    send(&mut client, &subscribe("btc")).await;
+    // Read and recorded, though no pong went out.
+    conn.expect(subscribe_to("btc")).await;
+    let transcript = conn.transcript();
+    assert!(
+        matches!(&transcript[0].frame, FrameKind::Ping(p) if p == b"are you there"),
+        "{transcript:?}"
+    );
+    // What the fake sends still goes out; the pong never does.
+    conn.send(Down::Subscribed {
+        topic: "btc".into(),
+    })
+    .await
+    .unwrap();
+    let frame = tokio::time::timeout(Duration::from_secs(5), client.next())
+        .await
+        .expect("a frame within 5 s");
+    assert!(
+        matches!(frame, Some(Ok(Message::Text(_)))),
+        "the stalled fake answered the ping: {frame:?}"
+    );
+    assert!(
+        !conn
+            .transcript()
+            .iter()
+            .any(|e| e.direction == Direction::ToClient && matches!(e.frame, FrameKind::Pong(_))),
+        "{:?}",
+        conn.transcript()
+    );
+
+    // Resumed: pings are answered again.
+    conn.resume_reading().await;
+    client
+        .send(Message::Ping(b"now?".to_vec().into()))
+        .await
+        .unwrap();
+    let pong = tokio::time::timeout(Duration::from_secs(5), client.next())
+        .await
+        .expect("a pong within 5 s");
+    assert!(
+        matches!(&pong, Some(Ok(Message::Pong(p))) if p.as_ref() == b"now?"),
+        "{pong:?}"
+    );
+}

@@ -194,15 +194,17 @@ where
         self.command(Command::Abort).await;
     }
 
-    /// From now on the fake reads nothing from this connection, so it answers no ping
-    /// and sees no frame: the client should find it dead by its own heartbeat. The same
-    /// as [`Connection::stop_reading`], without awaiting: the connection's task takes
-    /// commands before frames, so it holds for every frame the client writes after
-    /// this call returns.
+    /// From now on the fake answers no ping on this connection, as a server that hangs
+    /// would not: the client should find it dead by its own heartbeat. It still reads
+    /// and records what the client sends (unlike [`Connection::stop_reading`]), so a
+    /// test can see the client's pings and messages meanwhile; rules still answer
+    /// messages. No awaiting needed: the connection's task takes commands before frames,
+    /// so it holds for every ping the client writes after this call returns. Undone by
+    /// [`Connection::resume_reading`].
     pub fn stop_answering_pings(&self) {
         if let Some(commands) = &self.inner.commands {
             let (done, _) = oneshot::channel();
-            let _ = commands.send(Command::Read(false, done));
+            let _ = commands.send(Command::Stall(done));
         }
     }
 

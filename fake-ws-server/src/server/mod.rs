@@ -35,6 +35,7 @@ mod closest;
 mod connection;
 mod frames;
 mod handshake;
+mod pongs;
 mod rules;
 mod socket;
 mod state;

@@ -30,9 +30,14 @@ use super::admission::{Rejection, admit, rejection};
 use super::closed::{Closed, SendError};
 use super::frames::{fragmented_entry, fragments, on_oversize};
 use super::handshake::{Attempt, AttemptOutcome, HandshakeRequest};
+use super::pongs::PongFilter;
 use super::rules::{fire, pick};
 use super::state::{ConnState, Inbound, Shared};
 use super::stream::Stream;
+
+/// What a connection's WebSocket runs over: its stream, under the filter that lets a
+/// stalled connection answer no ping.
+type Filtered = PongFilter<Stream>;
 use crate::codec::Payload;
 use crate::transcript::{Direction, FrameKind};
 
@@ -62,8 +67,10 @@ pub(super) enum Command {
     /// Write a close frame with this code and reason; answers whether it was written.
     Close(u16, String, oneshot::Sender<Result<(), SendError>>),
     Abort(oneshot::Sender<()>),
-    /// Read from the socket (`true`) or not (`false`).
+    /// Read from the socket (`true`, which also answers pings again) or not (`false`).
     Read(bool, oneshot::Sender<()>),
+    /// Go on reading, but answer no ping.
+    Stall(oneshot::Sender<()>),
     /// Ping the client every so often (`None`: stop).
     PingEvery(Option<Duration>, oneshot::Sender<()>),
     /// Ping the client once with this payload; answers with the ping's transcript entry.
@@ -174,7 +181,7 @@ where
         },
     };
     let result = tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
+        PongFilter::new(stream),
         callback,
         Some(shared.config.websocket),
     )
@@ -184,7 +191,7 @@ where
         Some((request, rejection)) => (Some(request), rejection),
         None => (None, None),
     };
-    let ws = match (result, rejection) {
+    let mut ws = match (result, rejection) {
         (Ok(ws), _) => ws,
         (Err(_), Some(status)) => {
             record_attempt(&shared, at, request, AttemptOutcome::Rejected(status));
@@ -195,6 +202,7 @@ where
             return;
         }
     };
+    ws.get_mut().track();
     let request = request.expect("an accepted handshake had a request");
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let id = {
@@ -252,7 +260,7 @@ fn record_attempt<In, Out>(
 async fn run_connection<In, Out>(
     shared: Arc<Shared<In, Out>>,
     id: usize,
-    mut ws: WebSocketStream<Stream>,
+    mut ws: WebSocketStream<Filtered>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     commands_tx: mpsc::UnboundedSender<Command>,
 ) where
@@ -296,6 +304,13 @@ async fn run_connection<In, Out>(
                     }
                     Command::Read(read, done) => {
                         reading = read;
+                        if read {
+                            ws.get_mut().stall(false);
+                        }
+                        let _ = done.send(());
+                    }
+                    Command::Stall(done) => {
+                        ws.get_mut().stall(true);
                         let _ = done.send(());
                     }
                     Command::Ping(payload, done) => {
@@ -372,7 +387,7 @@ async fn run_connection<In, Out>(
 async fn write<In, Out>(
     shared: &Shared<In, Out>,
     id: usize,
-    ws: &mut WebSocketStream<Stream>,
+    ws: &mut WebSocketStream<Filtered>,
     message: Message,
 ) -> Result<(), SendError> {
     let frame = frame_kind(&message);
@@ -386,7 +401,7 @@ async fn write<In, Out>(
 async fn write_unrecorded<In, Out>(
     shared: &Shared<In, Out>,
     id: usize,
-    ws: &mut WebSocketStream<Stream>,
+    ws: &mut WebSocketStream<Filtered>,
     message: Message,
 ) -> Result<(), SendError> {
     match ws.send(message).await {
@@ -403,8 +418,8 @@ async fn write_unrecorded<In, Out>(
 
 /// Drops the TCP connection with a RST instead of a FIN: the abrupt end a crashed
 /// peer produces.
-fn reset(ws: WebSocketStream<Stream>) {
-    let _ = socket2::SockRef::from(ws.get_ref().tcp()).set_linger(Some(Duration::ZERO));
+fn reset(ws: WebSocketStream<Filtered>) {
+    let _ = socket2::SockRef::from(ws.get_ref().inner().tcp()).set_linger(Some(Duration::ZERO));
     drop(ws);
 }
 
