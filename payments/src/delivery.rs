@@ -38,8 +38,8 @@ use tokio::sync::{Notify, mpsc, watch};
 use uuid::Uuid;
 
 use crate::metrics::Metrics;
-use crate::protocol::error_chain;
 use crate::store::{Claimed, Dead, Pending, SCAN_LIMIT, Store};
+use service_kit::error_chain;
 
 /// Capacity of a connection's outbox (messages waiting for its writer).
 pub const OUTBOX_CAPACITY: usize = 2048;

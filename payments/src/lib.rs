@@ -9,8 +9,9 @@
 pub mod config;
 pub mod delivery;
 pub mod domain;
+pub mod error;
+pub mod flow;
 pub mod metrics;
-pub mod protocol;
 pub mod routes;
 pub mod startup;
 pub mod state;

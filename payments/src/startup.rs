@@ -18,10 +18,10 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::metrics::Metrics;
-use crate::protocol::error_chain;
 use crate::routes;
 use crate::state::AppState;
 use crate::store::{SCAN_LIMIT, Store, StoreError};
+use service_kit::error_chain;
 
 /// How long a graceful stop may take before connections are dropped.
 pub const SHUTDOWN_TIMEOUT_SECS: u64 = 8;

@@ -7,7 +7,7 @@
 //!   frames into a bounded channel and holds nothing but the socket;
 //! - the loop, a tokio task, takes every frame already read (up to
 //!   [`INBOUND_FRAMES`]), answers the batch with one transaction
-//!   ([`protocol::answer_batch`]) and queues the replies, in the order of the messages;
+//!   ([`flow::answer_batch`]) and queues the replies, in the order of the messages;
 //! - the writer, a tokio task, owns the session and drains the bounded outbox. Every
 //!   send has a deadline of `PEER_TIMEOUT`: a peer that stops reading is dropped.
 //!
@@ -30,6 +30,7 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
+use service_kit::error_chain;
 use shared_protocol::{
     ClientMessage, DecodeError, MAX_MESSAGE_BYTES, Message, SUBPROTOCOL, ServerMessage,
 };
@@ -38,7 +39,8 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until, timeout
 use uuid::Uuid;
 
 use crate::delivery::{Delivery, OUTBOX_CAPACITY, Outbox, Outgoing, REPLY_ROOM};
-use crate::protocol::{self, Context, error_chain};
+use crate::error::ApiError;
+use crate::flow::{self, Context};
 use crate::state::AppState;
 
 /// Frames read ahead of the connection loop; a group-commit batch is at most this.
@@ -54,7 +56,7 @@ pub async fn endpoint(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
-) -> HttpResponse {
+) -> Result<HttpResponse, ApiError> {
     let authorized = service_kit::token::bearer_matches(
         req.headers()
             .get(header::AUTHORIZATION)
@@ -63,11 +65,9 @@ pub async fn endpoint(
     );
     if !authorized {
         tracing::warn!(peer = ?req.peer_addr(), "WebSocket handshake without a valid bearer token");
-        return service_kit::routing::error_body(
-            actix_web::http::StatusCode::UNAUTHORIZED,
-            "unauthorized",
+        return Err(ApiError::Unauthorized(
             "a valid `Authorization: Bearer` token is required",
-        );
+        ));
     }
     let offered = req
         .headers()
@@ -76,16 +76,14 @@ pub async fn endpoint(
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == SUBPROTOCOL);
     if !offered {
-        return service_kit::routing::error_body(
-            actix_web::http::StatusCode::BAD_REQUEST,
-            "unsupported_subprotocol",
-            &format!("offer the subprotocol {SUBPROTOCOL} in Sec-WebSocket-Protocol"),
-        );
+        return Err(ApiError::UnsupportedSubprotocol(format!(
+            "offer the subprotocol {SUBPROTOCOL} in Sec-WebSocket-Protocol"
+        )));
     }
     let (response, session, stream) =
         match actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL]) {
             Ok(parts) => parts,
-            Err(e) => return e.error_response(),
+            Err(e) => return Ok(e.error_response()),
         };
     let stream = stream
         .max_frame_size(MAX_MESSAGE_BYTES)
@@ -103,7 +101,7 @@ pub async fn endpoint(
     let (frames_tx, frames) = mpsc::channel(INBOUND_FRAMES);
     actix_web::rt::spawn(read_frames(stream, frames_tx));
     tokio::spawn(run(state, connection, session, frames, socket));
-    response
+    Ok(response)
 }
 
 /// A second handle on a connection's TCP socket (a duplicated descriptor), so that a
@@ -423,7 +421,7 @@ async fn on_frames(
     let mut answers = if messages.is_empty() {
         Vec::new()
     } else {
-        protocol::answer_batch(ctx, messages).await
+        flow::answer_batch(ctx, messages).await
     }
     .into_iter();
     for slot in slots {

@@ -5,13 +5,11 @@
 
 use std::collections::HashMap;
 
-use actix_web::http::{StatusCode, header};
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
-use service_kit::routing::error_body;
-
-use crate::protocol::error_chain;
+use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{Retry, off_arbiter};
 
@@ -23,57 +21,46 @@ pub const MAX_LIMIT: i64 = 500;
 /// `POST /admin/events/{event_id}/retry`: a dead letter's attempts start again from zero
 /// and it is sent again promptly. 200 with the event; 404 when there is no such event;
 /// 409 when it is not dead-lettered (acked, or still being delivered).
-pub async fn retry(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Some(refused) = unauthorized(&req, &state) {
-        return refused;
-    }
+pub async fn retry(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
     let raw = req.match_info().get("event_id").unwrap_or_default();
     let Some(event_id) = raw.parse::<i64>().ok().filter(|id| *id > 0) else {
-        return no_such_event(raw);
+        return Err(no_such_event(raw));
     };
     let store = state.store.clone();
-    match off_arbiter(async move { store.retry(event_id).await }).await {
-        Ok(Retry::Retried(event)) => {
+    match off_arbiter(async move { store.retry(event_id).await }).await? {
+        Retry::Retried(event) => {
             tracing::warn!(event_id, order_id = %event.order_id, "an operator retried a dead-lettered event");
             // The statement NOTIFYs every instance; this wakes this one's dispatcher even
             // if its listener is reconnecting.
             state.delivery.wake.notify_one();
-            HttpResponse::Ok().json(event)
+            Ok(HttpResponse::Ok().json(event))
         }
-        Ok(Retry::NotDead(event)) => {
+        Retry::NotDead(event) => {
             let why = if event.acked_at.is_some() {
                 "it is acked"
             } else {
                 "it is still being delivered"
             };
-            error_body(
-                StatusCode::CONFLICT,
-                "conflict",
-                &format!("event {event_id} is not dead-lettered: {why}"),
-            )
+            Err(ApiError::Conflict(format!(
+                "event {event_id} is not dead-lettered: {why}"
+            )))
         }
-        Ok(Retry::Unknown) => no_such_event(raw),
-        Err(e) => internal(&e),
+        Retry::Unknown => Err(no_such_event(raw)),
     }
 }
 
 /// `GET /admin/dead-letters?limit=N`: dead letters not acked, oldest first (`limit`
 /// 1 to 500, default 50).
-pub async fn dead_letters(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Some(refused) = unauthorized(&req, &state) {
-        return refused;
-    }
-    let limit = match limit(req.query_string()) {
-        Ok(limit) => limit,
-        Err(message) => {
-            return error_body(StatusCode::UNPROCESSABLE_ENTITY, "invalid_limit", &message);
-        }
-    };
+pub async fn dead_letters(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let limit = limit(req.query_string()).map_err(ApiError::InvalidLimit)?;
     let store = state.store.clone();
-    match off_arbiter(async move { store.dead_letters(limit).await }).await {
-        Ok(events) => HttpResponse::Ok().json(json!({"events": events, "limit": limit})),
-        Err(e) => internal(&e),
-    }
+    let events = off_arbiter(async move { store.dead_letters(limit).await }).await?;
+    Ok(HttpResponse::Ok().json(json!({"events": events, "limit": limit})))
 }
 
 /// The `limit` of the query string: absent means [`DEFAULT_LIMIT`].
@@ -91,8 +78,8 @@ fn limit(query: &str) -> Result<i64, String> {
     }
 }
 
-/// The 401 to answer unless the request carries the Payments token.
-fn unauthorized(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
+/// Refuses the request unless it carries the Payments token (a 401).
+fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     let authorized = service_kit::token::bearer_matches(
         req.headers()
             .get(header::AUTHORIZATION)
@@ -100,36 +87,16 @@ fn unauthorized(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
         &state.config.common.payments_token,
     );
     if authorized {
-        return None;
+        return Ok(());
     }
     tracing::warn!(peer = ?req.peer_addr(), "admin request without a valid bearer token");
-    let mut response = error_body(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
+    Err(ApiError::Unauthorized(
         "a valid `Authorization: Bearer` token (PAYMENTS_TOKEN) is required",
-    );
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
-    );
-    Some(response)
+    ))
 }
 
-fn no_such_event(raw: &str) -> HttpResponse {
-    error_body(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        &format!("no event {raw:?}"),
-    )
-}
-
-fn internal(e: &dyn std::error::Error) -> HttpResponse {
-    tracing::error!(error = %error_chain(e), "admin request failed");
-    error_body(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "internal error; try again",
-    )
+fn no_such_event(raw: &str) -> ApiError {
+    ApiError::NotFound(format!("no event {raw:?}"))
 }
 
 #[cfg(test)]

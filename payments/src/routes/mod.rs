@@ -5,10 +5,10 @@ pub mod admin;
 pub mod health;
 pub mod page;
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use service_kit::routing::{error_body, get_and_head, method_not_allowed};
+use service_kit::routing::{get_and_head, method_not_allowed};
 
+use crate::error::ApiError;
 use crate::ws;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -60,10 +60,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .default_service(web::to(not_found));
 }
 
-async fn not_found(req: HttpRequest) -> HttpResponse {
-    error_body(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        &format!("no route for {} {}", req.method(), req.path()),
-    )
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.path()
+    )))
 }

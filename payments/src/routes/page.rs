@@ -14,10 +14,10 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use base64::Engine;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
+use service_kit::error_chain;
 use sha2::Digest;
-use shared_protocol::{CancelReason, PaymentId};
+use shared_protocol::{Amount, CancelReason, Currency, PaymentId};
 
-use crate::protocol::error_chain;
 use crate::state::AppState;
 use crate::store::{Finished, Session, SessionState, StoreError, off_arbiter};
 
@@ -211,7 +211,7 @@ fn not_found() -> HttpResponse {
 /// second Pay of a session gets the first one's outcome). A writer refusing for load
 /// (its queue full, or stopping) is a 503 with `Retry-After`; anything else a 500.
 fn failed(e: &StoreError, acting: bool) -> HttpResponse {
-    let overloaded = matches!(e, StoreError::Writer(_) | StoreError::Stopping);
+    let overloaded = e.is_overload();
     let status = if overloaded {
         tracing::warn!(error = %error_chain(e), "payment page refused: overloaded or stopping");
         StatusCode::SERVICE_UNAVAILABLE
@@ -242,7 +242,7 @@ fn failed(e: &StoreError, acting: bool) -> HttpResponse {
 }
 
 fn checkout(session: &Session) -> Markup {
-    let amount = format_amount(session.amount, &session.currency);
+    let amount = format_amount(session.amount, session.currency);
     let expired = session.expires_at <= chrono::Utc::now();
     layout(
         &format!("Pay {amount}"),
@@ -317,10 +317,11 @@ fn exponent(currency: &str) -> u32 {
 }
 
 /// An amount as people read it: `€19.99`, `$5.00`, `¥500`, `12.345 KWD`.
-pub fn format_amount(minor: i64, currency: &str) -> String {
+pub fn format_amount(amount: Amount, currency: Currency) -> String {
+    let currency = currency.as_str();
     let digits = exponent(currency);
-    let sign = if minor < 0 { "-" } else { "" };
-    let minor = minor.unsigned_abs();
+    // An amount is positive (shared_protocol::Amount).
+    let minor = amount.minor().unsigned_abs();
     let scale = 10u64.pow(digits);
     let whole = group_thousands(minor / scale);
     let number = if digits == 0 {
@@ -329,11 +330,11 @@ pub fn format_amount(minor: i64, currency: &str) -> String {
         format!("{whole}.{:0width$}", minor % scale, width = digits as usize)
     };
     match currency {
-        "EUR" => format!("{sign}€{number}"),
-        "USD" => format!("{sign}${number}"),
-        "GBP" => format!("{sign}£{number}"),
-        "JPY" => format!("{sign}¥{number}"),
-        _ => format!("{sign}{number} {currency}"),
+        "EUR" => format!("€{number}"),
+        "USD" => format!("${number}"),
+        "GBP" => format!("£{number}"),
+        "JPY" => format!("¥{number}"),
+        _ => format!("{number} {currency}"),
     }
 }
 
@@ -458,26 +459,33 @@ mod tests {
         }
     }
     use crate::store::{Session, SessionState};
-    use shared_protocol::{OrderId, PaymentId};
+    use shared_protocol::{Amount, Currency, OrderId, PaymentId};
 
     #[test]
     fn amounts_are_formatted_for_people() {
-        assert_eq!(format_amount(1999, "EUR"), "€19.99");
-        assert_eq!(format_amount(5, "USD"), "$0.05");
-        assert_eq!(format_amount(123_456_789, "GBP"), "£1,234,567.89");
-        assert_eq!(format_amount(500, "JPY"), "¥500");
-        assert_eq!(format_amount(12_345, "KWD"), "12.345 KWD");
-        assert_eq!(format_amount(1000, "CHF"), "10.00 CHF");
+        let format = |minor, currency| {
+            format_amount(
+                Amount::new(minor).unwrap(),
+                Currency::parse(currency).unwrap(),
+            )
+        };
+        assert_eq!(format(1999, "EUR"), "€19.99");
+        assert_eq!(format(5, "USD"), "$0.05");
+        assert_eq!(format(123_456_789, "GBP"), "£1,234,567.89");
+        assert_eq!(format(500, "JPY"), "¥500");
+        assert_eq!(format(12_345, "KWD"), "12.345 KWD");
+        assert_eq!(format(1000, "CHF"), "10.00 CHF");
     }
 
     #[test]
     fn every_value_on_the_page_is_escaped() {
-        // The store only holds validated values, but the page must not rely on it.
+        // The store only holds validated values, but the page must not rely on it. (The
+        // amount and currency are types that cannot hold markup; the method is text.)
         let session = Session {
             payment_id: PaymentId::new(),
             order_id: OrderId::new(),
-            amount: 1999,
-            currency: "<b>".into(),
+            amount: Amount::new(1999).unwrap(),
+            currency: Currency::parse("EUR").unwrap(),
             state: SessionState::MethodSelected,
             method: Some(r#"<script>alert("x")</script>"#.into()),
             cancel_reason: None,
@@ -485,8 +493,6 @@ mod tests {
         };
         let html = checkout(&session).into_string();
         assert!(!html.contains("<script>"), "{html}");
-        assert!(!html.contains("<b>"), "{html}");
         assert!(html.contains("&lt;script&gt;"), "{html}");
-        assert!(html.contains("&lt;b&gt;"), "{html}");
     }
 }

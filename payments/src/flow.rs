@@ -13,6 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use service_kit::error_chain;
 use shared_protocol::{ClientMessage, ErrorCode, Message, OrderId, ServerMessage};
 use uuid::Uuid;
 
@@ -179,7 +180,7 @@ async fn apply_segment(
                     StoreError::Corrupt(format!("session of {order_id} vanished"))
                 })?;
                 reply.push(
-                    if session.amount != amount.minor() || session.currency != currency.as_str() {
+                    if session.amount != *amount || session.currency != *currency {
                         ServerMessage::error(
                             Some(*order_id),
                             ErrorCode::Conflict,
@@ -285,5 +286,3 @@ fn unknown_order(order_id: OrderId) -> ServerMessage {
         format!("no payment for order {order_id}: send initiate_payment first"),
     )
 }
-
-pub use service_kit::error_chain;

@@ -1,0 +1,125 @@
+//! The one error type of Payments' JSON answers (the WebSocket handshake, the operators'
+//! endpoints, unknown routes), and its mapping to statuses and codes in the JSON error
+//! shape ([`service_kit::routing::error_body`]). Internal causes go to the log with
+//! their chain, never into the response. The payment page answers customers in HTML
+//! and keeps its own error pages (`routes/page.rs`).
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use service_kit::error_chain;
+use service_kit::routing::error_body;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No valid `Authorization: Bearer` token; the message says which token.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// A WebSocket handshake that does not offer `payments.v1`.
+    #[error("{0}")]
+    UnsupportedSubprotocol(String),
+    /// A query parameter out of range.
+    #[error("{0}")]
+    InvalidLimit(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("internal error; try again")]
+    Internal(#[from] StoreError),
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::UnsupportedSubprotocol(_) => "unsupported_subprotocol",
+            ApiError::InvalidLimit(_) => "invalid_limit",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::UnsupportedSubprotocol(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidLimit(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Internal(cause) = self {
+            tracing::error!(error = %error_chain(cause), "request failed");
+        }
+        let mut response = error_body(self.status_code(), self.code(), &self.to_string());
+        if let ApiError::Unauthorized(_) = self {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::ResponseError;
+    use actix_web::http::StatusCode;
+
+    use super::ApiError;
+    use crate::store::StoreError;
+
+    #[test]
+    fn each_error_has_its_status_and_code_and_a_failure_hides_its_cause() {
+        let cases = [
+            (
+                ApiError::Unauthorized("token"),
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+            ),
+            (
+                ApiError::UnsupportedSubprotocol("x".into()),
+                StatusCode::BAD_REQUEST,
+                "unsupported_subprotocol",
+            ),
+            (
+                ApiError::InvalidLimit("x".into()),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_limit",
+            ),
+            (
+                ApiError::NotFound("x".into()),
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                ApiError::Conflict("x".into()),
+                StatusCode::CONFLICT,
+                "conflict",
+            ),
+            (
+                ApiError::Internal(StoreError::Corrupt("secret".into())),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+            ),
+        ];
+        for (error, status, code) in cases {
+            assert_eq!(error.status_code(), status);
+            assert_eq!(error.code(), code);
+            assert_eq!(error.error_response().status(), status);
+        }
+        let failure = ApiError::Internal(StoreError::Corrupt("secret".into()));
+        assert!(!failure.to_string().contains("secret"));
+        let refused = ApiError::Unauthorized("token").error_response();
+        assert_eq!(refused.headers().get("www-authenticate").unwrap(), "Bearer");
+    }
+}

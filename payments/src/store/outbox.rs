@@ -1,0 +1,400 @@
+//! The outbox: the outcome events and their delivery. Delivery claims events to send
+//! (or resumes them on a new connection), gives back what it could not send, and
+//! dead-letters what used up its attempts; Orders acks them; operators list and retry
+//! dead letters; metrics read the backlog.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use shared_protocol::{CancelReason, EventId, OrderId, PaymentId, PaymentOutcome, ServerMessage};
+use uuid::Uuid;
+
+use super::{Batch, SCAN_LIMIT, Store, StoreError};
+
+/// An outcome event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub event_id: EventId,
+    pub order_id: OrderId,
+    pub payment_id: PaymentId,
+    pub state: PaymentOutcome,
+    pub reason: Option<CancelReason>,
+}
+
+impl Event {
+    pub fn message(&self) -> ServerMessage {
+        ServerMessage::PaymentState {
+            event_id: self.event_id,
+            order_id: self.order_id,
+            payment_id: self.payment_id,
+            state: self.state,
+            reason: self.reason,
+        }
+    }
+}
+
+/// A stored cancel reason: absent, or one the code knows.
+pub(super) fn parse_reason(reason: Option<&str>) -> Result<Option<CancelReason>, StoreError> {
+    reason
+        .map(|r| {
+            CancelReason::parse(r)
+                .ok_or_else(|| StoreError::Corrupt(format!("cancel reason {r:?}")))
+        })
+        .transpose()
+}
+
+pub(super) struct EventRow {
+    pub(super) event_id: i64,
+    pub(super) order_id: Uuid,
+    pub(super) payment_id: Uuid,
+    pub(super) state: String,
+    pub(super) reason: Option<String>,
+}
+
+impl TryFrom<EventRow> for Event {
+    type Error = StoreError;
+    fn try_from(r: EventRow) -> Result<Event, StoreError> {
+        Ok(Event {
+            event_id: EventId(r.event_id),
+            order_id: OrderId(r.order_id),
+            payment_id: PaymentId(r.payment_id),
+            state: match r.state.as_str() {
+                "FULFILL" => PaymentOutcome::Fulfill,
+                "CANCEL" => PaymentOutcome::Cancel,
+                other => return Err(StoreError::Corrupt(format!("event state {other:?}"))),
+            },
+            reason: parse_reason(r.reason.as_deref())?,
+        })
+    }
+}
+
+/// An undelivered event and the connection it should go to first.
+#[derive(Debug)]
+pub struct Pending {
+    pub event: Event,
+    pub owner: Option<Uuid>,
+}
+
+/// What one claim took: events to send now, and events that used up their delivery
+/// attempts and were dead-lettered instead (not to be sent).
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub send: Vec<Pending>,
+    pub dead: Vec<Dead>,
+}
+
+/// An event dead-lettered just now: sent `attempts` times, never acked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dead {
+    pub event: Event,
+    pub attempts: i32,
+}
+
+/// A page of the resume of a new connection.
+#[derive(Debug, Default)]
+pub struct Resumed {
+    /// To send on the new connection, oldest first.
+    pub send: Vec<Event>,
+    /// Dead-lettered instead of sent: they had used up their delivery attempts.
+    pub dead: Vec<Dead>,
+    /// The last event id the page looked at, when the page was full (more may follow).
+    pub next: Option<i64>,
+}
+
+/// An event as the admin endpoints show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventRecord {
+    pub event_id: i64,
+    pub order_id: Uuid,
+    pub payment_id: Uuid,
+    pub state: String,
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// When it was last sent (claimed for sending), if ever.
+    pub dispatched_at: Option<DateTime<Utc>>,
+    pub acked_at: Option<DateTime<Utc>>,
+    pub delivery_attempts: i32,
+    pub dead_at: Option<DateTime<Utc>>,
+}
+
+/// The answer to an operator's retry of a dead letter.
+#[derive(Debug)]
+pub enum Retry {
+    /// Back in delivery: attempts reset, sent again at the next dispatch.
+    Retried(EventRecord),
+    /// Not dead-lettered (acked, or still being delivered): nothing changed.
+    NotDead(EventRecord),
+    Unknown,
+}
+
+/// The event backlog, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    /// Unacked events still being delivered (dead letters excluded).
+    pub unacked: i64,
+    /// Age of the oldest of those, in seconds (0 when there is none).
+    pub oldest_seconds: f64,
+    /// Dead letters not acked (waiting for an operator).
+    pub dead: i64,
+}
+
+impl Store {
+    /// Live (unacked, not dead-lettered) events after `after` (keyset), oldest first,
+    /// at most `limit`: a page of what a new connection receives, in ONE statement. Each
+    /// is marked sent now and counts a delivery attempt, so the periodic redelivery
+    /// waits a full `redeliver_after` from here; one that has had `max_attempts` already
+    /// is dead-lettered instead of sent.
+    pub async fn resume_page(
+        &self,
+        after: i64,
+        limit: i64,
+        max_attempts: i32,
+    ) -> Result<Resumed, StoreError> {
+        let limit = limit.clamp(1, SCAN_LIMIT);
+        // Every row of the page comes back, also one acked (or dead-lettered elsewhere)
+        // since the page was read, which the UPDATE skips: so a full page still says
+        // whether more may follow.
+        let rows = sqlx::query!(
+            r#"WITH page AS (
+                 SELECT event_id FROM payment_events
+                 WHERE acked_at IS NULL AND dead_at IS NULL AND event_id > $1
+                 ORDER BY event_id LIMIT $2),
+             sent AS (
+                 UPDATE payment_events e SET
+                     dispatched_at = CASE WHEN e.delivery_attempts < $3 THEN clock_timestamp()
+                         ELSE e.dispatched_at END,
+                     delivery_attempts = CASE WHEN e.delivery_attempts < $3
+                         THEN e.delivery_attempts + 1 ELSE e.delivery_attempts END,
+                     dead_at = CASE WHEN e.delivery_attempts >= $3 THEN clock_timestamp() END
+                 FROM page
+                 WHERE e.event_id = page.event_id AND e.acked_at IS NULL AND e.dead_at IS NULL
+                 RETURNING e.event_id, e.order_id, e.payment_id, e.state, e.reason,
+                     e.delivery_attempts, e.dead_at IS NOT NULL AS dead)
+             SELECT page.event_id AS "event_id!", sent.order_id AS "order_id?",
+                 sent.payment_id AS "payment_id?", sent.state AS "state?", sent.reason,
+                 sent.delivery_attempts AS "delivery_attempts?", sent.dead AS "dead?"
+             FROM page LEFT JOIN sent ON sent.event_id = page.event_id
+             ORDER BY page.event_id"#,
+            after,
+            limit,
+            max_attempts,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut resumed = Resumed {
+            next: match rows.last() {
+                Some(last) if rows.len() as i64 == limit => Some(last.event_id),
+                _ => None,
+            },
+            ..Resumed::default()
+        };
+        for r in rows {
+            let (Some(order_id), Some(payment_id), Some(state), Some(attempts), Some(dead)) = (
+                r.order_id,
+                r.payment_id,
+                r.state,
+                r.delivery_attempts,
+                r.dead,
+            ) else {
+                continue; // acked (or dead-lettered) since the page was read
+            };
+            let event = Event::try_from(EventRow {
+                event_id: r.event_id,
+                order_id,
+                payment_id,
+                state,
+                reason: r.reason,
+            })?;
+            if dead {
+                resumed.dead.push(Dead { event, attempts });
+            } else {
+                resumed.send.push(event);
+            }
+        }
+        Ok(resumed)
+    }
+
+    /// Claims up to `limit` events for this instance to send, in ONE statement: those no
+    /// instance has sent yet, and those sent more than `redeliver_after` ago and still
+    /// unacked (the connection they went to may have died with them in its buffers).
+    /// Only events whose order's connection is one of `local` (this instance's), or is
+    /// gone (no fresh heartbeat within `stale_after`, or none at all) qualify: the others
+    /// are their own instance's to send. `FOR UPDATE SKIP LOCKED` and the re-checked
+    /// condition make exactly one instance claim each delivery.
+    ///
+    /// Each claim counts a delivery attempt; an event that had `max_attempts` already
+    /// (all unacked) is dead-lettered in the same statement instead of claimed, and
+    /// leaves the scans: it is sent again only after an operator's [`Store::retry`].
+    pub async fn claim(
+        &self,
+        local: &[Uuid],
+        stale_after: Duration,
+        redeliver_after: Duration,
+        limit: i64,
+        max_attempts: i32,
+    ) -> Result<Claimed, StoreError> {
+        let rows = sqlx::query!(
+            r#"WITH picked AS (
+                 SELECT e.event_id, s.last_connection
+                 FROM payment_events e JOIN payment_sessions s USING (payment_id)
+                 WHERE e.acked_at IS NULL AND e.dead_at IS NULL
+                   AND (e.dispatched_at IS NULL
+                        OR e.dispatched_at < clock_timestamp() - make_interval(secs => $2))
+                   AND (s.last_connection IS NULL OR s.last_connection = ANY($1)
+                        OR NOT EXISTS (SELECT 1 FROM ws_connections c
+                            WHERE c.connection_id = s.last_connection
+                              AND c.seen_at >= clock_timestamp() - make_interval(secs => $3)))
+                 ORDER BY e.event_id
+                 LIMIT $4
+                 FOR UPDATE OF e SKIP LOCKED)
+             UPDATE payment_events e SET
+                 dispatched_at = CASE WHEN e.delivery_attempts < $5 THEN clock_timestamp()
+                     ELSE e.dispatched_at END,
+                 delivery_attempts = CASE WHEN e.delivery_attempts < $5
+                     THEN e.delivery_attempts + 1 ELSE e.delivery_attempts END,
+                 dead_at = CASE WHEN e.delivery_attempts >= $5 THEN clock_timestamp() END
+             FROM picked WHERE e.event_id = picked.event_id
+             RETURNING e.event_id, e.order_id, e.payment_id, e.state, e.reason,
+                 e.delivery_attempts, e.dead_at IS NOT NULL AS "dead!", picked.last_connection"#,
+            local,
+            redeliver_after.as_secs_f64(),
+            stale_after.as_secs_f64(),
+            limit.clamp(1, SCAN_LIMIT),
+            max_attempts,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = Claimed::default();
+        for r in rows {
+            let event = Event::try_from(EventRow {
+                event_id: r.event_id,
+                order_id: r.order_id,
+                payment_id: r.payment_id,
+                state: r.state,
+                reason: r.reason,
+            })?;
+            if r.dead {
+                claimed.dead.push(Dead {
+                    event,
+                    attempts: r.delivery_attempts,
+                });
+            } else {
+                claimed.send.push(Pending {
+                    event,
+                    owner: r.last_connection,
+                });
+            }
+        }
+        claimed.send.sort_by_key(|p| p.event.event_id);
+        claimed.dead.sort_by_key(|d| d.event.event_id);
+        Ok(claimed)
+    }
+
+    /// Gives claimed events back unsent (no connection had room): the next dispatch
+    /// claims them again, and the claim's delivery attempt is taken back.
+    pub async fn release(&self, event_ids: &[i64]) -> Result<(), StoreError> {
+        sqlx::query!(
+            "UPDATE payment_events SET dispatched_at = NULL, \
+                 delivery_attempts = greatest(delivery_attempts - 1, 0) \
+             WHERE event_id = ANY($1) AND acked_at IS NULL AND dead_at IS NULL",
+            event_ids,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// For metrics: the number of live (unacked, not dead-lettered) events, the age of
+    /// the oldest, and the number of dead letters (unacked).
+    pub async fn backlog(&self) -> Result<Backlog, StoreError> {
+        let row = sqlx::query!(
+            r#"SELECT live.count AS "unacked!", live.oldest AS "oldest!", dead.count AS "dead!"
+             FROM (SELECT count(*) AS count,
+                       coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8
+                           AS oldest
+                   FROM payment_events WHERE acked_at IS NULL AND dead_at IS NULL) live,
+                  (SELECT count(*) AS count FROM payment_events
+                   WHERE dead_at IS NOT NULL AND acked_at IS NULL) dead"#,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Backlog {
+            unacked: row.unacked,
+            oldest_seconds: row.oldest,
+            dead: row.dead,
+        })
+    }
+
+    /// Dead letters waiting for an operator (unacked), oldest first, at most `limit`.
+    pub async fn dead_letters(&self, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
+        Ok(sqlx::query_as!(
+            EventRecord,
+            "SELECT event_id, order_id, payment_id, state, reason, created_at, dispatched_at, \
+                 acked_at, delivery_attempts, dead_at \
+             FROM payment_events WHERE dead_at IS NOT NULL AND acked_at IS NULL \
+             ORDER BY event_id LIMIT $1",
+            limit.clamp(1, SCAN_LIMIT),
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// An operator retries a dead letter: its attempts start again from zero and it is
+    /// due at once (`dispatched_at` cleared); the same statement NOTIFYs every instance,
+    /// so one with a connection sends it at its next dispatch. An event that is not
+    /// dead-lettered (acked, or still being delivered) is left as it is.
+    pub async fn retry(&self, event_id: i64) -> Result<Retry, StoreError> {
+        let retried = sqlx::query_as!(
+            EventRecord,
+            r#"WITH retried AS (
+                 UPDATE payment_events SET dead_at = NULL, delivery_attempts = 0,
+                     dispatched_at = NULL
+                 WHERE event_id = $1 AND dead_at IS NOT NULL AND acked_at IS NULL
+                 RETURNING event_id, order_id, payment_id, state, reason, created_at,
+                     dispatched_at, acked_at, delivery_attempts, dead_at),
+             woken AS (SELECT pg_notify('payment_events', '') FROM retried)
+             SELECT r.event_id AS "event_id!", r.order_id AS "order_id!",
+                 r.payment_id AS "payment_id!", r.state AS "state!", r.reason,
+                 r.created_at AS "created_at!", r.dispatched_at, r.acked_at,
+                 r.delivery_attempts AS "delivery_attempts!", r.dead_at
+             FROM retried r CROSS JOIN woken"#,
+            event_id,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(event) = retried {
+            return Ok(Retry::Retried(event));
+        }
+        let found = sqlx::query_as!(
+            EventRecord,
+            "SELECT event_id, order_id, payment_id, state, reason, created_at, dispatched_at, \
+                 acked_at, delivery_attempts, dead_at \
+             FROM payment_events WHERE event_id = $1",
+            event_id,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match found {
+            Some(event) => Retry::NotDead(event),
+            None => Retry::Unknown,
+        })
+    }
+}
+
+impl Batch {
+    /// Orders acked these events: ONE statement. Returns the ids acked now (unknown
+    /// or already-acked ids are harmless and left out).
+    pub async fn ack(&mut self, event_ids: &[EventId]) -> Result<Vec<EventId>, StoreError> {
+        let mut ids: Vec<i64> = event_ids.iter().map(|e| e.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let acked = sqlx::query_scalar!(
+            "UPDATE payment_events SET acked_at = clock_timestamp() \
+             WHERE event_id = ANY($1) AND acked_at IS NULL RETURNING event_id",
+            &ids,
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(acked.into_iter().map(EventId).collect())
+    }
+}

@@ -1,0 +1,356 @@
+//! Sessions: what the protocol and the page read, the expiry scan, and the page's Pay
+//! and Cancel (group-committed by [`PageFinishes`]). A state change that makes a session
+//! final writes its outcome event in the same transaction ([`finish_in`]). The protocol's
+//! batch transaction is in [`batch`].
+
+pub(super) mod batch;
+
+use chrono::{DateTime, Utc};
+use service_kit::group_commit::{self, BoxFuture};
+use shared_protocol::{
+    Amount, CancelReason, Currency, EventId, OrderId, PaymentId, PaymentOutcome,
+};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use self::batch::Batch;
+use super::outbox::{Event, EventRow, parse_reason};
+use super::{SCAN_LIMIT, SessionState, Store, StoreError};
+
+fn parse_state(s: &str) -> Result<SessionState, StoreError> {
+    SessionState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("session state {s:?}")))
+}
+
+/// A payment session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub payment_id: PaymentId,
+    pub order_id: OrderId,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub state: SessionState,
+    pub method: Option<String>,
+    pub cancel_reason: Option<CancelReason>,
+    pub expires_at: DateTime<Utc>,
+}
+
+struct SessionRow {
+    payment_id: Uuid,
+    order_id: Uuid,
+    amount: i64,
+    currency: String,
+    state: String,
+    method: Option<String>,
+    cancel_reason: Option<String>,
+    expires_at: DateTime<Utc>,
+}
+
+impl TryFrom<SessionRow> for Session {
+    type Error = StoreError;
+    fn try_from(r: SessionRow) -> Result<Session, StoreError> {
+        Ok(Session {
+            payment_id: PaymentId(r.payment_id),
+            order_id: OrderId(r.order_id),
+            amount: Amount::new(r.amount)
+                .map_err(|_| StoreError::Corrupt(format!("session amount {}", r.amount)))?,
+            currency: Currency::parse(&r.currency)
+                .map_err(|_| StoreError::Corrupt(format!("session currency {:?}", r.currency)))?,
+            state: parse_state(&r.state)?,
+            method: r.method,
+            cancel_reason: parse_reason(r.cancel_reason.as_deref())?,
+            expires_at: r.expires_at,
+        })
+    }
+}
+
+/// The answer to a state change that makes a session final.
+#[derive(Debug)]
+pub enum Finished {
+    /// This call moved the session; here is its event.
+    Now(Event),
+    /// It was already final; here is the event it has.
+    Already(Event),
+    /// Not in a state this change applies to (for example, no method selected yet).
+    NotApplicable(SessionState),
+    Unknown,
+}
+
+impl Store {
+    /// The customer paid on the page. Concurrent Pays and Cancels share one statement
+    /// and one commit ([`PageFinishes`]).
+    pub async fn complete(&self, payment_id: PaymentId) -> Result<Finished, StoreError> {
+        let finish = PageFinish {
+            payment_id,
+            outcome: PaymentOutcome::Fulfill,
+            reason: None,
+        };
+        Ok(self.finishes.submit(finish).await?)
+    }
+
+    /// The customer gave up on the page.
+    pub async fn cancel_by_customer(&self, payment_id: PaymentId) -> Result<Finished, StoreError> {
+        let finish = PageFinish {
+            payment_id,
+            outcome: PaymentOutcome::Cancel,
+            reason: Some(CancelReason::Customer),
+        };
+        Ok(self.finishes.submit(finish).await?)
+    }
+
+    /// Cancels up to [`SCAN_LIMIT`] open sessions past their deadline, with reason
+    /// `expired`; the caller repeats while a full batch comes back.
+    pub async fn expire(&self) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query_as!(
+            EventRow,
+            r#"WITH due AS (
+                 SELECT payment_id FROM payment_sessions
+                 WHERE state IN ('initiated', 'method_selected') AND expires_at <= clock_timestamp()
+                 ORDER BY expires_at LIMIT $1
+                 FOR UPDATE SKIP LOCKED),
+             expired AS (
+                 UPDATE payment_sessions s SET state = 'cancelled', cancel_reason = 'expired',
+                     updated_at = clock_timestamp()
+                 FROM due WHERE s.payment_id = due.payment_id
+                     AND s.state IN ('initiated', 'method_selected')
+                 RETURNING s.payment_id, s.order_id)
+             INSERT INTO payment_events (payment_id, order_id, state, reason)
+             SELECT payment_id, order_id, 'CANCEL', 'expired' FROM expired
+             RETURNING event_id, order_id, payment_id, state, reason"#,
+            SCAN_LIMIT,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(Event::try_from).collect()
+    }
+
+    pub async fn session_by_order(&self, order_id: OrderId) -> Result<Option<Session>, StoreError> {
+        let row = sqlx::query_as!(
+            SessionRow,
+            "SELECT payment_id, order_id, amount, currency, state, method, cancel_reason, expires_at \
+             FROM payment_sessions WHERE order_id = $1",
+            order_id.0,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Session::try_from).transpose()
+    }
+
+    pub async fn session_by_payment(
+        &self,
+        payment_id: PaymentId,
+    ) -> Result<Option<Session>, StoreError> {
+        let row = sqlx::query_as!(
+            SessionRow,
+            "SELECT payment_id, order_id, amount, currency, state, method, cancel_reason, expires_at \
+             FROM payment_sessions WHERE payment_id = $1",
+            payment_id.0,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Session::try_from).transpose()
+    }
+
+    pub async fn event_of(&self, payment_id: PaymentId) -> Result<Option<Event>, StoreError> {
+        let row = sqlx::query_as!(
+            EventRow,
+            "SELECT event_id, order_id, payment_id, state, reason FROM payment_events WHERE payment_id = $1",
+            payment_id.0,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Event::try_from).transpose()
+    }
+
+    /// Starts a transaction for a batch of messages from one connection.
+    pub async fn batch(&self) -> Result<Batch, StoreError> {
+        Ok(Batch {
+            tx: self.pool.begin().await?,
+        })
+    }
+}
+
+async fn insert_event(
+    conn: &mut PgConnection,
+    payment_id: PaymentId,
+    order_id: OrderId,
+    outcome: PaymentOutcome,
+    reason: Option<CancelReason>,
+    dispatched: bool,
+) -> Result<Event, StoreError> {
+    let state = outcome.as_str();
+    let event_id = sqlx::query_scalar!(
+        "INSERT INTO payment_events (payment_id, order_id, state, reason, dispatched_at, \
+             delivery_attempts) \
+         VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN clock_timestamp() END, \
+             CASE WHEN $5 THEN 1 ELSE 0 END) RETURNING event_id",
+        payment_id.0,
+        order_id.0,
+        state,
+        reason.map(CancelReason::as_str),
+        dispatched,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Event {
+        event_id: EventId(event_id),
+        order_id,
+        payment_id,
+        state: outcome,
+        reason,
+    })
+}
+
+/// Moves a session to its final state and writes its event, inside `tx`.
+async fn finish_in(
+    conn: &mut PgConnection,
+    payment_id: PaymentId,
+    outcome: PaymentOutcome,
+    reason: Option<CancelReason>,
+    dispatched: bool,
+) -> Result<Finished, StoreError> {
+    // Paying needs a selected method and a session that has not expired; cancelling
+    // applies to any open session.
+    let moved = match outcome {
+        PaymentOutcome::Fulfill => sqlx::query_scalar!(
+            "UPDATE payment_sessions SET state = 'fulfilled', updated_at = clock_timestamp() \
+             WHERE payment_id = $1 AND state = 'method_selected' AND expires_at > clock_timestamp() \
+             RETURNING order_id",
+            payment_id.0,
+        )
+        .fetch_optional(&mut *conn)
+        .await?,
+        PaymentOutcome::Cancel => sqlx::query_scalar!(
+            "UPDATE payment_sessions SET state = 'cancelled', cancel_reason = $2, \
+                 updated_at = clock_timestamp() \
+             WHERE payment_id = $1 AND state IN ('initiated', 'method_selected') \
+             RETURNING order_id",
+            payment_id.0,
+            reason.map(CancelReason::as_str),
+        )
+        .fetch_optional(&mut *conn)
+        .await?,
+    };
+    let Some(order_id) = moved else {
+        let state = sqlx::query_scalar!(
+            "SELECT state FROM payment_sessions WHERE payment_id = $1",
+            payment_id.0,
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(state) = state else {
+            return Ok(Finished::Unknown);
+        };
+        let event = sqlx::query_as!(
+            EventRow,
+            "SELECT event_id, order_id, payment_id, state, reason FROM payment_events WHERE payment_id = $1",
+            payment_id.0,
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
+        return Ok(match event {
+            Some(event) => Finished::Already(event.try_into()?),
+            None => Finished::NotApplicable(parse_state(&state)?),
+        });
+    };
+    let event = insert_event(
+        conn,
+        payment_id,
+        OrderId(order_id),
+        outcome,
+        reason,
+        dispatched,
+    )
+    .await?;
+    Ok(Finished::Now(event))
+}
+
+/// One Pay or Cancel of the payment page, for the page writer.
+#[derive(Debug)]
+pub struct PageFinish {
+    pub payment_id: PaymentId,
+    pub outcome: PaymentOutcome,
+    pub reason: Option<CancelReason>,
+}
+
+/// Writes a batch of the page's Pays and Cancels with ONE statement: the conditional
+/// session UPDATEs (pay needs a selected method and an unexpired session; cancel, any
+/// open session) and the events of the sessions that moved, in one commit. A request
+/// whose session did not move (unknown, already final, no method yet, or a second
+/// request for one session in the same batch) is answered as one at a time would be,
+/// by [`finish_in`] in its own transaction.
+#[derive(Debug)]
+pub struct PageFinishes;
+
+impl group_commit::Batch for PageFinishes {
+    type Item = PageFinish;
+    type Output = Finished;
+    type Error = StoreError;
+
+    fn apply<'c>(
+        &'c self,
+        conn: &'c mut PgConnection,
+        items: &'c [PageFinish],
+    ) -> BoxFuture<'c, Result<Vec<Finished>, StoreError>> {
+        Box::pin(finish_page_batch(conn, items))
+    }
+}
+
+async fn finish_page_batch(
+    conn: &mut PgConnection,
+    items: &[PageFinish],
+) -> Result<Vec<Finished>, StoreError> {
+    let ids: Vec<Uuid> = items.iter().map(|i| i.payment_id.0).collect();
+    let states: Vec<String> = items
+        .iter()
+        .map(|i| i.outcome.as_str().to_owned())
+        .collect();
+    let reasons: Vec<Option<String>> = items
+        .iter()
+        .map(|i| i.reason.map(|r| r.as_str().to_owned()))
+        .collect();
+    let rows = sqlx::query_as!(
+        EventRow,
+        r#"WITH req AS (
+             SELECT DISTINCT ON (payment_id) payment_id, state, reason
+             FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY
+                 AS r(payment_id, state, reason, n)
+             ORDER BY payment_id, n),
+         moved AS (
+             UPDATE payment_sessions s SET
+                 state = CASE r.state WHEN 'FULFILL' THEN 'fulfilled' ELSE 'cancelled' END,
+                 cancel_reason = r.reason,
+                 updated_at = clock_timestamp()
+             FROM req r
+             WHERE s.payment_id = r.payment_id AND s.payment_id = ANY($1)
+               AND CASE r.state
+                     WHEN 'FULFILL' THEN s.state = 'method_selected'
+                         AND s.expires_at > clock_timestamp()
+                     ELSE s.state IN ('initiated', 'method_selected') END
+             RETURNING s.payment_id, s.order_id, r.state, r.reason)
+         INSERT INTO payment_events (payment_id, order_id, state, reason)
+         SELECT payment_id, order_id, state, reason FROM moved
+         RETURNING event_id, order_id, payment_id, state, reason"#,
+        &ids,
+        &states,
+        &reasons as &[Option<String>],
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut moved: std::collections::HashMap<Uuid, EventRow> =
+        rows.into_iter().map(|r| (r.payment_id, r)).collect();
+    let mut answers = Vec::with_capacity(items.len());
+    for item in items {
+        // The first request for a session that moved gets its event; any other is
+        // answered from the database as it now stands.
+        if let Some(row) = moved.remove(&item.payment_id.0) {
+            answers.push(Finished::Now(row.try_into()?));
+            continue;
+        }
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let finished =
+            finish_in(&mut tx, item.payment_id, item.outcome, item.reason, false).await?;
+        tx.commit().await?;
+        answers.push(finished);
+    }
+    Ok(answers)
+}

@@ -1,0 +1,202 @@
+//! The protocol's batch: one transaction over a batch of messages from one connection.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use shared_protocol::{Amount, CancelReason, Currency, OrderId, PaymentId, PaymentOutcome};
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use super::super::StoreError;
+use super::super::outbox::{Event, EventRow};
+use super::{Finished, Session, SessionRow, finish_in};
+
+/// A session as a batch statement returns it, with its final event if it has one.
+struct SessionEventRow {
+    payment_id: Uuid,
+    order_id: Uuid,
+    amount: i64,
+    currency: String,
+    state: String,
+    method: Option<String>,
+    cancel_reason: Option<String>,
+    expires_at: DateTime<Utc>,
+    event_id: Option<i64>,
+    event_state: Option<String>,
+    event_reason: Option<String>,
+}
+
+impl SessionEventRow {
+    fn split(self) -> Result<(Session, Option<Event>), StoreError> {
+        let event = match (self.event_id, self.event_state) {
+            (Some(event_id), Some(state)) => Some(Event::try_from(EventRow {
+                event_id,
+                order_id: self.order_id,
+                payment_id: self.payment_id,
+                state,
+                reason: self.event_reason,
+            })?),
+            _ => None,
+        };
+        let session = Session::try_from(SessionRow {
+            payment_id: self.payment_id,
+            order_id: self.order_id,
+            amount: self.amount,
+            currency: self.currency,
+            state: self.state,
+            method: self.method,
+            cancel_reason: self.cancel_reason,
+            expires_at: self.expires_at,
+        })?;
+        Ok((session, event))
+    }
+}
+
+/// One transaction over a batch of messages from one connection (group commit): each
+/// kind of message is applied with ONE statement over arrays (`unnest`), whatever the
+/// batch size, and nothing is visible to anyone until [`Batch::commit`]. The caller
+/// keeps at most one message per order in each statement, so a statement never touches
+/// a row twice, and applies the statements in the order of the messages.
+pub struct Batch {
+    pub(in crate::store) tx: Transaction<'static, Postgres>,
+}
+
+impl Batch {
+    /// `initiate_payment` for each order (distinct): starts its session, or finds the
+    /// one it has, and records `connection` as the one to send its outcome to. Returns
+    /// each order's session as it now stands, with its final event if any; the caller
+    /// compares amount and currency.
+    pub async fn initiate(
+        &mut self,
+        orders: &[(OrderId, Amount, Currency)],
+        ttl: Duration,
+        connection: Uuid,
+    ) -> Result<Vec<(Session, Option<Event>)>, StoreError> {
+        let mut sorted: Vec<_> = orders.to_vec();
+        // One lock order for every batch, so two batches never wait on each other in a cycle.
+        sorted.sort_by_key(|(order_id, _, _)| *order_id);
+        let payment_ids: Vec<Uuid> = sorted.iter().map(|_| Uuid::new_v4()).collect();
+        let order_ids: Vec<Uuid> = sorted.iter().map(|(o, _, _)| o.0).collect();
+        let amounts: Vec<i64> = sorted.iter().map(|(_, a, _)| a.minor()).collect();
+        let currencies: Vec<String> = sorted
+            .iter()
+            .map(|(_, _, c)| c.as_str().to_owned())
+            .collect();
+        let rows = sqlx::query_as!(
+            SessionEventRow,
+            r#"WITH upserted AS (
+                 INSERT INTO payment_sessions
+                     (payment_id, order_id, amount, currency, expires_at, last_connection)
+                 SELECT i.payment_id, i.order_id, i.amount, i.currency,
+                     clock_timestamp() + make_interval(secs => $5), $6
+                 FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[])
+                     AS i(payment_id, order_id, amount, currency)
+                 ON CONFLICT (order_id) DO UPDATE SET last_connection = EXCLUDED.last_connection
+                 RETURNING payment_id, order_id, amount, currency, state, method, cancel_reason,
+                     expires_at)
+             SELECT u.payment_id AS "payment_id!", u.order_id AS "order_id!",
+                 u.amount AS "amount!", u.currency AS "currency!", u.state AS "state!",
+                 u.method, u.cancel_reason, u.expires_at AS "expires_at!",
+                 e.event_id AS "event_id?", e.state AS "event_state?", e.reason AS "event_reason?"
+             FROM upserted u LEFT JOIN LATERAL (
+                 SELECT event_id, state, reason FROM payment_events
+                 WHERE payment_id = u.payment_id LIMIT 1) e ON true"#,
+            &payment_ids,
+            &order_ids,
+            &amounts,
+            &currencies,
+            ttl.as_secs_f64(),
+            connection,
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.into_iter().map(SessionEventRow::split).collect()
+    }
+
+    /// `select_payment_method` for each order (distinct): a session still `initiated`
+    /// takes the method; every session found records `connection`. Returns each found
+    /// session as it now stands (the caller compares the method), with its final event
+    /// if any; unknown orders are missing from the answer.
+    pub async fn select(
+        &mut self,
+        choices: &[(OrderId, String)],
+        connection: Uuid,
+    ) -> Result<Vec<(Session, Option<Event>)>, StoreError> {
+        let mut sorted: Vec<_> = choices.to_vec();
+        sorted.sort_by_key(|(order_id, _)| *order_id);
+        let order_ids: Vec<Uuid> = sorted.iter().map(|(o, _)| o.0).collect();
+        let methods: Vec<String> = sorted.iter().map(|(_, m)| m.clone()).collect();
+        let rows = sqlx::query_as!(
+            SessionEventRow,
+            r#"WITH updated AS (
+                 UPDATE payment_sessions s SET
+                     state = CASE WHEN s.state = 'initiated' THEN 'method_selected' ELSE s.state END,
+                     method = CASE WHEN s.state = 'initiated' THEN i.method ELSE s.method END,
+                     updated_at = CASE WHEN s.state = 'initiated' THEN clock_timestamp()
+                         ELSE s.updated_at END,
+                     last_connection = $3
+                 FROM unnest($1::uuid[], $2::text[]) AS i(order_id, method)
+                 WHERE s.order_id = i.order_id AND s.order_id = ANY($1)
+                 RETURNING s.payment_id, s.order_id, s.amount, s.currency, s.state, s.method,
+                     s.cancel_reason, s.expires_at)
+             SELECT u.payment_id AS "payment_id!", u.order_id AS "order_id!",
+                 u.amount AS "amount!", u.currency AS "currency!", u.state AS "state!",
+                 u.method, u.cancel_reason, u.expires_at AS "expires_at!",
+                 e.event_id AS "event_id?", e.state AS "event_state?", e.reason AS "event_reason?"
+             FROM updated u LEFT JOIN LATERAL (
+                 SELECT event_id, state, reason FROM payment_events
+                 WHERE payment_id = u.payment_id LIMIT 1) e ON true"#,
+            &order_ids,
+            &methods,
+            connection,
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.into_iter().map(SessionEventRow::split).collect()
+    }
+
+    /// Which of these orders have a session.
+    pub async fn known(&mut self, order_ids: &[OrderId]) -> Result<Vec<OrderId>, StoreError> {
+        let ids: Vec<Uuid> = order_ids.iter().map(|o| o.0).collect();
+        let rows = sqlx::query_scalar!(
+            "SELECT order_id FROM payment_sessions WHERE order_id = ANY($1)",
+            &ids,
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(rows.into_iter().map(OrderId).collect())
+    }
+
+    /// `cancel_payment`: cancels the order's open session (recording `connection`), or
+    /// finds the final event it has.
+    pub async fn cancel(
+        &mut self,
+        order_id: OrderId,
+        connection: Uuid,
+    ) -> Result<Finished, StoreError> {
+        let payment_id = sqlx::query_scalar!(
+            "UPDATE payment_sessions SET last_connection = $2 WHERE order_id = $1 RETURNING payment_id",
+            order_id.0,
+            connection,
+        )
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        let Some(payment_id) = payment_id else {
+            return Ok(Finished::Unknown);
+        };
+        // Answered on the requesting connection at once: already dispatched.
+        finish_in(
+            &mut self.tx,
+            PaymentId(payment_id),
+            PaymentOutcome::Cancel,
+            Some(CancelReason::OrdersCancelled),
+            true,
+        )
+        .await
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
