@@ -45,10 +45,12 @@ impl<In> Matcher<In> {
         Matcher::new("any message", |_| true)
     }
 
+    /// Whether `message` matches.
     pub fn matches(&self, message: &In) -> bool {
         (self.predicate)(message)
     }
 
+    /// What it looks for, as failure messages print it.
     pub fn description(&self) -> &str {
         &self.description
     }

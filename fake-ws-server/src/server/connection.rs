@@ -31,7 +31,9 @@ use crate::transcript::{FrameKind, TranscriptEntry};
 /// A frame from the client that is not an `In`: what it was, and why not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidFrame {
+    /// The frame as it came.
     pub frame: FrameKind,
+    /// Why it is not an `In` (the codec's error).
     pub error: String,
 }
 
@@ -530,6 +532,8 @@ where
             .clone()
     }
 
+    /// Whether the connection is still open: `false` once it ended, however
+    /// ([`Connection::wait_closed`] says how).
     pub fn is_open(&self) -> bool {
         self.inner.shared.lock().connections[self.inner.id]
             .closed
