@@ -1,10 +1,5 @@
-//! An in-process fake WebSocket server for testing WebSocket clients.
-//!
-//! - [`FakeServer`]: start it on a free port, hand its URL to the client, see every
-//!   frame, push frames, close or break the connection, stop reading it
-//!   (backpressure), script replies.
-//! - [`Matcher`]: what a rule or an expectation looks for in a client's message.
-//! - [`TranscriptEntry`]: what a connection carried, both ways, in order.
+#![warn(missing_docs)]
+#![doc = include_str!("../README.md")]
 
 mod codec;
 mod json;

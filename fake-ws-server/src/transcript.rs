@@ -15,12 +15,19 @@ pub enum Direction {
 /// A frame as it crossed the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrameKind {
+    /// A text message (fragments already joined).
     Text(String),
+    /// A binary message (fragments already joined).
     Binary(Vec<u8>),
+    /// A ping, with its payload.
     Ping(Vec<u8>),
+    /// A pong, with its payload.
     Pong(Vec<u8>),
+    /// A close frame.
     Close {
+        /// The close code, `None` for a close frame without one.
         code: Option<u16>,
+        /// The close reason, empty when there is none.
         reason: String,
     },
     /// A frame or message from the client over the fake's maximum frame or message
@@ -40,7 +47,9 @@ pub enum FrameKind {
 pub struct TranscriptEntry {
     /// Time since the connection was accepted.
     pub at: Duration,
+    /// Who sent it.
     pub direction: Direction,
+    /// The frame.
     pub frame: FrameKind,
     /// What the fake made of it: a decode error (contract violation), the rule that answered.
     pub note: Option<String>,

@@ -221,6 +221,9 @@ where
     In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
     Out: Serialize + Send + 'static,
 {
+    /// A builder with the defaults: path `/ws`, no subprotocol, [`JsonCodec`], no rules,
+    /// strict, and the [`DEFAULT_DEADLINE`](crate::DEFAULT_DEADLINE). The same as
+    /// [`FakeServer::builder`].
     pub fn new() -> Self {
         FakeServerBuilder {
             path: "/ws".into(),
@@ -365,7 +368,26 @@ where
         self
     }
 
-    /// Binds `127.0.0.1:0` and starts serving.
+    /// Binds `127.0.0.1:0` and starts serving, on a thread and runtime of the fake's
+    /// own (so the test may use any executor). Failures found when the server is
+    /// dropped point at the line that called `start`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use fake_ws_server::FakeServer;
+    /// use serde_json::Value;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let fake = FakeServer::<Value, Value>::builder().start().await;
+    /// assert_eq!(fake.url(), format!("ws://127.0.0.1:{}/ws", fake.port()));
+    ///
+    /// let (_client, response) = tokio_tungstenite::connect_async(fake.url()).await.unwrap();
+    /// assert_eq!(response.status(), 101);
+    /// assert_eq!(fake.next_connection().await.index(), 0);
+    /// # }
+    /// ```
     #[track_caller]
     pub fn start(self) -> impl std::future::Future<Output = FakeServer<In, Out>> + Send {
         let location = Location::caller();

@@ -185,6 +185,33 @@ where
     /// Sends a close frame with `code` and `reason`; see [`Connection::send`] for the
     /// error. The connection ends when the client answers with its own close frame
     /// ([`Connection::wait_closed`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use fake_ws_server::{Closed, FakeServer};
+    /// use futures_util::StreamExt;
+    /// use serde_json::Value;
+    /// use tokio_tungstenite::tungstenite::Message;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let fake = FakeServer::<Value, Value>::builder().start().await;
+    /// let (mut client, _) = tokio_tungstenite::connect_async(fake.url()).await.unwrap();
+    /// let conn = fake.next_connection().await;
+    ///
+    /// conn.close(1001, "going away").await.unwrap();
+    /// let Some(Ok(Message::Close(Some(frame)))) = client.next().await else {
+    ///     panic!("expected a close frame");
+    /// };
+    /// assert_eq!((u16::from(frame.code), frame.reason.as_str()), (1001, "going away"));
+    /// // The client answers the close frame with one of its own, and the connection ends.
+    /// assert!(client.next().await.is_none());
+    /// assert!(matches!(conn.wait_closed().await, Closed::Frame { code: 1001, .. }));
+    /// // Nothing may follow a close: sending now says why it did not.
+    /// assert!(conn.send_text("too late").await.is_err());
+    /// # }
+    /// ```
     pub async fn close(&self, code: u16, reason: impl Into<String>) -> Result<(), SendError> {
         let reason = reason.into();
         self.deliver(|done| Command::Close(code, reason, done))
@@ -255,7 +282,33 @@ where
     /// Waits (up to the server's default deadline) for a message matching `matcher`
     /// that no earlier `expect` or `recv` took, wherever it is among those not taken,
     /// and takes it; earlier ones stay for later. [`Connection::expect_next`] insists
-    /// on the order.
+    /// on the order. When none comes in time, fails the test at the caller with what
+    /// it waited for, the transcript and (for a JSON matcher) a diff against the
+    /// closest message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use fake_ws_server::{FakeServer, Matcher, json_includes};
+    /// use futures_util::SinkExt;
+    /// use serde_json::Value;
+    /// use tokio_tungstenite::tungstenite::Message;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let fake = FakeServer::<Value, Value>::builder().start().await;
+    /// let (mut client, _) = tokio_tungstenite::connect_async(fake.url()).await.unwrap();
+    /// client.send(Message::text(r#"{"type":"hello","name":"ferris"}"#)).await.unwrap();
+    /// client.send(Message::text(r#"{"type":"subscribe","topic":"BTC"}"#)).await.unwrap();
+    ///
+    /// let conn = fake.next_connection().await;
+    /// // Any order: the subscribe is taken though the hello came first...
+    /// let subscribe = conn.expect(json_includes!({"type": "subscribe"})).await;
+    /// assert_eq!(subscribe["topic"], "BTC");
+    /// // ...and the hello is still there to take, here with a predicate of your own.
+    /// conn.expect(Matcher::new("a hello", |m: &Value| m["type"] == "hello")).await;
+    /// # }
+    /// ```
     #[track_caller]
     pub fn expect(&self, matcher: Matcher<In>) -> impl std::future::Future<Output = In> + Send + '_
     where

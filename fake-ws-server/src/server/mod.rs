@@ -71,8 +71,34 @@ use verify::{fail_on_problems, problems_of};
 /// unless the builder's [`FakeServerBuilder::default_deadline`] says otherwise.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
 
-/// The fake server. Dropping it stops it and, unless lenient or already panicking,
-/// fails the test if the client sent anything that nobody looked at.
+/// The fake server. Dropping it stops it and verifies: unless the thread is already
+/// panicking, it fails the test (a panic naming the line that started the server, with
+/// every connection's transcript) when the client sent a message no expectation or
+/// rule looked at (unless [`lenient`](FakeServerBuilder::lenient)), sent a frame that
+/// is not a valid message, or a rule did not fire as often as its
+/// [`Rule::expect`] said. [`FakeServer::problems`] lists the same without panicking;
+/// [`FakeServer::shutdown`] stops the server first, then verifies.
+///
+/// # Examples
+///
+/// A client message nobody looked at fails the test when the fake is dropped:
+///
+/// ```should_panic
+/// use fake_ws_server::FakeServer;
+/// use futures_util::SinkExt;
+/// use serde_json::Value;
+/// use tokio_tungstenite::tungstenite::Message;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let fake = FakeServer::<Value, Value>::builder().start().await;
+/// let (mut client, _) = tokio_tungstenite::connect_async(fake.url()).await.unwrap();
+/// client.send(Message::text(r#"{"type":"unexpected"}"#)).await.unwrap();
+/// let conn = fake.next_connection().await;
+/// conn.wait_for_frames(1).await;
+/// drop(fake); // panics: "a message that no expectation or rule looked at"
+/// # }
+/// ```
 pub struct FakeServer<In, Out> {
     shared: Arc<Shared<In, Out>>,
     runtime: Handle,
@@ -86,7 +112,51 @@ where
     In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
     Out: Serialize + Send + 'static,
 {
-    /// A builder with defaults: path `/ws`, [`JsonCodec`](crate::JsonCodec), no rules, strict.
+    /// A builder with defaults: path `/ws`, [`JsonCodec`](crate::JsonCodec), no rules,
+    /// strict, every wait up to [`DEFAULT_DEADLINE`]. `In` is what the client sends,
+    /// `Out` what the fake sends: any serde types (with the default codec), such as an
+    /// enum of the protocol's messages, `serde_json::Value` or `String`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fake_ws_server::{FakeServer, json_includes};
+    /// use futures_util::{SinkExt, StreamExt};
+    /// use serde::{Deserialize, Serialize};
+    /// use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    ///
+    /// #[derive(Debug, Clone, Serialize, Deserialize)]
+    /// #[serde(tag = "type", rename_all = "snake_case")]
+    /// enum FromClient { Subscribe { topic: String } }
+    ///
+    /// #[derive(Serialize)]
+    /// #[serde(tag = "type", rename_all = "snake_case")]
+    /// enum ToClient { Subscribed { topic: String } }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let fake = FakeServer::<FromClient, ToClient>::builder()
+    ///     .path("/feed")
+    ///     .subprotocol("prices.v1")
+    ///     .default_deadline(Duration::from_secs(2))
+    ///     // Every subscribe is answered, and at least one must come.
+    ///     .on(json_includes!({"type": "subscribe"}), |m| match m {
+    ///         FromClient::Subscribe { topic } => vec![ToClient::Subscribed { topic: topic.clone() }],
+    ///     })
+    ///     .expect(1..)
+    ///     .start()
+    ///     .await;
+    ///
+    /// let mut request = fake.url().into_client_request().unwrap();
+    /// request.headers_mut().insert("sec-websocket-protocol", "prices.v1".parse().unwrap());
+    /// let (mut client, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    /// assert_eq!(response.headers()["sec-websocket-protocol"], "prices.v1");
+    /// client.send(Message::text(r#"{"type":"subscribe","topic":"BTC"}"#)).await.unwrap();
+    /// let answer = client.next().await.unwrap().unwrap();
+    /// assert_eq!(answer.to_text().unwrap(), r#"{"type":"subscribed","topic":"BTC"}"#);
+    /// # }
+    /// ```
     pub fn builder() -> FakeServerBuilder<In, Out> {
         FakeServerBuilder::new()
     }
@@ -136,7 +206,7 @@ where
         *self.listening.lock().unwrap_or_else(|e| e.into_inner()) = Some(Listening { stop, task });
     }
 
-    /// `ws://127.0.0.1:PORT/ws`, or `wss://` with [`FakeServerBuilder::tls`].
+    /// `ws://127.0.0.1:PORT/ws`, or `wss://` with `FakeServerBuilder::tls` (cargo feature `tls`).
     pub fn url(&self) -> String {
         let scheme = if self.shared.config.tls.is_some() {
             "wss"
@@ -149,16 +219,42 @@ where
         )
     }
 
+    /// The port the fake listens on, on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
     }
 
+    /// The fake's address: 127.0.0.1 and [`port`](Self::port).
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     /// The next connection not yet handed out, waiting up to the server's default
-    /// deadline ([`FakeServerBuilder::default_deadline`]).
+    /// deadline ([`FakeServerBuilder::default_deadline`]); when none comes, fails the
+    /// test at the caller with the log of handshake attempts. Connections are handed
+    /// out in the order they were accepted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use fake_ws_server::FakeServer;
+    /// use serde_json::Value;
+    /// use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let fake = FakeServer::<Value, Value>::builder().start().await;
+    /// let mut request = fake.url().into_client_request().unwrap();
+    /// request.headers_mut().insert("authorization", "Bearer t0ken".parse().unwrap());
+    /// let _first = tokio_tungstenite::connect_async(request).await.unwrap();
+    /// let _second = tokio_tungstenite::connect_async(fake.url()).await.unwrap();
+    ///
+    /// let first = fake.next_connection().await;
+    /// assert_eq!(first.index(), 0);
+    /// assert_eq!(first.request().header("authorization"), Some("Bearer t0ken"));
+    /// assert_eq!(fake.next_connection().await.index(), 1);
+    /// # }
+    /// ```
     #[track_caller]
     pub fn next_connection(
         &self,
@@ -371,7 +467,32 @@ where
         drop(self);
     }
 
-    /// Everything that would fail the test at drop (empty when all is well).
+    /// Everything that would fail the test at drop (empty when all is well), without
+    /// failing it: to assert on, or to print.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use fake_ws_server::{FakeServer, Matcher};
+    /// use futures_util::SinkExt;
+    /// use tokio_tungstenite::tungstenite::Message;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let fake = FakeServer::<String, String>::builder().start().await;
+    /// let (mut client, _) = tokio_tungstenite::connect_async(fake.url()).await.unwrap();
+    /// client.send(Message::text(r#""hello""#)).await.unwrap();
+    /// let conn = fake.next_connection().await;
+    /// conn.wait_for_frames(1).await;
+    /// let problems = fake.problems();
+    /// assert_eq!(problems.len(), 1);
+    /// assert!(problems[0].contains("a message that no expectation or rule looked at"));
+    ///
+    /// // Once the test has looked at it, all is well, and the drop passes.
+    /// conn.expect(Matcher::new("hello", |m: &String| m == "hello")).await;
+    /// assert!(fake.problems().is_empty());
+    /// # }
+    /// ```
     pub fn problems(&self) -> Vec<String> {
         problems_of(&self.shared, None)
     }
