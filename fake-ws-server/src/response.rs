@@ -80,8 +80,8 @@ impl<Out> Response<Out> {
     }
 
     /// Stops reading the connection, as
-    /// [`Connection::stop_answering_pings`](crate::Connection::stop_answering_pings)
-    /// does: the connection stays open, the fake answers nothing (no rule, no pong)
+    /// [`Connection::stop_reading`](crate::Connection::stop_reading) does: the
+    /// connection stays open, the fake reads and answers nothing (no rule, no pong)
     /// until the test calls [`Connection::resume_reading`](crate::Connection::resume_reading).
     pub fn stall(self) -> Self {
         self.then(Step::Stall)
