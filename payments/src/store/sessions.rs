@@ -1,7 +1,33 @@
 //! Sessions: what the protocol and the page read, the expiry scan, and the page's Pay
 //! and Cancel (group-committed by [`PageFinishes`]). A state change that makes a session
 //! final writes its outcome event in the same transaction ([`finish_in`]). The protocol's
-//! batch transaction is in [`batch`].
+//! batch transaction is in [`batch`]. Every query that returns sessions goes through
+//! `query_sessions!`, which holds the one list of a session's columns.
+
+/// A query returning [`SessionRow`]s: `$sessions` is a string literal, a `WITH` clause
+/// whose last query `u` yields `payment_sessions` rows (`SELECT *` or `RETURNING *`), and
+/// the arguments bind its parameters. The session's columns and the lookup of its event
+/// are written here once, for every query that returns sessions, and each such query is
+/// still checked at compile time (sqlx joins the literals: `"…" + "…"`). A view would
+/// hold the list too, but a `RETURNING` of an `INSERT` or `UPDATE` cannot read a view.
+macro_rules! query_sessions {
+    ($sessions:tt, $($arg:expr),* $(,)?) => {
+        sqlx::query_as!(
+            SessionRow,
+            $sessions
+                + r#"
+             SELECT u.payment_id AS "payment_id!", u.order_id AS "order_id!",
+                 u.amount AS "amount!", u.currency AS "currency!", u.state AS "state!",
+                 u.method AS "method?", u.cancel_reason AS "cancel_reason?",
+                 u.expires_at AS "expires_at!",
+                 e.event_id AS "event_id?", e.state AS "event_state?", e.reason AS "event_reason?"
+             FROM u LEFT JOIN LATERAL (
+                 SELECT event_id, state, reason FROM payment_events
+                 WHERE payment_id = u.payment_id LIMIT 1) e ON true"#,
+            $($arg),*
+        )
+    };
+}
 
 pub(super) mod batch;
 
@@ -34,6 +60,7 @@ pub struct Session {
     pub expires_at: DateTime<Utc>,
 }
 
+/// A session as the store reads it, with its final event if it has one.
 struct SessionRow {
     payment_id: Uuid,
     order_id: Uuid,
@@ -43,23 +70,38 @@ struct SessionRow {
     method: Option<String>,
     cancel_reason: Option<String>,
     expires_at: DateTime<Utc>,
+    event_id: Option<i64>,
+    event_state: Option<String>,
+    event_reason: Option<String>,
 }
 
-impl TryFrom<SessionRow> for Session {
-    type Error = StoreError;
-    fn try_from(r: SessionRow) -> Result<Session, StoreError> {
-        Ok(Session {
-            payment_id: PaymentId(r.payment_id),
-            order_id: OrderId(r.order_id),
-            amount: Amount::new(r.amount)
-                .map_err(|_| StoreError::Corrupt(format!("session amount {}", r.amount)))?,
-            currency: Currency::parse(&r.currency)
-                .map_err(|_| StoreError::Corrupt(format!("session currency {:?}", r.currency)))?,
-            state: parse_state(&r.state)?,
-            method: r.method,
-            cancel_reason: parse_reason(r.cancel_reason.as_deref())?,
-            expires_at: r.expires_at,
-        })
+impl SessionRow {
+    /// The session and its event, each value parsed into its type once, here.
+    fn split(self) -> Result<(Session, Option<Event>), StoreError> {
+        let event = match (self.event_id, self.event_state) {
+            (Some(event_id), Some(state)) => Some(Event::try_from(EventRow {
+                event_id,
+                order_id: self.order_id,
+                payment_id: self.payment_id,
+                state,
+                reason: self.event_reason,
+            })?),
+            _ => None,
+        };
+        let session = Session {
+            payment_id: PaymentId(self.payment_id),
+            order_id: OrderId(self.order_id),
+            amount: Amount::new(self.amount)
+                .map_err(|_| StoreError::Corrupt(format!("session amount {}", self.amount)))?,
+            currency: Currency::parse(&self.currency).map_err(|_| {
+                StoreError::Corrupt(format!("session currency {:?}", self.currency))
+            })?,
+            state: parse_state(&self.state)?,
+            method: self.method,
+            cancel_reason: parse_reason(self.cancel_reason.as_deref())?,
+            expires_at: self.expires_at,
+        };
+        Ok((session, event))
     }
 }
 
@@ -124,30 +166,26 @@ impl Store {
     }
 
     pub async fn session_by_order(&self, order_id: OrderId) -> Result<Option<Session>, StoreError> {
-        let row = sqlx::query_as!(
-            SessionRow,
-            "SELECT payment_id, order_id, amount, currency, state, method, cancel_reason, expires_at \
-             FROM payment_sessions WHERE order_id = $1",
+        let row = query_sessions!(
+            "WITH u AS (SELECT * FROM payment_sessions WHERE order_id = $1)",
             order_id.0,
         )
         .fetch_optional(&self.pool)
         .await?;
-        row.map(Session::try_from).transpose()
+        Ok(row.map(SessionRow::split).transpose()?.map(|(s, _)| s))
     }
 
     pub async fn session_by_payment(
         &self,
         payment_id: PaymentId,
     ) -> Result<Option<Session>, StoreError> {
-        let row = sqlx::query_as!(
-            SessionRow,
-            "SELECT payment_id, order_id, amount, currency, state, method, cancel_reason, expires_at \
-             FROM payment_sessions WHERE payment_id = $1",
+        let row = query_sessions!(
+            "WITH u AS (SELECT * FROM payment_sessions WHERE payment_id = $1)",
             payment_id.0,
         )
         .fetch_optional(&self.pool)
         .await?;
-        row.map(Session::try_from).transpose()
+        Ok(row.map(SessionRow::split).transpose()?.map(|(s, _)| s))
     }
 
     pub async fn event_of(&self, payment_id: PaymentId) -> Result<Option<Event>, StoreError> {

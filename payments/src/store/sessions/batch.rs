@@ -2,55 +2,13 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use shared_protocol::{Amount, CancelReason, Currency, OrderId, PaymentId, PaymentOutcome};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::super::StoreError;
-use super::super::outbox::{Event, EventRow};
+use super::super::outbox::Event;
 use super::{Finished, Session, SessionRow, finish_in};
-
-/// A session as a batch statement returns it, with its final event if it has one.
-struct SessionEventRow {
-    payment_id: Uuid,
-    order_id: Uuid,
-    amount: i64,
-    currency: String,
-    state: String,
-    method: Option<String>,
-    cancel_reason: Option<String>,
-    expires_at: DateTime<Utc>,
-    event_id: Option<i64>,
-    event_state: Option<String>,
-    event_reason: Option<String>,
-}
-
-impl SessionEventRow {
-    fn split(self) -> Result<(Session, Option<Event>), StoreError> {
-        let event = match (self.event_id, self.event_state) {
-            (Some(event_id), Some(state)) => Some(Event::try_from(EventRow {
-                event_id,
-                order_id: self.order_id,
-                payment_id: self.payment_id,
-                state,
-                reason: self.event_reason,
-            })?),
-            _ => None,
-        };
-        let session = Session::try_from(SessionRow {
-            payment_id: self.payment_id,
-            order_id: self.order_id,
-            amount: self.amount,
-            currency: self.currency,
-            state: self.state,
-            method: self.method,
-            cancel_reason: self.cancel_reason,
-            expires_at: self.expires_at,
-        })?;
-        Ok((session, event))
-    }
-}
 
 /// One transaction over a batch of messages from one connection (group commit): each
 /// kind of message is applied with ONE statement over arrays (`unnest`), whatever the
@@ -82,9 +40,8 @@ impl Batch {
             .iter()
             .map(|(_, _, c)| c.as_str().to_owned())
             .collect();
-        let rows = sqlx::query_as!(
-            SessionEventRow,
-            r#"WITH upserted AS (
+        let rows = query_sessions!(
+            "WITH u AS (
                  INSERT INTO payment_sessions
                      (payment_id, order_id, amount, currency, expires_at, last_connection)
                  SELECT i.payment_id, i.order_id, i.amount, i.currency,
@@ -92,15 +49,7 @@ impl Batch {
                  FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[])
                      AS i(payment_id, order_id, amount, currency)
                  ON CONFLICT (order_id) DO UPDATE SET last_connection = EXCLUDED.last_connection
-                 RETURNING payment_id, order_id, amount, currency, state, method, cancel_reason,
-                     expires_at)
-             SELECT u.payment_id AS "payment_id!", u.order_id AS "order_id!",
-                 u.amount AS "amount!", u.currency AS "currency!", u.state AS "state!",
-                 u.method, u.cancel_reason, u.expires_at AS "expires_at!",
-                 e.event_id AS "event_id?", e.state AS "event_state?", e.reason AS "event_reason?"
-             FROM upserted u LEFT JOIN LATERAL (
-                 SELECT event_id, state, reason FROM payment_events
-                 WHERE payment_id = u.payment_id LIMIT 1) e ON true"#,
+                 RETURNING *)",
             &payment_ids,
             &order_ids,
             &amounts,
@@ -110,7 +59,7 @@ impl Batch {
         )
         .fetch_all(&mut *self.tx)
         .await?;
-        rows.into_iter().map(SessionEventRow::split).collect()
+        rows.into_iter().map(SessionRow::split).collect()
     }
 
     /// `select_payment_method` for each order (distinct): a session still `initiated`
@@ -126,9 +75,8 @@ impl Batch {
         sorted.sort_by_key(|(order_id, _)| *order_id);
         let order_ids: Vec<Uuid> = sorted.iter().map(|(o, _)| o.0).collect();
         let methods: Vec<String> = sorted.iter().map(|(_, m)| m.clone()).collect();
-        let rows = sqlx::query_as!(
-            SessionEventRow,
-            r#"WITH updated AS (
+        let rows = query_sessions!(
+            "WITH u AS (
                  UPDATE payment_sessions s SET
                      state = CASE WHEN s.state = 'initiated' THEN 'method_selected' ELSE s.state END,
                      method = CASE WHEN s.state = 'initiated' THEN i.method ELSE s.method END,
@@ -137,22 +85,14 @@ impl Batch {
                      last_connection = $3
                  FROM unnest($1::uuid[], $2::text[]) AS i(order_id, method)
                  WHERE s.order_id = i.order_id AND s.order_id = ANY($1)
-                 RETURNING s.payment_id, s.order_id, s.amount, s.currency, s.state, s.method,
-                     s.cancel_reason, s.expires_at)
-             SELECT u.payment_id AS "payment_id!", u.order_id AS "order_id!",
-                 u.amount AS "amount!", u.currency AS "currency!", u.state AS "state!",
-                 u.method, u.cancel_reason, u.expires_at AS "expires_at!",
-                 e.event_id AS "event_id?", e.state AS "event_state?", e.reason AS "event_reason?"
-             FROM updated u LEFT JOIN LATERAL (
-                 SELECT event_id, state, reason FROM payment_events
-                 WHERE payment_id = u.payment_id LIMIT 1) e ON true"#,
+                 RETURNING s.*)",
             &order_ids,
             &methods,
             connection,
         )
         .fetch_all(&mut *self.tx)
         .await?;
-        rows.into_iter().map(SessionEventRow::split).collect()
+        rows.into_iter().map(SessionRow::split).collect()
     }
 
     /// Which of these orders have a session.
