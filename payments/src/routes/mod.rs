@@ -6,58 +6,22 @@ pub mod health;
 pub mod page;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use service_kit::routing::{get_and_head, method_not_allowed};
+use service_kit::routing::resource;
 
 use crate::error::ApiError;
 use crate::ws;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/ws")
-            .route(get_and_head().to(ws::endpoint))
-            .default_service(method_not_allowed("GET, HEAD")),
-    )
-    .service(
-        web::resource("/pay/{payment_id}")
-            .route(get_and_head().to(page::show))
-            .default_service(method_not_allowed("GET, HEAD")),
-    )
-    .service(
-        web::resource("/pay/{payment_id}/complete")
-            .route(web::post().to(page::complete))
-            .default_service(method_not_allowed("POST")),
-    )
-    .service(
-        web::resource("/pay/{payment_id}/cancel")
-            .route(web::post().to(page::cancel))
-            .default_service(method_not_allowed("POST")),
-    )
-    .service(
-        web::resource("/admin/events/{event_id}/retry")
-            .route(web::post().to(admin::retry))
-            .default_service(method_not_allowed("POST")),
-    )
-    .service(
-        web::resource("/admin/dead-letters")
-            .route(get_and_head().to(admin::dead_letters))
-            .default_service(method_not_allowed("GET, HEAD")),
-    )
-    .service(
-        web::resource("/healthz")
-            .route(get_and_head().to(health::healthz))
-            .default_service(method_not_allowed("GET, HEAD")),
-    )
-    .service(
-        web::resource("/readyz")
-            .route(get_and_head().to(health::readyz))
-            .default_service(method_not_allowed("GET, HEAD")),
-    )
-    .service(
-        web::resource("/metrics")
-            .route(get_and_head().to(health::metrics))
-            .default_service(method_not_allowed("GET, HEAD")),
-    )
-    .default_service(web::to(not_found));
+    cfg.service(resource("/ws").get(ws::endpoint))
+        .service(resource("/pay/{payment_id}").get(page::show))
+        .service(resource("/pay/{payment_id}/complete").post(page::complete))
+        .service(resource("/pay/{payment_id}/cancel").post(page::cancel))
+        .service(resource("/admin/events/{event_id}/retry").post(admin::retry))
+        .service(resource("/admin/dead-letters").get(admin::dead_letters))
+        .service(resource("/healthz").get(health::healthz))
+        .service(resource("/readyz").get(health::readyz))
+        .service(resource("/metrics").get(health::metrics))
+        .default_service(web::to(not_found));
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
