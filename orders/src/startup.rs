@@ -2,7 +2,8 @@
 //! server, wired the same way for `main` and for tests (which bind port 0).
 
 use service_kit::token::ExposeSecret;
-use std::net::TcpListener;
+
+pub use service_kit::startup::StartupError;
 use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
@@ -16,28 +17,10 @@ use crate::metrics::Metrics;
 use crate::payments_link::{LinkConfig, LinkGuard, PaymentsLink};
 use crate::routes;
 use crate::state::AppState;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// How long a graceful stop may take before in-flight requests are dropped.
 pub const SHUTDOWN_TIMEOUT_SECS: u64 = 8;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    #[error(transparent)]
-    Token(#[from] service_kit::token::TokenError),
-    #[error("ORDERS_API_TOKEN is set but empty: unset it, or set it to a secret")]
-    EmptyApiToken,
-    #[error("could not open the database")]
-    Store(#[from] StoreError),
-    #[error("could not listen on {addr}")]
-    Bind {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("could not start")]
-    Io(#[from] std::io::Error),
-}
 
 /// The service, built and listening, not yet running.
 pub struct Application {
@@ -83,16 +66,15 @@ impl Application {
             .as_ref()
             .is_some_and(|token| token.expose_secret().trim().is_empty())
         {
-            return Err(StartupError::EmptyApiToken);
+            return Err(StartupError::Config(
+                "ORDERS_API_TOKEN is set but empty: unset it, or set it to a secret",
+            ));
         }
         let store = Store::connect(config.database_url.expose_secret())
-            .await?
+            .await
+            .map_err(StartupError::store)?
             .with_max_payment_attempts(config.max_payment_attempts);
-        let listener =
-            TcpListener::bind(&config.orders_addr).map_err(|source| StartupError::Bind {
-                addr: config.orders_addr.clone(),
-                source,
-            })?;
+        let listener = service_kit::startup::bind(&config.orders_addr)?;
         let port = listener.local_addr()?.port();
         let metrics = Metrics::new();
         let (link, link_guard) = PaymentsLink::start(

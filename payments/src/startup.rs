@@ -3,7 +3,8 @@
 //! expiry in the background, and a graceful stop that closes WebSockets with 1001.
 
 use service_kit::token::ExposeSecret;
-use std::net::TcpListener;
+
+pub use service_kit::startup::StartupError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use crate::delivery::Delivery;
 use crate::metrics::Metrics;
 use crate::routes;
 use crate::state::AppState;
-use crate::store::{SCAN_LIMIT, Store, StoreError};
+use crate::store::{SCAN_LIMIT, Store};
 use service_kit::error_chain;
 
 /// How long a graceful stop may take before connections are dropped.
@@ -52,24 +53,6 @@ impl RootSpanBuilder for RouteOnlySpan {
     ) {
         DefaultRootSpanBuilder::on_request_end(span, outcome);
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    #[error(transparent)]
-    Token(#[from] service_kit::token::TokenError),
-    #[error("invalid configuration: {0}")]
-    Config(&'static str),
-    #[error("could not open the database")]
-    Store(#[from] StoreError),
-    #[error("could not listen on {addr}")]
-    Bind {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("could not start")]
-    Io(#[from] std::io::Error),
 }
 
 /// The service, built and listening.
@@ -126,12 +109,10 @@ impl Application {
                 "MAX_DELIVERY_ATTEMPTS must be at least 1",
             ));
         }
-        let store = Store::connect(config.database_url.expose_secret()).await?;
-        let listener =
-            TcpListener::bind(&config.payments_addr).map_err(|source| StartupError::Bind {
-                addr: config.payments_addr.clone(),
-                source,
-            })?;
+        let store = Store::connect(config.database_url.expose_secret())
+            .await
+            .map_err(StartupError::store)?;
+        let listener = service_kit::startup::bind(&config.payments_addr)?;
         let local = listener.local_addr()?;
         let public_url = config
             .public_url

@@ -1,6 +1,6 @@
 //! The plumbing Orders and Payments share, so each service keeps only what is its own:
 //! the settings both read ([`config`]), logging set-up ([`telemetry`]), creating its database at start-up ([`database`]),
-//! batching concurrent HTTP writes into one commit ([`group_commit`]), HTTP metrics by route ([`http_metrics`]), GET routes that answer HEAD ([`routing`]), the WebSocket's shared secret ([`token`]), and
+//! batching concurrent HTTP writes into one commit ([`group_commit`]), HTTP metrics by route ([`http_metrics`]), GET routes that answer HEAD ([`routing`]), why a service did not start ([`startup`]), the WebSocket's shared secret ([`token`]), and
 //! error chains for logs ([`error_chain`]).
 
 pub mod config;
@@ -8,6 +8,7 @@ pub mod database;
 pub mod group_commit;
 pub mod http_metrics;
 pub mod routing;
+pub mod startup;
 pub mod telemetry;
 pub mod token;
 

@@ -1,0 +1,43 @@
+//! What can stop a service from starting, the same for both: a refused token or
+//! setting, a database it cannot open, an address it cannot listen on.
+
+use std::net::TcpListener;
+
+/// Why a service did not start. `main` prints it with its sources and exits non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// `PAYMENTS_TOKEN` is refused (empty, or the development token in production).
+    #[error(transparent)]
+    Token(#[from] crate::token::TokenError),
+    /// A setting is out of its range.
+    #[error("invalid configuration: {0}")]
+    Config(&'static str),
+    /// The database could not be opened or migrated.
+    #[error("could not open the database")]
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The address is taken or not ours.
+    #[error("could not listen on {addr}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Anything else the OS refused.
+    #[error("could not start")]
+    Io(#[from] std::io::Error),
+}
+
+impl StartupError {
+    /// The database could not be opened: keeps the store's error as the source.
+    pub fn store(e: impl std::error::Error + Send + Sync + 'static) -> StartupError {
+        StartupError::Store(Box::new(e))
+    }
+}
+
+/// Listens on `addr` (port 0 picks a free port), or says which address failed.
+pub fn bind(addr: &str) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr).map_err(|source| StartupError::Bind {
+        addr: addr.to_owned(),
+        source,
+    })
+}
