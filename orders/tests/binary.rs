@@ -2,11 +2,12 @@
 //! that closes the WebSocket with 1001 and exits within 10 s.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use test_harness::payments::FakePayments;
 use test_harness::postgres::TestDatabase;
+use test_harness::process::{free_port, wait_exit};
 
 fn orders(db: &TestDatabase, port: u16, payments_ws_url: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_orders"));
@@ -21,28 +22,6 @@ fn orders(db: &TestDatabase, port: u16, payments_ws_url: &str) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command
-}
-
-/// A port that was free a moment ago (the binary must be told its port up front).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits for the child to exit, killing it after `deadline`.
-fn wait_exit(child: &mut Child, deadline: Duration) -> Option<std::process::ExitStatus> {
-    let end = Instant::now() + deadline;
-    while Instant::now() < end {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    None
 }
 
 #[test]
@@ -72,37 +51,13 @@ fn help_lists_every_variable() {
     );
 }
 
-/// `APP_ENV=production` with the public development token (the default) is refused
-/// before anything is opened, with a message that says what to set; the secrets given
-/// on the command line are not echoed.
+/// `APP_ENV=production` with the public development token is refused before anything
+/// is opened (the check is the same for both binaries).
 #[test]
 fn production_refuses_the_development_token() {
-    for token in [None, Some("dev-token")] {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_orders"));
-        command
-            .env_clear()
-            .env("APP_ENV", "production")
-            .env(
-                "DATABASE_URL",
-                "postgres://u:db-pa55word@127.0.0.1:1/nowhere",
-            )
-            .env("LOG_FORMAT", "json");
-        if let Some(token) = token {
-            command.env("PAYMENTS_TOKEN", token);
-        }
-        let output = command.output().unwrap();
-        assert!(!output.status.success(), "started with {token:?}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            stderr.contains("APP_ENV is production") && stderr.contains("set PAYMENTS_TOKEN"),
-            "{stderr}"
-        );
-        assert!(
-            !format!("{stdout}{stderr}").contains("db-pa55word"),
-            "{stdout}{stderr}"
-        );
-    }
+    test_harness::process::assert_production_refuses_the_development_token(env!(
+        "CARGO_BIN_EXE_orders"
+    ));
 }
 
 #[tokio::test]

@@ -38,11 +38,7 @@ struct Payments {
 impl Payments {
     fn start() -> Payments {
         let db = TestDatabase::unborn("payments");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = test_harness::process::free_port();
         let stderr =
             std::env::temp_dir().join(format!("payments-abuse-{}.log", std::process::id()));
         let child = Command::new(env!("CARGO_BIN_EXE_payments"))

@@ -39,37 +39,13 @@ fn help_lists_every_variable() {
     }
 }
 
-/// `APP_ENV=production` with the public development token (the default) is refused
-/// before anything is opened, with a message that says what to set; the secrets given
-/// on the command line are not echoed.
+/// `APP_ENV=production` with the public development token is refused before anything
+/// is opened (the check is the same for both binaries).
 #[test]
 fn production_refuses_the_development_token() {
-    for token in [None, Some("dev-token")] {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_payments"));
-        command
-            .env_clear()
-            .env("APP_ENV", "production")
-            .env(
-                "DATABASE_URL",
-                "postgres://u:db-pa55word@127.0.0.1:1/nowhere",
-            )
-            .env("LOG_FORMAT", "json");
-        if let Some(token) = token {
-            command.env("PAYMENTS_TOKEN", token);
-        }
-        let output = command.output().unwrap();
-        assert!(!output.status.success(), "started with {token:?}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            stderr.contains("APP_ENV is production") && stderr.contains("set PAYMENTS_TOKEN"),
-            "{stderr}"
-        );
-        assert!(
-            !format!("{stdout}{stderr}").contains("db-pa55word"),
-            "{stdout}{stderr}"
-        );
-    }
+    test_harness::process::assert_production_refuses_the_development_token(env!(
+        "CARGO_BIN_EXE_payments"
+    ));
 }
 
 /// The binary, started on a free port against its own (not yet created) database.
@@ -82,11 +58,7 @@ struct Payments {
 impl Payments {
     fn start() -> Payments {
         let db = TestDatabase::unborn("payments");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = test_harness::process::free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_payments"))
             .env_clear()
             .env("DATABASE_URL", db.url())
@@ -136,19 +108,7 @@ impl Payments {
     async fn exit(self, within: Duration) -> (Option<ExitStatus>, Vec<String>, String) {
         let Payments { mut child, .. } = self;
         tokio::task::spawn_blocking(move || {
-            let end = Instant::now() + within;
-            let mut status = None;
-            while Instant::now() < end {
-                if let Some(s) = child.try_wait().unwrap() {
-                    status = Some(s);
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if status.is_none() {
-                let _ = child.kill();
-                let _ = child.wait(); // reap it: no zombie left behind
-            }
+            let status = test_harness::process::wait_exit(&mut child, within);
             let lines = BufReader::new(child.stdout.take().unwrap())
                 .lines()
                 .map_while(Result::ok)

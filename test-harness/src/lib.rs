@@ -4,9 +4,11 @@
 //!   `fake-ws-server` crate, re-exported here; it knows nothing of Payments or SQL.
 //! - [`payments::FakePayments`]: the fake Payments service built on it.
 //! - [`postgres::TestDatabase`]: a fresh PostgreSQL database per test.
+//! - [`process`]: for tests that run a service's binary.
 
 pub mod payments;
 pub mod postgres;
+pub mod process;
 
 pub use fake_ws_server::{
     Attempt, AttemptOutcome, Closed, Codec, Connection, DEFAULT_DEADLINE, Direction, FakeServer,
