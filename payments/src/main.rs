@@ -1,13 +1,4 @@
-use clap::Parser;
-use payments::{Application, Config};
-
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
-    service_kit::telemetry::init(&config.common.rust_log, config.common.log_format)?;
-    Application::build(config)
-        .await?
-        .run_until_stopped()
-        .await?;
-    Ok(())
+    service_kit::startup::run::<payments::Application>().await
 }

@@ -289,3 +289,19 @@ async fn expire_sessions(
         }
     }
 }
+
+impl service_kit::startup::Service for Application {
+    type Config = Config;
+
+    fn common(config: &Config) -> &service_kit::config::CommonConfig {
+        &config.common
+    }
+
+    async fn build(config: Config) -> Result<Application, StartupError> {
+        Application::build(config).await
+    }
+
+    async fn run_until_stopped(self) -> std::io::Result<()> {
+        Application::run_until_stopped(self).await
+    }
+}

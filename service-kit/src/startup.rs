@@ -41,3 +41,27 @@ pub fn bind(addr: &str) -> Result<TcpListener, StartupError> {
         source,
     })
 }
+
+/// A service `main` can run: both binaries' `main` is [`run`] on their `Application`.
+pub trait Service: Sized {
+    /// Its settings, read from the environment and flags.
+    type Config: clap::Parser;
+
+    /// The settings every service has (logging, among them).
+    fn common(config: &Self::Config) -> &crate::config::CommonConfig;
+
+    /// Opens what it needs and binds its port, without serving yet.
+    fn build(config: Self::Config) -> impl Future<Output = Result<Self, StartupError>>;
+
+    /// Serves until SIGTERM or SIGINT, then stops gracefully.
+    fn run_until_stopped(self) -> impl Future<Output = std::io::Result<()>>;
+}
+
+/// The whole of a service's `main`: read the settings, set up logging, build, serve.
+pub async fn run<S: Service>() -> anyhow::Result<()> {
+    let config = <S::Config as clap::Parser>::parse();
+    let common = S::common(&config);
+    crate::telemetry::init(&common.rust_log, common.log_format)?;
+    S::build(config).await?.run_until_stopped().await?;
+    Ok(())
+}
