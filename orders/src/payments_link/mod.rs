@@ -1,0 +1,338 @@
+//! The one long-lived WebSocket from Orders to Payments (awc), carrying every order.
+//!
+//! awc is `!Send`, so the link runs on a thread of its own with its own actix system,
+//! behind [`PaymentsLink`], a cloneable `Send` handle holding a channel sender. The
+//! connection is one `select!` loop over frames from Payments, the outbound channel,
+//! a ping every [`LinkConfig::heartbeat_interval`], the peer's silence deadline and the
+//! sweeper. After any loss it reconnects with exponential backoff and full jitter,
+//! forever; on every connect it re-sends the requests of open orders, so nothing
+//! queued in memory matters: the database is the to-do list.
+//!
+//! The parts: `connect` opens the socket, `connection` runs one connection's loop,
+//! `pipeline` applies what Payments sends, `writer` writes frames, `walk` pages
+//! through the open orders to (re-)send.
+
+mod connect;
+mod connection;
+mod pipeline;
+mod walk;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use awc::ws::CloseReason;
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use shared_protocol::ClientMessage;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep};
+
+use crate::metrics::Metrics;
+use crate::store::Store;
+use connect::connect;
+use connection::Connection;
+use walk::Overflow;
+
+/// How many batches of messages from Payments are applied at once, each in its own
+/// transaction on a pool connection.
+const MAX_IN_FLIGHT: usize = 4;
+/// The most messages one batch (one transaction) applies.
+const MAX_BATCH: usize = 256;
+/// How many messages read from Payments may wait to be applied; reading pauses beyond.
+const MAX_WAITING: usize = 1024;
+/// Frames queued for the writer task.
+const WRITE_QUEUE: usize = 1024;
+/// Room kept in the write queue for replies, pongs and new orders' requests: pages of
+/// requests for older open orders only go out when more than this is free.
+const REPLY_ROOM: usize = 128;
+/// Open orders read per page when resuming, sweeping or catching up after drops.
+const PAGE: i64 = 256;
+/// The most orders with an `initiate_payment` out and no page (or outcome, or error)
+/// back yet. Payments answers each with at most two messages (methods, then page) and
+/// keeps half of its 2,048-frame outbox for replies; within this window its replies
+/// always fit, so it never stops reading because Orders sent too much, and two large
+/// backlogs cannot wedge the socket in both directions.
+const MAX_OUTSTANDING: usize = 512;
+/// Write-queue slots kept for pings and pongs.
+const SPARE: usize = 16;
+/// How long the writer may take to send what is queued and the close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// A connection that stayed up this long resets the reconnect backoff; one that drops
+/// sooner counts as a failure, so a peer that accepts and then fails cannot make the
+/// link reconnect in a tight loop.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// How long [`LinkGuard::stop`] waits for the link's thread.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+/// How long a connection attempt (TCP + handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Timing and address of the link.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    pub url: String,
+    pub token: service_kit::token::SecretString,
+    pub heartbeat_interval: Duration,
+    pub peer_timeout: Duration,
+    pub resend_after: Duration,
+    pub reconnect_base: Duration,
+    pub reconnect_cap: Duration,
+    /// How many requests may wait for the link; see [`PaymentsLink::send`].
+    pub outbox_capacity: usize,
+}
+
+/// Whether the link is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    Connecting,
+    Connected,
+    Stopped,
+}
+
+/// A cloneable, `Send` handle to the link.
+#[derive(Debug, Clone)]
+pub struct PaymentsLink {
+    outbox: mpsc::Sender<ClientMessage>,
+    overflow: Arc<Overflow>,
+    state: watch::Receiver<LinkState>,
+}
+
+/// Stops the link when dropped (or on [`LinkGuard::stop`]): the link's thread closes
+/// the WebSocket with 1001 Going Away and ends.
+#[derive(Debug)]
+pub struct LinkGuard {
+    shutdown: Arc<watch::Sender<bool>>,
+    /// Closed (its sender dropped) when the link's thread ends.
+    ended: std::sync::mpsc::Receiver<()>,
+}
+
+impl PaymentsLink {
+    /// Starts the link on its own thread.
+    pub fn start(
+        config: LinkConfig,
+        store: Store,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(PaymentsLink, LinkGuard)> {
+        let (outbox_tx, outbox_rx) = mpsc::channel(config.outbox_capacity.max(1));
+        let overflow = Arc::new(Overflow::default());
+        let (state_tx, state_rx) = watch::channel(LinkState::Connecting);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (ended_tx, ended_rx) = std::sync::mpsc::channel::<()>();
+        let link_overflow = overflow.clone();
+        std::thread::Builder::new()
+            .name("payments-link".into())
+            .spawn(move || {
+                let _ended = ended_tx;
+                let system = actix_rt::System::new();
+                system.block_on(run(
+                    config,
+                    store,
+                    metrics,
+                    Inbound {
+                        outbox: outbox_rx,
+                        overflow: link_overflow,
+                    },
+                    state_tx,
+                    shutdown_rx,
+                ));
+            })?;
+        Ok((
+            PaymentsLink {
+                outbox: outbox_tx,
+                overflow,
+                state: state_rx,
+            },
+            LinkGuard {
+                shutdown: Arc::new(shutdown_tx),
+                ended: ended_rx,
+            },
+        ))
+    }
+
+    /// Queues a request about an order created at `created_at`. Never blocks: when the
+    /// link is behind, the request is dropped and the link, told the oldest dropped
+    /// order, sends it from the database within one page walk; when the link is down,
+    /// the next connection resumes every open order from the database.
+    pub fn send(&self, message: ClientMessage, created_at: DateTime<Utc>) {
+        match self.outbox.try_send(message) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.overflow.record(created_at),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!("the link has stopped; request not queued")
+            }
+        }
+    }
+
+    pub fn state(&self) -> LinkState {
+        *self.state.borrow()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.state() == LinkState::Connected
+    }
+}
+
+impl PaymentsLink {
+    /// Waits until the link has stopped for good.
+    pub async fn stopped(&self) {
+        let mut state = self.state.clone();
+        let _ = state.wait_for(|s| *s == LinkState::Stopped).await;
+    }
+}
+
+impl LinkGuard {
+    /// A handle that can ask the link to stop, without owning it.
+    pub fn stopper(&self) -> Arc<watch::Sender<bool>> {
+        self.shutdown.clone()
+    }
+
+    /// Stops the link and waits, at most [`STOP_WAIT`], for its thread to end.
+    pub fn stop(self) {
+        let _ = self.shutdown.send(true);
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = self.ended.recv_timeout(STOP_WAIT)
+        {
+            tracing::warn!(wait = ?STOP_WAIT, "the payments link did not stop in time");
+        }
+    }
+}
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Why a connection ended.
+enum End {
+    Shutdown,
+    Lost(Lost),
+}
+
+/// Why a connection to Payments was lost: logged, then the link reconnects.
+#[derive(Debug, thiserror::Error)]
+enum Lost {
+    #[error("Payments closed the TCP connection")]
+    TcpClosed,
+    #[error("Payments closed the connection: {0:?}")]
+    Closed(Option<CloseReason>),
+    #[error("WebSocket protocol error: {0}")]
+    Protocol(String),
+    #[error("Payments sent a message over 64 KiB")]
+    TooLarge,
+    #[error("no frame from Payments for {0:?}")]
+    Silent(Duration),
+    #[error("Payments read nothing for {0:?}")]
+    NotReading(Duration),
+    #[error("could not write to Payments: {0}")]
+    Write(String),
+    #[error("the connection was closed")]
+    ClosedByUs,
+    #[error("the writer failed: {0}")]
+    WriterFailed(String),
+}
+
+/// What reaches the link from the handle.
+struct Inbound {
+    outbox: mpsc::Receiver<ClientMessage>,
+    overflow: Arc<Overflow>,
+}
+
+async fn run(
+    config: LinkConfig,
+    store: Store,
+    metrics: Arc<Metrics>,
+    mut inbound: Inbound,
+    state: watch::Sender<LinkState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut failures: u32 = 0;
+    let mut attempt: u64 = 0;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        attempt += 1;
+        tracing::info!(attempt, url = %config.url, "connecting to Payments");
+        let connected = tokio::select! {
+            result = connect(&config) => result,
+            _ = shutdown.changed() => break,
+        };
+        match connected {
+            Ok(framed) => {
+                let _ = state.send(LinkState::Connected);
+                metrics.link_up();
+                tracing::info!(url = %config.url, "connected to Payments");
+                let since = Instant::now();
+                let end = Connection::new(&config, &store, &metrics)
+                    .run(
+                        framed,
+                        &mut inbound.outbox,
+                        &inbound.overflow,
+                        &mut shutdown,
+                    )
+                    .await;
+                failures = if since.elapsed() >= HEALTHY_AFTER {
+                    0
+                } else {
+                    failures.saturating_add(1)
+                };
+                let _ = state.send(LinkState::Connecting);
+                metrics.link_down();
+                match end {
+                    End::Shutdown => break,
+                    End::Lost(why) => {
+                        tracing::warn!(reason = %why, "lost the connection to Payments")
+                    }
+                }
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(attempt, error = %e, "could not connect to Payments");
+            }
+        }
+        let delay = backoff(failures, config.reconnect_base, config.reconnect_cap);
+        tracing::info!(
+            delay_ms = delay.as_millis() as u64,
+            "reconnecting to Payments after a delay"
+        );
+        tokio::select! {
+            _ = sleep(delay) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    let _ = state.send(LinkState::Stopped);
+    tracing::info!("payments link stopped");
+}
+
+/// Exponential backoff with full jitter: a random delay in `[0, min(cap, base · 2^failures)]`.
+/// After a lost connection (`failures == 0`) the first retry waits at most `base`.
+pub fn backoff(failures: u32, base: Duration, cap: Duration) -> Duration {
+    let ceiling = base
+        .checked_mul(1u32.checked_shl(failures.min(31)).unwrap_or(u32::MAX))
+        .unwrap_or(cap)
+        .min(cap);
+    let millis = ceiling.as_millis().min(u128::from(u64::MAX)) as u64;
+    Duration::from_millis(rand::rng().random_range(0..=millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_jittered_under_a_doubling_ceiling_and_capped() {
+        let base = Duration::from_millis(200);
+        let cap = Duration::from_secs(10);
+        for _ in 0..200 {
+            assert!(backoff(0, base, cap) <= base);
+            assert!(backoff(1, base, cap) <= base * 2);
+            assert!(backoff(3, base, cap) <= base * 8);
+            assert!(backoff(40, base, cap) <= cap);
+            assert!(backoff(u32::MAX, base, cap) <= cap);
+        }
+        // Full jitter: delays spread over the range instead of sitting at the ceiling.
+        let samples: Vec<_> = (0..200).map(|_| backoff(10, base, cap)).collect();
+        assert!(samples.iter().any(|d| *d < cap / 2));
+        assert!(samples.iter().any(|d| *d > cap / 2));
+    }
+}
