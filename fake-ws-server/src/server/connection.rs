@@ -5,6 +5,9 @@
 //! connection's task (`socket`, by [`Command`]), and waits on the shared state
 //! (`state`) for what the client sent. When its last clone is dropped, `verify`
 //! checks that connection.
+//!
+//! Over 400 lines on purpose: it is one concern, everything a test does with one
+//! connection, and a third of it is the rustdoc (with examples) of that API.
 
 use std::collections::VecDeque;
 use std::fmt;

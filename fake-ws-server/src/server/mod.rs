@@ -27,6 +27,9 @@
 //!   connection) that write into that state;
 //! - `connection`: the [`Connection`] handle a test drives one connection with;
 //! - `verify`: what fails the test when the server or a connection handle is dropped.
+//!
+//! Over 400 lines on purpose: it is one concern, the server handle's API, and two
+//! fifths of it are this overview and the rustdoc (with examples) of that API.
 
 mod admission;
 mod builder;
