@@ -4,7 +4,7 @@
 //! connection and reset it at once, the fake being "down"), or hang (accept the TCP
 //! connection and never answer the handshake).
 //!
-//! The accept loop (`socket`) asks [`admit`] about every TCP connection, and the
+//! The accept loop (`accept`) asks [`admit`] about every TCP connection, and the
 //! handshake callback asks [`rejection`] about every upgrade request; both record an
 //! [`Attempt`](super::Attempt) in the shared state (`state`), so a test sees the
 //! client's every try, also while the fake is down.

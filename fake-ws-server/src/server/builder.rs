@@ -3,8 +3,8 @@
 //! [`FakeServerBuilder`].
 //!
 //! The builder's rules are mounted into the shared state (`state`) when the server
-//! starts; the socket tasks (`socket`) fire them, and `verify` checks at drop that each
-//! fired as often as it was told to.
+//! starts; the connection tasks (`connection_task`) fire them, and `verify` checks at
+//! drop that each fired as often as it was told to.
 //!
 //! About 400 lines, a third of them rustdoc: one concern, how a fake is configured.
 

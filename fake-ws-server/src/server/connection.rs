@@ -2,7 +2,7 @@
 //! takes with [`FakeServer::next_connection`](super::FakeServer::next_connection).
 //!
 //! It sends, closes, aborts, stops and resumes reading and pings through its
-//! connection's task (`socket`, by [`Command`]), and waits on the shared state
+//! connection's task (`connection_task`, by [`Command`]), and waits on the shared state
 //! (`state`) for what the client sent. When its last clone is dropped, `verify`
 //! checks that connection.
 //!
@@ -24,8 +24,8 @@ use tokio_tungstenite::tungstenite::Message;
 use super::builder::Rule;
 use super::closed::{Closed, SendError};
 use super::closest::closest_diff;
+use super::connection_task::Command;
 use super::handshake::HandshakeRequest;
-use super::socket::Command;
 use super::state::{ConnState, MountedRule, Shared, wait_for, wait_or_fail};
 use super::verify::fail_on_problems;
 use crate::matcher::Matcher;

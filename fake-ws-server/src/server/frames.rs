@@ -6,7 +6,7 @@
 //! it records it and closes with 1009.
 //!
 //! The [`Connection`] methods here go through the same [`Command`] channel as the rest
-//! (`connection`); the socket side (`socket`) calls the functions below.
+//! (`connection`); the connection's task (`connection_task`) calls the functions below.
 
 use std::fmt;
 use std::panic::Location;
@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use super::connection::Connection;
-use super::socket::Command;
+use super::connection_task::Command;
 use super::state::{ConnState, Inbound, Shared};
 use crate::codec::Payload;
 use crate::transcript::{Direction, FrameKind};

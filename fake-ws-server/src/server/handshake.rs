@@ -1,7 +1,7 @@
 //! The record of each upgrade: [`HandshakeRequest`] (what the client asked for) and
 //! [`Attempt`] (when, and how it ended: [`AttemptOutcome`]).
 //!
-//! The socket tasks (`socket`) make them in tungstenite's handshake callback and push
+//! The accept loop (`accept`) makes them in tungstenite's handshake callback and pushes
 //! them into the shared state (`state`); the server hands out the attempts, and each
 //! [`Connection`](super::Connection) its request.
 

@@ -23,24 +23,26 @@
 //! - `builder`: [`Rule`] and [`FakeServerBuilder`], how a test configures a fake;
 //! - `handshake`: [`HandshakeRequest`] and [`Attempt`], the record of each upgrade;
 //! - `state`: what the handles and the socket tasks share, and how a handle waits on it;
-//! - `socket`: the tasks on the server's runtime (accept loop, handshake, one loop a
-//!   connection) that write into that state;
+//! - `accept` and `connection_task`: the tasks on the server's runtime that write into
+//!   that state: the accept loop with admission and the handshake, and one loop a
+//!   connection;
 //! - `connection`: the [`Connection`] handle a test drives one connection with;
 //! - `verify`: what fails the test when the server or a connection handle is dropped.
 //!
 //! Over 400 lines on purpose: it is one concern, the server handle's API, and two
 //! fifths of it are this overview and the rustdoc (with examples) of that API.
 
+mod accept;
 mod admission;
 mod builder;
 mod closed;
 mod closest;
 mod connection;
+mod connection_task;
 mod frames;
 mod handshake;
 mod pongs;
 mod rules;
-mod socket;
 mod state;
 mod stream;
 mod tls;
@@ -65,8 +67,9 @@ pub use closed::{Closed, SendError};
 pub use connection::{Connection, InvalidFrame};
 pub use handshake::{Attempt, AttemptOutcome, HandshakeRequest};
 
+use accept::{Listening, accept_loop, bind};
 use admission::{Admission, MountedHandshakeRule};
-use socket::{Command, Listening, accept_loop, bind};
+use connection_task::Command;
 use state::{MountedRule, Shared, wait_for, wait_or_fail};
 use verify::{fail_on_problems, problems_of};
 

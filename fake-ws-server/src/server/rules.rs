@@ -4,8 +4,8 @@
 //!
 //! Rules live in the shared state (`state`): the builder's, those mounted later with
 //! [`FakeServer::mount`](super::FakeServer::mount), and those scoped to one connection
-//! with [`Connection::mount`](super::Connection::mount). The socket task (`socket`)
-//! picks and fires them; `verify` reports their problems.
+//! with [`Connection::mount`](super::Connection::mount). The connection's task
+//! (`connection_task`) picks and fires them; `verify` reports their problems.
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::builder::Reply;
-use super::socket::Command;
+use super::connection_task::Command;
 use super::state::{MountedRule, Shared};
 use crate::response::{Response, Step};
 

@@ -3,10 +3,10 @@
 //! mounted rules, each connection task's command channel) and a [`Notify`] that wakes
 //! every waiter when it changes.
 //!
-//! The socket tasks (`socket`) write into it; the [`FakeServer`](super::FakeServer) and
-//! [`Connection`](super::Connection) handles read it and wait on it with [`wait_for`]
-//! or, when the test cannot go on without what they wait for, [`wait_or_fail`];
-//! `verify` reads it at drop.
+//! The socket tasks (`accept`, `connection_task`) write into it; the
+//! [`FakeServer`](super::FakeServer) and [`Connection`](super::Connection) handles read
+//! it and wait on it with [`wait_for`] or, when the test cannot go on without what they
+//! wait for, [`wait_or_fail`]; `verify` reads it at drop.
 
 use std::panic::Location;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,8 +20,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use super::admission::{Admission, MountedHandshakeRule};
 use super::builder::{FakeServerBuilder, Rule};
 use super::closed::Closed;
+use super::connection_task::Command;
 use super::handshake::{Attempt, HandshakeRequest};
-use super::socket::Command;
 use super::tls::Tls;
 use crate::codec::Codec;
 use crate::matcher::Matcher;

@@ -1,6 +1,7 @@
 //! What a connection's WebSocket runs over: the accepted TCP stream, or (with the cargo
 //! feature `tls` and [`FakeServerBuilder::tls`](super::FakeServerBuilder::tls)) a TLS
-//! session over it. The socket tasks (`socket`) see one type either way.
+//! session over it. The socket tasks (`accept`,
+//! `connection_task`) see one type either way.
 
 use std::io;
 use std::pin::Pin;
