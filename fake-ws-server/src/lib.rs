@@ -24,6 +24,11 @@ pub use server::{
 pub use times::Times;
 pub use transcript::{Direction, FrameKind, TranscriptEntry};
 
+/// The plain WebSocket client that the crate's own tests and test-harness's tests share;
+/// not part of the API.
+#[doc(hidden)]
+pub mod testing;
+
 /// What the crate's macros use; not part of the API.
 #[doc(hidden)]
 pub mod __private {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use fake_ws_server::{Closed, Direction, FakeServer, FrameKind, Matcher};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -23,16 +23,15 @@ async fn the_url_names_a_free_port_and_the_ws_path() {
 #[tokio::test]
 async fn typed_and_raw_frames_reach_the_client_and_nothing_is_sent_unasked() {
     let fake = Fake::builder().start().await;
-    let mut client = connect(&fake.url()).await;
-    let conn = fake.next_connection().await;
+    let (mut client, conn) = open(&fake).await;
     send(&mut client, &subscribe("btc")).await;
     conn.expect(subscribe_to("btc")).await;
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), client.next())
-            .await
-            .is_err(),
-        "a fake without rules replied"
-    );
+    assert_no_frame(
+        &mut client,
+        Duration::from_millis(200),
+        "a fake without rules replied",
+    )
+    .await;
 
     conn.send(Down::Price {
         topic: "btc".into(),
@@ -69,12 +68,8 @@ async fn the_generic_core_serves_any_serde_protocol() {
         .start()
         .await;
     assert!(fake.url().ends_with("/echo"));
-    let (mut client, _) = tokio_tungstenite::connect_async(fake.url()).await.unwrap();
-    let conn = fake.next_connection().await;
-    client
-        .send(Message::Text(r#"{"n": 1}"#.into()))
-        .await
-        .unwrap();
+    let (mut client, conn) = open(&fake).await;
+    send_frame(&mut client, Message::Text(r#"{"n": 1}"#.into())).await;
     let reply = client.next().await.unwrap().unwrap();
     assert_eq!(reply, Message::Text(r#"{"n":2}"#.into()));
     assert_eq!(
@@ -94,8 +89,7 @@ async fn rejected_handshakes_get_the_status_and_are_logged_with_their_time() {
             other => panic!("expected 401, got {other:?}"),
         }
     }
-    let _client = connect(&fake.url()).await;
-    let _conn = fake.next_connection().await;
+    let (_client, _conn) = open(&fake).await;
     let attempts = fake.attempts();
     assert_eq!(attempts.len(), 3);
     assert_eq!(attempts[0].rejected_with(), Some(401));
@@ -134,8 +128,7 @@ async fn the_transcript_holds_both_directions_in_order() {
         .on(any_subscribe(), subscribed)
         .start()
         .await;
-    let mut client = connect(&fake.url()).await;
-    let conn = fake.next_connection().await;
+    let (mut client, conn) = open(&fake).await;
     send(&mut client, &subscribe("btc")).await;
     receive(&mut client).await;
     client.close(None).await.unwrap();

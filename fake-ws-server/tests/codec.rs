@@ -3,18 +3,17 @@
 //! through each, and a frame of the wrong kind is a contract violation only because the
 //! codec says so.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{Client, open, send_frame};
 use fake_ws_server::{
     CborCodec, Codec, FakeServer, FrameKind, JsonCodec, Matcher, MsgPackCodec, Payload,
 };
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -38,13 +37,6 @@ fn subscribe(symbol: &str) -> Request {
 
 fn is_subscribe() -> Matcher<Request> {
     Matcher::new("subscribe", |m| matches!(m, Request::Subscribe { .. }))
-}
-
-async fn connect(url: &str) -> Client {
-    tokio_tungstenite::connect_async(url)
-        .await
-        .expect("connect")
-        .0
 }
 
 /// The next data frame from the fake, within 5 s.
@@ -75,12 +67,11 @@ async fn round_trip(codec: impl Codec<Event, Request>, server_codec: impl Codec<
         })
         .start()
         .await;
-    let mut client = connect(&server.url()).await;
-    let conn = server.next_connection().await;
+    let (mut client, conn) = open(&server).await;
 
     // client → fake, answered by the rule through the codec
     let frame = codec.encode(&subscribe("ACME")).expect("encodes");
-    client.send(message(frame)).await.unwrap();
+    send_frame(&mut client, message(frame)).await;
     let reply = next_data(&mut client).await;
     assert_eq!(
         codec
@@ -96,7 +87,7 @@ async fn round_trip(codec: impl Codec<Event, Request>, server_codec: impl Codec<
         symbol: "ACME".into(),
     };
     let frame = codec.encode(&unsubscribe).expect("encodes");
-    client.send(message(frame)).await.unwrap();
+    send_frame(&mut client, message(frame)).await;
     let got = conn
         .expect(Matcher::new("unsubscribe", |m| {
             matches!(m, Request::Unsubscribe { .. })
@@ -134,8 +125,7 @@ async fn json_in_text_frames_is_the_default_and_a_binary_frame_is_a_violation() 
     round_trip(JsonCodec, JsonCodec).await;
 
     let server = FakeServer::<Request, Event>::builder().start().await;
-    let mut client = connect(&server.url()).await;
-    let conn = server.next_connection().await;
+    let (mut client, conn) = open(&server).await;
     conn.send(Event::Subscribed {
         symbol: "ACME".into(),
     })
@@ -145,10 +135,7 @@ async fn json_in_text_frames_is_the_default_and_a_binary_frame_is_a_violation() 
         next_data(&mut client).await,
         Message::Text(r#"{"type":"subscribed","symbol":"ACME"}"#.into())
     );
-    client
-        .send(Message::Binary(vec![1, 2, 3].into()))
-        .await
-        .unwrap();
+    send_frame(&mut client, Message::Binary(vec![1, 2, 3].into())).await;
     let invalid = conn.expect_invalid().await;
     assert_eq!(invalid.frame, FrameKind::Binary(vec![1, 2, 3]));
     assert!(invalid.error.contains("binary"), "{}", invalid.error);
@@ -162,8 +149,7 @@ async fn messagepack_in_binary_frames_and_a_text_frame_is_a_violation() {
         .codec(MsgPackCodec)
         .start()
         .await;
-    let mut client = connect(&server.url()).await;
-    let conn = server.next_connection().await;
+    let (mut client, conn) = open(&server).await;
     // What goes on the wire is MessagePack with field names, in a binary frame.
     conn.send(Event::Subscribed {
         symbol: "ACME".into(),
@@ -180,18 +166,12 @@ async fn messagepack_in_binary_frames_and_a_text_frame_is_a_violation() {
     );
 
     let json = serde_json::to_string(&subscribe("ACME")).unwrap();
-    client
-        .send(Message::Text(json.clone().into()))
-        .await
-        .unwrap();
+    send_frame(&mut client, Message::Text(json.clone().into())).await;
     let invalid = conn.expect_invalid().await;
     assert_eq!(invalid.frame, FrameKind::Text(json));
     assert!(invalid.error.contains("text frame"), "{}", invalid.error);
     // Bytes that are not MessagePack of a Request: a violation too, with rmp-serde's reason.
-    client
-        .send(Message::Binary(vec![0xc1].into()))
-        .await
-        .unwrap();
+    send_frame(&mut client, Message::Binary(vec![0xc1].into())).await;
     let invalid = conn.expect_invalid().await;
     assert_eq!(invalid.frame, FrameKind::Binary(vec![0xc1]));
 }
@@ -204,9 +184,8 @@ async fn cbor_in_binary_frames_and_a_text_frame_is_a_violation() {
         .codec(CborCodec)
         .start()
         .await;
-    let mut client = connect(&server.url()).await;
-    let conn = server.next_connection().await;
-    client.send(Message::Text("{}".into())).await.unwrap();
+    let (mut client, conn) = open(&server).await;
+    send_frame(&mut client, Message::Text("{}".into())).await;
     let invalid = conn.expect_invalid().await;
     assert!(invalid.error.contains("CBOR"), "{}", invalid.error);
 }
@@ -217,8 +196,7 @@ async fn the_raw_layer_bypasses_the_codec() {
         .codec(MsgPackCodec)
         .start()
         .await;
-    let mut client = connect(&server.url()).await;
-    let conn = server.next_connection().await;
+    let (mut client, conn) = open(&server).await;
     conn.send_text("not MessagePack").await.unwrap();
     assert_eq!(
         next_data(&mut client).await,
@@ -248,10 +226,9 @@ async fn a_rule_reply_the_codec_cannot_encode_fails_the_test_at_drop() {
         .on(is_subscribe(), |_| vec![Unencodable])
         .start()
         .await;
-    let mut client = connect(&server.url()).await;
-    let _conn = server.next_connection().await;
+    let (mut client, _conn) = open(&server).await;
     let json = serde_json::to_string(&subscribe("ACME")).unwrap();
-    client.send(Message::Text(json.into())).await.unwrap();
+    send_frame(&mut client, Message::Text(json.into())).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while server.problems().is_empty() {
         assert!(

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use common::*;
 use fake_ws_server::{Matcher, Rule};
-use futures_util::StreamExt;
 
 #[tokio::test]
 async fn a_rule_answers_and_its_expected_count_is_checked() {
@@ -14,8 +13,7 @@ async fn a_rule_answers_and_its_expected_count_is_checked() {
         .rule(Rule::when(subscribe_to("btc"), subscribed).expect(1))
         .start()
         .await;
-    let mut client = connect(&fake.url()).await;
-    let _conn = fake.next_connection().await;
+    let (mut client, _conn) = open(&fake).await;
     send(&mut client, &subscribe("btc")).await;
     assert_eq!(
         receive(&mut client).await,
@@ -30,8 +28,7 @@ async fn a_rule_answers_and_its_expected_count_is_checked() {
         .rule(Rule::when(Matcher::any(), |_| Vec::new()).expect(2))
         .start()
         .await;
-    let mut client = connect(&strict.url()).await;
-    let conn = strict.next_connection().await;
+    let (mut client, conn) = open(&strict).await;
     send(&mut client, &subscribe("btc")).await;
     conn.wait_for_frames(1).await;
     drop(client);
@@ -45,15 +42,14 @@ async fn a_delayed_rule_answers_later() {
         .rule(Rule::when(subscribe_to("btc"), subscribed).delay(Duration::from_millis(300)))
         .start()
         .await;
-    let mut client = connect(&fake.url()).await;
-    let _conn = fake.next_connection().await;
+    let (mut client, _conn) = open(&fake).await;
     send(&mut client, &subscribe("btc")).await;
-    assert!(
-        tokio::time::timeout(Duration::from_millis(100), client.next())
-            .await
-            .is_err(),
-        "answered before the delay"
-    );
+    assert_no_frame(
+        &mut client,
+        Duration::from_millis(100),
+        "answered before the delay",
+    )
+    .await;
     assert!(matches!(
         receive(&mut client).await,
         Down::Subscribed { .. }
@@ -68,15 +64,14 @@ async fn builder_shorthands_count_and_delay_the_rule_just_mounted() {
         .delay(Duration::from_millis(200))
         .start()
         .await;
-    let mut client = connect(&fake.url()).await;
-    let conn = fake.next_connection().await;
+    let (mut client, conn) = open(&fake).await;
     send(&mut client, &subscribe("btc")).await;
-    assert!(
-        tokio::time::timeout(Duration::from_millis(50), client.next())
-            .await
-            .is_err(),
-        "answered before the delay"
-    );
+    assert_no_frame(
+        &mut client,
+        Duration::from_millis(50),
+        "answered before the delay",
+    )
+    .await;
     assert!(matches!(
         receive(&mut client).await,
         Down::Subscribed { .. }

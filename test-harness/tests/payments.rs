@@ -4,25 +4,19 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use fake_ws_server::testing::{Client, assert_no_frame, panic_message, receive_text, send_frame};
+use futures_util::StreamExt;
 use shared_protocol::{
     CancelReason, ClientMessage, EventId, OrderId, PaymentOutcome, SUBPROTOCOL, ServerMessage,
 };
 use test_harness::payments::{
     FakePayments, ack_of, cancel_payment, initiate_payment, select_payment_method,
 };
-use test_harness::{Matcher, Rule};
-use tokio::net::TcpStream;
+use test_harness::{Connection, Matcher, Rule};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn connect(url: &str) -> Client {
-    try_connect(url).await.expect("connect")
-}
-
+/// Connects as Orders does: with the subprotocol and a token.
 async fn try_connect(url: &str) -> Result<Client, WsError> {
     let mut request = url.into_client_request().unwrap();
     request
@@ -31,30 +25,26 @@ async fn try_connect(url: &str) -> Result<Client, WsError> {
     request
         .headers_mut()
         .insert("authorization", "Bearer secret".parse().unwrap());
-    tokio_tungstenite::connect_async(request)
-        .await
-        .map(|(ws, _)| ws)
+    fake_ws_server::testing::try_connect(request).await
+}
+
+/// Connects a client to `fake` as Orders does and takes its connection.
+async fn open(fake: &FakePayments) -> (Client, Connection<ClientMessage, ServerMessage>) {
+    let client = try_connect(&fake.url()).await.expect("connect");
+    (client, fake.next_connection().await)
 }
 
 async fn send(client: &mut Client, message: &ClientMessage) {
-    client
-        .send(Message::Text(shared_protocol::encode(message).into()))
-        .await
-        .unwrap();
+    send_frame(
+        client,
+        Message::Text(shared_protocol::encode(message).into()),
+    )
+    .await;
 }
 
 /// The next text frame, decoded.
 async fn receive(client: &mut Client) -> ServerMessage {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), client.next())
-            .await
-            .expect("a frame within 5 s")
-            .expect("open")
-            .expect("no error");
-        if let Message::Text(text) = frame {
-            return shared_protocol::decode(text.as_str()).expect("a ServerMessage");
-        }
-    }
+    shared_protocol::decode(&receive_text(client).await).expect("a ServerMessage")
 }
 
 fn nil() -> OrderId {
@@ -69,22 +59,10 @@ fn initiate(order_id: OrderId) -> ClientMessage {
     }
 }
 
-/// Runs `f` and returns its panic message (the fake fails tests by panicking).
-async fn panic_message<F: std::future::Future<Output = ()> + Send + 'static>(f: F) -> String {
-    let error = tokio::spawn(f).await.expect_err("should have panicked");
-    let payload = error.into_panic();
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn auto_replies_walk_the_happy_path_and_expect_sees_each_message() {
     let fake = FakePayments::start().await;
-    let mut client = connect(&fake.url()).await;
-    let conn = fake.next_connection().await;
+    let (mut client, conn) = open(&fake).await;
     let order = OrderId::new();
 
     send(&mut client, &initiate(order)).await;
@@ -149,17 +127,16 @@ async fn auto_replies_walk_the_happy_path_and_expect_sees_each_message() {
 #[tokio::test]
 async fn manual_mode_sends_nothing_by_itself_and_typed_and_raw_frames_reach_the_client() {
     let fake = FakePayments::builder().manual().start().await;
-    let mut client = connect(&fake.url()).await;
-    let conn = fake.next_connection().await;
+    let (mut client, conn) = open(&fake).await;
     let order = OrderId::new();
     send(&mut client, &initiate(order)).await;
     conn.expect(initiate_payment(order)).await;
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), client.next())
-            .await
-            .is_err(),
-        "manual mode replied"
-    );
+    assert_no_frame(
+        &mut client,
+        Duration::from_millis(200),
+        "manual mode replied",
+    )
+    .await;
 
     conn.send(ServerMessage::PaymentMethods {
         order_id: order,
@@ -194,8 +171,7 @@ async fn a_custom_rule_answers_first_and_its_expected_count_is_checked() {
         )
         .start()
         .await;
-    let mut client = connect(&fake.url()).await;
-    let _conn = fake.next_connection().await;
+    let (mut client, _conn) = open(&fake).await;
     send(&mut client, &initiate(order)).await;
     assert!(matches!(
         receive(&mut client).await,
@@ -208,8 +184,7 @@ async fn a_custom_rule_answers_first_and_its_expected_count_is_checked() {
         .rule(Rule::when(Matcher::any(), |_| Vec::new()).expect(2))
         .start()
         .await;
-    let mut client = connect(&strict.url()).await;
-    let conn = strict.next_connection().await;
+    let (mut client, conn) = open(&strict).await;
     send(&mut client, &initiate(order)).await;
     conn.wait_for_frames(1).await;
     drop(client);
@@ -244,8 +219,7 @@ async fn the_handshake_can_be_inspected_and_the_subprotocol_is_selected() {
 #[tokio::test]
 async fn a_duplicate_event_can_be_built_once_and_sent_twice() {
     let fake = FakePayments::start().await;
-    let mut client = connect(&fake.url()).await;
-    let conn = fake.next_connection().await;
+    let (mut client, conn) = open(&fake).await;
     let event = fake.payment_state(nil(), PaymentOutcome::Fulfill, None);
     conn.send(event.clone()).await.unwrap();
     conn.send(event.clone()).await.unwrap();
@@ -278,15 +252,14 @@ async fn builder_shorthands_count_and_delay_the_rule_just_mounted() {
         .delay(Duration::from_millis(200))
         .start()
         .await;
-    let mut client = connect(&fake.url()).await;
-    let conn = fake.next_connection().await;
+    let (mut client, conn) = open(&fake).await;
     send(&mut client, &initiate(order)).await;
-    assert!(
-        tokio::time::timeout(Duration::from_millis(50), client.next())
-            .await
-            .is_err(),
-        "answered before the delay"
-    );
+    assert_no_frame(
+        &mut client,
+        Duration::from_millis(50),
+        "answered before the delay",
+    )
+    .await;
     assert!(
         matches!(receive(&mut client).await, ServerMessage::PaymentMethods { methods, .. } if methods == ["paypal"])
     );
@@ -300,8 +273,7 @@ async fn builder_shorthands_count_and_delay_the_rule_just_mounted() {
 #[tokio::test]
 async fn an_oversize_frame_reaches_the_client_whole() {
     let fake = FakePayments::start().await;
-    let mut client = connect(&fake.url()).await;
-    let conn = fake.next_connection().await;
+    let (mut client, conn) = open(&fake).await;
     fake.send_oversize(&conn).await.unwrap();
     match client.next().await.unwrap().unwrap() {
         Message::Text(text) => assert_eq!(text.len(), shared_protocol::MAX_MESSAGE_BYTES + 1),
@@ -313,8 +285,7 @@ async fn an_oversize_frame_reaches_the_client_whole() {
 async fn payment_ids_survive_a_restart() {
     let fake = FakePayments::start().await;
     let order = OrderId::new();
-    let mut client = connect(&fake.url()).await;
-    let _conn = fake.next_connection().await;
+    let (mut client, _conn) = open(&fake).await;
     let select = ClientMessage::SelectPaymentMethod {
         order_id: order,
         method: "paypal".into(),
@@ -323,8 +294,7 @@ async fn payment_ids_survive_a_restart() {
     let before = receive(&mut client).await;
     fake.stop().await;
     fake.restart().await;
-    let mut client = connect(&fake.url()).await;
-    let conn = fake.next_connection().await;
+    let (mut client, conn) = open(&fake).await;
     send(&mut client, &select).await;
     let after = receive(&mut client).await;
     let (

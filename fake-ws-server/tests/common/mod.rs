@@ -1,16 +1,17 @@
 //! What the tests of the fake share: a small JSON protocol of their own (a price feed's
-//! subscriptions), a plain tokio-tungstenite client, and a way to catch the fake's panics.
-#![allow(dead_code)] // each test file uses a part of it
+//! subscriptions) over the plain tokio-tungstenite client of `fake_ws_server::testing`
+//! (shared with test-harness's tests), and `open`, a client and its connection at once.
+#![allow(dead_code, unused_imports)] // each test file uses a part of it
 
-use std::time::Duration;
+use std::fmt;
 
-use fake_ws_server::{FakeServer, Matcher};
-use futures_util::{SinkExt, StreamExt};
+pub use fake_ws_server::testing::{
+    Client, assert_no_frame, connect, panic_message, receive_text, send_frame, try_connect,
+};
+use fake_ws_server::{Connection, FakeServer, Matcher};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::Message;
 
 /// What the client sends.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -30,7 +31,6 @@ pub enum Down {
 }
 
 pub type Fake = FakeServer<Up, Down>;
-pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub fn subscribe(topic: &str) -> Up {
     Up::Subscribe {
@@ -70,47 +70,25 @@ pub fn any_subscribe() -> Matcher<Up> {
     Matcher::new("any subscribe", |m| matches!(m, Up::Subscribe { .. }))
 }
 
-pub async fn connect(url: &str) -> Client {
-    try_connect(url).await.expect("connect")
-}
-
-pub async fn try_connect(url: &str) -> Result<Client, WsError> {
-    let request = url.into_client_request().unwrap();
-    tokio_tungstenite::connect_async(request)
-        .await
-        .map(|(ws, _)| ws)
+/// Connects a plain client to `fake` and takes its connection: how most tests begin.
+pub async fn open<In, Out>(fake: &FakeServer<In, Out>) -> (Client, Connection<In, Out>)
+where
+    In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
+    Out: Serialize + Send + 'static,
+{
+    let client = connect(&fake.url()).await;
+    (client, fake.next_connection().await)
 }
 
 pub async fn send(client: &mut Client, message: &Up) {
-    client
-        .send(Message::Text(
-            serde_json::to_string(message).unwrap().into(),
-        ))
-        .await
-        .unwrap();
+    send_frame(
+        client,
+        Message::Text(serde_json::to_string(message).unwrap().into()),
+    )
+    .await;
 }
 
 /// The next text frame, decoded.
 pub async fn receive(client: &mut Client) -> Down {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), client.next())
-            .await
-            .expect("a frame within 5 s")
-            .expect("open")
-            .expect("no error");
-        if let Message::Text(text) = frame {
-            return serde_json::from_str(text.as_str()).expect("a Down");
-        }
-    }
-}
-
-/// Runs `f` and returns its panic message (the fake fails tests by panicking).
-pub async fn panic_message<F: std::future::Future<Output = ()> + Send + 'static>(f: F) -> String {
-    let error = tokio::spawn(f).await.expect_err("should have panicked");
-    let payload = error.into_panic();
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
+    serde_json::from_str(&receive_text(client).await).expect("a Down")
 }

@@ -1,0 +1,69 @@
+//! Not part of the API, and hidden from the docs: the plain tokio-tungstenite client
+//! that the fake's own tests (`tests/common`) and test-harness's tests drive a fake
+//! with, so that neither keeps a copy of it. Each test file puts its own protocol on
+//! top: what it encodes into the frames it sends, what it decodes from the texts.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A plain WebSocket client, as tokio-tungstenite connects one.
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Connects to `request` (a URL, or a request with headers); panics if that fails.
+pub async fn connect(request: impl IntoClientRequest) -> Client {
+    try_connect(request).await.expect("connect")
+}
+
+/// Connects to `request` (a URL, or a request with headers): the client, or why the
+/// handshake failed.
+pub async fn try_connect(request: impl IntoClientRequest) -> Result<Client, WsError> {
+    let request = request.into_client_request().unwrap();
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// Sends one frame; panics if it cannot be written.
+pub async fn send_frame(client: &mut Client, frame: Message) {
+    client.send(frame).await.unwrap();
+}
+
+/// The text of the next text frame, skipping other frames; panics if no frame comes
+/// within 5 s, or the connection ends.
+pub async fn receive_text(client: &mut Client) -> String {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), client.next())
+            .await
+            .expect("a frame within 5 s")
+            .expect("open")
+            .expect("no error");
+        if let Message::Text(text) = frame {
+            return text.as_str().to_owned();
+        }
+    }
+}
+
+/// Asserts that no frame comes within `within`; the failure message is `what`, what a
+/// frame would mean (`"answered before the delay"`).
+pub async fn assert_no_frame(client: &mut Client, within: Duration, what: &str) {
+    assert!(
+        tokio::time::timeout(within, client.next()).await.is_err(),
+        "{what}"
+    );
+}
+
+/// Runs `f` and returns its panic message (the fake fails tests by panicking).
+pub async fn panic_message<F: std::future::Future<Output = ()> + Send + 'static>(f: F) -> String {
+    let error = tokio::spawn(f).await.expect_err("should have panicked");
+    let payload = error.into_panic();
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
