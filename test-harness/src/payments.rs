@@ -4,8 +4,11 @@
 //! By default it answers like the real Payments does: `initiate_payment` →
 //! `payment_methods`, `select_payment_method` → `payment_page`, `cancel_payment` → a
 //! `CANCEL` `payment_state` (reason `orders_cancelled`), and records acks. Outcomes
-//! are the test's to push: `conn.fulfill(order_id)`, `conn.cancel(order_id, reason)`.
-//! `FakePayments::builder().manual()` turns the auto-replies off.
+//! are the test's to push: `fake.fulfill(&conn, order_id)`,
+//! `fake.cancel(&conn, order_id, reason)`. `FakePayments::builder().manual()` turns the
+//! auto-replies off; everything generic (custom replies, `lenient`, small socket
+//! buffers, ...) is set on the [`FakeServerBuilder`] underneath:
+//! `FakePayments::builder().server(|s| s.lenient())`.
 
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -92,13 +95,12 @@ impl PaymentsState {
     }
 }
 
-/// Configures a [`FakePayments`].
+/// Configures a [`FakePayments`]: what is Payments' ([`manual`](Self::manual)) here,
+/// everything generic on the [`FakeServerBuilder`] underneath ([`server`](Self::server)).
 #[must_use]
 pub struct FakePaymentsBuilder {
     manual: bool,
-    lenient: bool,
-    small_buffers: bool,
-    rules: Vec<Rule<ClientMessage, ServerMessage>>,
+    server: FakeServerBuilder<ClientMessage, ServerMessage>,
 }
 
 impl FakePaymentsBuilder {
@@ -108,57 +110,42 @@ impl FakePaymentsBuilder {
         self
     }
 
-    /// Messages the test never looked at do not fail it.
-    pub fn lenient(mut self) -> Self {
-        self.lenient = true;
-        self
-    }
-
-    /// Small TCP buffers, so a client blocks soon on a connection that stopped reading:
-    /// see [`FakeServerBuilder::small_socket_buffers`].
-    pub fn small_socket_buffers(mut self) -> Self {
-        self.small_buffers = true;
-        self
-    }
-
-    /// A custom reply, checked before the default ones.
-    #[track_caller]
-    pub fn on(
-        self,
-        matcher: Matcher<ClientMessage>,
-        reply: impl Fn(&ClientMessage) -> Vec<ServerMessage> + Send + Sync + 'static,
+    /// Configures the generic server underneath: a [`FakeServerBuilder`] already set to
+    /// the Payments subprotocol and codec, for custom replies (`on` or `rule`, then
+    /// `expect`, `delay`, ...), `lenient`, `small_socket_buffers` and the rest of its
+    /// options. Rules mounted here are checked before the auto-replies, which
+    /// [`start`](Self::start) mounts after them.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use test_harness::payments::{FakePayments, initiate_payment};
+    /// use shared_protocol::{OrderId, ServerMessage};
+    ///
+    /// # async fn example() {
+    /// let order = OrderId::new();
+    /// let fake = FakePayments::builder()
+    ///     .server(|s| {
+    ///         s.lenient()
+    ///             .on(initiate_payment(order), move |_| {
+    ///                 vec![ServerMessage::PaymentMethods {
+    ///                     order_id: order,
+    ///                     methods: vec!["paypal".into()],
+    ///                 }]
+    ///             })
+    ///             .expect(1)
+    ///             .delay(Duration::from_millis(200))
+    ///     })
+    ///     .start()
+    ///     .await;
+    /// # }
+    /// ```
+    pub fn server(
+        mut self,
+        configure: impl FnOnce(
+            FakeServerBuilder<ClientMessage, ServerMessage>,
+        ) -> FakeServerBuilder<ClientMessage, ServerMessage>,
     ) -> Self {
-        let rule = Rule::when(matcher, reply);
-        self.rule(rule)
-    }
-
-    /// The rule mounted last (by `on` or `rule`) must fire `times` times (a count or a
-    /// range, see [`Rule::expect`]), checked when the fake is dropped.
-    #[track_caller]
-    pub fn expect(mut self, times: impl Into<fake_ws_server::Times>) -> Self {
-        let rule = self.last_rule();
-        self.rules.push(rule.expect(times));
-        self
-    }
-
-    /// The rule mounted last (by `on` or `rule`) answers after `delay`.
-    #[track_caller]
-    pub fn delay(mut self, delay: std::time::Duration) -> Self {
-        let rule = self.last_rule();
-        self.rules.push(rule.delay(delay));
-        self
-    }
-
-    #[track_caller]
-    fn last_rule(&mut self) -> Rule<ClientMessage, ServerMessage> {
-        self.rules
-            .pop()
-            .expect("expect/delay apply to the rule mounted just before: mount one with `on` first")
-    }
-
-    /// A custom rule (with `delay` or `expect`), checked before the default ones.
-    pub fn rule(mut self, rule: Rule<ClientMessage, ServerMessage>) -> Self {
-        self.rules.push(rule);
+        self.server = configure(self.server);
         self
     }
 
@@ -168,13 +155,7 @@ impl FakePaymentsBuilder {
         let location = Location::caller();
         async move {
             let state = Arc::new(PaymentsState::default());
-            let mut builder: FakeServerBuilder<ClientMessage, ServerMessage> =
-                FakeServer::builder()
-                    .subprotocol(SUBPROTOCOL)
-                    .codec(PaymentsCodec);
-            for rule in self.rules {
-                builder = builder.rule(rule);
-            }
+            let mut builder = self.server;
             if !self.manual {
                 builder = builder.rule(Rule::when(
                     Matcher::new("any initiate_payment", |m| {
@@ -209,12 +190,6 @@ impl FakePaymentsBuilder {
                 ));
                 builder = builder.rule(Rule::when(ack(), |_| Vec::new()));
             }
-            if self.lenient {
-                builder = builder.lenient();
-            }
-            if self.small_buffers {
-                builder = builder.small_socket_buffers();
-            }
             let server = builder.start_at(location).await;
             state.port.store(server.port(), Ordering::SeqCst);
             FakePayments { server, state }
@@ -239,13 +214,14 @@ impl FakePayments {
         Self::builder().start()
     }
 
-    /// A builder: auto-replies on, strict, normal socket buffers, no custom rule.
+    /// A builder: auto-replies on; the server underneath set to the Payments subprotocol
+    /// and codec, strict, normal socket buffers, no custom rule.
     pub fn builder() -> FakePaymentsBuilder {
         FakePaymentsBuilder {
             manual: false,
-            lenient: false,
-            small_buffers: false,
-            rules: Vec::new(),
+            server: FakeServer::builder()
+                .subprotocol(SUBPROTOCOL)
+                .codec(PaymentsCodec),
         }
     }
 

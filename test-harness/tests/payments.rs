@@ -159,16 +159,18 @@ async fn manual_mode_sends_nothing_by_itself_and_typed_and_raw_frames_reach_the_
 async fn a_custom_rule_answers_first_and_its_expected_count_is_checked() {
     let order = OrderId::new();
     let fake = FakePayments::builder()
-        .rule(
-            Rule::when(initiate_payment(order), move |_| {
-                vec![ServerMessage::error(
-                    Some(order),
-                    shared_protocol::ErrorCode::Internal,
-                    "try later",
-                )]
-            })
-            .expect(1),
-        )
+        .server(|s| {
+            s.rule(
+                Rule::when(initiate_payment(order), move |_| {
+                    vec![ServerMessage::error(
+                        Some(order),
+                        shared_protocol::ErrorCode::Internal,
+                        "try later",
+                    )]
+                })
+                .expect(1),
+            )
+        })
         .start()
         .await;
     let (mut client, _conn) = open(&fake).await;
@@ -181,7 +183,7 @@ async fn a_custom_rule_answers_first_and_its_expected_count_is_checked() {
 
     // A rule that should have fired twice is reported.
     let strict = FakePayments::builder()
-        .rule(Rule::when(Matcher::any(), |_| Vec::new()).expect(2))
+        .server(|s| s.rule(Rule::when(Matcher::any(), |_| Vec::new()).expect(2)))
         .start()
         .await;
     let (mut client, conn) = open(&strict).await;
@@ -242,14 +244,16 @@ fn handles_are_send_and_sync() {
 async fn builder_shorthands_count_and_delay_the_rule_just_mounted() {
     let order = OrderId::new();
     let fake = FakePayments::builder()
-        .on(initiate_payment(order), move |_| {
-            vec![ServerMessage::PaymentMethods {
-                order_id: order,
-                methods: vec!["paypal".into()],
-            }]
+        .server(|s| {
+            s.on(initiate_payment(order), move |_| {
+                vec![ServerMessage::PaymentMethods {
+                    order_id: order,
+                    methods: vec!["paypal".into()],
+                }]
+            })
+            .expect(2)
+            .delay(Duration::from_millis(200))
         })
-        .expect(2)
-        .delay(Duration::from_millis(200))
         .start()
         .await;
     let (mut client, conn) = open(&fake).await;
