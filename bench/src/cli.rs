@@ -103,10 +103,11 @@ pub struct Common {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
     /// Period of the progress query on the Orders database (a `count(*)` that reads the
-    /// orders still waiting: with 100,000 waiting it costs PostgreSQL some 15 ms, which
-    /// at 25 ms took half a core from the services being measured). The figures come
-    /// from the services' own timestamps, so the period only delays the end of a run.
-    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    /// orders still waiting: with 100,000 waiting it costs PostgreSQL 15 to 55 ms, which
+    /// at 25 ms took half a core from the services being measured, and at 200 ms still a
+    /// quarter). The figures come from the services' own timestamps, so the period only
+    /// delays the end of a run.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub poll: Duration,
     /// Deadline of every wait (for pages, outcomes, a drain).
     #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]

@@ -301,6 +301,10 @@ impl service_kit::startup::Service for Application {
         Application::build(config).await
     }
 
+    fn pool(&self) -> sqlx::PgPool {
+        self.store.pool().clone()
+    }
+
     async fn run_until_stopped(self) -> std::io::Result<()> {
         Application::run_until_stopped(self).await
     }

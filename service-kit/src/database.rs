@@ -90,3 +90,52 @@ pub async fn open(
     migrator.run(&pool).await?;
     Ok(pool)
 }
+
+/// How a batch transaction starts: `BEGIN`, and lookups by key only.
+///
+/// The batch statements join arrays of a few to a few hundred rows (`unnest($1, …)`) to
+/// tables that grow from empty to millions of rows, and every one of them means "these
+/// rows, by their key". The planner's defaults get that wrong, as `loadgen resume`
+/// measured with auto_explain (30,000 orders):
+///
+/// - sqlx prepares every statement once per connection, and PostgreSQL soon settles on
+///   a *generic* plan, made without the arrays' sizes and with the table sizes of that
+///   moment, and keeps it until the table is analyzed again. A plan made while
+///   `payment_sessions` was nearly empty seq-scanned 12,000 rows per batch.
+/// - Even planned with the arrays in view, with the default page costs (which assume a
+///   disk rather than a cache) a batch of 128 preferred a seq scan of all 30,000 orders
+///   (15–30 ms) to 128 primary-key probes (under 1 ms), and would up to tables of about
+///   100,000 rows.
+///
+/// With `enable_seqscan = off` the key is the way in, whatever the table's size and
+/// whenever the plan was made. The statements join on the key alone (no extra
+/// `key = ANY($1)`): with one, a plan made without statistics drove the join from a
+/// bitmap scan and re-ran `unnest` once per matched row, 65,000 comparisons for a batch
+/// of 256. `SET LOCAL` ends with the transaction, and it goes in the same round trip as
+/// the `BEGIN`.
+pub const BATCH_BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off";
+
+/// Starts a transaction for a batch of array statements; see [`BATCH_BEGIN`].
+pub async fn begin_batch(
+    pool: &sqlx::PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    pool.begin_with(BATCH_BEGIN).await
+}
+
+/// How long a service waits at exit for its pooled connections to come back and close.
+pub const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Closes `pool` once the service has stopped, waiting at most [`CLOSE_WAIT`].
+///
+/// sqlx tests every connection it takes back into a pool with a round trip, on a task
+/// of its own. A connection released while the runtime was going away had that test
+/// fail and logged "error occurred while testing the connection on-release" at WARN,
+/// after a clean stop; a closed pool closes what it gets back instead.
+pub async fn close_at_exit(pool: &sqlx::PgPool) {
+    if tokio::time::timeout(CLOSE_WAIT, pool.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!(wait = ?CLOSE_WAIT, "database connections were still in use at exit");
+    }
+}

@@ -53,6 +53,9 @@ pub trait Service: Sized {
     /// Opens what it needs and binds its port, without serving yet.
     fn build(config: Self::Config) -> impl Future<Output = Result<Self, StartupError>>;
 
+    /// Its database pool, closed by [`run`] once the service has stopped.
+    fn pool(&self) -> sqlx::PgPool;
+
     /// Serves until SIGTERM or SIGINT, then stops gracefully.
     fn run_until_stopped(self) -> impl Future<Output = std::io::Result<()>>;
 }
@@ -62,6 +65,10 @@ pub async fn run<S: Service>() -> anyhow::Result<()> {
     let config = <S::Config as clap::Parser>::parse();
     let common = S::common(&config);
     crate::telemetry::init(&common.rust_log, common.log_format)?;
-    S::build(config).await?.run_until_stopped().await?;
+    let service = S::build(config).await?;
+    let pool = service.pool();
+    let served = service.run_until_stopped().await;
+    crate::database::close_at_exit(&pool).await;
+    served?;
     Ok(())
 }

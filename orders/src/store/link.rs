@@ -68,9 +68,10 @@ pub enum PageRecorded {
     UnknownOrder,
 }
 impl Store {
-    /// Starts a transaction for a batch of messages from Payments.
+    /// Starts a transaction for a batch of messages from Payments, that looks rows up by
+    /// key ([`service_kit::database::begin_batch`]).
     pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
-        Ok(self.pool.begin().await?)
+        Ok(service_kit::database::begin_batch(&self.pool).await?)
     }
 
     /// Payments offered methods (non-empty) for these orders (one offer per order): pick
@@ -99,7 +100,7 @@ impl Store {
                    THEN o.payment_method ELSE u.first END,
                  updated_at = clock_timestamp()
                FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(id, first, offered)
-               WHERE o.id = u.id AND o.id = ANY($1)
+               WHERE o.id = u.id
                  AND (o.status = 'pending_payment') IS TRUE
                  AND u.first <> ''
                RETURNING o.id, o.payment_method AS "payment_method!""#,
@@ -143,7 +144,7 @@ impl Store {
                  updated_at = clock_timestamp() \
              FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[]) \
                  AS u(id, payment_id, url, expires_at) \
-             WHERE o.id = u.id AND o.id = ANY($1) \
+             WHERE o.id = u.id \
                AND (o.status IN ('pending_payment', 'awaiting_payment')) IS TRUE \
                AND o.payment_url IS DISTINCT FROM u.url \
              RETURNING o.id",
@@ -202,7 +203,7 @@ impl Store {
                  updated_at = clock_timestamp() \
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[]) \
                  AS u(id, status, reason, payment_id) \
-             WHERE o.id = u.id AND o.id = ANY($1) \
+             WHERE o.id = u.id \
                AND (o.status IN ('pending_payment', 'awaiting_payment')) IS TRUE \
                AND (o.payment_id IS NULL OR o.payment_id = u.payment_id) \
              RETURNING o.id, o.status, o.amount, o.currency",
@@ -304,7 +305,7 @@ impl Store {
                    parked_at = CASE WHEN o.payment_attempts + 1 >= $3 THEN clock_timestamp() END
                FROM (SELECT DISTINCT ON (id) id, error
                      FROM unnest($1::uuid[], $2::text[]) AS r(id, error)) AS u
-               WHERE o.id = u.id AND o.id = ANY($1)
+               WHERE o.id = u.id
                  AND (o.status IN ('pending_payment', 'awaiting_payment')) IS TRUE
                  AND o.parked_at IS NULL
                RETURNING o.id, o.payment_attempts, o.parked_at IS NOT NULL AS "parked!""#,

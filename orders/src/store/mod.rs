@@ -5,14 +5,15 @@
 //! messages cannot apply one twice. Zero rows affected is a normal answer. A fulfilled
 //! order gets its invoice in the same transaction as the status change.
 //!
-//! Batch statements join their rows as arrays (`FROM unnest($1, …) AS u`) and also say
-//! `key = ANY($1)`: the planner guesses 100 rows for an `unnest` and would then hash-join
-//! against a scan of a whole index (or table) for a batch of three; with `= ANY` it looks
-//! the rows up by key, whatever the table's size. Joins to a row per batch row are
-//! `LATERAL … LIMIT 1` lookups for the same reason. Their status conditions are written
-//! `(status …) IS TRUE`, which no index can serve: as plain conditions the generic plan
-//! walked `orders_by_status_newest` over EVERY pending order when the statistics
-//! (taken between backlogs) said there were few, 100,000 entries per batch on resume.
+//! Batch statements join their rows as arrays (`FROM unnest($1, …) AS u WHERE o.id =
+//! u.id`, on the key alone) in transactions that turn seq scans off
+//! ([`service_kit::database::BATCH_BEGIN`]), so each row is looked up by primary key
+//! whatever the table's size and whenever the plan was made; that constant's doc says
+//! what `loadgen resume` measured before. Joins to a row per batch row are `LATERAL …
+//! LIMIT 1` lookups. Their status conditions are written `(status …) IS TRUE`, which no
+//! index can serve: as plain conditions the plan walked `orders_by_status_newest` over
+//! EVERY pending order when the statistics (taken between backlogs) said there were
+//! few, 100,000 entries per batch on resume.
 //!
 //! The statements are in files by who uses them: `orders` (the HTTP API's reads and
 //! writes), `inserts` (the group-commit writer of `POST /orders`), `link` (the batches

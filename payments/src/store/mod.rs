@@ -8,11 +8,11 @@
 //! trigger on the events table NOTIFYs every instance when it commits. Zero rows
 //! updated is a normal answer: someone else got there first, or the session is final.
 //!
-//! Batch statements join their rows as arrays (`FROM unnest($1, …) AS u`) and also say
-//! `key = ANY($1)`: the planner guesses 100 rows for an `unnest` and would then hash-join
-//! against a scan of a whole index (or table) for a batch of three; with `= ANY` it looks
-//! the rows up by key, whatever the table's size. Joins to a row per batch row are
-//! `LATERAL … LIMIT 1` lookups for the same reason.
+//! Batch statements join their rows as arrays (`FROM unnest($1, …) AS u WHERE s.key =
+//! u.key`, on the key alone) in transactions that turn seq scans off
+//! ([`service_kit::database::BATCH_BEGIN`]), so each row is looked up by its key
+//! whatever the table's size and whenever the plan was made. Joins to a row per batch
+//! row are `LATERAL … LIMIT 1` lookups.
 
 mod connections;
 mod outbox;

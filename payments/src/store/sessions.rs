@@ -199,10 +199,11 @@ impl Store {
         row.map(Event::try_from).transpose()
     }
 
-    /// Starts a transaction for a batch of messages from one connection.
+    /// Starts a transaction for a batch of messages from one connection, that looks
+    /// rows up by key ([`service_kit::database::begin_batch`]).
     pub async fn batch(&self) -> Result<Batch, StoreError> {
         Ok(Batch {
-            tx: self.pool.begin().await?,
+            tx: service_kit::database::begin_batch(&self.pool).await?,
         })
     }
 }
@@ -346,6 +347,9 @@ async fn finish_page_batch(
         .iter()
         .map(|i| i.reason.map(|r| r.as_str().to_owned()))
         .collect();
+    // A transaction only for its plan (see `BATCH_BEGIN`): it is one statement.
+    let mut batch =
+        sqlx::Connection::begin_with(&mut *conn, service_kit::database::BATCH_BEGIN).await?;
     let rows = sqlx::query_as!(
         EventRow,
         r#"WITH req AS (
@@ -359,7 +363,7 @@ async fn finish_page_batch(
                  cancel_reason = r.reason,
                  updated_at = clock_timestamp()
              FROM req r
-             WHERE s.payment_id = r.payment_id AND s.payment_id = ANY($1)
+             WHERE s.payment_id = r.payment_id
                AND CASE r.state
                      WHEN 'FULFILL' THEN s.state = 'method_selected'
                          AND s.expires_at > clock_timestamp()
@@ -372,8 +376,9 @@ async fn finish_page_batch(
         &states,
         &reasons as &[Option<String>],
     )
-    .fetch_all(&mut *conn)
+    .fetch_all(&mut *batch)
     .await?;
+    batch.commit().await?;
     let mut moved: std::collections::HashMap<Uuid, EventRow> =
         rows.into_iter().map(|r| (r.payment_id, r)).collect();
     let mut answers = Vec::with_capacity(items.len());

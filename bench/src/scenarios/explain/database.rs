@@ -101,8 +101,28 @@ impl Database {
         })
     }
 
-    /// The generic plan of `s`, as text and as JSON.
+    /// The generic plan of `s`, as text and as JSON. A batch statement (over
+    /// `unnest(…)`) is explained as the services run it, in a transaction begun with
+    /// `service_kit::database::BATCH_BEGIN` (`enable_seqscan = off`).
     pub(super) async fn explain(&mut self, s: &Statement) -> Result<(String, Value), String> {
+        let batch = s.is_batch();
+        if batch {
+            sqlx::raw_sql("SET enable_seqscan = off")
+                .execute(&mut self.conn)
+                .await
+                .map_err(|e| format!("SET: {e}"))?;
+        }
+        let explained = self.explain_prepared(s).await;
+        if batch {
+            sqlx::raw_sql("RESET enable_seqscan")
+                .execute(&mut self.conn)
+                .await
+                .map_err(|e| format!("RESET: {e}"))?;
+        }
+        explained
+    }
+
+    async fn explain_prepared(&mut self, s: &Statement) -> Result<(String, Value), String> {
         let types = match &s.types {
             Some(t) if !t.is_empty() => format!("({})", t.join(", ")),
             _ => String::new(),

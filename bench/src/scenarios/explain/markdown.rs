@@ -25,7 +25,10 @@ pub(super) fn plans_markdown(explained: &[Explained], args: &ExplainArgs) -> Str
          plans. Where the generic plan looks costlier (a batch of `unnest($1)`, whose \
          length the generic plan guesses), PostgreSQL keeps planning each execution with \
          its parameters, and that custom plan may differ: the index scans below are the \
-         witness of what ran. EXPLAIN without ANALYZE executes nothing. \"Finds rows by\" is the scan of \
+         witness of what ran. A batch statement (over `unnest(…)`) is explained with \
+         `enable_seqscan = off`, as the services begin their batch transactions \
+         (`service_kit::database::BATCH_BEGIN`). EXPLAIN without ANALYZE executes nothing. \
+         \"Finds rows by\" is the scan of \
          each UPDATE's or DELETE's target table; ⚠ marks a Seq Scan on a table of ≥ \
          {big} rows, or an UPDATE/DELETE of such a table whose rows are not found through \
          an index on its primary key's columns. Smaller tables (`ws_connections`: a row \

@@ -21,6 +21,15 @@ pub struct Statement {
     pub db: Option<Db>,
 }
 
+impl Statement {
+    /// A batch statement, over `unnest(…)` of its array parameters: the services run
+    /// those in transactions begun with `service_kit::database::BATCH_BEGIN`, except the
+    /// insert of new orders, which reads no table.
+    pub fn is_batch(&self) -> bool {
+        self.query.contains("unnest(")
+    }
+}
+
 /// The directories to read: those given, or the workspace's that exist.
 pub fn sqlx_dirs(given: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     if !given.is_empty() {

@@ -84,7 +84,7 @@ impl Batch {
                          ELSE s.updated_at END,
                      last_connection = $3
                  FROM unnest($1::uuid[], $2::text[]) AS i(order_id, method)
-                 WHERE s.order_id = i.order_id AND s.order_id = ANY($1)
+                 WHERE s.order_id = i.order_id
                  RETURNING s.*)",
             &order_ids,
             &methods,
