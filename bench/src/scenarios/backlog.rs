@@ -16,11 +16,14 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::*;
+use super::{
+    POST_COMPLETE, POST_ORDERS, Poll, api, complete_many, create_many, latest, run_sized,
+    until_none_in,
+};
 use crate::cli::SizeArgs;
 use crate::report::{Machine, Report};
 use crate::stack::{Stack, Which};
-use crate::stats::{Clock, Recorder};
+use crate::stats::{Clock, Recorder, micros_between};
 
 pub const START_TO_APPLIED: &str = "Payments start → outcome applied (A)";
 pub const START_TO_PAGE: &str = "Payments start → page (B)";

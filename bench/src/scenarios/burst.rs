@@ -7,11 +7,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::time::Instant;
 
-use super::*;
+use super::{
+    COMPLETE_TO_FULFILLED, CREATE_TO_PAGE, Poll, api, complete_many, create_many,
+    declare_db_stages, latest, record_db_stages, run_sized, secs_from, until_none_in,
+};
 use crate::cli::SizeArgs;
 use crate::report::{Machine, Report};
 use crate::stack::Stack;
-use crate::stats::{Clock, Recorder};
+use crate::stats::{Clock, Recorder, micros_between};
 
 pub async fn run(args: &SizeArgs) -> anyhow::Result<Report> {
     run_sized(

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::*;
+use super::{CREATE_TO_INITIATE, POST_ORDERS, Poll, api, create_many, latest, run_sized};
 use crate::cli::SizeArgs;
 use crate::report::{Machine, Report};
 use crate::stack::Stack;
-use crate::stats::{Clock, Recorder};
+use crate::stats::{Clock, Recorder, micros_between};
 
 pub const START_TO_PAGE: &str = "Payments start → page";
 

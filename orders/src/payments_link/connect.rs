@@ -8,7 +8,7 @@ use actix_service::ServiceExt;
 use actix_tls::connect::{Connection as TcpConnection, Connector as TcpConnector, Resolver};
 use shared_protocol::{MAX_MESSAGE_BYTES, SUBPROTOCOL};
 
-use super::*;
+use super::{CONNECT_TIMEOUT, LinkConfig};
 
 #[derive(Debug)]
 pub(super) enum ConnectError {

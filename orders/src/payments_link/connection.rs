@@ -15,7 +15,7 @@ use super::connect::Framed;
 use super::pipeline::{Pipeline, Window};
 use super::walk::{Overflow, Walk, next_page};
 use super::writer::{text, write, writer_end};
-use super::*;
+use super::{CLOSE_WAIT, End, LinkConfig, Lost, PAGE, REPLY_ROOM, SPARE, WRITE_QUEUE};
 use crate::metrics::Metrics;
 use crate::store::{OpenKey, Store};
 

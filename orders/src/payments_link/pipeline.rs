@@ -11,7 +11,7 @@ use shared_protocol::{ClientMessage, Message as _, OrderId, ServerMessage};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::*;
+use super::{MAX_BATCH, MAX_IN_FLIGHT, MAX_OUTSTANDING, MAX_WAITING, SPARE};
 use crate::flow;
 use crate::metrics::Metrics;
 use crate::store::Store;

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use shared_protocol::ClientMessage;
 use tokio::sync::Notify;
 
-use super::*;
+use super::PAGE;
 use crate::flow;
 use crate::store::{OpenKey, Store};
 

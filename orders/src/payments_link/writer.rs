@@ -7,8 +7,8 @@ use futures_util::SinkExt;
 use shared_protocol::{ClientMessage, Message as _};
 use tokio::sync::mpsc;
 
+use super::Lost;
 use super::connect::Framed;
-use super::*;
 use crate::metrics::Metrics;
 
 /// The frame of a request, counted and logged.

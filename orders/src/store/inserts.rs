@@ -96,19 +96,15 @@ async fn insert_orders(
     let keys: Vec<Option<String>> = items.iter().map(|i| i.key.clone()).collect();
     // WITH ORDINALITY and ORDER BY: rows go in in request order, so of two requests of
     // one batch with the same key, the first one's order holds it.
-    let rows = sqlx::query_as!(
-        OrderRow,
-        r#"INSERT INTO orders (id, amount, currency, description, idempotency_key)
+    let rows = query_orders!(
+        "INSERT INTO orders (id, amount, currency, description, idempotency_key)
            SELECT id, amount, currency, description, key
            FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[])
                WITH ORDINALITY AS r(id, amount, currency, description, key, n)
            ORDER BY n
            ON CONFLICT DO NOTHING
-           RETURNING id AS "id!", amount AS "amount!", currency AS "currency!", description,
-               status AS "status!", payment_method, payment_url, cancel_reason,
-               created_at AS "created_at!", updated_at AS "updated_at!",
-               payment_attempts AS "payment_attempts!", last_payment_error, parked_at,
-               incidents AS "incidents!""#,
+           RETURNING",
+        "",
         &ids,
         &amounts,
         &currencies,
@@ -126,16 +122,9 @@ async fn insert_orders(
         .copied()
         .collect();
     if !skipped.is_empty() {
-        let rows = sqlx::query_as!(
-            OrderRow,
-            "SELECT id, amount, currency, description, status, payment_method, payment_url, \
-                 cancel_reason, created_at, updated_at, payment_attempts, last_payment_error, \
-                 parked_at, incidents \
-             FROM orders WHERE id = ANY($1)",
-            &skipped,
-        )
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows = query_orders!("SELECT", "FROM orders WHERE id = ANY($1)", &skipped,)
+            .fetch_all(&mut *conn)
+            .await?;
         created.extend(rows.into_iter().map(|r| (r.id, r)));
     }
     // Otherwise only a key conflict skips an insert: look up the orders holding those keys.
@@ -147,35 +136,17 @@ async fn insert_orders(
         .collect();
     let mut holders: HashMap<String, OrderRow> = HashMap::new();
     if !taken.is_empty() {
-        let rows = sqlx::query!(
-            "SELECT id, amount, currency, description, status, payment_method, payment_url, \
-                 cancel_reason, created_at, updated_at, payment_attempts, last_payment_error, \
-                 parked_at, incidents, idempotency_key AS \"key!\" \
-             FROM orders WHERE idempotency_key = ANY($1)",
+        let rows = query_orders!(
+            "SELECT",
+            "FROM orders WHERE idempotency_key = ANY($1)",
             &taken,
         )
         .fetch_all(&mut *conn)
         .await?;
         for r in rows {
-            holders.insert(
-                r.key,
-                OrderRow {
-                    id: r.id,
-                    amount: r.amount,
-                    currency: r.currency,
-                    description: r.description,
-                    status: r.status,
-                    payment_method: r.payment_method,
-                    payment_url: r.payment_url,
-                    cancel_reason: r.cancel_reason,
-                    created_at: r.created_at,
-                    updated_at: r.updated_at,
-                    payment_attempts: r.payment_attempts,
-                    last_payment_error: r.last_payment_error,
-                    parked_at: r.parked_at,
-                    incidents: r.incidents,
-                },
-            );
+            if let Some(key) = r.idempotency_key.clone() {
+                holders.insert(key, r);
+            }
         }
     }
     items

@@ -20,6 +20,28 @@
 //! the payments link applies in its transactions) and `open` (the link's walk over open
 //! orders).
 
+/// `sqlx::query_as!(OrderRow, …)` with the row's column list written once, here:
+/// `$head` is the statement up to where the columns go (`SELECT`, or `UPDATE …
+/// RETURNING`), `$tail` the rest (`FROM orders WHERE …`, or `""`). The query stays
+/// checked at compile time, and a column added to [`OrderRow`] is added to every query.
+macro_rules! query_orders {
+    ($head:tt, $tail:tt $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            OrderRow,
+            $head
+                + r#" id AS "id!", amount AS "amount!", currency AS "currency!",
+                 description AS "description?", status AS "status!",
+                 payment_method AS "payment_method?", payment_url AS "payment_url?",
+                 cancel_reason AS "cancel_reason?", created_at AS "created_at!",
+                 updated_at AS "updated_at!", payment_attempts AS "payment_attempts!",
+                 last_payment_error AS "last_payment_error?", parked_at AS "parked_at?",
+                 incidents AS "incidents!", idempotency_key AS "idempotency_key?" "#
+                + $tail,
+            $($arg),*
+        )
+    };
+}
+
 mod inserts;
 mod link;
 mod open;
@@ -101,7 +123,7 @@ pub struct Store {
 /// How many refusals from Payments an order takes before it is parked, by default.
 pub const DEFAULT_MAX_PAYMENT_ATTEMPTS: i32 = 5;
 
-/// An `orders` row as the API's queries read it.
+/// An `orders` row as the API's queries read it (through [`query_orders!`]).
 #[derive(Clone)]
 struct OrderRow {
     id: Uuid,
@@ -118,6 +140,7 @@ struct OrderRow {
     last_payment_error: Option<String>,
     parked_at: Option<DateTime<Utc>>,
     incidents: i32,
+    idempotency_key: Option<String>,
 }
 
 impl TryFrom<OrderRow> for Order {

@@ -35,16 +35,9 @@ pub struct OrderPage {
 }
 impl Store {
     pub async fn order(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
-        let row = sqlx::query_as!(
-            OrderRow,
-            "SELECT id, amount, currency, description, status, payment_method, payment_url, \
-                 cancel_reason, created_at, updated_at, payment_attempts, last_payment_error, \
-                 parked_at, incidents \
-             FROM orders WHERE id = $1",
-            id.0,
-        )
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = query_orders!("SELECT", "FROM orders WHERE id = $1", id.0)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(Order::try_from).transpose()
     }
 
@@ -68,12 +61,9 @@ impl Store {
                 }
             }
         };
-        let rows = sqlx::query_as!(
-            OrderRow,
-            "SELECT id, amount, currency, description, status, payment_method, payment_url, \
-                 cancel_reason, created_at, updated_at, payment_attempts, last_payment_error, \
-                 parked_at, incidents \
-             FROM orders \
+        let rows = query_orders!(
+            "SELECT",
+            "FROM orders \
              WHERE ($1::text IS NULL OR status = $1) \
                AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid)) \
              ORDER BY created_at DESC, id DESC \
@@ -100,13 +90,11 @@ impl Store {
 
     /// Records that the customer wants to cancel an open order.
     pub async fn request_cancel(&self, id: OrderId) -> Result<CancelRequest, StoreError> {
-        let row = sqlx::query_as!(
-            OrderRow,
+        let row = query_orders!(
             "UPDATE orders SET cancel_requested_at = coalesce(cancel_requested_at, clock_timestamp()) \
              WHERE id = $1 AND status IN ('pending_payment', 'awaiting_payment') \
-             RETURNING id, amount, currency, description, status, payment_method, \
-                 payment_url, cancel_reason, created_at, updated_at, payment_attempts, \
-                 last_payment_error, parked_at, incidents",
+             RETURNING",
+            "",
             id.0,
         )
         .fetch_optional(&self.pool)
