@@ -93,10 +93,11 @@ pub async fn open(
 
 /// How a batch transaction starts: `BEGIN`, and lookups by key only.
 ///
-/// The batch statements join arrays of a few to a few hundred rows (`unnest($1, …)`) to
-/// tables that grow from empty to millions of rows, and every one of them means "these
-/// rows, by their key". The planner's defaults get that wrong, as `loadgen resume`
-/// measured with auto_explain (30,000 orders):
+/// The batch statements join sets of a few to a few hundred rows (arrays,
+/// `unnest($1, …)`, or a keyset page of an index) to tables that grow from empty to
+/// millions of rows, and every one of them means "these rows, by their key". The
+/// planner's defaults get that wrong, as `loadgen resume` measured with auto_explain
+/// (30,000 orders):
 ///
 /// - sqlx prepares every statement once per connection, and PostgreSQL soon settles on
 ///   a *generic* plan, made without the arrays' sizes and with the table sizes of that
@@ -115,7 +116,7 @@ pub async fn open(
 /// the `BEGIN`.
 pub const BATCH_BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off";
 
-/// Starts a transaction for a batch of array statements; see [`BATCH_BEGIN`].
+/// Starts a transaction for batch statements; see [`BATCH_BEGIN`].
 pub async fn begin_batch(
     pool: &sqlx::PgPool,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
