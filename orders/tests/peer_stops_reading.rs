@@ -68,7 +68,7 @@ async fn a_payments_that_stops_reading_is_dropped_after_the_peer_timeout_and_not
 
     let fake = FakePayments::builder()
         .manual()
-        .server(|s| s.small_socket_buffers())
+        .small_socket_buffers()
         .start()
         .await;
     let app = TestApp::spawn_with(&fake.url(), |c| c.common.peer_timeout = PEER_TIMEOUT).await;

@@ -56,14 +56,12 @@ async fn metrics(app: &TestApp) -> String {
 #[tokio::test]
 async fn an_order_payments_keeps_refusing_is_parked_then_retried_by_an_operator() {
     let fake = FakePayments::builder()
-        .server(|s| {
-            s.on(any_initiate(), |m| {
-                vec![ServerMessage::Error {
-                    order_id: m.order_id(),
-                    code: ErrorCode::Conflict,
-                    message: "this order exists with another amount".into(),
-                }]
-            })
+        .on(any_initiate(), |m| {
+            vec![ServerMessage::Error {
+                order_id: m.order_id(),
+                code: ErrorCode::Conflict,
+                message: "this order exists with another amount".into(),
+            }]
         })
         .start()
         .await;
@@ -120,13 +118,11 @@ async fn an_answer_that_cannot_be_stored_parks_the_order_instead_of_looping() {
     // The orders table holds a method of at most 200 characters: this offer can never
     // be stored, however often it comes.
     let fake = FakePayments::builder()
-        .server(|s| {
-            s.on(any_initiate(), |m| {
-                vec![ServerMessage::PaymentMethods {
-                    order_id: m.order_id().expect("an order"),
-                    methods: vec!["m".repeat(300)],
-                }]
-            })
+        .on(any_initiate(), |m| {
+            vec![ServerMessage::PaymentMethods {
+                order_id: m.order_id().expect("an order"),
+                methods: vec!["m".repeat(300)],
+            }]
         })
         .start()
         .await;

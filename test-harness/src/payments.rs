@@ -5,10 +5,8 @@
 //! `payment_methods`, `select_payment_method` → `payment_page`, `cancel_payment` → a
 //! `CANCEL` `payment_state` (reason `orders_cancelled`), and records acks. Outcomes
 //! are the test's to push: `fake.fulfill(&conn, order_id)`,
-//! `fake.cancel(&conn, order_id, reason)`. `FakePayments::builder().manual()` turns the
-//! auto-replies off; everything generic (custom replies, `lenient`, small socket
-//! buffers, ...) is set on the [`FakeServerBuilder`] underneath:
-//! `FakePayments::builder().server(|s| s.lenient())`.
+//! `fake.cancel(&conn, order_id, reason)`.
+//! `FakePayments::builder().manual()` turns the auto-replies off.
 
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -95,12 +93,18 @@ impl PaymentsState {
     }
 }
 
-/// Configures a [`FakePayments`]: what is Payments' ([`manual`](Self::manual)) here,
-/// everything generic on the [`FakeServerBuilder`] underneath ([`server`](Self::server)).
+/// Configures a [`FakePayments`].
+///
+/// `on`, `expect`, `delay`, `rule`, `lenient` and `small_socket_buffers` repeat
+/// [`fake_ws_server::FakeServerBuilder`]'s on purpose: TEST-HARNESS.md, the contract
+/// tests outside this repository are written against, names `.on(…)` and `expect(n)` on
+/// this builder. Each only builds a `Rule` or sets a flag; the logic is fake-ws-server's.
 #[must_use]
 pub struct FakePaymentsBuilder {
     manual: bool,
-    server: FakeServerBuilder<ClientMessage, ServerMessage>,
+    lenient: bool,
+    small_buffers: bool,
+    rules: Vec<Rule<ClientMessage, ServerMessage>>,
 }
 
 impl FakePaymentsBuilder {
@@ -110,42 +114,57 @@ impl FakePaymentsBuilder {
         self
     }
 
-    /// Configures the generic server underneath: a [`FakeServerBuilder`] already set to
-    /// the Payments subprotocol and codec, for custom replies (`on` or `rule`, then
-    /// `expect`, `delay`, ...), `lenient`, `small_socket_buffers` and the rest of its
-    /// options. Rules mounted here are checked before the auto-replies, which
-    /// [`start`](Self::start) mounts after them.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use test_harness::payments::{FakePayments, initiate_payment};
-    /// use shared_protocol::{OrderId, ServerMessage};
-    ///
-    /// # async fn example() {
-    /// let order = OrderId::new();
-    /// let fake = FakePayments::builder()
-    ///     .server(|s| {
-    ///         s.lenient()
-    ///             .on(initiate_payment(order), move |_| {
-    ///                 vec![ServerMessage::PaymentMethods {
-    ///                     order_id: order,
-    ///                     methods: vec!["paypal".into()],
-    ///                 }]
-    ///             })
-    ///             .expect(1)
-    ///             .delay(Duration::from_millis(200))
-    ///     })
-    ///     .start()
-    ///     .await;
-    /// # }
-    /// ```
-    pub fn server(
-        mut self,
-        configure: impl FnOnce(
-            FakeServerBuilder<ClientMessage, ServerMessage>,
-        ) -> FakeServerBuilder<ClientMessage, ServerMessage>,
+    /// Messages the test never looked at do not fail it.
+    pub fn lenient(mut self) -> Self {
+        self.lenient = true;
+        self
+    }
+
+    /// Small TCP buffers, so a client blocks soon on a connection that stopped reading:
+    /// see [`FakeServerBuilder::small_socket_buffers`].
+    pub fn small_socket_buffers(mut self) -> Self {
+        self.small_buffers = true;
+        self
+    }
+
+    /// A custom reply, checked before the default ones.
+    #[track_caller]
+    pub fn on(
+        self,
+        matcher: Matcher<ClientMessage>,
+        reply: impl Fn(&ClientMessage) -> Vec<ServerMessage> + Send + Sync + 'static,
     ) -> Self {
-        self.server = configure(self.server);
+        let rule = Rule::when(matcher, reply);
+        self.rule(rule)
+    }
+
+    /// The rule mounted last (by `on` or `rule`) must fire `times` times (a count or a
+    /// range, see [`Rule::expect`]), checked when the fake is dropped.
+    #[track_caller]
+    pub fn expect(mut self, times: impl Into<fake_ws_server::Times>) -> Self {
+        let rule = self.last_rule();
+        self.rules.push(rule.expect(times));
+        self
+    }
+
+    /// The rule mounted last (by `on` or `rule`) answers after `delay`.
+    #[track_caller]
+    pub fn delay(mut self, delay: std::time::Duration) -> Self {
+        let rule = self.last_rule();
+        self.rules.push(rule.delay(delay));
+        self
+    }
+
+    #[track_caller]
+    fn last_rule(&mut self) -> Rule<ClientMessage, ServerMessage> {
+        self.rules
+            .pop()
+            .expect("expect/delay apply to the rule mounted just before: mount one with `on` first")
+    }
+
+    /// A custom rule (with `delay` or `expect`), checked before the default ones.
+    pub fn rule(mut self, rule: Rule<ClientMessage, ServerMessage>) -> Self {
+        self.rules.push(rule);
         self
     }
 
@@ -155,7 +174,13 @@ impl FakePaymentsBuilder {
         let location = Location::caller();
         async move {
             let state = Arc::new(PaymentsState::default());
-            let mut builder = self.server;
+            let mut builder: FakeServerBuilder<ClientMessage, ServerMessage> =
+                FakeServer::builder()
+                    .subprotocol(SUBPROTOCOL)
+                    .codec(PaymentsCodec);
+            for rule in self.rules {
+                builder = builder.rule(rule);
+            }
             if !self.manual {
                 builder = builder.rule(Rule::when(
                     Matcher::new("any initiate_payment", |m| {
@@ -190,6 +215,12 @@ impl FakePaymentsBuilder {
                 ));
                 builder = builder.rule(Rule::when(ack(), |_| Vec::new()));
             }
+            if self.lenient {
+                builder = builder.lenient();
+            }
+            if self.small_buffers {
+                builder = builder.small_socket_buffers();
+            }
             let server = builder.start_at(location).await;
             state.port.store(server.port(), Ordering::SeqCst);
             FakePayments { server, state }
@@ -214,14 +245,13 @@ impl FakePayments {
         Self::builder().start()
     }
 
-    /// A builder: auto-replies on; the server underneath set to the Payments subprotocol
-    /// and codec, strict, normal socket buffers, no custom rule.
+    /// A builder: auto-replies on, strict, normal socket buffers, no custom rule.
     pub fn builder() -> FakePaymentsBuilder {
         FakePaymentsBuilder {
             manual: false,
-            server: FakeServer::builder()
-                .subprotocol(SUBPROTOCOL)
-                .codec(PaymentsCodec),
+            lenient: false,
+            small_buffers: false,
+            rules: Vec::new(),
         }
     }
 

@@ -159,18 +159,16 @@ async fn manual_mode_sends_nothing_by_itself_and_typed_and_raw_frames_reach_the_
 async fn a_custom_rule_answers_first_and_its_expected_count_is_checked() {
     let order = OrderId::new();
     let fake = FakePayments::builder()
-        .server(|s| {
-            s.rule(
-                Rule::when(initiate_payment(order), move |_| {
-                    vec![ServerMessage::error(
-                        Some(order),
-                        shared_protocol::ErrorCode::Internal,
-                        "try later",
-                    )]
-                })
-                .expect(1),
-            )
-        })
+        .rule(
+            Rule::when(initiate_payment(order), move |_| {
+                vec![ServerMessage::error(
+                    Some(order),
+                    shared_protocol::ErrorCode::Internal,
+                    "try later",
+                )]
+            })
+            .expect(1),
+        )
         .start()
         .await;
     let (mut client, _conn) = open(&fake).await;
@@ -183,7 +181,7 @@ async fn a_custom_rule_answers_first_and_its_expected_count_is_checked() {
 
     // A rule that should have fired twice is reported.
     let strict = FakePayments::builder()
-        .server(|s| s.rule(Rule::when(Matcher::any(), |_| Vec::new()).expect(2)))
+        .rule(Rule::when(Matcher::any(), |_| Vec::new()).expect(2))
         .start()
         .await;
     let (mut client, conn) = open(&strict).await;
@@ -244,16 +242,14 @@ fn handles_are_send_and_sync() {
 async fn builder_shorthands_count_and_delay_the_rule_just_mounted() {
     let order = OrderId::new();
     let fake = FakePayments::builder()
-        .server(|s| {
-            s.on(initiate_payment(order), move |_| {
-                vec![ServerMessage::PaymentMethods {
-                    order_id: order,
-                    methods: vec!["paypal".into()],
-                }]
-            })
-            .expect(2)
-            .delay(Duration::from_millis(200))
+        .on(initiate_payment(order), move |_| {
+            vec![ServerMessage::PaymentMethods {
+                order_id: order,
+                methods: vec!["paypal".into()],
+            }]
         })
+        .expect(2)
+        .delay(Duration::from_millis(200))
         .start()
         .await;
     let (mut client, conn) = open(&fake).await;
