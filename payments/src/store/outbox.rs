@@ -3,10 +3,12 @@
 //! dead-letters what used up its attempts; Orders acks them; operators list and retry
 //! dead letters; metrics read the backlog.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use shared_protocol::{CancelReason, EventId, OrderId, PaymentId, PaymentOutcome, ServerMessage};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Batch, SCAN_LIMIT, Store, StoreError};
@@ -140,10 +142,10 @@ pub struct Backlog {
 
 impl Store {
     /// Live (unacked, not dead-lettered) events after `after` (keyset), oldest first,
-    /// at most `limit`: a page of what a new connection receives, in ONE statement. Each
-    /// is marked sent now and counts a delivery attempt, so the periodic redelivery
-    /// waits a full `redeliver_after` from here; one that has had `max_attempts` already
-    /// is dead-lettered instead of sent.
+    /// at most `limit`: a page of what a new connection receives, in ONE transaction.
+    /// Each is marked sent now and counts a delivery attempt ([`count_attempts`]), so the
+    /// periodic redelivery waits a full `redeliver_after` from here; one that has had
+    /// `max_attempts` already is dead-lettered instead of sent.
     pub async fn resume_page(
         &self,
         after: i64,
@@ -151,86 +153,48 @@ impl Store {
         max_attempts: i32,
     ) -> Result<Resumed, StoreError> {
         let limit = limit.clamp(1, SCAN_LIMIT);
-        // Every row of the page comes back, also one acked (or dead-lettered elsewhere)
-        // since the page was read, which the UPDATE skips: so a full page still says
-        // whether more may follow. The page's rows are updated by key as an array
-        // (`= ANY(ARRAY(…))`), not joined: with statistics that said one unacked event,
-        // the join ran the page once per unacked event (3.7 million comparisons, over a
-        // second per page of 256, in `loadgen backlog`). A batch transaction, so the
-        // key is the way in (see `BATCH_BEGIN`).
         let mut tx = service_kit::database::begin_batch(&self.pool).await?;
-        let rows = sqlx::query!(
-            r#"WITH page AS (
-                 SELECT event_id FROM payment_events
-                 WHERE acked_at IS NULL AND dead_at IS NULL AND event_id > $1
-                 ORDER BY event_id LIMIT $2),
-             sent AS (
-                 UPDATE payment_events e SET
-                     dispatched_at = CASE WHEN e.delivery_attempts < $3 THEN clock_timestamp()
-                         ELSE e.dispatched_at END,
-                     delivery_attempts = CASE WHEN e.delivery_attempts < $3
-                         THEN e.delivery_attempts + 1 ELSE e.delivery_attempts END,
-                     dead_at = CASE WHEN e.delivery_attempts >= $3 THEN clock_timestamp() END
-                 WHERE e.event_id = ANY(ARRAY(SELECT event_id FROM page))
-                   AND e.acked_at IS NULL AND e.dead_at IS NULL
-                 RETURNING e.event_id, e.order_id, e.payment_id, e.state, e.reason,
-                     e.delivery_attempts, e.dead_at IS NOT NULL AS dead)
-             SELECT page.event_id AS "event_id!", sent.order_id AS "order_id?",
-                 sent.payment_id AS "payment_id?", sent.state AS "state?", sent.reason,
-                 sent.delivery_attempts AS "delivery_attempts?", sent.dead AS "dead?"
-             FROM page LEFT JOIN sent ON sent.event_id = page.event_id
-             ORDER BY page.event_id"#,
+        let page = sqlx::query_scalar!(
+            "SELECT event_id FROM payment_events \
+             WHERE acked_at IS NULL AND dead_at IS NULL AND event_id > $1 \
+             ORDER BY event_id LIMIT $2",
             after,
             limit,
-            max_attempts,
         )
         .fetch_all(&mut *tx)
         .await?;
+        // An event acked (or dead-lettered elsewhere) since the page was read is not
+        // counted; a full page still says whether more may follow.
+        let attempts = count_attempts(&mut tx, &page, max_attempts).await?;
         tx.commit().await?;
         let mut resumed = Resumed {
-            next: match rows.last() {
-                Some(last) if rows.len() as i64 == limit => Some(last.event_id),
+            next: match page.last() {
+                Some(last) if page.len() as i64 == limit => Some(*last),
                 _ => None,
             },
             ..Resumed::default()
         };
-        for r in rows {
-            let (Some(order_id), Some(payment_id), Some(state), Some(attempts), Some(dead)) = (
-                r.order_id,
-                r.payment_id,
-                r.state,
-                r.delivery_attempts,
-                r.dead,
-            ) else {
-                continue; // acked (or dead-lettered) since the page was read
-            };
-            let event = Event::try_from(EventRow {
-                event_id: r.event_id,
-                order_id,
-                payment_id,
-                state,
-                reason: r.reason,
-            })?;
-            if dead {
-                resumed.dead.push(Dead { event, attempts });
-            } else {
-                resumed.send.push(event);
+        for attempt in attempts {
+            match attempt {
+                Attempt::Send(event) => resumed.send.push(event),
+                Attempt::Dead(dead) => resumed.dead.push(dead),
             }
         }
         Ok(resumed)
     }
 
-    /// Claims up to `limit` events for this instance to send, in ONE statement: those no
-    /// instance has sent yet, and those sent more than `redeliver_after` ago and still
+    /// Claims up to `limit` events for this instance to send, in ONE transaction: those
+    /// no instance has sent yet, and those sent more than `redeliver_after` ago and still
     /// unacked (the connection they went to may have died with them in its buffers).
     /// Only events whose order's connection is one of `local` (this instance's), or is
     /// gone (no fresh heartbeat within `stale_after`, or none at all) qualify: the others
     /// are their own instance's to send. `FOR UPDATE SKIP LOCKED` and the re-checked
     /// condition make exactly one instance claim each delivery.
     ///
-    /// Each claim counts a delivery attempt; an event that had `max_attempts` already
-    /// (all unacked) is dead-lettered in the same statement instead of claimed, and
-    /// leaves the scans: it is sent again only after an operator's [`Store::retry`].
+    /// Each claim counts a delivery attempt ([`count_attempts`]); an event that had
+    /// `max_attempts` already (all unacked) is dead-lettered in the same transaction
+    /// instead of claimed, and leaves the scans: it is sent again only after an
+    /// operator's [`Store::retry`].
     pub async fn claim(
         &self,
         local: &[Uuid],
@@ -239,70 +203,44 @@ impl Store {
         limit: i64,
         max_attempts: i32,
     ) -> Result<Claimed, StoreError> {
-        // The picked events are updated by key as an array, not joined back (see
-        // `resume_page`), in a batch transaction (see `BATCH_BEGIN`).
         let mut tx = service_kit::database::begin_batch(&self.pool).await?;
-        let rows = sqlx::query!(
-            r#"WITH picked AS (
-                 SELECT e.event_id, s.last_connection
-                 FROM payment_events e JOIN payment_sessions s USING (payment_id)
-                 WHERE e.acked_at IS NULL AND e.dead_at IS NULL
-                   AND (e.dispatched_at IS NULL
-                        OR e.dispatched_at < clock_timestamp() - make_interval(secs => $2))
-                   AND (s.last_connection IS NULL OR s.last_connection = ANY($1)
-                        OR NOT EXISTS (SELECT 1 FROM ws_connections c
-                            WHERE c.connection_id = s.last_connection
-                              AND c.seen_at >= clock_timestamp() - make_interval(secs => $3)))
-                 ORDER BY e.event_id
-                 LIMIT $4
-                 FOR UPDATE OF e SKIP LOCKED),
-             sent AS (
-                 UPDATE payment_events e SET
-                     dispatched_at = CASE WHEN e.delivery_attempts < $5 THEN clock_timestamp()
-                         ELSE e.dispatched_at END,
-                     delivery_attempts = CASE WHEN e.delivery_attempts < $5
-                         THEN e.delivery_attempts + 1 ELSE e.delivery_attempts END,
-                     dead_at = CASE WHEN e.delivery_attempts >= $5 THEN clock_timestamp() END
-                 WHERE e.event_id = ANY(ARRAY(SELECT event_id FROM picked))
-                 RETURNING e.event_id, e.order_id, e.payment_id, e.state, e.reason,
-                     e.delivery_attempts, e.dead_at IS NOT NULL AS dead)
-             SELECT sent.event_id AS "event_id!", sent.order_id AS "order_id!",
-                 sent.payment_id AS "payment_id!", sent.state AS "state!", sent.reason,
-                 sent.delivery_attempts AS "delivery_attempts!", sent.dead AS "dead!",
-                 picked.last_connection
-             FROM sent JOIN picked ON picked.event_id = sent.event_id"#,
+        let picked = sqlx::query!(
+            r#"SELECT e.event_id, s.last_connection
+               FROM payment_events e JOIN payment_sessions s USING (payment_id)
+               WHERE e.acked_at IS NULL AND e.dead_at IS NULL
+                 AND (e.dispatched_at IS NULL
+                      OR e.dispatched_at < clock_timestamp() - make_interval(secs => $2))
+                 AND (s.last_connection IS NULL OR s.last_connection = ANY($1)
+                      OR NOT EXISTS (SELECT 1 FROM ws_connections c
+                          WHERE c.connection_id = s.last_connection
+                            AND c.seen_at >= clock_timestamp() - make_interval(secs => $3)))
+               ORDER BY e.event_id
+               LIMIT $4
+               FOR UPDATE OF e SKIP LOCKED"#,
             local,
             redeliver_after.as_secs_f64(),
             stale_after.as_secs_f64(),
             limit.clamp(1, SCAN_LIMIT),
-            max_attempts,
         )
         .fetch_all(&mut *tx)
         .await?;
+        let owners: HashMap<i64, Option<Uuid>> = picked
+            .iter()
+            .map(|p| (p.event_id, p.last_connection))
+            .collect();
+        let ids: Vec<i64> = picked.iter().map(|p| p.event_id).collect();
+        let attempts = count_attempts(&mut tx, &ids, max_attempts).await?;
         tx.commit().await?;
         let mut claimed = Claimed::default();
-        for r in rows {
-            let event = Event::try_from(EventRow {
-                event_id: r.event_id,
-                order_id: r.order_id,
-                payment_id: r.payment_id,
-                state: r.state,
-                reason: r.reason,
-            })?;
-            if r.dead {
-                claimed.dead.push(Dead {
-                    event,
-                    attempts: r.delivery_attempts,
-                });
-            } else {
-                claimed.send.push(Pending {
-                    event,
-                    owner: r.last_connection,
-                });
+        for attempt in attempts {
+            match attempt {
+                Attempt::Send(event) => {
+                    let owner = owners.get(&event.event_id.0).copied().flatten();
+                    claimed.send.push(Pending { event, owner });
+                }
+                Attempt::Dead(dead) => claimed.dead.push(dead),
             }
         }
-        claimed.send.sort_by_key(|p| p.event.event_id);
-        claimed.dead.sort_by_key(|d| d.event.event_id);
         Ok(claimed)
     }
 
@@ -413,4 +351,62 @@ impl Batch {
         .await?;
         Ok(acked.into_iter().map(EventId).collect())
     }
+}
+
+/// One delivery attempt of an event: sent, or dead-lettered instead.
+enum Attempt {
+    Send(Event),
+    Dead(Dead),
+}
+
+/// Counts a delivery attempt of each of these events that is still live (unacked, not
+/// dead-lettered): marks it sent now, or dead-letters it when it has had `max_attempts`
+/// already. The one place that decides what an attempt is, for a new connection's
+/// resume and for the dispatcher's claims. The events are updated by key as an array
+/// (`= ANY($1)`), never by joining a page back to the table: with statistics that said
+/// one unacked event, such a join ran the page once per unacked event (3.7 million
+/// comparisons, 0.5-2.7 s per page of 256, in `loadgen backlog`). Oldest first.
+async fn count_attempts(
+    conn: &mut PgConnection,
+    event_ids: &[i64],
+    max_attempts: i32,
+) -> Result<Vec<Attempt>, StoreError> {
+    if event_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut rows = sqlx::query!(
+        r#"UPDATE payment_events SET
+               dispatched_at = CASE WHEN delivery_attempts < $2 THEN clock_timestamp()
+                   ELSE dispatched_at END,
+               delivery_attempts = CASE WHEN delivery_attempts < $2
+                   THEN delivery_attempts + 1 ELSE delivery_attempts END,
+               dead_at = CASE WHEN delivery_attempts >= $2 THEN clock_timestamp() END
+           WHERE event_id = ANY($1) AND acked_at IS NULL AND dead_at IS NULL
+           RETURNING event_id, order_id, payment_id, state, reason, delivery_attempts,
+               dead_at IS NOT NULL AS "dead!""#,
+        event_ids,
+        max_attempts,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.sort_by_key(|r| r.event_id);
+    rows.into_iter()
+        .map(|r| {
+            let event = Event::try_from(EventRow {
+                event_id: r.event_id,
+                order_id: r.order_id,
+                payment_id: r.payment_id,
+                state: r.state,
+                reason: r.reason,
+            })?;
+            Ok(if r.dead {
+                Attempt::Dead(Dead {
+                    event,
+                    attempts: r.delivery_attempts,
+                })
+            } else {
+                Attempt::Send(event)
+            })
+        })
+        .collect()
 }
