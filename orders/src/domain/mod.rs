@@ -3,7 +3,7 @@
 //!
 //! Values are parsed once, at the edge ([`NewOrder::parse`]), into newtypes; the rest
 //! of the service never re-validates them. The order's life, its states and what moves
-//! it between them, is [`order_status`].
+//! it between them, is `order_status`.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

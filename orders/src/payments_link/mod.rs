@@ -186,7 +186,7 @@ impl LinkGuard {
         self.shutdown.clone()
     }
 
-    /// Stops the link and waits, at most [`STOP_WAIT`], for its thread to end.
+    /// Stops the link and waits, at most `STOP_WAIT`, for its thread to end.
     pub fn stop(self) {
         let _ = self.shutdown.send(true);
         if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = self.ended.recv_timeout(STOP_WAIT)

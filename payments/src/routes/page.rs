@@ -5,7 +5,7 @@
 //!
 //! The page's URL is a bearer capability: whoever has it can pay or cancel. So every
 //! answer under `/pay/` is kept out of caches and referrers, cannot be framed, and runs
-//! no script ([`SECURITY_HEADERS`]); and the two POSTs refuse a request a browser marks
+//! no script (`SECURITY_HEADERS`); and the two POSTs refuse a request a browser marks
 //! as coming from another site ([`cross_site`]): CSRF protection without cookies.
 
 use std::sync::LazyLock;

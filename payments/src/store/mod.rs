@@ -1,7 +1,7 @@
 //! The Payments service's store: one connection pool on its database, and the SQL, split
-//! by consumer: [`sessions`] (the protocol and the page: sessions, the protocol's batch,
-//! the page's Pay/Cancel), [`outbox`] (delivery: the outcome events, their claims, acks
-//! and dead letters) and [`connections`] (liveness of the WebSocket connections).
+//! by consumer: `sessions` (the protocol and the page: sessions, the protocol's batch,
+//! the page's Pay/Cancel), `outbox` (delivery: the outcome events, their claims, acks
+//! and dead letters) and `connections` (liveness of the WebSocket connections).
 //!
 //! Each state change and its outcome event are written in ONE transaction, as a
 //! conditional `UPDATE … WHERE state IN (…)` followed by the event's `INSERT`; a

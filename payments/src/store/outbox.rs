@@ -143,7 +143,7 @@ pub struct Backlog {
 impl Store {
     /// Live (unacked, not dead-lettered) events after `after` (keyset), oldest first,
     /// at most `limit`: a page of what a new connection receives, in ONE transaction.
-    /// Each is marked sent now and counts a delivery attempt ([`count_attempts`]), so the
+    /// Each is marked sent now and counts a delivery attempt (`count_attempts`), so the
     /// periodic redelivery waits a full `redeliver_after` from here; one that has had
     /// `max_attempts` already is dead-lettered instead of sent.
     pub async fn resume_page(
@@ -191,7 +191,7 @@ impl Store {
     /// are their own instance's to send. `FOR UPDATE SKIP LOCKED` and the re-checked
     /// condition make exactly one instance claim each delivery.
     ///
-    /// Each claim counts a delivery attempt ([`count_attempts`]); an event that had
+    /// Each claim counts a delivery attempt (`count_attempts`); an event that had
     /// `max_attempts` already (all unacked) is dead-lettered in the same transaction
     /// instead of claimed, and leaves the scans: it is sent again only after an
     /// operator's [`Store::retry`].

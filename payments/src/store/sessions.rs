@@ -316,7 +316,7 @@ pub struct PageFinish {
 /// open session) and the events of the sessions that moved, in one commit. A request
 /// whose session did not move (unknown, already final, no method yet, or a second
 /// request for one session in the same batch) is answered as one at a time would be,
-/// by [`finish_in`] in its own transaction.
+/// by `finish_in` in its own transaction.
 #[derive(Debug)]
 pub struct PageFinishes;
 
