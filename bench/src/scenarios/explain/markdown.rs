@@ -27,7 +27,9 @@ pub(super) fn plans_markdown(explained: &[Explained], args: &ExplainArgs) -> Str
          its parameters, and that custom plan may differ: the index scans below are the \
          witness of what ran. A batch statement (over `unnest(…)`) is explained with \
          `enable_seqscan = off`, as the services begin their batch transactions \
-         (`service_kit::database::BATCH_BEGIN`). EXPLAIN without ANALYZE executes nothing. \
+         (`service_kit::database::BATCH_BEGIN`); Payments' outbox page, claim and attempt \
+         count run in batch transactions too but are shown with the default settings. \
+         EXPLAIN without ANALYZE executes nothing. \
          \"Finds rows by\" is the scan of \
          each UPDATE's or DELETE's target table; ⚠ marks a Seq Scan on a table of ≥ \
          {big} rows, or an UPDATE/DELETE of such a table whose rows are not found through \

@@ -24,7 +24,9 @@ pub struct Statement {
 impl Statement {
     /// A batch statement, over `unnest(…)` of its array parameters: the services run
     /// those in transactions begun with `service_kit::database::BATCH_BEGIN`, except the
-    /// insert of new orders, which reads no table.
+    /// insert of new orders, which reads no table. Payments' outbox page, claim and
+    /// attempt count run in such transactions too without naming `unnest`; they are
+    /// explained with the default settings, which is the stricter test of their plans.
     pub fn is_batch(&self) -> bool {
         self.query.contains("unnest(")
     }
