@@ -74,7 +74,7 @@ impl SessionState {
     ];
 
     /// The states a session can still be paid or cancelled in (the store's
-    /// `state IN ('initiated', 'method_selected')`).
+    /// `state IN ('initiated', 'method_selected')`, and its generated column `is_open`).
     pub const OPEN: [SessionState; 2] = [SessionState::Initiated, SessionState::MethodSelected];
 
     /// The state as stored.

@@ -146,7 +146,7 @@ impl Store {
             EventRow,
             r#"WITH due AS (
                  SELECT payment_id FROM payment_sessions
-                 WHERE state IN ('initiated', 'method_selected') AND expires_at <= clock_timestamp()
+                 WHERE is_open AND expires_at <= clock_timestamp()
                  ORDER BY expires_at LIMIT $1
                  FOR UPDATE SKIP LOCKED),
              expired AS (

@@ -140,3 +140,64 @@ impl Batch {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use shared_protocol::{Amount, Currency, OrderId};
+    use test_harness::postgres::TestDatabase;
+    use uuid::Uuid;
+
+    use crate::store::Store;
+
+    /// How many updates of payment_sessions this transaction made, and how many of them
+    /// were HOT (no index entry written). `pg_stat_xact_user_tables` counts the current
+    /// transaction's own work, so the answer is exact, with no wait for the stats flush.
+    async fn updates(batch: &mut super::Batch) -> (i64, i64) {
+        sqlx::query_as(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables \
+             WHERE relname = 'payment_sessions'",
+        )
+        .fetch_one(&mut *batch.tx)
+        .await
+        .unwrap()
+    }
+
+    /// Selecting the method (initiated → method_selected) changes no indexed column, so
+    /// PostgreSQL updates the row in place (HOT): one of the two per-flow updates of a
+    /// session writes no index entry. An index that names `state` (in its key or its
+    /// predicate) would make this fail.
+    #[tokio::test]
+    async fn selecting_a_method_writes_no_index_entry() {
+        let db = TestDatabase::create("payments_hot").await;
+        let store = Store::connect(db.url()).await.unwrap();
+        let connection = Uuid::new_v4();
+        let orders: Vec<_> = (0..20)
+            .map(|_| {
+                let amount = Amount::new(1999).unwrap();
+                (
+                    OrderId(Uuid::new_v4()),
+                    amount,
+                    Currency::parse("EUR").unwrap(),
+                )
+            })
+            .collect();
+        let mut batch = store.batch().await.unwrap();
+        let ttl = std::time::Duration::from_secs(600);
+        batch.initiate(&orders, ttl, connection).await.unwrap();
+        batch.commit().await.unwrap();
+
+        let choices: Vec<_> = orders
+            .iter()
+            .map(|(order, _, _)| (*order, "credit_card".to_owned()))
+            .collect();
+        let mut batch = store.batch().await.unwrap();
+        let selected = batch.select(&choices, connection).await.unwrap();
+        assert_eq!(selected.len(), orders.len());
+        assert_eq!(
+            updates(&mut batch).await,
+            (20, 20),
+            "(updates, of which HOT)"
+        );
+        batch.commit().await.unwrap();
+    }
+}
