@@ -1,6 +1,6 @@
 //! The link pipelines: requests for many orders are in flight at once, answers for
-//! different orders are applied concurrently while each order's own messages keep
-//! their order, and requests the link could not queue go out from the database
+//! different orders are applied together (batched) while each order's own messages
+//! keep their order, and requests the link could not queue go out from the database
 //! without waiting for the sweeper.
 
 mod helpers;

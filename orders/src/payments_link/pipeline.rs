@@ -59,10 +59,9 @@ impl Window {
 /// Group commit: whatever waits when a batch can start (at most one message per
 /// order, up to [`MAX_BATCH`]) is applied in one transaction, with up to
 /// [`MAX_IN_FLIGHT`] batches at once on different orders (one, today: see its doc).
-/// Under light load a batch is
-/// one message and costs one commit; under heavy load the batches grow, and the
-/// commits per message shrink. Messages for one order are applied one after another,
-/// in the order they arrived.
+/// Under light load a batch is one message and costs one commit; under heavy load the
+/// batches grow, and the commits per message shrink. Messages for one order are
+/// applied one after another, in the order they arrived.
 pub(super) struct Pipeline<'a> {
     pub(super) waiting: VecDeque<ServerMessage>,
     pub(super) busy: HashSet<OrderId>,
