@@ -316,6 +316,25 @@ async fn concurrent_requests_with_one_idempotency_key_create_one_order() {
     assert_eq!(ids.len(), 1);
 }
 
+/// Order ids are time-ordered UUIDs (version 7), so the orders' primary key and the
+/// other indexes keyed by order id (Payments' sessions, the invoices) grow at their
+/// right edge instead of at random pages: bench/README.md measures what that saves.
+#[tokio::test]
+async fn order_ids_are_time_ordered_uuids() {
+    let app = TestApp::spawn(NOWHERE).await;
+    let mut ids = Vec::new();
+    for amount in 1..=3 {
+        ids.push(app.create_order(amount, "EUR").await.id().0);
+    }
+    for id in &ids {
+        assert_eq!(id.get_version_num(), 7, "{id}");
+    }
+    assert!(
+        ids.is_sorted(),
+        "ids of orders created one after another: {ids:?}"
+    );
+}
+
 #[tokio::test]
 async fn orders_are_listed_newest_first_in_pages() {
     let app = TestApp::spawn(NOWHERE).await;

@@ -40,7 +40,11 @@ impl Store {
         idempotency_key: Option<&str>,
     ) -> Result<Inserted, StoreError> {
         let request = InsertRequest {
-            id: OrderId(Uuid::new_v4()),
+            // Time-ordered (v7): consecutive orders land on the right edge of every
+            // index keyed by order id (here and in Payments) rather than on random
+            // pages; resume of 100,000 went 9 % faster (bench/README.md). The id shows
+            // when the order was made, which `created_at` shows anyway.
+            id: OrderId(Uuid::now_v7()),
             new: new.clone(),
             key: idempotency_key.map(str::to_owned),
         };
