@@ -42,7 +42,7 @@ impl Store {
         let request = InsertRequest {
             // Time-ordered (v7): consecutive orders land on the right edge of every
             // index keyed by order id (here and in Payments) rather than on random
-            // pages; resume of 100,000 went 9 % faster (bench/README.md). The id shows
+            // pages; resume of 100,000 went 8 % faster (bench/README.md). The id shows
             // when the order was made, which `created_at` shows anyway.
             id: OrderId(Uuid::now_v7()),
             new: new.clone(),
