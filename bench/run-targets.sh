@@ -6,7 +6,7 @@
 # once, and the medians (`loadgen summarize`). Reports go to
 # target/bench/targets-<time>/<scenario>-<run>/, the summary to summary.md there.
 #
-#   bench/run-targets.sh                  # about 25 minutes on the 2-core machine
+#   bench/run-targets.sh                  # about 10 minutes on the 2-core machine
 #   RUNS=1 bench/run-targets.sh --commit abc1234
 #
 # The targets (bench/README.md, "Results", has the table):
