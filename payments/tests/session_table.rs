@@ -2,8 +2,9 @@
 //! the store's SQL: for every (state, event) pair, a session is brought to the state
 //! through the real store on real PostgreSQL, the event is applied through the store
 //! method that handles it, and both whether it applied and the state it left must be
-//! what the table says. The SQL's `WHERE state IN (…)` conditions are string literals
-//! the table cannot reach, so this is what keeps the two in agreement.
+//! what the table says. The SQL's conditions (`state = …`, and the generated column
+//! `is_open` of the migrations) are text the table cannot reach, so this is what keeps
+//! the two in agreement.
 
 use std::time::Duration;
 

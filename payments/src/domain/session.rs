@@ -21,7 +21,8 @@
 //! for another); a Pay or Cancel on a final session shows its outcome. Each move to a
 //! final state writes the one outcome event of the session in the same transaction.
 //!
-//! Every transition is one conditional `UPDATE … WHERE state IN (…)` in
+//! Every transition is one conditional `UPDATE … WHERE state = …` (or `WHERE is_open`,
+//! the generated column that says `initiated` or `method_selected`) in
 //! [`crate::store`]; `payments/tests/session_table.rs` walks every (state, event) pair
 //! through the real store and checks that the SQL does what [`SessionState::next`] says.
 
@@ -73,8 +74,8 @@ impl SessionState {
         SessionState::Cancelled,
     ];
 
-    /// The states a session can still be paid or cancelled in (the store's
-    /// `state IN ('initiated', 'method_selected')`, and its generated column `is_open`).
+    /// The states a session can still be paid or cancelled in (the store's generated
+    /// column `is_open`, which every query about open sessions reads).
     pub const OPEN: [SessionState; 2] = [SessionState::Initiated, SessionState::MethodSelected];
 
     /// The state as stored.

@@ -4,8 +4,8 @@
 //! and dead letters) and `connections` (liveness of the WebSocket connections).
 //!
 //! Each state change and its outcome event are written in ONE transaction, as a
-//! conditional `UPDATE … WHERE state IN (…)` followed by the event's `INSERT`; a
-//! trigger on the events table NOTIFYs every instance when it commits. Zero rows
+//! conditional `UPDATE … WHERE state = …` (or `WHERE is_open`) followed by the event's
+//! `INSERT`; a trigger on the events table NOTIFYs every instance when it commits. Zero rows
 //! updated is a normal answer: someone else got there first, or the session is final.
 //!
 //! Batch statements join their rows as arrays (`FROM unnest($1, …) AS u WHERE s.key =

@@ -153,7 +153,7 @@ impl Store {
                  UPDATE payment_sessions s SET state = 'cancelled', cancel_reason = 'expired',
                      updated_at = clock_timestamp()
                  FROM due WHERE s.payment_id = due.payment_id
-                     AND s.state IN ('initiated', 'method_selected')
+                     AND s.is_open
                  RETURNING s.payment_id, s.order_id)
              INSERT INTO payment_events (payment_id, order_id, state, reason)
              SELECT payment_id, order_id, 'CANCEL', 'expired' FROM expired
@@ -261,7 +261,7 @@ async fn finish_in(
         PaymentOutcome::Cancel => sqlx::query_scalar!(
             "UPDATE payment_sessions SET state = 'cancelled', cancel_reason = $2, \
                  updated_at = clock_timestamp() \
-             WHERE payment_id = $1 AND state IN ('initiated', 'method_selected') \
+             WHERE payment_id = $1 AND is_open \
              RETURNING order_id",
             payment_id.0,
             reason.map(CancelReason::as_str),
@@ -367,7 +367,7 @@ async fn finish_page_batch(
                AND CASE r.state
                      WHEN 'FULFILL' THEN s.state = 'method_selected'
                          AND s.expires_at > clock_timestamp()
-                     ELSE s.state IN ('initiated', 'method_selected') END
+                     ELSE s.is_open END
              RETURNING s.payment_id, s.order_id, r.state, r.reason)
          INSERT INTO payment_events (payment_id, order_id, state, reason)
          SELECT payment_id, order_id, state, reason FROM moved
