@@ -25,26 +25,11 @@ scenarios=(
 )
 for ((run = 1; run <= runs; run++)); do
     for entry in "${scenarios[@]}"; do
-        name="${entry%%|*}"
         read -r -a args <<<"${entry#*|}"
-        out="$dir/$name-$run"
-        echo "== $name, run $run/$runs" >&2
-        # A failed check (exit 1) is a result too; only an error (2) stops the series.
-        status=0
-        "$loadgen" "${args[@]}" --out "$out" "$@" >"$out.md" 2>"$out.err" || status=$?
-        if ((status > 1)); then
-            cat "$out.err" >&2
-            exit "$status"
-        fi
+        run_loadgen "$dir" "${entry%%|*}-$run" "${args[@]}" "$@"
     done
 done
 # The plans of every statement, once (about 20 s): explain/explain.md.
-echo "== explain" >&2
-status=0
-"$loadgen" explain --flows 3000 --out "$dir/explain" "$@" >"$dir/explain.md" 2>"$dir/explain.err" || status=$?
-if ((status > 1)); then
-    cat "$dir/explain.err" >&2
-    exit "$status"
-fi
+run_loadgen "$dir" explain explain --flows 3000 "$@"
 "$loadgen" summarize "$dir"/*/report.json | tee "$dir/summary.md"
 echo "summary: $dir/summary.md" >&2

@@ -33,28 +33,16 @@ scenarios=(
     "resume-100000|resume 100000"
     "backlog-50000|backlog 50000 --deadline 180s"
 )
-# run NAME ARGS...: one loadgen run into $dir/NAME; a failed check (exit 1) is a
-# result too, only an error (2) stops the series.
-run() {
-    local name=$1 status=0
-    shift
-    echo "== $name" >&2
-    "$loadgen" "$@" --out "$dir/$name" >"$dir/$name.md" 2>"$dir/$name.err" || status=$?
-    if ((status > 1)); then
-        cat "$dir/$name.err" >&2
-        exit "$status"
-    fi
-}
 for ((n = 1; n <= runs; n++)); do
     for entry in "${scenarios[@]}"; do
         read -r -a args <<<"${entry#*|}"
-        run "${entry%%|*}-$n" "${args[@]}" "$@"
+        run_loadgen "$dir" "${entry%%|*}-$n" "${args[@]}" "$@"
     done
 done
 for clients in 32 64; do
-    run "reference-$clients" reference --pgbench "$pgbench" --clients "$clients" \
+    run_loadgen "$dir" "reference-$clients" reference --pgbench "$pgbench" --clients "$clients" \
         --runs "$runs" --duration 15s "$@"
 done
-run explain explain --flows 5000 "$@"
+run_loadgen "$dir" explain explain --flows 5000 "$@"
 "$loadgen" summarize "$dir"/*/report.json | tee "$dir/summary.md"
 echo "summary: $dir/summary.md" >&2
