@@ -460,6 +460,57 @@ async fn metrics_count_requests_by_route_and_orders_by_transition() {
     );
 }
 
+/// The lines of the request counter in a scrape: one per series.
+fn request_series(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with("orders_http_requests_total{"))
+        .map(|l| {
+            l.rsplit_once(' ')
+                .map_or(l, |(series, _)| series)
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn no_method_or_path_a_client_makes_up_adds_a_metric_series() {
+    let app = TestApp::spawn(NOWHERE).await;
+    let made_up = |n: usize| {
+        let address = app.address.clone();
+        async move {
+            for _ in 0..n {
+                let (method, path) = test_harness::http::made_up_request();
+                test_harness::http::request(&address, &method, &path, &[], "").await;
+            }
+        }
+    };
+    made_up(1000).await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let after = request_series(&text);
+    // A label per method or path would make hundreds; a fixed set makes a handful per
+    // status (seven method labels, one route).
+    for series in &after {
+        let method = series
+            .split("method=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap();
+        assert!(
+            ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "_OTHER"].contains(&method),
+            "{series}"
+        );
+        assert!(
+            series.contains("route=\"unmatched\"") || series.contains("route=\"/"),
+            "{series}"
+        );
+    }
+    assert!(
+        after.len() <= 7 * 3 + 1,
+        "{} series: {after:#?}",
+        after.len()
+    );
+}
+
 #[tokio::test]
 async fn with_an_api_token_every_orders_route_needs_it_and_nothing_else_does() {
     let app = TestApp::spawn_with(NOWHERE, |config| {

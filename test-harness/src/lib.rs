@@ -5,7 +5,9 @@
 //! - [`payments::FakePayments`]: the fake Payments service built on it.
 //! - [`postgres::TestDatabase`]: a fresh PostgreSQL database per test.
 //! - [`process`]: for tests that run a service's binary.
+//! - [`http`]: raw HTTP requests, for paths and methods a client library would not send.
 
+pub mod http;
 pub mod payments;
 pub mod postgres;
 pub mod process;
