@@ -86,7 +86,7 @@ pub struct Readiness {
 pub struct ApiDoc;
 
 /// `ORDERS_API_TOKEN` in the document: the `api_token` bearer scheme, and on every
-/// operation of the protected routes ([`routes::auth::is_protected`]) an optional
+/// operation of the protected routes (all but [`routes::OPEN_PATHS`]) an optional
 /// requirement of it (optional: the token is off unless configured) and the 401 answer.
 struct ApiToken;
 
@@ -121,7 +121,7 @@ impl utoipa::Modify for ApiToken {
             )
             .build();
         for (path, item) in openapi.paths.paths.iter_mut() {
-            if !routes::auth::is_protected(path) {
+            if routes::OPEN_PATHS.contains(&path.as_str()) {
                 continue;
             }
             for operation in [

@@ -100,9 +100,6 @@ impl Application {
         });
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(actix_web::middleware::from_fn(
-                    routes::auth::require_api_token,
-                ))
                 .wrap(ErrorHandlers::new().default_handler(json_errors))
                 .wrap(actix_web::middleware::from_fn(
                     service_kit::http_metrics::record,
