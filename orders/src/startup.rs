@@ -57,19 +57,7 @@ impl AppHandle {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartupError> {
-        service_kit::token::check_payments_token(
-            config.common.app_env,
-            &config.common.payments_token,
-        )?;
-        if config
-            .orders_api_token
-            .as_ref()
-            .is_some_and(|token| token.expose_secret().trim().is_empty())
-        {
-            return Err(StartupError::Config(
-                "ORDERS_API_TOKEN is set but empty: unset it, or set it to a secret",
-            ));
-        }
+        check_tokens(&config)?;
         let store = Store::connect(config.database_url.expose_secret())
             .await
             .map_err(StartupError::store)?
@@ -155,6 +143,24 @@ impl Application {
         let _ = tokio::task::spawn_blocking(move || guard.stop()).await;
         result
     }
+}
+
+/// The service's secrets, as `APP_ENV` wants them (see [`service_kit::token`]).
+fn check_tokens(config: &Config) -> Result<(), StartupError> {
+    use service_kit::token::{check_distinct, check_optional_token, check_payments_token};
+    let env = config.common.app_env;
+    check_payments_token(env, &config.common.payments_token)?;
+    check_optional_token(
+        env,
+        "ORDERS_API_TOKEN",
+        config.orders_api_token.as_ref(),
+        Some("without it, anyone who reaches the port can list every order and its payment page"),
+    )?;
+    check_distinct(
+        ("ORDERS_API_TOKEN", config.orders_api_token.as_ref()),
+        ("PAYMENTS_TOKEN", &config.common.payments_token),
+    )?;
+    Ok(())
 }
 
 impl service_kit::startup::Service for Application {

@@ -60,6 +60,41 @@ fn production_refuses_the_development_token() {
     ));
 }
 
+/// Production needs the API token, and every secret at least 32 bytes long: without
+/// the token, anyone who reaches the port reads every order and its payment page.
+#[test]
+fn production_refuses_to_start_without_a_long_api_token() {
+    use test_harness::process::assert_refuses_to_start;
+    let binary = env!("CARGO_BIN_EXE_orders");
+    let link = "a-link-token-of-32-bytes-or-more!";
+    let api = "an-api-token-of-32-bytes-or-more!";
+    let production = |extra: &[(&'static str, &'static str)]| {
+        let mut env = vec![("APP_ENV", "production")];
+        env.extend_from_slice(extra);
+        env
+    };
+    assert_refuses_to_start(
+        binary,
+        &production(&[("PAYMENTS_TOKEN", link)]),
+        "ORDERS_API_TOKEN is required when APP_ENV is production",
+    );
+    assert_refuses_to_start(
+        binary,
+        &production(&[("PAYMENTS_TOKEN", link), ("ORDERS_API_TOKEN", "sekrit-api")]),
+        "ORDERS_API_TOKEN is 10 bytes long and APP_ENV is production",
+    );
+    assert_refuses_to_start(
+        binary,
+        &production(&[("PAYMENTS_TOKEN", "sekrit-link"), ("ORDERS_API_TOKEN", api)]),
+        "PAYMENTS_TOKEN is 11 bytes long and APP_ENV is production",
+    );
+    assert_refuses_to_start(
+        binary,
+        &production(&[("PAYMENTS_TOKEN", link), ("ORDERS_API_TOKEN", link)]),
+        "ORDERS_API_TOKEN and PAYMENTS_TOKEN are the same secret",
+    );
+}
+
 #[tokio::test]
 async fn sigterm_closes_the_link_with_1001_and_exits_within_10_seconds() {
     let fake = FakePayments::start().await;

@@ -35,6 +35,12 @@ pub struct Config {
     #[arg(long, env = "PAYMENTS_ADDR", default_value = "127.0.0.1:8081")]
     pub payments_addr: String,
 
+    /// Bearer token of the operators' endpoints (`/admin/…`): their own secret, never
+    /// the link's (`PAYMENTS_TOKEN` gets 401 there). Unset: the admin endpoints refuse
+    /// every request.
+    #[arg(long, env = "PAYMENTS_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<SecretString>,
+
     /// Base of payment page URLs; default `http://` + the bound address.
     #[arg(long, env = "PAYMENTS_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -83,10 +89,11 @@ mod tests {
             "payments",
             "--database-url=postgres://svc:db-pa55word@db.example:5432/payments",
             "--payments-token=t0ken-s3cr3t",
+            "--admin-token=adm1n-s3cr3t",
         ])
         .unwrap();
         let shown = format!("{c:?} {c:#?}");
-        for secret in ["db-pa55word", "t0ken-s3cr3t", "postgres://"] {
+        for secret in ["db-pa55word", "t0ken-s3cr3t", "adm1n-s3cr3t", "postgres://"] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         assert!(shown.contains("REDACTED"), "{shown}");

@@ -100,10 +100,7 @@ impl AppHandle {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartupError> {
-        service_kit::token::check_payments_token(
-            config.common.app_env,
-            &config.common.payments_token,
-        )?;
+        check_tokens(&config)?;
         if config.max_delivery_attempts == 0 {
             return Err(StartupError::Config(
                 "MAX_DELIVERY_ATTEMPTS must be at least 1",
@@ -231,6 +228,28 @@ impl Application {
         }
         result
     }
+}
+
+/// The service's secrets, as `APP_ENV` wants them (see [`service_kit::token`]). The
+/// admin token is optional: without it the admin endpoints are off.
+fn check_tokens(config: &Config) -> Result<(), StartupError> {
+    use service_kit::token::{check_distinct, check_optional_token, check_payments_token};
+    let env = config.common.app_env;
+    check_payments_token(env, &config.common.payments_token)?;
+    check_optional_token(
+        env,
+        "PAYMENTS_ADMIN_TOKEN",
+        config.admin_token.as_ref(),
+        None,
+    )?;
+    check_distinct(
+        ("PAYMENTS_ADMIN_TOKEN", config.admin_token.as_ref()),
+        ("PAYMENTS_TOKEN", &config.common.payments_token),
+    )?;
+    if config.admin_token.is_none() {
+        tracing::info!("PAYMENTS_ADMIN_TOKEN is not set: the admin endpoints refuse every request");
+    }
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -48,6 +48,34 @@ fn production_refuses_the_development_token() {
     ));
 }
 
+/// Production wants every secret at least 32 bytes long, and the admin token apart from
+/// the link's: the holder of the link token is an Orders instance, not an operator.
+#[test]
+fn production_refuses_short_or_shared_secrets() {
+    use test_harness::process::assert_refuses_to_start;
+    let binary = env!("CARGO_BIN_EXE_payments");
+    let link = "a-link-token-of-32-bytes-or-more!";
+    assert_refuses_to_start(
+        binary,
+        &[("APP_ENV", "production"), ("PAYMENTS_TOKEN", "sekrit-link")],
+        "PAYMENTS_TOKEN is 11 bytes long and APP_ENV is production",
+    );
+    assert_refuses_to_start(
+        binary,
+        &[
+            ("APP_ENV", "production"),
+            ("PAYMENTS_TOKEN", link),
+            ("PAYMENTS_ADMIN_TOKEN", "sekrit-admin"),
+        ],
+        "PAYMENTS_ADMIN_TOKEN is 12 bytes long and APP_ENV is production",
+    );
+    assert_refuses_to_start(
+        binary,
+        &[("PAYMENTS_TOKEN", link), ("PAYMENTS_ADMIN_TOKEN", link)],
+        "PAYMENTS_ADMIN_TOKEN and PAYMENTS_TOKEN are the same secret",
+    );
+}
+
 /// The binary, started on a free port against its own (not yet created) database.
 struct Payments {
     child: Child,

@@ -6,7 +6,7 @@ mod helpers;
 
 use std::time::Duration;
 
-use helpers::{TOKEN, TestApp, page_path, seed_unacked_events, wait_for_count};
+use helpers::{ADMIN_TOKEN, TOKEN, TestApp, page_path, seed_unacked_events, wait_for_count};
 use payments::Application;
 use serde_json::Value;
 use shared_protocol::{ClientMessage, EventId, OrderId, ServerMessage};
@@ -74,7 +74,7 @@ async fn dead_letters(app: &TestApp, query: &str) -> (u16, Value) {
         app,
         reqwest::Method::GET,
         &format!("/admin/dead-letters{query}"),
-        Some(TOKEN),
+        Some(ADMIN_TOKEN),
     )
     .await
 }
@@ -234,8 +234,8 @@ async fn an_operator_retry_sends_a_dead_letter_again_and_an_ack_settles_it() {
         assert_eq!(body["error"]["code"], "invalid_limit");
     }
 
-    // Only with the token.
-    for token in [None, Some("wrong-token"), Some("")] {
+    // Only with the admin token: the link's token is not an operator's.
+    for token in [None, Some("wrong-token"), Some(""), Some(TOKEN)] {
         let (status, body) = retry(&app, id, token).await;
         assert_eq!(status, 401, "{token:?}: {body}");
         assert_eq!(body["error"]["code"], "unauthorized");
@@ -260,7 +260,7 @@ async fn an_operator_retry_sends_a_dead_letter_again_and_an_ack_settles_it() {
         "/admin/events/-1/retry".to_owned(),
         "/admin/events/99999999999999999999999/retry".to_owned(),
     ] {
-        let (status, body) = admin(&app, reqwest::Method::POST, &path, Some(TOKEN)).await;
+        let (status, body) = admin(&app, reqwest::Method::POST, &path, Some(ADMIN_TOKEN)).await;
         assert_eq!(status, 404, "{path}: {body}");
         assert_eq!(body["error"]["code"], "not_found");
     }
@@ -268,15 +268,23 @@ async fn an_operator_retry_sends_a_dead_letter_again_and_an_ack_settles_it() {
         &app,
         reqwest::Method::GET,
         &format!("/admin/events/{id}/retry"),
-        Some(TOKEN),
+        Some(ADMIN_TOKEN),
     )
     .await;
     assert_eq!(status, 405, "{body}");
+    // Without the token, not even which methods a route takes is told.
     let (status, _) = admin(&app, reqwest::Method::DELETE, "/admin/dead-letters", None).await;
-    assert_eq!(status, 405);
+    assert_eq!(status, 401);
+    let delete = admin(
+        &app,
+        reqwest::Method::DELETE,
+        "/admin/dead-letters",
+        Some(ADMIN_TOKEN),
+    );
+    assert_eq!(delete.await.0, 405);
 
     // The retry: attempts from zero, and it goes out again at once.
-    let (status, body) = retry(&app, id, Some(TOKEN)).await;
+    let (status, body) = retry(&app, id, Some(ADMIN_TOKEN)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["event_id"], id);
     assert_eq!(body["order_id"], order.to_string());
@@ -299,7 +307,7 @@ async fn an_operator_retry_sends_a_dead_letter_again_and_an_ack_settles_it() {
     assert_eq!(orders.try_recv(QUIET).await, None, "sent after its ack");
 
     // Settled: nothing to retry any more.
-    let (status, body) = retry(&app, id, Some(TOKEN)).await;
+    let (status, body) = retry(&app, id, Some(ADMIN_TOKEN)).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "conflict");
     let (_, list) = dead_letters(&app, "").await;
@@ -313,7 +321,7 @@ async fn retrying_an_event_still_being_delivered_is_a_conflict() {
     let db = TestDatabase::create("payments").await;
     let app = spawn(&db, 3, Duration::from_secs(3600)).await;
     let ids = seed_unacked_events(&db, 1).await;
-    let (status, body) = retry(&app, ids[0], Some(TOKEN)).await;
+    let (status, body) = retry(&app, ids[0], Some(ADMIN_TOKEN)).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "conflict");
     assert_eq!(

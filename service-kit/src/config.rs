@@ -18,7 +18,8 @@ pub struct CommonConfig {
     pub payments_token: SecretString,
 
     /// Where the service runs: `production` refuses to start with the public
-    /// development token.
+    /// development token, without a token the service requires there, with any token
+    /// under 32 bytes, or with one secret for two doors.
     #[arg(long, env = "APP_ENV", value_enum, default_value_t = AppEnv::Development)]
     pub app_env: AppEnv,
 

@@ -6,7 +6,8 @@ use std::net::TcpListener;
 /// Why a service did not start. `main` prints it with its sources and exits non-zero.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    /// `PAYMENTS_TOKEN` is refused (empty, or the development token in production).
+    /// A token is refused: empty, or in production missing, too short or the
+    /// development token (see [`crate::token`]).
     #[error(transparent)]
     Token(#[from] crate::token::TokenError),
     /// A setting is out of its range.

@@ -1,12 +1,20 @@
 //! Operator endpoints for dead letters (outcome events that used up
 //! `MAX_DELIVERY_ATTEMPTS` without an ack): list them, and put one back into delivery.
-//! Both need `Authorization: Bearer <PAYMENTS_TOKEN>` (compared in constant time);
-//! without it the answer is a 401 JSON error and nothing is read or written.
+//!
+//! Everything under `/admin` needs `Authorization: Bearer <PAYMENTS_ADMIN_TOKEN>`
+//! (compared in constant time), checked by [`require_admin_token`] on the scope, so on
+//! what the router matched, and for unknown `/admin` paths too; without it the answer
+//! is a 401 JSON error and nothing is read or written. The link's `PAYMENTS_TOKEN` is
+//! not that token: whoever holds the link's secret is an Orders instance, not an
+//! operator. Without `PAYMENTS_ADMIN_TOKEN` every admin request is refused.
 
 use std::collections::HashMap;
 
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::middleware::Next;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde_json::json;
 
 use crate::error::ApiError;
@@ -22,7 +30,6 @@ pub const MAX_LIMIT: i64 = 500;
 /// and it is sent again promptly. 200 with the event; 404 when there is no such event;
 /// 409 when it is not dead-lettered (acked, or still being delivered).
 pub async fn retry(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
     let raw = req.match_info().get("event_id").unwrap_or_default();
     let Some(event_id) = raw.parse::<i64>().ok().filter(|id| *id > 0) else {
         return Err(no_such_event(raw));
@@ -56,7 +63,6 @@ pub async fn dead_letters(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
     let limit = limit(req.query_string()).map_err(ApiError::InvalidLimit)?;
     let store = state.store.clone();
     let events = off_arbiter(async move { store.dead_letters(limit).await }).await?;
@@ -78,21 +84,41 @@ fn limit(query: &str) -> Result<i64, String> {
     }
 }
 
-/// Refuses the request unless it carries the Payments token (a 401).
-fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    let authorized = service_kit::token::bearer_matches(
-        req.headers()
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes()),
-        &state.config.common.payments_token,
-    );
-    if authorized {
-        return Ok(());
+/// The middleware of the `/admin` scope: lets the request through only with the admin
+/// token, or answers 401.
+pub async fn require_admin_token(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let token = req
+        .app_data::<web::Data<AppState>>()
+        .and_then(|state| state.config.admin_token.as_ref());
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    let refusal = match token {
+        None => Some(ApiError::Unauthorized(
+            "the admin endpoints are off: PAYMENTS_ADMIN_TOKEN is not set",
+        )),
+        Some(token) if !service_kit::token::bearer_matches(presented, token) => {
+            Some(ApiError::Unauthorized(
+                "a valid `Authorization: Bearer` token (PAYMENTS_ADMIN_TOKEN) is required",
+            ))
+        }
+        Some(_) => None,
+    };
+    if let Some(refusal) = refusal {
+        tracing::warn!(
+            peer = ?req.peer_addr(),
+            route = req.match_pattern().as_deref().unwrap_or("unmatched"),
+            with_header = presented.is_some(),
+            "refused an admin request without a valid admin token"
+        );
+        let response = refusal.error_response();
+        return Ok(req.into_response(response).map_into_right_body());
     }
-    tracing::warn!(peer = ?req.peer_addr(), "admin request without a valid bearer token");
-    Err(ApiError::Unauthorized(
-        "a valid `Authorization: Bearer` token (PAYMENTS_TOKEN) is required",
-    ))
+    Ok(next.call(req).await?.map_into_left_body())
 }
 
 fn no_such_event(raw: &str) -> ApiError {

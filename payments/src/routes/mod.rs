@@ -16,8 +16,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/pay/{payment_id}").get(page::show))
         .service(resource("/pay/{payment_id}/complete").post(page::complete))
         .service(resource("/pay/{payment_id}/cancel").post(page::cancel))
-        .service(resource("/admin/events/{event_id}/retry").post(admin::retry))
-        .service(resource("/admin/dead-letters").get(admin::dead_letters))
+        // The operators' door: its own token, checked on whatever the router matched
+        // under /admin, unknown paths included.
+        .service(
+            web::scope("/admin")
+                .wrap(actix_web::middleware::from_fn(admin::require_admin_token))
+                .service(resource("/events/{event_id}/retry").post(admin::retry))
+                .service(resource("/dead-letters").get(admin::dead_letters))
+                .default_service(web::to(not_found)),
+        )
         .service(resource("/healthz").get(health::healthz))
         .service(resource("/readyz").get(health::readyz))
         .service(resource("/metrics").get(health::metrics))

@@ -15,6 +15,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const TOKEN: &str = "test-token";
+/// The operators' token (`PAYMENTS_ADMIN_TOKEN`), not the link's.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 /// How long a test waits for an expected frame.
 pub const DEADLINE: Duration = Duration::from_secs(5);
 
@@ -31,6 +33,7 @@ pub fn test_config(db: &TestDatabase) -> Config {
     config.payments_addr = "127.0.0.1:0".into();
     config.public_url = None;
     config.common.payments_token = TOKEN.into();
+    config.admin_token = Some(ADMIN_TOKEN.into());
     config.common.heartbeat_interval = Duration::from_millis(500);
     config.common.peer_timeout = Duration::from_secs(10);
     config.expiry_interval = Duration::from_millis(100);
