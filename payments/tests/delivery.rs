@@ -39,6 +39,62 @@ async fn an_event_goes_to_the_connection_that_last_spoke_about_the_order() {
     );
 }
 
+/// A request Payments answers with `conflict` changes nothing: it does not make its
+/// connection the one the order's outcome goes to (whoever holds the link token could
+/// otherwise reroute another order's outcome to itself).
+#[tokio::test]
+async fn a_request_answered_with_conflict_does_not_reroute_the_outcome() {
+    let db = TestDatabase::create("payments").await;
+    let app = TestApp::spawn(&db).await;
+    let mut a = app.connect().await;
+    let mut b = app.connect().await;
+    let order = OrderId::new();
+    let path = page_path(&a.start_payment(order, 100, "EUR").await);
+    b.send(&helpers::initiate(order, 999, "EUR")).await;
+    assert!(
+        matches!(
+            b.recv().await,
+            ServerMessage::Error {
+                code: shared_protocol::ErrorCode::Conflict,
+                ..
+            }
+        ),
+        "another amount"
+    );
+    b.send(&helpers::initiate(order, 100, "USD")).await;
+    assert!(matches!(
+        b.recv().await,
+        ServerMessage::Error {
+            code: shared_protocol::ErrorCode::Conflict,
+            ..
+        }
+    ));
+    b.send(&ClientMessage::SelectPaymentMethod {
+        order_id: order,
+        method: "paypal".into(),
+    })
+    .await;
+    assert!(
+        matches!(
+            b.recv().await,
+            ServerMessage::Error {
+                code: shared_protocol::ErrorCode::Conflict,
+                ..
+            }
+        ),
+        "another method"
+    );
+
+    app.post(&format!("{path}/complete")).await;
+    let event = a.recv().await;
+    assert_eq!(event.order_id_of(), order, "the outcome goes to a");
+    assert_eq!(
+        b.try_recv(Duration::from_millis(400)).await,
+        None,
+        "rerouted to b"
+    );
+}
+
 trait OrderOf {
     fn order_id_of(&self) -> OrderId;
 }

@@ -21,9 +21,11 @@ pub struct Batch {
 
 impl Batch {
     /// `initiate_payment` for each order (distinct): starts its session, or finds the
-    /// one it has, and records `connection` as the one to send its outcome to. Returns
-    /// each order's session as it now stands, with its final event if any; the caller
-    /// compares amount and currency.
+    /// one it has, and records `connection` as the one to send its outcome to, unless
+    /// the session has another amount or currency (a request answered with `conflict`
+    /// changes nothing: it must not reroute the order's outcome). Returns each order's
+    /// session as it now stands, with its final event if any; the caller compares
+    /// amount and currency.
     pub async fn initiate(
         &mut self,
         orders: &[(OrderId, Amount, Currency)],
@@ -49,6 +51,8 @@ impl Batch {
                  FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[])
                      AS i(payment_id, order_id, amount, currency)
                  ON CONFLICT (order_id) DO UPDATE SET last_connection = EXCLUDED.last_connection
+                     WHERE payment_sessions.amount = EXCLUDED.amount
+                       AND payment_sessions.currency = EXCLUDED.currency
                  RETURNING *)",
             &payment_ids,
             &order_ids,
@@ -59,13 +63,38 @@ impl Batch {
         )
         .fetch_all(&mut *self.tx)
         .await?;
-        rows.into_iter().map(SessionRow::split).collect()
+        let mut sessions = rows
+            .into_iter()
+            .map(SessionRow::split)
+            .collect::<Result<Vec<_>, _>>()?;
+        if sessions.len() < order_ids.len() {
+            // The conflicting ones, as they are (a statement of its own, which sees
+            // rows other transactions committed while the insert waited on them).
+            let answered: std::collections::HashSet<OrderId> =
+                sessions.iter().map(|(s, _)| s.order_id).collect();
+            let conflicting: Vec<Uuid> = order_ids
+                .iter()
+                .copied()
+                .filter(|id| !answered.contains(&OrderId(*id)))
+                .collect();
+            let rows = query_sessions!(
+                "WITH u AS (SELECT * FROM payment_sessions WHERE order_id = ANY($1))",
+                &conflicting,
+            )
+            .fetch_all(&mut *self.tx)
+            .await?;
+            for row in rows {
+                sessions.push(row.split()?);
+            }
+        }
+        Ok(sessions)
     }
 
     /// `select_payment_method` for each order (distinct): a session still `initiated`
-    /// takes the method; every session found records `connection`. Returns each found
-    /// session as it now stands (the caller compares the method), with its final event
-    /// if any; unknown orders are missing from the answer.
+    /// takes the method; every session found records `connection`, unless it pays with
+    /// another method already (the request is answered with `conflict` and changes
+    /// nothing). Returns each found session as it now stands (the caller compares the
+    /// method), with its final event if any; unknown orders are missing from the answer.
     pub async fn select(
         &mut self,
         choices: &[(OrderId, String)],
@@ -82,7 +111,9 @@ impl Batch {
                      method = CASE WHEN s.state = 'initiated' THEN i.method ELSE s.method END,
                      updated_at = CASE WHEN s.state = 'initiated' THEN clock_timestamp()
                          ELSE s.updated_at END,
-                     last_connection = $3
+                     last_connection = CASE
+                         WHEN s.state = 'method_selected' AND s.method <> i.method
+                         THEN s.last_connection ELSE $3 END
                  FROM unnest($1::uuid[], $2::text[]) AS i(order_id, method)
                  WHERE s.order_id = i.order_id
                  RETURNING s.*)",
