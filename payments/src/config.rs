@@ -62,10 +62,11 @@ pub struct Config {
     #[arg(long, env = "REDELIVER_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
     pub redeliver_after: Duration,
 
-    /// Sends of an outcome event (first delivery, redeliveries, resends to new
-    /// connections) without an ack after which it is dead-lettered: logged at ERROR,
-    /// counted, and no longer sent until an operator retries it
-    /// (`POST /admin/events/{event_id}/retry`). At least 1.
+    /// Delivery attempts of an outcome event without an ack after which it is
+    /// dead-lettered: logged at ERROR, counted, and no longer sent until an operator
+    /// retries it (`POST /admin/events/{event_id}/retry`). A send (first delivery,
+    /// redelivery, resend to a new connection) counts only once REDELIVER_AFTER has
+    /// passed since the last attempt, so reconnects do not use attempts up. At least 1.
     #[arg(long, env = "MAX_DELIVERY_ATTEMPTS", default_value_t = 10,
         value_parser = clap::value_parser!(u32).range(1..=i64::from(i32::MAX)))]
     pub max_delivery_attempts: u32,

@@ -15,10 +15,12 @@
 //! with a heartbeat, so an instance can tell that an event's connection lives on
 //! another instance and leave it to that one.
 //!
-//! Every send counts a delivery attempt in the statement that claims it (or, for a new
-//! connection, that resumes it). An event still unacked after `max_attempts` sends (an
-//! outcome for an order Orders does not know is never acked) is dead-lettered by the
-//! claim or resume that would have sent it once more: `dead_at` is set, it leaves the
+//! A send counts a delivery attempt, in the statement that claims it (or, for a new
+//! connection, that resumes it), when the last counted one is `redeliver_after` old
+//! ([`Attempts`]): a link that flaps resends, but counts once per `redeliver_after`.
+//! An event still unacked after `max` attempts (an outcome for an order Orders does
+//! not know is never acked) is dead-lettered by the claim or resume that would have
+//! counted one more: `dead_at` is set, it leaves the
 //! scans' partial index, an ERROR is logged and `payments_events_dead_lettered_total`
 //! counts it. Only an operator's retry (`POST /admin/events/{id}/retry`) sends it again.
 //!
@@ -38,7 +40,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use uuid::Uuid;
 
 use crate::metrics::Metrics;
-use crate::store::{Claimed, Dead, Pending, SCAN_LIMIT, Store};
+use crate::store::{Attempts, Claimed, Dead, Pending, SCAN_LIMIT, Store};
 use service_kit::error_chain;
 
 /// Capacity of a connection's outbox (messages waiting for its writer).
@@ -115,10 +117,9 @@ pub struct Delivery {
     pub instance: Uuid,
     /// A connection whose heartbeat is older than this is dead.
     pub stale_after: Duration,
-    /// An event sent this long ago and still unacked is sent again.
-    pub redeliver_after: Duration,
-    /// Sends without an ack after which an event is dead-lettered (at least 1).
-    pub max_attempts: i32,
+    /// An event sent this long ago and still unacked is sent again; what counts as a
+    /// delivery attempt, and how many an event gets before it is dead-lettered.
+    pub attempts: Attempts,
     pub metrics: Arc<Metrics>,
     /// Wakes the dispatcher (coalesced: many wakes before it runs make one dispatch).
     pub wake: Arc<Notify>,
@@ -140,8 +141,10 @@ impl Delivery {
             registry: Arc::new(Registry::default()),
             instance,
             stale_after,
-            redeliver_after,
-            max_attempts: i32::try_from(max_attempts).unwrap_or(i32::MAX).max(1),
+            attempts: Attempts {
+                max: i32::try_from(max_attempts).unwrap_or(i32::MAX).max(1),
+                redeliver_after,
+            },
             metrics,
             wake: Arc::new(Notify::new()),
             starved: Arc::new(AtomicBool::new(false)),
@@ -189,13 +192,7 @@ impl Delivery {
             let local: Vec<Uuid> = targets.iter().map(|(id, _)| *id).collect();
             let Claimed { send, dead } = match self
                 .store
-                .claim(
-                    &local,
-                    self.stale_after,
-                    self.redeliver_after,
-                    limit as i64,
-                    self.max_attempts,
-                )
+                .claim(&local, self.stale_after, self.attempts, limit as i64)
                 .await
             {
                 Ok(claimed) => claimed,

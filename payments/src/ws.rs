@@ -11,8 +11,9 @@
 //! - the writer, a tokio task, owns the session and drains the bounded outbox. Every
 //!   send has a deadline of `PEER_TIMEOUT`: a peer that stops reading is dropped.
 //!
-//! On connect every unacked event that is not dead-lettered goes out again (each send
-//! counts a delivery attempt, see [`crate::delivery`]), one keyset page per loop turn and
+//! On connect every unacked event that is not dead-lettered goes out again (a send counts
+//! a delivery attempt only when the last one is `REDELIVER_AFTER` old, see
+//! [`crate::store::Attempts`]), one keyset page per loop turn and
 //! only while the outbox has room beyond what replies need, so a big backlog never
 //! stops the loop from reading (two peers that both wrote their whole backlog before
 //! reading used to block each other for good). Events dispatched by
@@ -271,7 +272,7 @@ async fn run(
             permits = outbox.reserve_many(RESUME_BATCH + REPLY_ROOM), if resume.is_some() => {
                 let Ok(permits) = permits else { break None };
                 let after = resume.unwrap_or_default();
-                match state.store.resume_page(after, RESUME_BATCH as i64, delivery.max_attempts).await {
+                match state.store.resume_page(after, RESUME_BATCH as i64, delivery.attempts).await {
                     Ok(page) => {
                         resume = page.next;
                         if !page.dead.is_empty() {

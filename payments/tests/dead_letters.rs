@@ -162,41 +162,85 @@ async fn an_event_never_acked_is_sent_max_times_then_dead_lettered() {
     assert_eq!(list["events"], serde_json::json!([]));
 }
 
+/// The attempts of `event`, and whether it is dead-lettered.
+async fn attempts_of(db: &TestDatabase, event: i64) -> (Option<i64>, bool) {
+    let attempts = scalar(
+        db,
+        "SELECT delivery_attempts::bigint FROM payment_events WHERE event_id = $1",
+        event,
+    )
+    .await;
+    let dead = scalar(
+        db,
+        "SELECT count(*) FROM payment_events WHERE event_id = $1 AND dead_at IS NOT NULL",
+        event,
+    )
+    .await;
+    (attempts, dead == Some(1))
+}
+
+/// Ten reconnects in a row (a link that flaps) each get the unacked event again, and
+/// count one delivery attempt between them: an attempt is a send after the last one had
+/// REDELIVER_AFTER to be acked, not a connect.
 #[tokio::test]
-async fn resends_to_new_connections_count_as_attempts_too() {
+async fn ten_link_flaps_resend_the_event_but_dead_letter_nothing() {
     let db = TestDatabase::create("payments").await;
-    // Redelivery on the same connection never comes within the test: only the resume of
-    // each new connection sends the event.
     let app = spawn(&db, 3, Duration::from_secs(3600)).await;
     let ids = seed_unacked_events(&db, 1).await;
-    let mut copies = 0;
-    for _ in 0..10 {
+    for flap in 1..=10 {
         let mut orders = app.connect().await;
-        let mut got = 0;
-        while let Some(message) = orders.try_recv(Duration::from_millis(600)).await {
-            assert_eq!(event_id(&message).0, ids[0]);
-            got += 1;
-        }
-        if got == 0 {
-            break;
-        }
-        copies += got;
+        let message = orders.recv().await;
+        assert_eq!(event_id(&message).0, ids[0], "flap {flap}");
+        drop(orders);
     }
-    assert_eq!(copies, 3, "sent {copies} times in all");
-    assert!(
-        scalar(
-            &db,
-            "SELECT count(*) FROM payment_events WHERE event_id = $1 AND dead_at IS NOT NULL",
-            ids[0]
-        )
-        .await
-            == Some(1),
-        "not dead-lettered"
-    );
+    assert_eq!(attempts_of(&db, ids[0]).await, (Some(1), false));
     assert_eq!(
         metric(&app, "payments_events_dead_lettered_total").await,
-        1.0
+        0.0
     );
+}
+
+/// Ten Orders instances reconnecting at once after a Payments restart: each gets the
+/// event, and it counts one attempt.
+#[tokio::test]
+async fn ten_connections_opening_at_once_count_one_attempt() {
+    let db = TestDatabase::create("payments").await;
+    let app = spawn(&db, 3, Duration::from_secs(3600)).await;
+    let ids = seed_unacked_events(&db, 1).await;
+    let mut instances = Vec::new();
+    for _ in 0..10 {
+        instances.push(app.connect().await);
+    }
+    for (i, orders) in instances.iter_mut().enumerate() {
+        assert_eq!(event_id(&orders.recv().await).0, ids[0], "instance {i}");
+    }
+    assert_eq!(attempts_of(&db, ids[0]).await, (Some(1), false));
+}
+
+/// Once REDELIVER_AFTER has passed since the last attempt, a resend to a new connection
+/// is an attempt again: an event never acked is still dead-lettered in time when it
+/// only ever goes out on reconnects.
+#[tokio::test]
+async fn a_resend_on_connect_counts_once_redeliver_after_has_passed() {
+    let db = TestDatabase::create("payments").await;
+    let app = spawn(&db, 2, REDELIVER_AFTER).await;
+    let ids = seed_unacked_events(&db, 1).await;
+    // The last attempt is REDELIVER_AFTER old.
+    assert_eq!(REDELIVER_AFTER, Duration::from_millis(300));
+    let due = "SELECT count(*) FROM payment_events \
+               WHERE dispatched_at <= clock_timestamp() - interval '300 milliseconds'";
+    let mut first = app.connect().await;
+    assert_eq!(event_id(&first.recv().await).0, ids[0]);
+    drop(first);
+    wait_for_count(&db, due, 1, WAIT).await;
+    let mut second = app.connect().await;
+    assert_eq!(event_id(&second.recv().await).0, ids[0]);
+    drop(second);
+    assert_eq!(attempts_of(&db, ids[0]).await, (Some(2), false));
+    wait_for_count(&db, due, 1, WAIT).await;
+    let mut third = app.connect().await;
+    assert_eq!(third.try_recv(QUIET).await, None, "sent a third time");
+    assert_eq!(attempts_of(&db, ids[0]).await, (Some(2), true));
 }
 
 #[tokio::test]

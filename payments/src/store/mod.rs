@@ -24,7 +24,7 @@ use service_kit::group_commit::{self, GroupCommit, Limits};
 use sqlx::PgPool;
 
 pub use crate::domain::SessionState;
-pub use outbox::{Backlog, Claimed, Dead, Event, EventRecord, Pending, Resumed, Retry};
+pub use outbox::{Attempts, Backlog, Claimed, Dead, Event, EventRecord, Pending, Resumed, Retry};
 pub use sessions::batch::Batch;
 pub use sessions::{Finished, PageFinish, PageFinishes, Session};
 

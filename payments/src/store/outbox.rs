@@ -140,17 +140,34 @@ pub struct Backlog {
     pub dead: i64,
 }
 
+/// When a send counts as a delivery attempt, and how many an event gets.
+///
+/// An attempt is a send after the last counted one has had `redeliver_after` to be
+/// acked: the first send, a redelivery, or a resend to a new connection once that
+/// long has passed. A resend to a connection that opens sooner (a link that flaps,
+/// several Orders instances reconnecting after a Payments restart) goes out but does
+/// not count, nor does it move the time of the last attempt. So an event Orders never
+/// acks is dead-lettered after about `max_attempts × redeliver_after`, however often
+/// the link reconnects meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempts {
+    /// Counted sends without an ack after which an event is dead-lettered (at least 1).
+    pub max: i32,
+    /// How long a counted send has to be acked before the next send counts again.
+    pub redeliver_after: Duration,
+}
+
 impl Store {
     /// Live (unacked, not dead-lettered) events after `after` (keyset), oldest first,
     /// at most `limit`: a page of what a new connection receives, in ONE transaction.
-    /// Each is marked sent now and counts a delivery attempt (`count_attempts`), so the
-    /// periodic redelivery waits a full `redeliver_after` from here; one that has had
-    /// `max_attempts` already is dead-lettered instead of sent.
+    /// A resend counts a delivery attempt only when the last one is `redeliver_after`
+    /// old ([`Attempts`], `count_attempts`); one that has used up its attempts then is
+    /// dead-lettered instead of sent.
     pub async fn resume_page(
         &self,
         after: i64,
         limit: i64,
-        max_attempts: i32,
+        attempts: Attempts,
     ) -> Result<Resumed, StoreError> {
         let limit = limit.clamp(1, SCAN_LIMIT);
         let mut tx = service_kit::database::begin_batch(&self.pool).await?;
@@ -165,7 +182,7 @@ impl Store {
         .await?;
         // An event acked (or dead-lettered elsewhere) since the page was read is not
         // counted; a full page still says whether more may follow.
-        let attempts = count_attempts(&mut tx, &page, max_attempts).await?;
+        let attempts = count_attempts(&mut tx, &page, attempts).await?;
         tx.commit().await?;
         let mut resumed = Resumed {
             next: match page.last() {
@@ -191,17 +208,16 @@ impl Store {
     /// are their own instance's to send. `FOR UPDATE SKIP LOCKED` and the re-checked
     /// condition make exactly one instance claim each delivery.
     ///
-    /// Each claim counts a delivery attempt (`count_attempts`); an event that had
-    /// `max_attempts` already (all unacked) is dead-lettered in the same transaction
-    /// instead of claimed, and leaves the scans: it is sent again only after an
-    /// operator's [`Store::retry`].
+    /// Each claim counts a delivery attempt (`count_attempts`: what it claims is never
+    /// sent or last counted `redeliver_after` ago); an event that used up its attempts
+    /// is dead-lettered in the same transaction instead of claimed, and leaves the scans:
+    /// it is sent again only after an operator's [`Store::retry`].
     pub async fn claim(
         &self,
         local: &[Uuid],
         stale_after: Duration,
-        redeliver_after: Duration,
+        attempts: Attempts,
         limit: i64,
-        max_attempts: i32,
     ) -> Result<Claimed, StoreError> {
         let mut tx = service_kit::database::begin_batch(&self.pool).await?;
         let picked = sqlx::query!(
@@ -218,7 +234,7 @@ impl Store {
                LIMIT $4
                FOR UPDATE OF e SKIP LOCKED"#,
             local,
-            redeliver_after.as_secs_f64(),
+            attempts.redeliver_after.as_secs_f64(),
             stale_after.as_secs_f64(),
             limit.clamp(1, SCAN_LIMIT),
         )
@@ -229,7 +245,7 @@ impl Store {
             .map(|p| (p.event_id, p.last_connection))
             .collect();
         let ids: Vec<i64> = picked.iter().map(|p| p.event_id).collect();
-        let attempts = count_attempts(&mut tx, &ids, max_attempts).await?;
+        let attempts = count_attempts(&mut tx, &ids, attempts).await?;
         tx.commit().await?;
         let mut claimed = Claimed::default();
         for attempt in attempts {
@@ -359,33 +375,46 @@ enum Attempt {
     Dead(Dead),
 }
 
-/// Counts a delivery attempt of each of these events that is still live (unacked, not
-/// dead-lettered): marks it sent now, or dead-letters it when it has had `max_attempts`
-/// already. The one place that decides what an attempt is, for a new connection's
-/// resume and for the dispatcher's claims. The events are updated by key as an array
-/// (`= ANY($1)`), never by joining a page back to the table: with statistics that said
-/// one unacked event, such a join ran the page once per unacked event (3.7 million
-/// comparisons, 0.5-2.7 s per page of 256, in `loadgen backlog`). Oldest first.
+/// Sends each of these events that is still live (unacked, not dead-lettered), and
+/// counts the send as a delivery attempt when [`Attempts`] says it is one: marks it
+/// sent now with one more attempt, or dead-letters it when it had `max` already. A
+/// send that does not count changes nothing. The one place that decides what an
+/// attempt is, for a new connection's resume and for the dispatcher's claims. The
+/// events are updated by key as an array (`= ANY($1)`), never by joining a page back
+/// to the table: with statistics that said one unacked event, such a join ran the page
+/// once per unacked event (3.7 million comparisons, 0.5-2.7 s per page of 256, in
+/// `loadgen backlog`). Oldest first.
 async fn count_attempts(
     conn: &mut PgConnection,
     event_ids: &[i64],
-    max_attempts: i32,
+    attempts: Attempts,
 ) -> Result<Vec<Attempt>, StoreError> {
     if event_ids.is_empty() {
         return Ok(Vec::new());
     }
+    // `due`: the last counted send (if any) has had its time to be acked. Written out
+    // in each CASE (the SET list reads the row as it was): a join to a subquery that
+    // names it once is the plan trap described above.
     let mut rows = sqlx::query!(
         r#"UPDATE payment_events SET
-               dispatched_at = CASE WHEN delivery_attempts < $2 THEN clock_timestamp()
-                   ELSE dispatched_at END,
+               dispatched_at = CASE WHEN delivery_attempts < $2
+                   AND (dispatched_at IS NULL
+                        OR dispatched_at <= clock_timestamp() - make_interval(secs => $3))
+                   THEN clock_timestamp() ELSE dispatched_at END,
                delivery_attempts = CASE WHEN delivery_attempts < $2
+                   AND (dispatched_at IS NULL
+                        OR dispatched_at <= clock_timestamp() - make_interval(secs => $3))
                    THEN delivery_attempts + 1 ELSE delivery_attempts END,
-               dead_at = CASE WHEN delivery_attempts >= $2 THEN clock_timestamp() END
+               dead_at = CASE WHEN delivery_attempts >= $2
+                   AND (dispatched_at IS NULL
+                        OR dispatched_at <= clock_timestamp() - make_interval(secs => $3))
+                   THEN clock_timestamp() END
            WHERE event_id = ANY($1) AND acked_at IS NULL AND dead_at IS NULL
            RETURNING event_id, order_id, payment_id, state, reason, delivery_attempts,
                dead_at IS NOT NULL AS "dead!""#,
         event_ids,
-        max_attempts,
+        attempts.max,
+        attempts.redeliver_after.as_secs_f64(),
     )
     .fetch_all(&mut *conn)
     .await?;
