@@ -51,7 +51,7 @@ pub struct Config {
     pub orders_api_token: Option<SecretString>,
 
     /// How long an order may wait for an answer from Payments before its request is re-sent.
-    #[arg(long, env = "RESEND_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "RESEND_AFTER", default_value = "30s", value_parser = service_kit::config::duration)]
     pub resend_after: Duration,
 
     /// Refusals from Payments (an `error` about the order other than `internal`, or an
@@ -61,11 +61,11 @@ pub struct Config {
     pub max_payment_attempts: u32,
 
     /// Upper bound of the first reconnect delay; each later one doubles, up to the cap.
-    #[arg(long, env = "RECONNECT_BASE", default_value = "200ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "RECONNECT_BASE", default_value = "200ms", value_parser = service_kit::config::duration)]
     pub reconnect_base: Duration,
 
     /// The longest delay between two reconnect attempts.
-    #[arg(long, env = "RECONNECT_CAP", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "RECONNECT_CAP", default_value = "10s", value_parser = service_kit::config::duration)]
     pub reconnect_cap: Duration,
 
     /// How many new requests may wait in memory for the link. Past that they are sent
@@ -75,6 +75,18 @@ pub struct Config {
 }
 
 impl Config {
+    /// What no single setting's range can say.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.common.peer_timeout <= self.common.heartbeat_interval {
+            // Orders hears from a quiet Payments through the pongs to its pings.
+            return Err("PEER_TIMEOUT must be longer than HEARTBEAT_INTERVAL");
+        }
+        if self.reconnect_base > self.reconnect_cap {
+            return Err("RECONNECT_BASE must not be longer than RECONNECT_CAP");
+        }
+        Ok(())
+    }
+
     /// The defaults, with whatever the environment sets on top (clap reads it): tests
     /// start from this and override the fields they care about.
     pub fn defaults() -> Config {
@@ -114,6 +126,49 @@ mod tests {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         assert!(shown.contains("REDACTED"), "{shown}");
+    }
+
+    #[test]
+    fn every_duration_is_refused_at_zero_and_past_a_week() {
+        for flag in [
+            "--heartbeat-interval",
+            "--peer-timeout",
+            "--resend-after",
+            "--reconnect-base",
+            "--reconnect-cap",
+            "--db-acquire-timeout",
+            "--db-statement-timeout",
+            "--db-lock-timeout",
+            "--db-idle-in-transaction-timeout",
+            "--migration-lock-timeout",
+        ] {
+            for bad in ["0", "0s", "8days", "1000years"] {
+                let parsed = Config::try_parse_from(["orders", &format!("{flag}={bad}")]);
+                assert!(parsed.is_err(), "{flag}={bad} accepted");
+            }
+            assert!(
+                Config::try_parse_from(["orders", &format!("{flag}=1s")]).is_ok(),
+                "{flag}"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_that_contradict_each_other_are_refused() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from([&["orders"][..], args].concat())
+                .unwrap()
+                .check()
+        };
+        assert!(parse(&[]).is_ok());
+        assert_eq!(
+            parse(&["--heartbeat-interval=30s", "--peer-timeout=30s"]),
+            Err("PEER_TIMEOUT must be longer than HEARTBEAT_INTERVAL")
+        );
+        assert_eq!(
+            parse(&["--reconnect-base=20s", "--reconnect-cap=10s"]),
+            Err("RECONNECT_BASE must not be longer than RECONNECT_CAP")
+        );
     }
 
     #[test]

@@ -161,6 +161,12 @@ mod tests {
             let response = error.error_response();
             assert_eq!(response.headers().get("retry-after").unwrap(), "1");
         }
+        let busy = ApiError::Internal(StoreError::Sqlx(sqlx::Error::PoolTimedOut));
+        assert_eq!(busy.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            busy.error_response().headers().get("retry-after").unwrap(),
+            "1"
+        );
         let failure = ApiError::Internal(StoreError::Corrupt("x".into()));
         assert_eq!(failure.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(failure.code(), "internal");

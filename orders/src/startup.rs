@@ -58,7 +58,8 @@ impl AppHandle {
 impl Application {
     pub async fn build(config: Config) -> Result<Application, StartupError> {
         check_tokens(&config)?;
-        let store = Store::connect(config.database_url.expose_secret())
+        config.check().map_err(StartupError::Config)?;
+        let store = Store::open(config.database_url.expose_secret(), &config.common.database)
             .await
             .map_err(StartupError::store)?
             .with_max_payment_attempts(config.max_payment_attempts);

@@ -95,6 +95,28 @@ fn production_refuses_to_start_without_a_long_api_token() {
     );
 }
 
+/// A zero or huge duration used to start the service and then panic the link's thread
+/// (tokio's `interval` takes no zero), with `/readyz` still green; now it is refused at
+/// start, naming the setting and the range.
+#[test]
+fn zero_or_huge_durations_are_refused_at_start() {
+    use test_harness::process::assert_refuses_to_start;
+    let binary = env!("CARGO_BIN_EXE_orders");
+    for (variable, value) in [
+        ("HEARTBEAT_INTERVAL", "0"),
+        ("RESEND_AFTER", "0s"),
+        ("PEER_TIMEOUT", "100years"),
+        ("DB_STATEMENT_TIMEOUT", "0ms"),
+    ] {
+        assert_refuses_to_start(binary, &[(variable, value)], "out of range");
+    }
+    assert_refuses_to_start(
+        binary,
+        &[("HEARTBEAT_INTERVAL", "40s")],
+        "PEER_TIMEOUT must be longer than HEARTBEAT_INTERVAL",
+    );
+}
+
 #[tokio::test]
 async fn sigterm_closes_the_link_with_1001_and_exits_within_10_seconds() {
     let fake = FakePayments::start().await;

@@ -46,20 +46,20 @@ pub struct Config {
     pub public_url: Option<String>,
 
     /// How long a payment session may stay open before it is cancelled as `expired`.
-    #[arg(long, env = "PAYMENT_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PAYMENT_TTL", default_value = "15m", value_parser = service_kit::config::duration)]
     pub payment_ttl: Duration,
 
     /// How often open sessions are checked for expiry.
-    #[arg(long, env = "EXPIRY_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "EXPIRY_INTERVAL", default_value = "5s", value_parser = service_kit::config::duration)]
     pub expiry_interval: Duration,
 
     /// How often undelivered events are scanned for (NOTIFY is the fast path).
-    #[arg(long, env = "DELIVERY_SCAN_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "DELIVERY_SCAN_INTERVAL", default_value = "2s", value_parser = service_kit::config::duration)]
     pub delivery_scan_interval: Duration,
 
     /// An event sent this long ago and still unacked is sent again (to its order's
     /// connection, or any open one), in case it died unread with a connection.
-    #[arg(long, env = "REDELIVER_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "REDELIVER_AFTER", default_value = "30s", value_parser = service_kit::config::duration)]
     pub redeliver_after: Duration,
 
     /// Delivery attempts of an outcome event without an ack after which it is
@@ -70,6 +70,11 @@ pub struct Config {
     #[arg(long, env = "MAX_DELIVERY_ATTEMPTS", default_value_t = 10,
         value_parser = clap::value_parser!(u32).range(1..=i64::from(i32::MAX)))]
     pub max_delivery_attempts: u32,
+
+    /// How old the backlog gauges of `/metrics` may be: the database counts the
+    /// backlog at most this often, however many scrapes come.
+    #[arg(long, env = "BACKLOG_GAUGE_MAX_AGE", default_value = "5s", value_parser = service_kit::config::duration)]
+    pub backlog_gauge_max_age: Duration,
 }
 
 impl Config {
@@ -114,6 +119,29 @@ mod tests {
             assert!(
                 parse(&[&format!("--max-delivery-attempts={bad}")]).is_err(),
                 "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn every_duration_is_refused_at_zero_and_past_a_week() {
+        for flag in [
+            "--heartbeat-interval",
+            "--peer-timeout",
+            "--payment-ttl",
+            "--expiry-interval",
+            "--delivery-scan-interval",
+            "--redeliver-after",
+            "--backlog-gauge-max-age",
+            "--db-statement-timeout",
+        ] {
+            for bad in ["0", "0s", "8days", "1000years"] {
+                let parsed = Config::try_parse_from(["payments", &format!("{flag}={bad}")]);
+                assert!(parsed.is_err(), "{flag}={bad} accepted");
+            }
+            assert!(
+                Config::try_parse_from(["payments", &format!("{flag}=1s")]).is_ok(),
+                "{flag}"
             );
         }
     }

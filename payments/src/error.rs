@@ -39,6 +39,7 @@ impl ApiError {
             ApiError::InvalidLimit(_) => "invalid_limit",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Internal(cause) if cause.is_overload() => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -52,19 +53,36 @@ impl ResponseError for ApiError {
             ApiError::InvalidLimit(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Internal(cause) if cause.is_overload() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ApiError::Internal(cause) = self {
-            tracing::error!(error = %error_chain(cause), "request failed");
+        let mut message = self.to_string();
+        match self {
+            ApiError::Internal(cause) if cause.is_overload() => {
+                tracing::warn!(error = %error_chain(cause), "request refused: the service is overloaded");
+                message = "the service is overloaded: retry shortly".into();
+            }
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %error_chain(cause), "request failed")
+            }
+            _ => {}
         }
-        let mut response = error_body(self.status_code(), self.code(), &self.to_string());
-        if let ApiError::Unauthorized(_) = self {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        let mut response = error_body(self.status_code(), self.code(), &message);
+        match self {
+            ApiError::Unauthorized(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::Internal(cause) if cause.is_overload() => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         response
     }
@@ -119,6 +137,13 @@ mod tests {
         }
         let failure = ApiError::Internal(StoreError::Corrupt("secret".into()));
         assert!(!failure.to_string().contains("secret"));
+        let busy = ApiError::Internal(StoreError::Sqlx(sqlx::Error::PoolTimedOut));
+        assert_eq!(busy.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.code(), "unavailable");
+        assert_eq!(
+            busy.error_response().headers().get("retry-after").unwrap(),
+            "1"
+        );
         let refused = ApiError::Unauthorized("token").error_response();
         assert_eq!(refused.headers().get("www-authenticate").unwrap(), "Bearer");
     }

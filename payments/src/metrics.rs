@@ -1,8 +1,13 @@
 //! Prometheus metrics of one Payments instance, served at `GET /metrics`. A registry
 //! per application, so instances in one test process count separately.
+//!
+//! The backlog gauges are read from the database at most once per
+//! `BACKLOG_GAUGE_MAX_AGE` whatever the number of scrapes (and scrapers): `/metrics`
+//! needs no token, so it must not be a way to make the database count.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Instant;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -14,6 +19,9 @@ use crate::store::Backlog;
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// When the backlog gauges were last read; held while a scrape reads them, so
+    /// concurrent scrapes wait for that one read instead of each running their own.
+    pub backlog_read_at: tokio::sync::Mutex<Option<Instant>>,
     /// Counted by the `service_kit::http_metrics::record` middleware.
     pub http: HttpMetrics,
     unacked: Gauge,
@@ -66,6 +74,7 @@ impl Metrics {
         );
         Arc::new(Metrics {
             registry,
+            backlog_read_at: tokio::sync::Mutex::new(None),
             http,
             unacked,
             oldest_unacked,

@@ -106,7 +106,7 @@ impl Application {
                 "MAX_DELIVERY_ATTEMPTS must be at least 1",
             ));
         }
-        let store = Store::connect(config.database_url.expose_secret())
+        let store = Store::open(config.database_url.expose_secret(), &config.common.database)
             .await
             .map_err(StartupError::store)?;
         let listener = service_kit::startup::bind(&config.payments_addr)?;

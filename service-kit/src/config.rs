@@ -7,8 +7,30 @@
 
 use std::time::Duration;
 
+use crate::database::DatabaseConfig;
 use crate::telemetry::LogFormat;
 use crate::token::{AppEnv, DEFAULT_PAYMENTS_TOKEN, SecretString};
+
+/// The shortest duration a setting takes: zero would make a timer that never waits
+/// (tokio's `interval` panics on it, and took the link's thread with it).
+pub const MIN_DURATION: Duration = Duration::from_millis(1);
+/// The longest: a week is past any sensible timeout or TTL, and far from the point
+/// where adding it to the clock overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// clap's parser of every duration setting: humantime's syntax (`200ms`, `30s`,
+/// `15m`), from [`MIN_DURATION`] to [`MAX_DURATION`].
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let value = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if value < MIN_DURATION || value > MAX_DURATION {
+        return Err(format!(
+            "{text} is out of range: give a duration from {} to {}",
+            humantime::format_duration(MIN_DURATION),
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(value)
+}
 
 /// The WebSocket's shared secret, the environment, logging and the link's liveness.
 #[derive(Debug, Clone, clap::Args)]
@@ -32,11 +54,36 @@ pub struct CommonConfig {
     pub log_format: LogFormat,
 
     /// How often this side pings the other over the WebSocket.
-    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "10s", value_parser = duration)]
     pub heartbeat_interval: Duration,
 
     /// Silence after which the other side is considered gone: Payments drops the
     /// connection, Orders reconnects. Also the bound on every WebSocket write.
-    #[arg(long, env = "PEER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PEER_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub peer_timeout: Duration,
+
+    /// The database pool and the timeouts of its sessions.
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_duration_is_from_a_millisecond_to_a_week() {
+        assert_eq!(duration("1ms"), Ok(Duration::from_millis(1)));
+        assert_eq!(duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(duration("7days"), Ok(MAX_DURATION));
+        for bad in [
+            "0", "0s", "0ms", "8days", "100years", "10", "-1s", "", "soon",
+        ] {
+            assert!(duration(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            duration("0s").unwrap_err(),
+            "0s is out of range: give a duration from 1ms to 7days"
+        );
+    }
 }

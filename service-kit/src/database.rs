@@ -1,5 +1,13 @@
 //! Each service owns its database and creates it at start-up when the server does not
 //! have it yet, so a fresh PostgreSQL (or a fresh test database name) just works.
+//!
+//! Every pooled session is bounded ([`DatabaseConfig`]): a statement that runs too long,
+//! a wait for a lock, or a transaction left idle is ended by the server, so no request
+//! (an unauthenticated one least of all) can hold a pool connection for long, and a
+//! pool that stays busy answers with an error the services turn into a 503
+//! ([`is_overload`]).
+
+use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
@@ -50,14 +58,100 @@ pub enum OpenError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// The pool and the limits of its sessions, the same settings for both services.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct DatabaseConfig {
+    /// Connections in the pool: the most statements the service runs at once. One of
+    /// them is kept by the writer that group-commits HTTP writes (Orders' new orders,
+    /// Payments' Pay and Cancel), so at least 2.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(2..=1000))]
+    pub db_pool_size: u32,
+
+    /// How long a request waits for a pool connection before it is refused with 503.
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = crate::config::duration)]
+    pub db_acquire_timeout: Duration,
+
+    /// The longest a statement may run (PostgreSQL's `statement_timeout`). Every
+    /// statement of the services reads or writes a bounded batch by key; one that runs
+    /// this long is stuck, not busy.
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT", default_value = "10s", value_parser = crate::config::duration)]
+    pub db_statement_timeout: Duration,
+
+    /// The longest a statement waits for a lock (`lock_timeout`): a long migration or
+    /// a stuck transaction does not hold traffic up past this.
+    #[arg(long, env = "DB_LOCK_TIMEOUT", default_value = "2s", value_parser = crate::config::duration)]
+    pub db_lock_timeout: Duration,
+
+    /// The longest a transaction may sit idle (`idle_in_transaction_session_timeout`):
+    /// a session that went away mid-transaction frees its locks and its connection.
+    #[arg(long, env = "DB_IDLE_IN_TRANSACTION_TIMEOUT", default_value = "10s", value_parser = crate::config::duration)]
+    pub db_idle_in_transaction_timeout: Duration,
+
+    /// The longest a migration at start-up waits for a lock on a table in use. Past it,
+    /// the service does not start (and says why) rather than queue traffic behind it.
+    #[arg(long, env = "MIGRATION_LOCK_TIMEOUT", default_value = "5s", value_parser = crate::config::duration)]
+    pub migration_lock_timeout: Duration,
+}
+
+impl Default for DatabaseConfig {
+    /// The defaults of the flags above.
+    fn default() -> DatabaseConfig {
+        DatabaseConfig {
+            db_pool_size: 10,
+            db_acquire_timeout: Duration::from_secs(5),
+            db_statement_timeout: Duration::from_secs(10),
+            db_lock_timeout: Duration::from_secs(2),
+            db_idle_in_transaction_timeout: Duration::from_secs(10),
+            migration_lock_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// The session settings of every pooled connection, sent with the connection's
+    /// start-up packet (no round trip of their own).
+    fn session_options(&self) -> [(&'static str, String); 3] {
+        [
+            ("statement_timeout", millis(self.db_statement_timeout)),
+            ("lock_timeout", millis(self.db_lock_timeout)),
+            (
+                "idle_in_transaction_session_timeout",
+                millis(self.db_idle_in_transaction_timeout),
+            ),
+        ]
+    }
+}
+
+/// A duration as PostgreSQL reads a time setting: whole milliseconds, at least 1 (0
+/// would mean "no limit").
+fn millis(d: Duration) -> String {
+    format!("{}ms", d.as_millis().max(1))
+}
+
+/// Whether `e` says the database is too busy to serve now, rather than that the
+/// request failed: no pool connection within the acquire timeout, or a statement ended
+/// by `statement_timeout` (SQLSTATE 57014) or `lock_timeout` (55P03). Worth a 503 with
+/// `Retry-After`.
+pub fn is_overload(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => {
+            matches!(db.code().as_deref(), Some("57014") | Some("55P03"))
+        }
+        _ => false,
+    }
+}
+
 /// A pooled connection idle at least this long is pinged before it is handed out.
-pub const PING_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+pub const PING_IDLE_AFTER: Duration = Duration::from_secs(30);
 
 /// Opens a service's database: creates it if missing, connects a pool, and runs the
 /// service's migrations.
 pub async fn open(
     database_url: &str,
     migrator: &sqlx::migrate::Migrator,
+    config: &DatabaseConfig,
 ) -> Result<sqlx::PgPool, OpenError> {
     use std::str::FromStr;
     let options = PgConnectOptions::from_str(database_url).map_err(OpenError::BadUrl)?;
@@ -68,8 +162,8 @@ pub async fn open(
             source,
         })?;
     let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(10)
-        .acquire_timeout(std::time::Duration::from_secs(5))
+        .max_connections(config.db_pool_size)
+        .acquire_timeout(config.db_acquire_timeout)
         // sqlx pings a connection (one round trip) on every checkout by default: on the
         // hot paths that is a round trip per statement for nothing. Only a connection
         // that sat idle long enough for PostgreSQL or a proxy to have dropped it is
@@ -84,7 +178,7 @@ pub async fn open(
                 Ok(true)
             })
         })
-        .connect_with(options)
+        .connect_with(options.clone().options(config.session_options()))
         .await
         .map_err(OpenError::Connect)?;
     migrator.run(&pool).await?;
@@ -138,5 +232,48 @@ pub async fn close_at_exit(pool: &sqlx::PgPool) {
         .is_err()
     {
         tracing::warn!(wait = ?CLOSE_WAIT, "database connections were still in use at exit");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flags alone, to read their defaults.
+    #[derive(Debug, clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        database: DatabaseConfig,
+    }
+
+    #[test]
+    fn the_default_is_what_the_flags_default_to() {
+        use clap::Parser;
+        let flags = Flags::try_parse_from(["x"]).unwrap();
+        assert_eq!(flags.database, DatabaseConfig::default());
+    }
+
+    #[test]
+    fn a_pool_needs_room_beside_its_writer() {
+        use clap::Parser;
+        assert!(Flags::try_parse_from(["x", "--db-pool-size=1"]).is_err());
+        assert!(Flags::try_parse_from(["x", "--db-pool-size=2"]).is_ok());
+    }
+
+    #[test]
+    fn sessions_get_their_timeouts_in_milliseconds() {
+        let config = DatabaseConfig {
+            db_statement_timeout: Duration::from_secs(10),
+            db_lock_timeout: Duration::from_micros(10),
+            ..DatabaseConfig::default()
+        };
+        assert_eq!(
+            config.session_options(),
+            [
+                ("statement_timeout", "10000ms".to_owned()),
+                ("lock_timeout", "1ms".to_owned()),
+                ("idle_in_transaction_session_timeout", "10000ms".to_owned()),
+            ]
+        );
     }
 }

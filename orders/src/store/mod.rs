@@ -53,6 +53,7 @@ pub use open::{OpenKey, OpenOrder};
 pub use orders::{CancelRequest, INCIDENTS_LIMIT, OrderPage, Retried};
 
 use chrono::{DateTime, Utc};
+use service_kit::database::DatabaseConfig;
 use service_kit::group_commit::{self, GroupCommit};
 use shared_protocol::{Amount, CancelReason, Currency, OrderId};
 use sqlx::PgPool;
@@ -74,10 +75,15 @@ pub enum StoreError {
 
 impl StoreError {
     /// Whether the request was refused for load, not failed: the insert writer's queue
-    /// stayed full, it did not answer in time, or it stopped with the service. The
-    /// client should retry (a 503).
+    /// stayed full, it did not answer in time, or it stopped with the service; or the
+    /// database was too busy (no pool connection in time, a statement or lock timeout:
+    /// [`service_kit::database::is_overload`]). The client should retry (a 503).
     pub fn is_overload(&self) -> bool {
-        matches!(self, StoreError::Writer(_))
+        match self {
+            StoreError::Writer(_) => true,
+            StoreError::Sqlx(e) => service_kit::database::is_overload(e),
+            _ => false,
+        }
     }
 
     /// Whether the database refused the statement for what it holds (a data exception,
@@ -188,9 +194,13 @@ fn parse_reason(s: &str) -> Result<CancelReason, StoreError> {
 impl Store {
     /// Connects, creating the database if it does not exist, and runs the migrations.
     pub async fn connect(database_url: &str) -> Result<Store, StoreError> {
-        let pool =
-            service_kit::database::open(database_url, &sqlx::migrate!("../migrations/orders"))
-                .await?;
+        Store::open(database_url, &DatabaseConfig::default()).await
+    }
+
+    /// Like [`Store::connect`], with the pool and session limits of `config`.
+    pub async fn open(database_url: &str, config: &DatabaseConfig) -> Result<Store, StoreError> {
+        let migrator = sqlx::migrate!("../migrations/orders");
+        let pool = service_kit::database::open(database_url, &migrator, config).await?;
         Ok(Store::new(pool))
     }
 

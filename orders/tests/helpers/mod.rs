@@ -22,6 +22,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub db: TestDatabase,
     pub link: orders::payments_link::PaymentsLink,
+    /// The service's own store (its pool), for tests of what the service holds.
+    pub store: orders::store::Store,
     handle: AppHandle,
 }
 
@@ -60,6 +62,7 @@ impl TestApp {
         let address = format!("http://127.0.0.1:{}", app.port());
         let handle = app.handle();
         let link = app.link();
+        let store = app.store();
         tokio::spawn(app.run_until_stopped());
         TestApp {
             address,
@@ -69,6 +72,7 @@ impl TestApp {
                 .unwrap(),
             db,
             link,
+            store,
             handle,
         }
     }

@@ -32,13 +32,28 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// Prometheus text format.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let store = state.store.clone();
-    match off_arbiter(async move { store.backlog().await }).await {
-        Ok(backlog) => state.metrics.set_backlog(backlog),
-        Err(e) => tracing::warn!(error = %e, "could not read the event backlog for metrics"),
-    }
+    refresh_backlog(&state).await;
     state.metrics.set_connections(state.delivery.registry.len());
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.encode())
+}
+
+/// Reads the event backlog into its gauges unless they are younger than
+/// `BACKLOG_GAUGE_MAX_AGE`; a failed read keeps the last values and is tried again at
+/// the next scrape.
+async fn refresh_backlog(state: &AppState) {
+    let mut read_at = state.metrics.backlog_read_at.lock().await;
+    let max_age = state.config.backlog_gauge_max_age;
+    if read_at.is_some_and(|at| at.elapsed() < max_age) {
+        return;
+    }
+    let store = state.store.clone();
+    match off_arbiter(async move { store.backlog().await }).await {
+        Ok(backlog) => {
+            state.metrics.set_backlog(backlog);
+            *read_at = Some(std::time::Instant::now());
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read the event backlog for metrics"),
+    }
 }

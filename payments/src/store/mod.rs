@@ -20,6 +20,7 @@ mod sessions;
 
 use std::time::Duration;
 
+use service_kit::database::DatabaseConfig;
 use service_kit::group_commit::{self, GroupCommit, Limits};
 use sqlx::PgPool;
 
@@ -43,10 +44,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether the page writer refused for load or the service is stopping: a 503 to
-    /// retry shortly, not a failure.
+    /// Whether the page writer refused for load or the service is stopping, or the
+    /// database was too busy (no pool connection in time, a statement or lock timeout:
+    /// [`service_kit::database::is_overload`]): a 503 to retry shortly, not a failure.
     pub fn is_overload(&self) -> bool {
-        matches!(self, StoreError::Writer(_) | StoreError::Stopping)
+        match self {
+            StoreError::Writer(_) | StoreError::Stopping => true,
+            StoreError::Sqlx(e) => service_kit::database::is_overload(e),
+            _ => false,
+        }
     }
 }
 
@@ -105,9 +111,13 @@ pub const FINISH_LIMITS: Limits = Limits {
 impl Store {
     /// Connects, creating the database if it does not exist, and runs the migrations.
     pub async fn connect(database_url: &str) -> Result<Store, StoreError> {
-        let pool =
-            service_kit::database::open(database_url, &sqlx::migrate!("../migrations/payments"))
-                .await?;
+        Store::open(database_url, &DatabaseConfig::default()).await
+    }
+
+    /// Like [`Store::connect`], with the pool and session limits of `config`.
+    pub async fn open(database_url: &str, config: &DatabaseConfig) -> Result<Store, StoreError> {
+        let migrator = sqlx::migrate!("../migrations/payments");
+        let pool = service_kit::database::open(database_url, &migrator, config).await?;
         Ok(Store::new(pool))
     }
 

@@ -24,6 +24,8 @@ pub struct TestApp {
     pub address: String,
     pub port: u16,
     pub http: reqwest::Client,
+    /// The service's own store (its pool), for tests of what the service holds.
+    pub store: payments::store::Store,
     handle: AppHandle,
 }
 
@@ -38,6 +40,8 @@ pub fn test_config(db: &TestDatabase) -> Config {
     config.common.peer_timeout = Duration::from_secs(10);
     config.expiry_interval = Duration::from_millis(100);
     config.delivery_scan_interval = Duration::from_millis(200);
+    // Every scrape reads the backlog (metrics.rs: caching is tested on its own).
+    config.backlog_gauge_max_age = Duration::from_millis(1);
     config
 }
 
@@ -54,6 +58,7 @@ impl TestApp {
             .expect("payments failed to start");
         let port = app.port();
         let handle = app.handle();
+        let store = app.store();
         tokio::spawn(app.run_until_stopped());
         TestApp {
             address: format!("http://127.0.0.1:{port}"),
@@ -62,6 +67,7 @@ impl TestApp {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
+            store,
             handle,
         }
     }
