@@ -56,6 +56,26 @@ pub enum OpenError {
     Connect(#[source] sqlx::Error),
     #[error("could not run the migrations")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "migration {version} ({description}) waited {waited:?} (MIGRATION_LOCK_TIMEOUT) for a \
+         lock on a table that another transaction holds, and gave up so that traffic does not \
+         queue behind it; nothing of it was applied and the service did not start. Start it \
+         again once that transaction has ended (pg_stat_activity shows it), or give \
+         MIGRATION_LOCK_TIMEOUT more time"
+    )]
+    MigrationLockTimeout {
+        version: i64,
+        description: String,
+        waited: Duration,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error(
+        "another instance has been running the migrations for {waited:?}; gave up waiting \
+         for it (a migration that builds an index on a large table takes that long: start \
+         this one again when it is done)"
+    )]
+    MigrationsBusy { waited: Duration },
 }
 
 /// The pool and the limits of its sessions, the same settings for both services.
@@ -125,7 +145,7 @@ impl DatabaseConfig {
 
 /// A duration as PostgreSQL reads a time setting: whole milliseconds, at least 1 (0
 /// would mean "no limit").
-fn millis(d: Duration) -> String {
+pub(crate) fn millis(d: Duration) -> String {
     format!("{}ms", d.as_millis().max(1))
 }
 
@@ -150,7 +170,7 @@ pub const PING_IDLE_AFTER: Duration = Duration::from_secs(30);
 /// service's migrations.
 pub async fn open(
     database_url: &str,
-    migrator: &sqlx::migrate::Migrator,
+    migrator: sqlx::migrate::Migrator,
     config: &DatabaseConfig,
 ) -> Result<sqlx::PgPool, OpenError> {
     use std::str::FromStr;
@@ -181,7 +201,7 @@ pub async fn open(
         .connect_with(options.clone().options(config.session_options()))
         .await
         .map_err(OpenError::Connect)?;
-    migrator.run(&pool).await?;
+    crate::migrations::migrate(&options, migrator, config.migration_lock_timeout).await?;
     Ok(pool)
 }
 

@@ -191,6 +191,11 @@ fn parse_reason(s: &str) -> Result<CancelReason, StoreError> {
     CancelReason::parse(s).ok_or_else(|| StoreError::Corrupt(format!("cancel reason {s:?}")))
 }
 
+/// The service's migrations (`migrations/orders/`), embedded at build time.
+pub fn migrator() -> sqlx::migrate::Migrator {
+    sqlx::migrate!("../migrations/orders")
+}
+
 impl Store {
     /// Connects, creating the database if it does not exist, and runs the migrations.
     pub async fn connect(database_url: &str) -> Result<Store, StoreError> {
@@ -199,8 +204,7 @@ impl Store {
 
     /// Like [`Store::connect`], with the pool and session limits of `config`.
     pub async fn open(database_url: &str, config: &DatabaseConfig) -> Result<Store, StoreError> {
-        let migrator = sqlx::migrate!("../migrations/orders");
-        let pool = service_kit::database::open(database_url, &migrator, config).await?;
+        let pool = service_kit::database::open(database_url, migrator(), config).await?;
         Ok(Store::new(pool))
     }
 

@@ -108,6 +108,11 @@ pub const FINISH_LIMITS: Limits = Limits {
     answer_wait: Duration::from_secs(30),
 };
 
+/// The service's migrations (`migrations/payments/`), embedded at build time.
+pub fn migrator() -> sqlx::migrate::Migrator {
+    sqlx::migrate!("../migrations/payments")
+}
+
 impl Store {
     /// Connects, creating the database if it does not exist, and runs the migrations.
     pub async fn connect(database_url: &str) -> Result<Store, StoreError> {
@@ -116,8 +121,7 @@ impl Store {
 
     /// Like [`Store::connect`], with the pool and session limits of `config`.
     pub async fn open(database_url: &str, config: &DatabaseConfig) -> Result<Store, StoreError> {
-        let migrator = sqlx::migrate!("../migrations/payments");
-        let pool = service_kit::database::open(database_url, &migrator, config).await?;
+        let pool = service_kit::database::open(database_url, migrator(), config).await?;
         Ok(Store::new(pool))
     }
 
