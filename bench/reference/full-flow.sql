@@ -82,7 +82,11 @@ UPDATE orders SET status = 'fulfilled', cancel_reason = NULL,
     payment_id = coalesce(payment_id, :s_payment_id), updated_at = clock_timestamp()
 WHERE id = :o_order_id AND status IN ('pending_payment', 'awaiting_payment')
 RETURNING amount, currency;
-INSERT INTO invoices (order_id, amount, currency) VALUES (:o_order_id, 1999, 'EUR')
+-- The invoice's number from the counter row, held until the commit (gapless numbers):
+-- one UPDATE per batch in the service, per flow here.
+WITH taken AS (UPDATE invoice_counter SET last = last + 1 RETURNING last)
+INSERT INTO invoices (number, order_id, amount, currency)
+SELECT last, :o_order_id, 1999, 'EUR' FROM taken
 RETURNING number;
 COMMIT;
 

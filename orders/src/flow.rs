@@ -5,7 +5,7 @@
 //! Every step runs in a span carrying the `order_id`.
 
 use shared_protocol::{
-    Amount, CancelReason, ClientMessage, Currency, ErrorCode, EventId, OrderId, PaymentId,
+    Amount, CancelReason, ClientMessage, Currency, ErrorCode, EventId, Message, OrderId, PaymentId,
     PaymentOutcome, ServerMessage,
 };
 
@@ -44,7 +44,18 @@ pub async fn handle_batch(
     let mut outcomes = Vec::new();
     let mut events = Vec::new();
     let mut refusals = Vec::new();
-    for message in &messages {
+    // A value the orders table would refuse fails the whole batch (and every other
+    // order's outcome and invoice in it): it is counted as a refusal instead, and the
+    // order is parked after too many, as for a refusal from Payments.
+    let unstorable: Vec<Option<String>> = messages.iter().map(unstorable).collect();
+    for (message, why) in messages.iter().zip(&unstorable) {
+        if let (Some(why), Some(order_id)) = (why, message.order_id()) {
+            refusals.push((
+                order_id,
+                format!("could not store {}: {why}", message.type_name()),
+            ));
+            continue;
+        }
         match message {
             ServerMessage::PaymentMethods { order_id, methods } => {
                 offers.push((*order_id, methods.as_slice()))
@@ -102,7 +113,15 @@ pub async fn handle_batch(
     let mut refused = refused.into_iter();
     Ok(messages
         .into_iter()
-        .map(|message| match message {
+        .zip(unstorable)
+        .map(|(message, why)| match message {
+            _ if why.is_some() => {
+                let why = why.unwrap_or_default();
+                let refusal = refused.next().unwrap_or(Refusal::Ignored);
+                metrics.refused(matches!(refusal, Refusal::Parked { .. }));
+                tracing::error!(order_id = ?message.order_id(), r#type = message.type_name(), %why, ?refusal, "Payments sent a value Orders cannot store: counted as a refusal");
+                None
+            }
             ServerMessage::PaymentMethods { order_id, methods } => on_methods(
                 order_id,
                 &methods,
@@ -202,6 +221,18 @@ pub async fn handle_batch(
             }
         })
         .collect())
+}
+
+/// Why Orders cannot store what `message` holds, if it cannot (see
+/// [`crate::domain::check_offered_methods`], [`crate::domain::check_payment_url`]).
+fn unstorable(message: &ServerMessage) -> Option<String> {
+    match message {
+        ServerMessage::PaymentMethods { methods, .. } => {
+            crate::domain::check_offered_methods(methods).err()
+        }
+        ServerMessage::PaymentPage { url, .. } => crate::domain::check_payment_url(url).err(),
+        _ => None,
+    }
 }
 
 /// The incidents of a batch of outcomes: each one the order could not take.

@@ -19,6 +19,48 @@ pub const MAX_AMOUNT: i64 = 100_000_000;
 /// The longest description, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 500;
 
+/// The longest payment method name Orders stores (`orders.payment_method`'s CHECK).
+pub const MAX_METHOD_CHARS: usize = 200;
+/// The longest payment page URL Orders stores and hands to the customer.
+pub const MAX_PAYMENT_URL_CHARS: usize = 2048;
+
+/// Why Orders will not store what Payments offered as methods: the first one, which
+/// Orders selects, must be 1 to [`MAX_METHOD_CHARS`] characters long.
+pub fn check_offered_methods(methods: &[String]) -> Result<(), String> {
+    let len = methods.first().map_or(0, |m| m.chars().count());
+    if (1..=MAX_METHOD_CHARS).contains(&len) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the first payment method is {len} characters long; Orders takes 1 to {MAX_METHOD_CHARS}"
+        ))
+    }
+}
+
+/// Why Orders will not store `url` as an order's payment page and give it to the
+/// customer: it must be an `http` or `https` URL with a host, of at most
+/// [`MAX_PAYMENT_URL_CHARS`] characters, without spaces or control characters.
+pub fn check_payment_url(url: &str) -> Result<(), String> {
+    let len = url.chars().count();
+    if len > MAX_PAYMENT_URL_CHARS {
+        return Err(format!(
+            "the payment page URL is {len} characters long; Orders takes up to {MAX_PAYMENT_URL_CHARS}"
+        ));
+    }
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("the payment page URL is not an http or https URL")?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() {
+        return Err("the payment page URL has no host".into());
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the payment page URL holds spaces or control characters".into());
+    }
+    Ok(())
+}
+
 /// An order as the API shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Order {
@@ -231,6 +273,43 @@ mod tests {
 
     fn parse(v: Value) -> Result<NewOrder, FieldError> {
         NewOrder::parse(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn a_payment_page_is_an_http_url_of_bounded_length() {
+        for good in [
+            "https://pay.example/pay/d712",
+            "http://127.0.0.1:8081/pay/d712?x=1",
+            &format!(
+                "https://p.example/{}",
+                "a".repeat(MAX_PAYMENT_URL_CHARS - 18)
+            ),
+        ] {
+            assert_eq!(check_payment_url(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "javascript:alert(1)",
+            "ftp://pay.example/x",
+            "https:///nohost",
+            "https://",
+            "//pay.example/x",
+            "https://pay.example/a b",
+            "https://pay.example/\u{7}",
+            "",
+            &format!("https://p.example/{}", "a".repeat(MAX_PAYMENT_URL_CHARS)),
+        ] {
+            assert!(check_payment_url(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn the_first_offered_method_must_fit_the_column() {
+        let offer = |first: &str| check_offered_methods(&[first.to_owned(), "paypal".into()]);
+        assert_eq!(offer("credit_card"), Ok(()));
+        assert_eq!(offer(&"é".repeat(MAX_METHOD_CHARS)), Ok(()));
+        assert!(offer(&"x".repeat(MAX_METHOD_CHARS + 1)).is_err());
+        assert!(offer("").is_err());
+        assert!(check_offered_methods(&[]).is_err());
     }
 
     #[test]

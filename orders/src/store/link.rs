@@ -174,8 +174,10 @@ impl Store {
     }
 
     /// Applies final outcomes from Payments: one UPDATE for the transitions and one
-    /// INSERT for the invoices (one per fulfilled order, at most), inside the caller's transaction, so the batch commits
-    /// (or not) as one. The answers are in the order of `outcomes`.
+    /// INSERT for the invoices (one per fulfilled order, at most), numbered from the
+    /// counter row in the same statement, inside the caller's transaction, so the batch
+    /// commits (or not) as one, and its invoice numbers with it. The answers are in the
+    /// order of `outcomes`.
     pub async fn apply_outcomes(
         conn: &mut PgConnection,
         outcomes: &[(OrderId, PaymentId, PaymentOutcome, Option<CancelReason>)],
@@ -224,10 +226,17 @@ impl Store {
         let invoices: HashMap<Uuid, i64> = if invoice_orders.is_empty() {
             HashMap::new()
         } else {
+            // The batch's numbers with ONE update of the counter row, held until the
+            // batch commits: no gap if it does not, and numbers in commit order.
             sqlx::query!(
-                "INSERT INTO invoices (order_id, amount, currency) \
-                 SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[]) \
-                 RETURNING order_id, number",
+                r#"WITH taken AS (
+                       UPDATE invoice_counter SET last = last + cardinality($1::uuid[])
+                       RETURNING last - cardinality($1::uuid[]) AS before)
+                   INSERT INTO invoices (number, order_id, amount, currency)
+                   SELECT taken.before + i.n, i.order_id, i.amount, i.currency
+                   FROM taken, unnest($1::uuid[], $2::bigint[], $3::text[])
+                       WITH ORDINALITY AS i(order_id, amount, currency, n)
+                   RETURNING order_id, number"#,
                 &invoice_orders,
                 &amounts,
                 &currencies,
