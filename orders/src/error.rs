@@ -16,6 +16,8 @@ pub enum ApiError {
     MalformedJson(String),
     #[error("the body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the body did not arrive within {0:?}")]
+    RequestTimeout(std::time::Duration),
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
@@ -35,6 +37,7 @@ impl ApiError {
         match self {
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Validation(_) => "validation_failed",
             ApiError::NotFound(_) => "not_found",
@@ -51,6 +54,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -116,6 +120,7 @@ pub fn json_errors<B: MessageBody + 'static>(
         StatusCode::NOT_FOUND => ("not_found", "not found"),
         StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed"),
         StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "payload too large"),
+        StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request did not arrive in time"),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "unsupported media type"),
         StatusCode::CONFLICT => ("conflict", "conflict"),
         StatusCode::UNPROCESSABLE_ENTITY => ("validation_failed", "validation failed"),

@@ -86,24 +86,30 @@ impl Application {
             link: link.clone(),
             metrics,
             api_token: config.orders_api_token.clone(),
+            body_timeout: config.common.http.http_body_timeout,
         });
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap(ErrorHandlers::new().default_handler(json_errors))
-                .wrap(actix_web::middleware::from_fn(
-                    service_kit::http_metrics::record,
-                ))
-                .wrap(TracingLogger::default())
-                .app_data(state.clone())
-                .app_data(http_metrics.clone())
-                .configure(routes::configure)
-        })
-        .listen(listener)?
-        // SIGTERM/SIGINT: stop accepting, let in-flight requests finish, exit within 10 s.
-        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
-        // Responses go out at once (no Nagle wait for the previous ACK).
-        .tcp_nodelay(true)
-        .run();
+        let http = &config.common.http;
+        let server = http
+            .apply(HttpServer::new(move || {
+                App::new()
+                    .wrap(ErrorHandlers::new().default_handler(json_errors))
+                    .wrap(actix_web::middleware::from_fn(
+                        service_kit::http_metrics::record,
+                    ))
+                    .wrap(TracingLogger::default())
+                    .app_data(state.clone())
+                    .app_data(http_metrics.clone())
+                    .configure(routes::configure)
+            }))
+            .on_connect(service_kit::http_server::on_connect(
+                config.common.peer_timeout,
+            ))
+            .listen(listener)?
+            // SIGTERM/SIGINT: stop accepting, let in-flight requests finish, exit within 10 s.
+            .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+            // Responses go out at once (no Nagle wait for the previous ACK).
+            .tcp_nodelay(true)
+            .run();
         tracing::info!(port, payments = %config.payments_ws_url, "orders is listening");
         Ok(Application {
             port,

@@ -15,4 +15,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// `ORDERS_API_TOKEN`: when set, `/orders` routes need it ([`crate::routes::auth`]).
     pub api_token: Option<service_kit::token::SecretString>,
+    /// How long a request body may take to arrive (`HTTP_BODY_TIMEOUT`).
+    pub body_timeout: std::time::Duration,
 }

@@ -71,6 +71,12 @@ pub struct Config {
         value_parser = clap::value_parser!(u32).range(1..=i64::from(i32::MAX)))]
     pub max_delivery_attempts: u32,
 
+    /// The most WebSockets open at once on this instance (one per Orders instance is
+    /// the normal load); a handshake past it is refused with 503 and `Retry-After`.
+    #[arg(long, env = "PAYMENTS_MAX_WEBSOCKETS", default_value_t = 64,
+        value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_websockets: u32,
+
     /// How old the backlog gauges of `/metrics` may be: the database counts the
     /// backlog at most this often, however many scrapes come.
     #[arg(long, env = "BACKLOG_GAUGE_MAX_AGE", default_value = "5s", value_parser = service_kit::config::duration)]

@@ -27,6 +27,11 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// `PAYMENTS_MAX_WEBSOCKETS` are open already.
+    #[error(
+        "this instance has {0} WebSockets open, its most (PAYMENTS_MAX_WEBSOCKETS); try again shortly"
+    )]
+    TooManyWebSockets(u32),
     #[error("internal error; try again")]
     Internal(#[from] StoreError),
 }
@@ -39,6 +44,7 @@ impl ApiError {
             ApiError::InvalidLimit(_) => "invalid_limit",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::TooManyWebSockets(_) => "unavailable",
             ApiError::Internal(cause) if cause.is_overload() => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -53,6 +59,7 @@ impl ResponseError for ApiError {
             ApiError::InvalidLimit(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooManyWebSockets(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(cause) if cause.is_overload() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -81,6 +88,11 @@ impl ResponseError for ApiError {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::TooManyWebSockets(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}
         }

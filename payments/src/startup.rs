@@ -149,26 +149,31 @@ impl Application {
             delivery,
             metrics,
             shutdown,
+            websockets: Arc::new(tokio::sync::Semaphore::new(config.max_websockets as usize)),
         });
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap(actix_web::middleware::from_fn(
-                    service_kit::http_metrics::record,
-                ))
-                .wrap(TracingLogger::<RouteOnlySpan>::new())
-                .app_data(state.clone())
-                .app_data(http_metrics.clone())
-                .configure(routes::configure)
-        })
-        .on_connect(crate::ws::keep_socket)
-        .listen(listener)?
-        // Signals are ours (see run_until_stopped): WebSockets must close before the
-        // server waits for its connections to end.
-        .disable_signals()
-        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
-        // Every frame to Orders goes out at once (no Nagle wait for the previous ACK).
-        .tcp_nodelay(true)
-        .run();
+        let http = &config.common.http;
+        let server = http
+            .apply(HttpServer::new(move || {
+                App::new()
+                    .wrap(actix_web::middleware::from_fn(
+                        service_kit::http_metrics::record,
+                    ))
+                    .wrap(TracingLogger::<RouteOnlySpan>::new())
+                    .app_data(state.clone())
+                    .app_data(http_metrics.clone())
+                    .configure(routes::configure)
+            }))
+            .on_connect(service_kit::http_server::on_connect(
+                config.common.peer_timeout,
+            ))
+            .listen(listener)?
+            // Signals are ours (see run_until_stopped): WebSockets must close before the
+            // server waits for its connections to end.
+            .disable_signals()
+            .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+            // Every frame to Orders goes out at once (no Nagle wait for the previous ACK).
+            .tcp_nodelay(true)
+            .run();
         tracing::info!(address = %local, %public_url, "payments is listening");
         Ok(Application {
             port: local.port(),

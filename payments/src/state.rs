@@ -21,4 +21,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Turns true when the service stops: WebSocket loops close with 1001.
     pub shutdown: watch::Receiver<bool>,
+    /// One permit per open WebSocket (`PAYMENTS_MAX_WEBSOCKETS`), held by its loop.
+    pub websockets: Arc<tokio::sync::Semaphore>,
 }

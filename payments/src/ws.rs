@@ -55,7 +55,8 @@ pub const RESUME_BATCH: usize = 256;
 /// row left behind goes stale and is ignored after a few delivery scans anyway).
 pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `GET /ws`: 401 without the token, 400 without the subprotocol, else 101.
+/// `GET /ws`: 401 without the token, 400 without the subprotocol, 503 when
+/// `PAYMENTS_MAX_WEBSOCKETS` are open, else 101.
 pub async fn endpoint(
     req: HttpRequest,
     body: web::Payload,
@@ -84,6 +85,10 @@ pub async fn endpoint(
             "offer the subprotocol {SUBPROTOCOL} in Sec-WebSocket-Protocol"
         )));
     }
+    let Ok(permit) = state.websockets.clone().try_acquire_owned() else {
+        tracing::warn!(peer = ?req.peer_addr(), max = state.config.max_websockets, "WebSocket refused: PAYMENTS_MAX_WEBSOCKETS are open");
+        return Err(ApiError::TooManyWebSockets(state.config.max_websockets));
+    };
     let (response, session, stream) =
         match actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL]) {
             Ok(parts) => parts,
@@ -101,35 +106,13 @@ pub async fn endpoint(
     // arbiter that stops drops its local tasks outside any runtime, and a pool
     // connection dropped there panics ("this functionality requires a Tokio context"),
     // whereas tokio drops its own tasks inside the runtime.
-    let socket = req.conn_data::<Socket>().cloned();
     let (frames_tx, frames) = mpsc::channel(INBOUND_FRAMES);
     actix_web::rt::spawn(read_frames(stream, frames_tx));
-    tokio::spawn(run(state, connection, session, frames, socket));
+    tokio::spawn(async move {
+        run(state, connection, session, frames).await;
+        drop(permit);
+    });
     Ok(response)
-}
-
-/// A second handle on a connection's TCP socket (a duplicated descriptor), so that a
-/// WebSocket whose peer stopped reading can really be dropped: actix writes a stalled
-/// response for as long as the peer keeps the connection, with no deadline, so ending
-/// the session alone would leave the socket (and the peer's writes) hanging.
-#[derive(Clone)]
-pub struct Socket(Arc<std::net::TcpStream>);
-
-impl Socket {
-    fn shut_down(&self) {
-        let _ = self.0.shutdown(std::net::Shutdown::Both);
-    }
-}
-
-/// `HttpServer::on_connect`: keeps a [`Socket`] in the connection's data.
-pub fn keep_socket(connection: &dyn std::any::Any, data: &mut actix_web::dev::Extensions) {
-    #[cfg(unix)]
-    if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        use std::os::fd::AsFd;
-        if let Ok(fd) = tcp.as_fd().try_clone_to_owned() {
-            data.insert(Socket(Arc::new(std::net::TcpStream::from(fd))));
-        }
-    }
 }
 
 type Frame = Result<AggregatedMessage, ProtocolError>;
@@ -162,7 +145,6 @@ async fn write_frames(
     peer_timeout: Duration,
     delivery: Delivery,
     connection: Uuid,
-    socket: Option<Socket>,
 ) {
     loop {
         let next = tokio::select! {
@@ -195,10 +177,10 @@ async fn write_frames(
             Ok(Ok(())) => {}
             Ok(Err(_)) => return, // the connection is gone
             Err(_) => {
+                // Dropping the session leaves actix writing what it holds; the socket's
+                // TCP_USER_TIMEOUT (PEER_TIMEOUT, service_kit::http_server) ends the connection in
+                // the kernel.
                 tracing::warn!(%connection, timeout = ?peer_timeout, "Orders stopped reading; dropping the connection");
-                if let Some(socket) = &socket {
-                    socket.shut_down();
-                }
                 return;
             }
         }
@@ -213,7 +195,6 @@ async fn run(
     connection: Uuid,
     session: actix_ws::Session,
     mut frames: mpsc::Receiver<Frame>,
-    socket: Option<Socket>,
 ) {
     let delivery = &state.delivery;
     let config = &state.config;
@@ -233,7 +214,6 @@ async fn run(
         config.common.peer_timeout,
         delivery.clone(),
         connection,
-        socket,
     ));
     delivery.registry.add(connection, outbox.clone());
     let mut shutdown = state.shutdown.clone();

@@ -48,6 +48,8 @@ impl Payments {
             .env("PAYMENTS_TOKEN", TOKEN)
             .env("PEER_TIMEOUT", format!("{}s", PEER_TIMEOUT.as_secs()))
             .env("HEARTBEAT_INTERVAL", "1s")
+            // Room for the thousand idle WebSockets (the cap itself: handshake_and_limits.rs).
+            .env("PAYMENTS_MAX_WEBSOCKETS", "1100")
             // Warnings only, to a file: a thousand connections log a lot at info, and
             // a pipe nobody reads would block the service.
             .env("RUST_LOG", "warn")

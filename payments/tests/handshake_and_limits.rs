@@ -60,6 +60,54 @@ async fn the_handshake_needs_the_token_and_the_subprotocol() {
     );
 }
 
+/// Authenticated WebSockets are capped (`PAYMENTS_MAX_WEBSOCKETS`): past the cap a
+/// handshake is a 503 with `Retry-After`, before any upgrade, and a slot that frees
+/// up takes the next one.
+#[tokio::test]
+async fn websockets_past_the_cap_are_refused_until_one_closes() {
+    let db = TestDatabase::create("payments").await;
+    let app = TestApp::spawn_with(&db, |c| c.max_websockets = 2).await;
+    let first = app.connect().await;
+    let _second = app.connect().await;
+    assert_eq!(
+        handshake(&app, Some(helpers::TOKEN), Some(SUBPROTOCOL)).await,
+        Err(503)
+    );
+    let refused = test_harness::http::request(
+        &app.address,
+        "GET",
+        "/ws",
+        &[
+            "Upgrade: websocket",
+            "Connection: Upgrade, close",
+            "Sec-WebSocket-Version: 13",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            &format!("Sec-WebSocket-Protocol: {SUBPROTOCOL}"),
+            &format!("Authorization: Bearer {}", helpers::TOKEN),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("retry-after"), Some("5"));
+    assert!(
+        refused.body.contains("PAYMENTS_MAX_WEBSOCKETS"),
+        "{}",
+        refused.body
+    );
+    drop(first);
+    let end = tokio::time::Instant::now() + helpers::DEADLINE;
+    loop {
+        match handshake(&app, Some(helpers::TOKEN), Some(SUBPROTOCOL)).await {
+            Ok(101) => break,
+            Err(503) if tokio::time::Instant::now() < end => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            other => panic!("no slot after a WebSocket closed: {other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_message_over_64_kib_is_closed_with_1009() {
     let db = TestDatabase::create("payments").await;

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use crate::database::DatabaseConfig;
+use crate::http_server::HttpConfig;
 use crate::telemetry::LogFormat;
 use crate::token::{AppEnv, DEFAULT_PAYMENTS_TOKEN, SecretString};
 
@@ -58,13 +59,18 @@ pub struct CommonConfig {
     pub heartbeat_interval: Duration,
 
     /// Silence after which the other side is considered gone: Payments drops the
-    /// connection, Orders reconnects. Also the bound on every WebSocket write.
+    /// connection, Orders reconnects. Also the bound on every WebSocket write, and on
+    /// data any HTTP peer leaves untaken (TCP_USER_TIMEOUT).
     #[arg(long, env = "PEER_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub peer_timeout: Duration,
 
     /// The database pool and the timeouts of its sessions.
     #[command(flatten)]
     pub database: DatabaseConfig,
+
+    /// The HTTP server's connection cap and deadlines.
+    #[command(flatten)]
+    pub http: HttpConfig,
 }
 
 #[cfg(test)]

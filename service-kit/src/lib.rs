@@ -1,12 +1,13 @@
 //! The plumbing Orders and Payments share, so each service keeps only what is its own:
 //! the settings both read ([`config`]), logging set-up ([`telemetry`]), creating its database at start-up ([`database`]), migrations a rolling deploy can run ([`migrations`]),
-//! batching concurrent HTTP writes into one commit ([`group_commit`]), HTTP metrics by route ([`http_metrics`]), GET routes that answer HEAD ([`routing`]), why a service did not start ([`startup`]), the WebSocket's shared secret ([`token`]), and
+//! batching concurrent HTTP writes into one commit ([`group_commit`]), HTTP metrics by route ([`http_metrics`]), the HTTP server's limits ([`http_server`]), GET routes that answer HEAD ([`routing`]), why a service did not start ([`startup`]), the WebSocket's shared secret ([`token`]), and
 //! error chains for logs ([`error_chain`]).
 
 pub mod config;
 pub mod database;
 pub mod group_commit;
 pub mod http_metrics;
+pub mod http_server;
 pub mod migrations;
 pub mod routing;
 pub mod startup;

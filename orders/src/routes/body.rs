@@ -1,5 +1,7 @@
 //! Reading a JSON request body with the API's own errors: 415 for another media type,
-//! 413 over 16 KiB, 400 for text that is not a JSON object. Done by hand rather than
+//! 413 over 16 KiB, 408 when it does not arrive in time (a body trickled a byte at a
+//! time would otherwise hold its connection for ever), 400 for text that is not a JSON
+//! object. Done by hand rather than
 //! with `web::Json`, so each failure gets exactly the status and message of HTTP-API.md
 //! and field validation can name the field (see `domain::NewOrder::parse`).
 
@@ -14,10 +16,11 @@ use crate::error::ApiError;
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
-/// Reads the body as a JSON object.
+/// Reads the body as a JSON object, all of it within `deadline`.
 pub async fn json_object(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
+    deadline: std::time::Duration,
 ) -> Result<Map<String, Value>, ApiError> {
     check_content_type(req)?;
     let declared = req
@@ -30,6 +33,14 @@ pub async fn json_object(
             limit: MAX_BODY_BYTES,
         });
     }
+    let body = tokio::time::timeout(deadline, read_bounded(payload))
+        .await
+        .map_err(|_| ApiError::RequestTimeout(deadline))??;
+    parse_object(&body)
+}
+
+/// The whole body, or 413 past [`MAX_BODY_BYTES`].
+async fn read_bounded(mut payload: web::Payload) -> Result<web::BytesMut, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk =
@@ -41,7 +52,7 @@ pub async fn json_object(
         }
         body.extend_from_slice(&chunk);
     }
-    parse_object(&body)
+    Ok(body)
 }
 
 /// The bytes of a body as a JSON object, or the API's 400. Pure, so it is fuzzed

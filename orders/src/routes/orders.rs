@@ -32,6 +32,7 @@ pub const MAX_PAGE_SIZE: u32 = 100;
         (status = 400, description = "The body is not a JSON object", body = ErrorBody),
         (status = 409, description = "Idempotency-Key reused with another body", body = ErrorBody),
         (status = 413, description = "Body over 16 KiB", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within HTTP_BODY_TIMEOUT; nothing was written", body = ErrorBody),
         (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
         (status = 422, description = "A field is missing, of the wrong type or out of range", body = ErrorBody),
         (status = 503, description = "Overloaded (the order writer's queue is full or it did not answer in time): retry after `Retry-After` seconds, with the same Idempotency-Key", body = ErrorBody,
@@ -43,7 +44,7 @@ pub async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
-    let body = body::json_object(&req, payload).await?;
+    let body = body::json_object(&req, payload, state.body_timeout).await?;
     let new = NewOrder::parse(&body).map_err(|e| ApiError::Validation(e.message))?;
     match state.store.insert_order(&new, key.as_deref()).await? {
         Inserted::Created(order) => {
