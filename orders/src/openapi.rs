@@ -54,7 +54,7 @@ pub struct Readiness {
     pub status: String,
     /// `up` or `down`.
     pub database: String,
-    /// `connected` or `disconnected`.
+    /// `connected`, `disconnected`, or `died` (its thread ended: restart the process).
     pub payments_link: String,
     /// `running` or `stopped`: the task that writes `POST /orders`.
     pub order_writer: String,

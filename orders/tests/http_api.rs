@@ -420,6 +420,32 @@ async fn health_is_up_and_readiness_needs_the_payments_link() {
     assert_eq!(body["order_writer"], "running");
 }
 
+/// A link whose thread died (here by a zero heartbeat, which tokio's interval panics
+/// on: the configuration refuses it, but any bug could end the thread) never comes back
+/// by itself: /healthz and /readyz say so with 503, for the orchestrator to restart the
+/// process. It used to stay green.
+#[tokio::test]
+async fn health_fails_when_the_links_thread_dies() {
+    let fake = test_harness::payments::FakePayments::start().await;
+    let app = TestApp::spawn_with(&fake.url(), |c| {
+        c.common.heartbeat_interval = std::time::Duration::ZERO;
+    })
+    .await;
+    let died = helpers::wait_until(helpers::DEADLINE, || async {
+        let response = app.get("/healthz").await;
+        (response.status() == 503).then_some(response)
+    })
+    .await
+    .expect("/healthz stayed green with the link's thread dead");
+    let body: Value = died.json().await.unwrap();
+    assert_eq!(body["payments_link"], "died");
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["payments_link"], "died");
+    assert!(app.link.died());
+}
+
 #[tokio::test]
 async fn the_service_creates_its_database_when_missing() {
     // TestApp::spawn uses a database name that does not exist yet.

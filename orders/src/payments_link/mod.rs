@@ -131,18 +131,24 @@ impl PaymentsLink {
             .name("payments-link".into())
             .spawn(move || {
                 let _ended = ended_tx;
-                let system = actix_rt::System::new();
-                system.block_on(run(
-                    config,
-                    store,
-                    metrics,
-                    Inbound {
-                        outbox: outbox_rx,
-                        overflow: link_overflow,
-                    },
-                    state_tx,
-                    shutdown_rx,
-                ));
+                let inbound = Inbound {
+                    outbox: outbox_rx,
+                    overflow: link_overflow,
+                };
+                let link = std::panic::AssertUnwindSafe(move || {
+                    let system = actix_rt::System::new();
+                    system.block_on(run(config, store, metrics, inbound, state_tx, shutdown_rx));
+                });
+                // A panic ends the thread (and drops the state's sender, which is how
+                // `died` sees it); say so where operators look.
+                if let Err(panic) = std::panic::catch_unwind(link) {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(panic = %why, "the payments link's thread died: no order reaches Payments until the service restarts (/healthz and /readyz answer 503)");
+                }
             })?;
         Ok((
             PaymentsLink {
@@ -177,6 +183,12 @@ impl PaymentsLink {
 
     pub fn is_connected(&self) -> bool {
         self.state() == LinkState::Connected
+    }
+
+    /// Whether the link's thread ended without being asked to (a panic): the link does
+    /// not come back by itself, so the process is not healthy.
+    pub fn died(&self) -> bool {
+        self.state.has_changed().is_err() && self.state() != LinkState::Stopped
     }
 }
 

@@ -6,10 +6,31 @@ use serde_json::json;
 use crate::openapi::Readiness;
 use crate::state::AppState;
 
-/// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "meta", responses((status = 200, description = "The process is up")))]
-pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+/// The process is up, and says whether the Payments link is connected; 503 when the
+/// link's thread died (it does not come back without a restart).
+#[utoipa::path(get, path = "/healthz", tag = "meta", responses(
+    (status = 200, description = "The process is up"),
+    (status = 503, description = "The Payments link's thread died: restart the process")))]
+pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    let link = link_state(&state);
+    let body =
+        json!({"status": if state.link.died() { "failing" } else { "ok" }, "payments_link": link});
+    if state.link.died() {
+        HttpResponse::ServiceUnavailable().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    }
+}
+
+/// The link as health reports it: `connected`, `disconnected`, or `died`.
+fn link_state(state: &AppState) -> &'static str {
+    if state.link.died() {
+        "died"
+    } else if state.link.is_connected() {
+        "connected"
+    } else {
+        "disconnected"
+    }
 }
 
 /// Ready when the database answers, the link to Payments is open and the order writer
@@ -19,13 +40,13 @@ pub async fn healthz() -> HttpResponse {
     (status = 503, description = "The database, the Payments link or the order writer is down", body = Readiness)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database = state.store.ping().await;
-    let payments = state.link.is_connected();
+    let payments = state.link.is_connected() && !state.link.died();
     let writer = state.store.writer_running();
     let ready = database && payments && writer;
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "database": if database { "up" } else { "down" },
-        "payments_link": if payments { "connected" } else { "disconnected" },
+        "payments_link": link_state(&state),
         "order_writer": if writer { "running" } else { "stopped" },
     });
     if ready {
