@@ -180,8 +180,9 @@ pub async fn handle_batch(
                         }
                         Some(ack)
                     }
-                    Applied::PaymentMismatch { status, stored } => {
-                        tracing::error!(status = status.as_str(), %stored, "Payments reports an outcome for another payment than the order's; order left unchanged, incident recorded");
+                    Applied::PaymentMismatch { status, .. } => {
+                        // Neither payment id: both are bearer capabilities while open.
+                        tracing::error!(status = status.as_str(), "Payments reports an outcome for another payment than the order's; order left unchanged, incident recorded");
                         Some(ack)
                     }
                     Applied::UnknownOrder => {
@@ -245,21 +246,26 @@ fn incidents_of(
         .iter()
         .zip(events)
         .zip(applied)
-        .filter_map(|((&(order_id, payment_id, state, _), event), applied)| {
+        .filter_map(|((&(order_id, _, state, _), event), applied)| {
+            // No payment id in the detail: it is served by the API and read by people,
+            // and a payment id is the capability in the page's URL. An operator finds
+            // both payments in Payments' records by the order id and the event id.
             let (kind, detail) = match applied {
                 Applied::AlreadyFinal(status) if *status != OrderStatus::after(state) => (
                     "contradicting_outcome",
                     format!(
-                        "Payments reported {} for payment {payment_id}, but the order is {}",
+                        "Payments reported {} (event {}), but the order is {}",
                         state.as_str(),
+                        event.0,
                         status.as_str()
                     ),
                 ),
-                Applied::PaymentMismatch { status, stored } => (
+                Applied::PaymentMismatch { status, .. } => (
                     "payment_id_mismatch",
                     format!(
-                        "Payments reported {} for payment {payment_id}, but the order ({}) holds payment {stored}",
+                        "Payments reported {} (event {}) for another payment than the one the order ({}) holds",
                         state.as_str(),
+                        event.0,
                         status.as_str()
                     ),
                 ),

@@ -225,6 +225,15 @@ async fn an_outcome_for_another_payment_is_acked_recorded_and_changes_nothing() 
         .await
         .unwrap();
     assert_eq!(incidents[0]["kind"], "payment_id_mismatch", "{incidents}");
+    // Neither payment id is told: each is the capability of a payment page.
+    let detail = incidents[0]["detail"].as_str().unwrap();
+    for id in [stranger, fake.payment_id(order.id())] {
+        assert!(!detail.contains(&id.to_string()), "{detail}");
+    }
+    assert!(
+        detail.contains(&format!("event {}", event_id.0)),
+        "{detail}"
+    );
     assert_eq!(app.count("SELECT count(*) FROM invoices").await, 0);
 
     // The order's own payment still completes it.

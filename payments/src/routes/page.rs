@@ -81,7 +81,8 @@ async fn act(req: &HttpRequest, raw: &str, state: &AppState, action: Action) -> 
     match result {
         Ok(Finished::Unknown) => not_found(),
         Ok(Finished::Now(event)) => {
-            tracing::info!(%payment_id, order_id = %event.order_id, event_id = %event.event_id, state = ?event.state, "customer finished the payment");
+            // Not the payment id: it is the page's bearer capability.
+            tracing::info!(order_id = %event.order_id, event_id = %event.event_id, state = ?event.state, "customer finished the payment");
             see_other(payment_id)
         }
         Ok(Finished::Already(_) | Finished::NotApplicable(_)) => see_other(payment_id),
