@@ -15,7 +15,8 @@ pub struct NewOrderRequest {
     /// Minor units (cents), 1 to 100000000.
     #[schema(minimum = 1, maximum = 100_000_000, example = 1999)]
     amount: i64,
-    /// ISO 4217 code; stored upper case.
+    /// The ISO 4217 code of a current currency with minor units, in any case; stored
+    /// upper case. (The pattern lists every code: `CurrencyCodes` fills it in.)
     #[schema(pattern = "^[A-Za-z]{3}$", example = "EUR")]
     currency: String,
     #[schema(max_length = 500, example = "2 × coffee")]
@@ -81,9 +82,40 @@ pub struct Readiness {
         openapi_json,
     ),
     components(schemas(Order, OrderStatus, Attention, Incident, Invoice, NewOrderRequest, OrderList, ErrorBody, ErrorDetail, Readiness)),
-    modifiers(&ApiToken),
+    modifiers(&ApiToken, &CurrencyCodes),
 )]
 pub struct ApiDoc;
+
+/// The currencies `POST /orders` takes, in the request's schema: a pattern that
+/// matches each code of `shared_protocol::Currency::all` in any case (`[Ee][Uu][Rr]|…`),
+/// so that a client generated from the document (or schemathesis) knows which three
+/// letters are a currency, and JSON Schema has no case-insensitive enum.
+struct CurrencyCodes;
+
+impl utoipa::Modify for CurrencyCodes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, Schema};
+        let codes: Vec<String> = shared_protocol::Currency::all()
+            .iter()
+            .map(|c| {
+                c.as_str()
+                    .chars()
+                    .map(|l| format!("[{l}{}]", l.to_ascii_lowercase()))
+                    .collect()
+            })
+            .collect();
+        let pattern = format!("^({})$", codes.join("|"));
+        let request = openapi
+            .components
+            .as_mut()
+            .and_then(|c| c.schemas.get_mut("NewOrderRequest"));
+        if let Some(RefOr::T(Schema::Object(request))) = request
+            && let Some(RefOr::T(Schema::Object(currency))) = request.properties.get_mut("currency")
+        {
+            currency.pattern = Some(pattern);
+        }
+    }
+}
 
 /// `ORDERS_API_TOKEN` in the document: the `api_token` bearer scheme, and on every
 /// operation of the protected routes (all but [`routes::OPEN_PATHS`]) an optional

@@ -232,6 +232,19 @@ async fn malformed_and_unknown_messages_get_an_error_and_the_connection_stays_op
             ErrorCode::MalformedMessage,
         ),
         (
+            // Three letters that are no currency: not ISO 4217.
+            json!({"type": "initiate_payment", "order_id": order, "amount": 5, "currency": "ABC"})
+                .to_string(),
+            Some(order),
+            ErrorCode::MalformedMessage,
+        ),
+        (
+            json!({"type": "initiate_payment", "order_id": order, "amount": 5, "currency": "XAU"})
+                .to_string(),
+            Some(order),
+            ErrorCode::MalformedMessage,
+        ),
+        (
             json!({"type": "payment_methods", "order_id": order, "methods": ["x"]}).to_string(),
             Some(order),
             ErrorCode::UnknownType,

@@ -12,7 +12,10 @@ pub enum IdError {
     NotAUuid(String),
     #[error("amount must be a positive integer of minor units, got {0}")]
     NonPositiveAmount(i64),
-    #[error("currency must be three upper-case letters (ISO 4217), got {0:?}")]
+    #[error(
+        "currency must be the upper-case code of a current ISO 4217 currency with minor \
+         units (such as \"EUR\"), got {0:?}"
+    )]
     BadCurrency(String),
 }
 
@@ -117,7 +120,11 @@ impl fmt::Display for Amount {
     }
 }
 
-/// An ISO 4217 currency code: exactly three upper-case ASCII letters, such as `EUR`.
+/// An ISO 4217 currency code, such as `EUR`: the code of a current currency with
+/// minor units (amounts are integers of them). Funds (`BOV`, `USN`…), precious metals
+/// and special codes (`XAU`, `XDR`, `XTS`, `XXX`…) and superseded currencies are not
+/// currencies a shop charges in, and are refused. The table is the `iso_currency`
+/// crate's.
 ///
 /// Parsing is strict (`"eur"` is refused); callers that accept lower case from people,
 /// such as the Orders HTTP API, upper-case it first with [`Currency::parse_lenient`].
@@ -126,12 +133,40 @@ impl fmt::Display for Amount {
 pub struct Currency([u8; 3]);
 
 impl Currency {
-    /// Parses exactly three upper-case ASCII letters.
+    /// Parses the upper-case code of a currency a shop can charge in (see [`Currency`]).
     pub fn parse(s: &str) -> Result<Self, IdError> {
+        let chargeable = iso_currency::Currency::from_code(s).is_some_and(|c| {
+            c.exponent().is_some() && !c.is_fund() && !c.is_special() && c.is_superseded().is_none()
+        });
+        match s.as_bytes() {
+            &[a, b, c] if chargeable => Ok(Self([a, b, c])),
+            _ => Err(IdError::BadCurrency(s.to_owned())),
+        }
+    }
+
+    /// Reads a currency a store wrote: any three upper-case letters, as every earlier
+    /// version took them, so that rows written before the ISO 4217 check keep being
+    /// read (and an order's session keeps matching it); everything new goes through
+    /// [`Currency::parse`].
+    pub fn from_stored(s: &str) -> Result<Self, IdError> {
         match s.as_bytes() {
             &[a, b, c] if [a, b, c].iter().all(u8::is_ascii_uppercase) => Ok(Self([a, b, c])),
             _ => Err(IdError::BadCurrency(s.to_owned())),
         }
+    }
+
+    /// Every currency [`Currency::parse`] takes, in code order.
+    pub fn all() -> &'static [Currency] {
+        static ALL: std::sync::LazyLock<Vec<Currency>> = std::sync::LazyLock::new(|| {
+            let letters = b'A'..=b'Z';
+            letters
+                .clone()
+                .flat_map(|a| letters.clone().map(move |b| [a, b]))
+                .flat_map(|[a, b]| (b'A'..=b'Z').map(move |c| [a, b, c]))
+                .filter_map(|code| Currency::parse(std::str::from_utf8(&code).ok()?).ok())
+                .collect()
+        });
+        &ALL
     }
 
     /// Parses three ASCII letters in any case, storing them upper case.
@@ -169,11 +204,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn currency_is_three_upper_case_letters() {
-        assert_eq!(Currency::parse("EUR").unwrap().as_str(), "EUR");
-        for bad in ["eur", "EU", "EURO", "E1R", "", "ÉUR"] {
+    fn currency_is_the_code_of_a_chargeable_iso_4217_currency() {
+        for good in ["EUR", "USD", "JPY", "KWD", "CHF", "GBP"] {
+            assert_eq!(Currency::parse(good).unwrap().as_str(), good);
+        }
+        // Not a code; lower case; funds, metals, special and superseded codes.
+        for bad in [
+            "ABC", "ZZZ", "eur", "EU", "EURO", "E1R", "", "ÉUR", "XAU", "XDR", "XTS", "XXX", "BOV",
+            "USN", "DEM", "HRK",
+        ] {
             assert!(Currency::parse(bad).is_err(), "{bad:?} accepted");
         }
+        assert_eq!(Currency::from_stored("ABC").unwrap().as_str(), "ABC");
+        assert!(Currency::from_stored("abc").is_err());
+        let all = Currency::all();
+        assert!((140..=180).contains(&all.len()), "{} currencies", all.len());
+        assert!(all.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(Currency::parse_lenient("usd").unwrap().as_str(), "USD");
         assert!(Currency::parse_lenient("us").is_err());
     }

@@ -29,10 +29,12 @@ impl JsonSchema for Currency {
         "Currency".into()
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let codes: Vec<&str> = Currency::all().iter().map(Currency::as_str).collect();
         json_schema!({
-            "description": "An ISO 4217 currency code, upper case.",
+            "description": "The upper-case ISO 4217 code of a current currency with minor units (no funds, precious metals or special codes).",
             "type": "string",
             "pattern": "^[A-Z]{3}$",
+            "enum": codes,
         })
     }
 }

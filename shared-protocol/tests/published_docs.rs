@@ -53,6 +53,9 @@ fn the_schema_defines_every_message_with_its_fields() {
         );
     }
     assert_eq!(schema["$defs"]["Currency"]["pattern"], "^[A-Z]{3}$");
+    let codes = schema["$defs"]["Currency"]["enum"].as_array().unwrap();
+    assert!(codes.contains(&Value::from("EUR")) && codes.contains(&Value::from("JPY")));
+    assert!(!codes.contains(&Value::from("XAU")) && !codes.contains(&Value::from("ABC")));
     assert_eq!(
         schema["$defs"]["payment_methods"]["properties"]["methods"]["minItems"],
         1

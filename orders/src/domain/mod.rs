@@ -220,7 +220,8 @@ impl NewOrder {
                 FieldError::new(
                     "currency",
                     format!(
-                        "currency must be a three-letter ISO 4217 code such as \"EUR\", got {s:?}"
+                        "currency must be the ISO 4217 code of a current currency with minor \
+                         units, such as \"EUR\", got {s:?}"
                     ),
                 )
             })?,

@@ -184,7 +184,7 @@ fn parse_amount(minor: i64) -> Result<Amount, StoreError> {
 }
 
 fn parse_currency(s: &str) -> Result<Currency, StoreError> {
-    Currency::parse(s).map_err(|_| StoreError::Corrupt(format!("currency {s:?}")))
+    Currency::from_stored(s).map_err(|_| StoreError::Corrupt(format!("currency {s:?}")))
 }
 
 fn parse_reason(s: &str) -> Result<CancelReason, StoreError> {

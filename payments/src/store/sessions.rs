@@ -93,7 +93,7 @@ impl SessionRow {
             order_id: OrderId(self.order_id),
             amount: Amount::new(self.amount)
                 .map_err(|_| StoreError::Corrupt(format!("session amount {}", self.amount)))?,
-            currency: Currency::parse(&self.currency).map_err(|_| {
+            currency: Currency::from_stored(&self.currency).map_err(|_| {
                 StoreError::Corrupt(format!("session currency {:?}", self.currency))
             })?,
             state: parse_state(&self.state)?,
