@@ -19,8 +19,9 @@ use crate::routes;
 use crate::state::AppState;
 use crate::store::Store;
 
-/// How long a graceful stop may take before in-flight requests are dropped.
-pub const SHUTDOWN_TIMEOUT_SECS: u64 = 8;
+/// How long a graceful stop may take before in-flight requests are dropped (within
+/// the stop's whole budget, [`service_kit::startup::STOP_BUDGET`]).
+pub const SHUTDOWN_TIMEOUT_SECS: u64 = service_kit::startup::HTTP_STOP.as_secs();
 
 /// The service, built and listening, not yet running.
 pub struct Application {

@@ -117,6 +117,51 @@ fn zero_or_huge_durations_are_refused_at_start() {
     );
 }
 
+/// A request that never finishes (a body trickled for longer than the stop may take)
+/// does not hold the stop past Docker Compose's grace period: in-flight requests get
+/// `service_kit::startup::HTTP_STOP`, and the whole stop fits `STOP_BUDGET` (9 s; it
+/// could take 15 s: 8 for requests, 5 for the link, 2 for the pool).
+#[tokio::test]
+async fn sigterm_with_a_request_that_never_finishes_exits_within_the_grace_period() {
+    use tokio::io::AsyncWriteExt;
+    let fake = FakePayments::start().await;
+    let db = TestDatabase::unborn("orders");
+    let port = free_port();
+    let mut command = orders(&db, port, &fake.url());
+    command
+        .env("HTTP_BODY_TIMEOUT", "60s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let _conn = fake.next_connection_within(Duration::from_secs(20)).await;
+    let address = format!("127.0.0.1:{port}");
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut slow = loop {
+        match tokio::net::TcpStream::connect(&address).await {
+            Ok(socket) => break socket,
+            Err(_) if Instant::now() < end => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("orders never listened: {e}"),
+        }
+    };
+    slow.write_all(
+        b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 1000\r\n\r\n{\"amount\": ",
+    )
+    .await
+    .unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let exit = exit.expect("orders did not exit within 10 s of SIGTERM");
+    assert!(exit.success(), "exit status {exit:?}");
+    drop(slow);
+}
+
 #[tokio::test]
 async fn sigterm_closes_the_link_with_1001_and_exits_within_10_seconds() {
     let fake = FakePayments::start().await;

@@ -24,8 +24,9 @@ use crate::state::AppState;
 use crate::store::{SCAN_LIMIT, Store};
 use service_kit::error_chain;
 
-/// How long a graceful stop may take before connections are dropped.
-pub const SHUTDOWN_TIMEOUT_SECS: u64 = 8;
+/// How long a graceful stop may take before connections are dropped (within the
+/// stop's whole budget, [`service_kit::startup::STOP_BUDGET`]).
+pub const SHUTDOWN_TIMEOUT_SECS: u64 = service_kit::startup::HTTP_STOP.as_secs();
 
 /// The request span of tracing-actix-web without the request's path: on Payments the
 /// path of a page holds its payment id, a bearer capability that must not reach the logs.
@@ -68,7 +69,7 @@ pub struct Application {
 }
 
 /// How long the background tasks get to finish after the server stopped.
-const BACKGROUND_STOP_WAIT: Duration = Duration::from_secs(2);
+const BACKGROUND_STOP_WAIT: Duration = service_kit::startup::BACKGROUND_STOP;
 
 /// A `Send` handle to stop a running [`Application`].
 #[derive(Clone)]

@@ -238,7 +238,7 @@ pub async fn begin_batch(
 }
 
 /// How long a service waits at exit for its pooled connections to come back and close.
-pub const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+pub const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Closes `pool` once the service has stopped, waiting at most [`CLOSE_WAIT`].
 ///

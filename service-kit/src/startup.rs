@@ -2,6 +2,7 @@
 //! setting, a database it cannot open, an address it cannot listen on.
 
 use std::net::TcpListener;
+use std::time::Duration;
 
 /// Why a service did not start. `main` prints it with its sources and exits non-zero.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,22 @@ impl StartupError {
         StartupError::Store(Box::new(e))
     }
 }
+
+/// How long a stop may take in all, from SIGTERM to exit: Docker Compose kills a
+/// service 10 s after its SIGTERM (its default `stop_grace_period`), so the parts below
+/// add up to at most 9 s, a second left for the process to go.
+pub const STOP_BUDGET: Duration = Duration::from_secs(9);
+/// In-flight HTTP requests, WebSockets closing with 1001 among them, get this long to
+/// finish (actix's graceful shutdown); then they are dropped.
+pub const HTTP_STOP: Duration = Duration::from_secs(5);
+/// Then the background work (Orders' link, Payments' delivery and expiry) gets this
+/// long to finish.
+pub const BACKGROUND_STOP: Duration = Duration::from_secs(2);
+
+const _STOP_FITS: () = assert!(
+    HTTP_STOP.as_millis() + BACKGROUND_STOP.as_millis() + crate::database::CLOSE_WAIT.as_millis()
+        <= STOP_BUDGET.as_millis()
+);
 
 /// Listens on `addr` (port 0 picks a free port), or says which address failed.
 pub fn bind(addr: &str) -> Result<TcpListener, StartupError> {

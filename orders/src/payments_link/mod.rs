@@ -64,14 +64,16 @@ const PAGE: i64 = 256;
 const MAX_OUTSTANDING: usize = 512;
 /// Write-queue slots kept for pings and pongs.
 const SPARE: usize = 16;
-/// How long the writer may take to send what is queued and the close frame.
-const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// How long the writer may take to send what is queued and the close frame (within
+/// [`STOP_WAIT`]).
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// A connection that stayed up this long resets the reconnect backoff; one that drops
 /// sooner counts as a failure, so a peer that accepts and then fails cannot make the
 /// link reconnect in a tight loop.
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
-/// How long [`LinkGuard::stop`] waits for the link's thread.
-const STOP_WAIT: Duration = Duration::from_secs(5);
+/// How long [`LinkGuard::stop`] waits for the link's thread: the background part of
+/// the stop's budget (`service_kit::startup::STOP_BUDGET`).
+const STOP_WAIT: Duration = service_kit::startup::BACKGROUND_STOP;
 /// How long a connection attempt (TCP + handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
