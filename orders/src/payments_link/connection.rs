@@ -80,10 +80,7 @@ impl<'a> Connection<'a> {
         // them, and any record of dropped ones, and resume from the database alone.
         while outbox.try_recv().is_ok() {}
         overflow.take();
-        let mut catch_up = Some(Walk {
-            stale_after: None,
-            after: None,
-        });
+        let mut catch_up = Some(Walk::all_from(None));
         let mut sweep: Option<Walk> = None;
 
         let ending = self
@@ -229,7 +226,7 @@ impl<'a> Connection<'a> {
                             None => Some(from),
                         };
                         tracing::info!(%oldest, "requests were dropped while the link was busy; sending them from the database");
-                        *catch_up = Some(Walk { stale_after: None, after });
+                        *catch_up = Some(Walk::all_from(after));
                     }
                 }
                 () = std::future::ready(()), if room_for_page && (catch_up.is_some() || sweep.is_some()) => {
@@ -250,7 +247,7 @@ impl<'a> Connection<'a> {
                     // Requests unanswered this long are the sweep's to send again.
                     window.forget_older_than(self.config.resend_after);
                     if sweep.is_none() {
-                        *sweep = Some(Walk { stale_after: Some(self.config.resend_after), after: None });
+                        *sweep = Some(Walk::sweep(self.config.resend_after));
                     }
                 }
                 why = &mut *writer => {

@@ -49,7 +49,7 @@ mod orders;
 
 pub use inserts::{INSERT_LIMITS, InsertRequest, Inserted, OrderInserts};
 pub use link::{Applied, MethodChoice, NewIncident, PageRecorded, Refusal};
-pub use open::{OpenKey, OpenOrder};
+pub use open::{ExpiryKey, OpenKey, OpenOrder};
 pub use orders::{CancelRequest, INCIDENTS_LIMIT, OrderPage, Retried};
 
 use chrono::{DateTime, Utc};

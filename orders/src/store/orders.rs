@@ -164,7 +164,8 @@ impl Store {
                    updated_at = clock_timestamp()
                WHERE id = $1 AND parked_at IS NOT NULL
                  AND status IN ('pending_payment', 'awaiting_payment')
-               RETURNING created_at, cancel_requested_at IS NOT NULL AS "cancel_requested!""#,
+               RETURNING created_at, payment_expires_at,
+                   cancel_requested_at IS NOT NULL AS "cancel_requested!""#,
             id.0,
         )
         .fetch_optional(&self.pool)
@@ -183,6 +184,7 @@ impl Store {
                     currency: order.currency,
                     status: order.status,
                     cancel_requested: row.cancel_requested,
+                    expires_at: row.payment_expires_at,
                 };
                 Retried::Unparked(order, open)
             }
