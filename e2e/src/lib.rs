@@ -18,12 +18,24 @@ pub struct Stack {
     pub payments_port: u16,
     pub orders_port: u16,
     pub http: reqwest::Client,
+    /// Databases other than the fresh ones, as (Orders', Payments') URLs.
+    databases: Option<(String, String)>,
     payments: Option<payments::AppHandle>,
     orders: Option<orders::AppHandle>,
 }
 
 impl Stack {
     pub async fn spawn() -> Stack {
+        Stack::spawn_with(None).await
+    }
+
+    /// The stack on the databases at `orders_url` and `payments_url` (which the
+    /// caller creates and drops), instead of fresh ones.
+    pub async fn spawn_on(orders_url: &str, payments_url: &str) -> Stack {
+        Stack::spawn_with(Some((orders_url.to_owned(), payments_url.to_owned()))).await
+    }
+
+    async fn spawn_with(databases: Option<(String, String)>) -> Stack {
         let mut stack = Stack {
             orders_db: TestDatabase::unborn("e2e_orders"),
             payments_db: TestDatabase::unborn("e2e_payments"),
@@ -33,6 +45,7 @@ impl Stack {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("http client"),
+            databases,
             payments: None,
             orders: None,
         };
@@ -45,7 +58,10 @@ impl Stack {
     /// Starts Payments (on its previous port after the first start).
     pub async fn start_payments(&mut self) {
         let mut config = payments::Config::defaults();
-        config.database_url = self.payments_db.url().into();
+        config.database_url = match &self.databases {
+            Some((_, payments)) => payments.as_str().into(),
+            None => self.payments_db.url().into(),
+        };
         config.payments_addr = format!("127.0.0.1:{}", self.payments_port);
         config.public_url = None;
         config.common.payments_token = "e2e-token".into();
@@ -62,7 +78,10 @@ impl Stack {
     /// Starts Orders (on its previous port after the first start).
     pub async fn start_orders(&mut self) {
         let mut config = orders::Config::defaults();
-        config.database_url = self.orders_db.url().into();
+        config.database_url = match &self.databases {
+            Some((orders, _)) => orders.as_str().into(),
+            None => self.orders_db.url().into(),
+        };
         config.orders_addr = format!("127.0.0.1:{}", self.orders_port);
         config.payments_ws_url = format!("ws://127.0.0.1:{}/ws", self.payments_port);
         config.common.payments_token = "e2e-token".into();

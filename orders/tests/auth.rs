@@ -5,8 +5,6 @@
 
 mod helpers;
 
-use std::sync::OnceLock;
-
 use helpers::TestApp;
 use proptest::prelude::*;
 
@@ -115,37 +113,35 @@ async fn only_the_probes_the_scraper_and_the_document_are_open() {
     }
 }
 
-/// Shared by every generated case: one service, one order.
+/// Shared by every generated case: one service, one order (dropped with the test, so
+/// its database goes too).
 struct World {
     runtime: tokio::runtime::Runtime,
     app: TestApp,
     id: String,
 }
 
-fn world() -> &'static World {
-    static WORLD: OnceLock<World> = OnceLock::new();
-    WORLD.get_or_init(|| {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let (app, id) = runtime.block_on(async {
-            let app = TestApp::spawn_with(NOWHERE, |config| {
-                config.orders_api_token = Some(TOKEN.into());
-            })
-            .await;
-            let order: serde_json::Value = app
-                .client
-                .post(app.url("/orders"))
-                .bearer_auth(TOKEN)
-                .json(&serde_json::json!({"amount": 1999, "currency": "EUR"}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            (app, order["id"].as_str().unwrap().to_owned())
-        });
-        World { runtime, app, id }
-    })
+fn world() -> World {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (app, id) = runtime.block_on(async {
+        let app = TestApp::spawn_with(NOWHERE, |config| {
+            config.orders_api_token = Some(TOKEN.into());
+        })
+        .await;
+        let order: serde_json::Value = app
+            .client
+            .post(app.url("/orders"))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"amount": 1999, "currency": "EUR"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (app, order["id"].as_str().unwrap().to_owned())
+    });
+    World { runtime, app, id }
 }
 
 /// A path with each byte after the leading slash either kept or percent-encoded (in
@@ -171,18 +167,20 @@ fn encoded(path: String) -> impl Strategy<Value = String> {
         })
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
-
-    #[test]
-    fn a_generated_encoding_of_a_protected_route_is_refused_without_the_token(
-        (method, path) in (0..PROTECTED.len()).prop_flat_map(|i| {
-            let (method, template) = PROTECTED[i];
-            encoded(template.replace("{id}", &world().id)).prop_map(move |p| (method, p))
-        })
-    ) {
-        let world = world();
+#[test]
+fn a_generated_encoding_of_a_protected_route_is_refused_without_the_token() {
+    let world = world();
+    let id = world.id.clone();
+    let requests = (0..PROTECTED.len()).prop_flat_map(move |i| {
+        let (method, template) = PROTECTED[i];
+        encoded(template.replace("{id}", &id)).prop_map(move |p| (method, p))
+    });
+    let config = ProptestConfig {
+        cases: 256,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |((method, path) in requests)| {
         let status = world.runtime.block_on(raw_status(&world.app.address, method, &path, None));
         prop_assert_eq!(status, 401, "{} {}", method, path);
-    }
+    });
 }
