@@ -134,15 +134,23 @@ async fn sigterm_with_a_request_that_never_finishes_exits_within_the_grace_perio
         .stderr(Stdio::null());
     let mut child = command.spawn().unwrap();
     let _conn = fake.next_connection_within(Duration::from_secs(20)).await;
-    let address = format!("127.0.0.1:{port}");
+    // SIGTERM is handled once the HTTP server runs (before, it kills): wait until it
+    // answers.
+    let healthz = format!("http://127.0.0.1:{port}/healthz");
+    let client = reqwest::Client::new();
     let end = Instant::now() + Duration::from_secs(20);
-    let mut slow = loop {
-        match tokio::net::TcpStream::connect(&address).await {
-            Ok(socket) => break socket,
-            Err(_) if Instant::now() < end => tokio::time::sleep(Duration::from_millis(20)).await,
-            Err(e) => panic!("orders never listened: {e}"),
-        }
-    };
+    while !client
+        .get(&healthz)
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(Instant::now() < end, "orders never answered {healthz}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut slow = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+        .await
+        .unwrap();
     slow.write_all(
         b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
           Content-Length: 1000\r\n\r\n{\"amount\": ",
