@@ -98,7 +98,7 @@ async fn each_service_runs_as_the_owner_of_its_database_and_nothing_else() {
         (&payments, "payments-pa55", &orders),
     ] {
         let url = format!("postgres://{role}:{password}@127.0.0.1:5432/{database}");
-        let refused = PgConnection::connect(&url).await.err().expect("connected");
+        let refused = PgConnection::connect(&url).await.expect_err("connected");
         assert!(
             refused
                 .to_string()
