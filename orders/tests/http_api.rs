@@ -405,6 +405,57 @@ async fn orders_are_listed_newest_first_in_pages() {
     assert_eq!(page["orders"].as_array().unwrap().len(), 5);
 }
 
+/// `after` may be any UUIDv7, as the document says: one that names no order stands
+/// for its time (order ids are v7), so the page holds the orders created before it.
+#[tokio::test]
+async fn an_unknown_uuid_v7_cursor_stands_for_its_time() {
+    let app = TestApp::spawn(NOWHERE).await;
+    let before = uuid::Uuid::now_v7();
+    // v7 ids are ordered by their millisecond: let the clock move past `before`.
+    let mut created = Vec::new();
+    let mut last_created_at = String::new();
+    for _ in 0..3 {
+        let order = app.create_order(1999, "EUR").await;
+        last_created_at = order.0["created_at"].as_str().unwrap().to_owned();
+        created.push(order.id());
+    }
+    let last: chrono::DateTime<chrono::Utc> = last_created_at.parse().unwrap();
+    // A UUIDv7 holds milliseconds: wait for one past the last order's creation.
+    let now = helpers::wait_until(helpers::DEADLINE, || async {
+        let now = uuid::Uuid::now_v7();
+        let (secs, nanos) = now.get_timestamp().unwrap().to_unix();
+        let at = chrono::DateTime::from_timestamp(secs as i64, nanos).unwrap();
+        (at > last).then_some(now)
+    })
+    .await
+    .unwrap();
+    let page: Value = app
+        .get(&format!("/orders?after={now}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    let newest_first: Vec<String> = created.iter().rev().map(|id| id.to_string()).collect();
+    assert_eq!(ids, newest_first);
+    let page: Value = app
+        .get(&format!("/orders?after={before}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        page["orders"],
+        json!([]),
+        "orders created after the cursor's time"
+    );
+}
+
 #[tokio::test]
 async fn bad_list_parameters_are_validation_errors() {
     let app = TestApp::spawn(NOWHERE).await;

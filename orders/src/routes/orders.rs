@@ -92,7 +92,9 @@ pub async fn get(
     params(
         ("status" = Option<OrderStatus>, Query),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "default 20"),
-        ("after" = Option<String>, Query, format = Uuid, description = "the `next` cursor of the previous page"),
+        ("after" = Option<String>, Query, format = Uuid,
+            pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$",
+            description = "the `next` cursor of the previous page (an order's id); any other UUIDv7 stands for its time: the orders created before it come next"),
     ),
     responses(
         (status = 200, body = OrderList),
@@ -128,7 +130,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
             "after" => {
                 after = Some(OrderId::parse(&value).map_err(|_| {
                     ApiError::Validation(format!(
-                        "after must be the `next` cursor of a previous page; got {value:?}"
+                        "after must be the `next` cursor of a previous page (a UUID); got {value:?}"
                     ))
                 })?)
             }
@@ -141,7 +143,9 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         .await?
         .ok_or_else(|| {
             ApiError::Validation(
-                "after names no order: use the `next` cursor of a previous page".into(),
+                "after names no order and is not a UUIDv7 (which would stand for its time): \
+                 use the `next` cursor of a previous page"
+                    .into(),
             )
         })?;
     Ok(HttpResponse::Ok().json(json!({"orders": page.orders, "next": page.next})))

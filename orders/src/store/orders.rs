@@ -1,6 +1,7 @@
 //! The HTTP API's reads and writes: one order, the list, cancel requests, invoices,
 //! incidents and an operator's retry.
 
+use chrono::{DateTime, Utc};
 use shared_protocol::OrderId;
 
 use super::{OpenKey, OpenOrder, OrderRow, Store, StoreError, parse_amount, parse_currency};
@@ -33,6 +34,15 @@ pub struct OrderPage {
     /// The cursor of the next page, when there is one.
     pub next: Option<OrderId>,
 }
+/// The time a UUIDv7 holds (milliseconds since the epoch), if `id` is one.
+fn time_of(id: OrderId) -> Option<DateTime<Utc>> {
+    if id.0.get_version_num() != 7 {
+        return None;
+    }
+    let (secs, nanos) = id.0.get_timestamp()?.to_unix();
+    DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos)
+}
+
 impl Store {
     pub async fn order(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
         let row = query_orders!("SELECT", "FROM orders WHERE id = $1", id.0)
@@ -56,8 +66,14 @@ impl Store {
                     .fetch_optional(&self.pool)
                     .await?;
                 match found {
-                    None => return Ok(None),
                     Some(row) => Some((row.created_at, row.id)),
+                    // An id no order has: a UUIDv7 stands for its time (order ids are
+                    // v7, so it falls where such an order would); any other is no
+                    // cursor at all.
+                    None => match time_of(id) {
+                        Some(at) => Some((at, id.0)),
+                        None => return Ok(None),
+                    },
                 }
             }
         };
