@@ -109,13 +109,21 @@ impl Stack {
         }
     }
 
-    /// Waits until Orders reports its database and its Payments link ready.
+    /// Waits until Orders is ready and its link to Payments is open (`/healthz` says
+    /// so; readiness leaves the link out).
     pub async fn wait_ready(&self) {
-        let url = self.orders_url("/readyz");
+        let url = self.orders_url("/healthz");
         let end = tokio::time::Instant::now() + DEADLINE;
         loop {
             if let Ok(response) = self.http.get(&url).send().await
-                && response.status() == 200
+                && let Ok(body) = response.json::<Value>().await
+                && body["payments_link"] == "connected"
+                && self
+                    .http
+                    .get(self.orders_url("/readyz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
             {
                 return;
             }

@@ -51,11 +51,13 @@ pub struct ErrorDetail {
 /// `GET /readyz`.
 #[derive(Serialize, ToSchema)]
 pub struct Readiness {
-    /// `ready` or `not_ready`.
+    /// `ready`, `not_ready`, or `draining` (after a SIGTERM, before the instance stops
+    /// accepting).
     pub status: String,
     /// `up` or `down`.
     pub database: String,
     /// `connected`, `disconnected`, or `died` (its thread ended: restart the process).
+    /// Not part of readiness: orders wait in the database while Payments is away.
     pub payments_link: String,
     /// `running` or `stopped`: the task that writes `POST /orders`.
     pub order_writer: String,

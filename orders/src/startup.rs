@@ -30,6 +30,9 @@ pub struct Application {
     link: PaymentsLink,
     link_guard: LinkGuard,
     store: Store,
+    /// Set on SIGTERM, for `DRAIN_PERIOD`: `/readyz` answers 503.
+    draining: service_kit::startup::Draining,
+    drain_period: std::time::Duration,
 }
 
 /// A `Send` handle to stop a running [`Application`].
@@ -82,12 +85,14 @@ impl Application {
             metrics.clone(),
         )?;
         let http_metrics = web::Data::new(metrics.http.clone());
+        let draining = service_kit::startup::Draining::default();
         let state = web::Data::new(AppState {
             store: store.clone(),
             link: link.clone(),
             metrics,
             api_token: config.orders_api_token.clone(),
             body_timeout: config.common.http.http_body_timeout,
+            draining: draining.clone(),
         });
         let http = &config.common.http;
         let server = http
@@ -106,7 +111,9 @@ impl Application {
                 config.common.peer_timeout,
             ))
             .listen(listener)?
-            // SIGTERM/SIGINT: stop accepting, let in-flight requests finish, exit within 10 s.
+            // Signals are ours (see run_until_stopped): the drain comes first.
+            .disable_signals()
+            // Then in-flight requests get this long (the stop's budget: STOP_BUDGET).
             .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
             // Responses go out at once (no Nagle wait for the previous ACK).
             .tcp_nodelay(true)
@@ -118,6 +125,8 @@ impl Application {
             link,
             link_guard,
             store,
+            draining,
+            drain_period: config.common.drain_period,
         })
     }
 
@@ -143,9 +152,21 @@ impl Application {
         self.store.clone()
     }
 
-    /// Serves until stopped (SIGTERM/SIGINT, or [`AppHandle::stop`]), then closes the link.
+    /// Serves until stopped (SIGTERM/SIGINT, after the drain, or [`AppHandle::stop`]),
+    /// then closes the link.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
+        let handle = self.server.handle();
+        let server = self.server;
+        tokio::pin!(server);
+        let result = tokio::select! {
+            result = &mut server => result,
+            () = service_kit::startup::wait_for_stop(&self.draining, self.drain_period) => {
+                // Ask, then keep polling the server: it is the server future that carries
+                // the stop out.
+                drop(handle.stop(true));
+                server.await
+            }
+        };
         let guard = self.link_guard;
         // Joining the link's thread blocks: do it off the async thread.
         let _ = tokio::task::spawn_blocking(move || guard.stop()).await;

@@ -17,4 +17,6 @@ pub struct AppState {
     pub api_token: Option<service_kit::token::SecretString>,
     /// How long a request body may take to arrive (`HTTP_BODY_TIMEOUT`).
     pub body_timeout: std::time::Duration,
+    /// Set on SIGTERM: `/readyz` answers 503 while the instance drains.
+    pub draining: service_kit::startup::Draining,
 }

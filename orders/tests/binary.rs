@@ -170,6 +170,75 @@ async fn sigterm_with_a_request_that_never_finishes_exits_within_the_grace_perio
     drop(slow);
 }
 
+/// On SIGTERM the instance drains first: for `DRAIN_PERIOD` its `/readyz` answers 503
+/// ("draining"), so that a load balancer takes it out, while it still serves what comes
+/// (here a `POST /orders`); then it stops accepting and exits.
+#[tokio::test]
+async fn sigterm_drains_readiness_first_and_keeps_serving_meanwhile() {
+    let fake = FakePayments::builder().lenient().start().await;
+    let db = TestDatabase::unborn("orders");
+    let port = free_port();
+    let mut command = orders(&db, port, &fake.url());
+    command
+        .env("DRAIN_PERIOD", "5s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let end = Instant::now() + Duration::from_secs(20);
+    while !client
+        .get(url("/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(Instant::now() < end, "orders never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let signalled = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let draining = loop {
+        let response = client.get(url("/readyz")).send().await.unwrap();
+        if response.status() == 503 {
+            break response.json::<serde_json::Value>().await.unwrap();
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(5),
+            "/readyz never turned 503"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(draining["status"], "draining");
+    // Still served while draining (the load balancer may not have seen it yet).
+    let created = client
+        .post(url("/orders"))
+        .json(&serde_json::json!({"amount": 1999, "currency": "EUR"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "the drain was over before the request: nothing to tell"
+    );
+
+    let exit = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(14)))
+        .await
+        .unwrap()
+        .expect("orders did not exit after its drain");
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(5),
+        "exited before its drain was over"
+    );
+}
+
 #[tokio::test]
 async fn sigterm_closes_the_link_with_1001_and_exits_within_10_seconds() {
     let fake = FakePayments::start().await;
@@ -246,7 +315,12 @@ async fn sigterm_under_load_exits_cleanly_and_keeps_every_created_order() {
     let fake = FakePayments::start().await;
     let db = TestDatabase::unborn("orders");
     let port = free_port();
-    let mut child = orders(&db, port, &fake.url()).spawn().unwrap();
+    // No drain: this is the stop itself, with requests in flight (a drain would serve
+    // the whole load first).
+    let mut child = orders(&db, port, &fake.url())
+        .env("DRAIN_PERIOD", "0s")
+        .spawn()
+        .unwrap();
     // Read the logs as they come: a full pipe would block the service's logging.
     let output = Arc::new(std::sync::Mutex::new(String::new()));
     let readers: Vec<_> = [

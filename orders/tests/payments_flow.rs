@@ -191,13 +191,15 @@ async fn the_first_offered_method_is_selected() {
 
 /// Under actix's own test runtime too: the fake does not care which runtime drives it.
 #[actix_web::test]
-async fn readiness_follows_the_payments_link() {
+async fn health_follows_the_payments_link() {
     let fake = FakePayments::start().await;
     let app = TestApp::spawn(&fake.url()).await;
     let _conn = fake.next_connection().await;
     app.wait_connected().await;
-    let response = app.get("/readyz").await;
+    let response = app.get("/healthz").await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["payments_link"], "connected");
+    let ready: Value = app.get("/readyz").await.json().await.unwrap();
+    assert_eq!(ready["payments_link"], "connected");
 }

@@ -66,6 +66,9 @@ pub struct Application {
     /// Delivery and expiry: awaited (for a bounded time) after the server stops, so
     /// their last database work runs before the runtime goes away.
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// Set on SIGTERM, for `DRAIN_PERIOD`: `/readyz` answers 503.
+    draining: service_kit::startup::Draining,
+    drain_period: Duration,
 }
 
 /// How long the background tasks get to finish after the server stopped.
@@ -143,6 +146,7 @@ impl Application {
             )),
         ];
         let http_metrics = web::Data::new(metrics.http.clone());
+        let draining = service_kit::startup::Draining::default();
         let state = web::Data::new(AppState {
             store: delivery.store.clone(),
             config: config.clone(),
@@ -151,6 +155,7 @@ impl Application {
             metrics,
             shutdown,
             websockets: Arc::new(tokio::sync::Semaphore::new(config.max_websockets as usize)),
+            draining: draining.clone(),
         });
         let http = &config.common.http;
         let server = http
@@ -183,6 +188,8 @@ impl Application {
             shutdown: Arc::new(shutdown_tx),
             store,
             background,
+            draining,
+            drain_period: config.common.drain_period,
         })
     }
 
@@ -213,7 +220,7 @@ impl Application {
         tokio::pin!(server);
         let result = tokio::select! {
             result = &mut server => result,
-            _ = termination() => {
+            () = service_kit::startup::wait_for_stop(&self.draining, self.drain_period) => {
                 tracing::info!("stopping: closing WebSockets, finishing in-flight requests");
                 // Ask, then keep polling the server: it is the server future that carries
                 // the stop out, so awaiting the stop's completion here would deadlock.
@@ -256,29 +263,6 @@ fn check_tokens(config: &Config) -> Result<(), StartupError> {
         tracing::info!("PAYMENTS_ADMIN_TOKEN is not set: the admin endpoints refuse every request");
     }
     Ok(())
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn termination() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 /// Cancels sessions past their deadline, every `interval`.

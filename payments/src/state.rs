@@ -23,4 +23,6 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// One permit per open WebSocket (`PAYMENTS_MAX_WEBSOCKETS`), held by its loop.
     pub websockets: Arc<tokio::sync::Semaphore>,
+    /// Set on SIGTERM: `/readyz` answers 503 while the instance drains.
+    pub draining: service_kit::startup::Draining,
 }

@@ -161,6 +161,51 @@ async fn close_code(ws: &mut futures_util::stream::SplitStream<Ws>) -> Option<u1
     }
 }
 
+/// On SIGTERM Payments drains first (`DRAIN_PERIOD`, 2 s by default): `/readyz`
+/// answers 503 ("draining") while its WebSockets and pages are still served; then the
+/// WebSockets close with 1001.
+#[tokio::test]
+async fn sigterm_drains_readiness_before_closing_websockets() {
+    let payments = Payments::start();
+    let (mut sink, mut stream) = payments.connect().await.split();
+    let readyz = format!("http://127.0.0.1:{}/readyz", payments.port);
+    assert_eq!(reqwest::get(&readyz).await.unwrap().status(), 200);
+
+    payments.terminate();
+    let end = Instant::now() + Duration::from_secs(2);
+    let draining = loop {
+        let response = reqwest::get(&readyz).await.unwrap();
+        if response.status() == 503 {
+            break response.json::<serde_json::Value>().await.unwrap();
+        }
+        assert!(Instant::now() < end, "/readyz never turned 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(draining["status"], "draining");
+    // The link still works while draining: a request is answered, not closed.
+    let initiate = ClientMessage::InitiatePayment {
+        order_id: OrderId::new(),
+        amount: Amount::new(100).unwrap(),
+        currency: Currency::parse("EUR").unwrap(),
+    };
+    sink.send(Message::Text(shared_protocol::encode(&initiate).into()))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(2), stream.next())
+        .await
+        .expect("no answer while draining")
+        .unwrap()
+        .unwrap();
+    assert!(answer.is_text(), "{answer:?}");
+    // Then the WebSocket closes with 1001, and the process exits.
+    let close = tokio::time::timeout(Duration::from_secs(10), close_code(&mut stream))
+        .await
+        .expect("no close frame within 10 s");
+    assert_eq!(close, Some(1001));
+    let (status, _, stderr) = payments.exit(Duration::from_secs(10)).await;
+    assert!(status.expect("payments did not exit").success(), "{stderr}");
+}
+
 #[tokio::test]
 async fn sigterm_closes_websockets_with_1001_and_exits_within_10_seconds() {
     let payments = Payments::start();

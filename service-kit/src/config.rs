@@ -19,6 +19,17 @@ pub const MIN_DURATION: Duration = Duration::from_millis(1);
 /// where adding it to the clock overflows.
 pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// clap's parser of `DRAIN_PERIOD`: `0s` (no drain) to a minute.
+pub fn drain_period(text: &str) -> Result<Duration, String> {
+    let value = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if value > Duration::from_secs(60) {
+        return Err(format!(
+            "{text} is out of range: give a duration from 0s to 1m"
+        ));
+    }
+    Ok(value)
+}
+
 /// clap's parser of every duration setting: humantime's syntax (`200ms`, `30s`,
 /// `15m`), from [`MIN_DURATION`] to [`MAX_DURATION`].
 pub fn duration(text: &str) -> Result<Duration, String> {
@@ -63,6 +74,12 @@ pub struct CommonConfig {
     /// data any HTTP peer leaves untaken (TCP_USER_TIMEOUT).
     #[arg(long, env = "PEER_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub peer_timeout: Duration,
+
+    /// On SIGTERM, how long `/readyz` answers 503 while everything else is served as
+    /// before, so that a load balancer takes the instance out before it stops
+    /// accepting (0s: no drain). The whole stop takes this plus 7 s at most.
+    #[arg(long, env = "DRAIN_PERIOD", default_value = "2s", value_parser = drain_period)]
+    pub drain_period: Duration,
 
     /// The database pool and the timeouts of its sessions.
     #[command(flatten)]

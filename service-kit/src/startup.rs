@@ -38,19 +38,80 @@ impl StartupError {
 
 /// How long a stop may take in all, from SIGTERM to exit: Docker Compose kills a
 /// service 10 s after its SIGTERM (its default `stop_grace_period`), so the parts below
-/// add up to at most 9 s, a second left for the process to go.
+/// add up to at most 9 s with the default drain, a second left for the process to go. A
+/// longer `DRAIN_PERIOD` needs a longer grace period, by as much.
 pub const STOP_BUDGET: Duration = Duration::from_secs(9);
+/// The default `DRAIN_PERIOD`: `/readyz` answers 503 this long before the instance
+/// stops accepting (a load balancer that checks every second and takes an instance out
+/// after two failures has done so by then).
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(2);
 /// In-flight HTTP requests, WebSockets closing with 1001 among them, get this long to
 /// finish (actix's graceful shutdown); then they are dropped.
-pub const HTTP_STOP: Duration = Duration::from_secs(5);
+pub const HTTP_STOP: Duration = Duration::from_secs(4);
 /// Then the background work (Orders' link, Payments' delivery and expiry) gets this
 /// long to finish.
 pub const BACKGROUND_STOP: Duration = Duration::from_secs(2);
 
 const _STOP_FITS: () = assert!(
-    HTTP_STOP.as_millis() + BACKGROUND_STOP.as_millis() + crate::database::CLOSE_WAIT.as_millis()
+    DEFAULT_DRAIN.as_millis()
+        + HTTP_STOP.as_millis()
+        + BACKGROUND_STOP.as_millis()
+        + crate::database::CLOSE_WAIT.as_millis()
         <= STOP_BUDGET.as_millis()
 );
+
+/// Whether this instance is draining: set on SIGTERM ([`wait_for_stop`]), when
+/// `/readyz` starts answering 503 so that a load balancer takes the instance out while
+/// it still serves what comes.
+#[derive(Debug, Clone, Default)]
+pub struct Draining(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Draining {
+    pub fn start(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Waits for SIGTERM or SIGINT, then drains for `period`: `draining` is set (so
+/// `/readyz` answers 503) while the server goes on serving, long enough for a load
+/// balancer's health checks to take the instance out. Returns when it is time to stop
+/// accepting; a second signal cuts the drain short.
+pub async fn wait_for_stop(draining: &Draining, period: Duration) {
+    termination().await;
+    draining.start();
+    tracing::info!(drain = ?period, "stopping: /readyz answers 503 while draining, then no new connections are taken");
+    tokio::select! {
+        () = tokio::time::sleep(period) => {}
+        () = termination() => tracing::info!("a second signal: the drain is cut short"),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
 
 /// Listens on `addr` (port 0 picks a free port), or says which address failed.
 pub fn bind(addr: &str) -> Result<TcpListener, StartupError> {

@@ -182,8 +182,9 @@ impl Stack {
         database_url_for(&self.config.database_url, &self.payments_db)
     }
 
-    /// Starts Orders and waits until it is ready: `/readyz` (database and the link to
-    /// Payments) when `with_link`, else `/healthz` (Payments is down on purpose).
+    /// Starts Orders and waits until it is ready: its `/readyz` (the database and the
+    /// order writer), then, when `with_link`, its link to Payments open (`/healthz`
+    /// says so; readiness leaves the link out on purpose).
     pub async fn start_orders(&mut self, with_link: bool) -> anyhow::Result<()> {
         let mut cmd = Command::new(&self.config.orders_bin);
         cmd.env("DATABASE_URL", self.orders_database_url())
@@ -193,9 +194,12 @@ impl Stack {
                 format!("ws://127.0.0.1:{}/ws", self.payments_port),
             )
             .env("RECONNECT_CAP", humantime_str(self.config.reconnect_cap));
-        let ready = if with_link { "/readyz" } else { "/healthz" };
-        let url = format!("{}{ready}", self.orders_url());
-        self.start(Which::Orders, cmd, &url).await
+        let url = format!("{}/readyz", self.orders_url());
+        self.start(Which::Orders, cmd, &url).await?;
+        if with_link {
+            self.wait_orders_ready().await?;
+        }
+        Ok(())
     }
 
     /// Starts Payments and waits for its `/readyz`.
@@ -208,13 +212,14 @@ impl Stack {
         self.start(Which::Payments, cmd, &url).await
     }
 
-    /// Waits until Orders' `/readyz` answers 200 (its link to Payments is open).
+    /// Waits until Orders' link to Payments is open (`/healthz`'s `payments_link`).
     pub async fn wait_orders_ready(&mut self) -> anyhow::Result<()> {
-        let url = format!("{}/readyz", self.orders_url());
+        let url = format!("{}/healthz", self.orders_url());
         let deadline = Instant::now() + self.config.ready_timeout;
         loop {
             if let Ok(r) = self.http.get(&url).send().await
-                && r.status().as_u16() == 200
+                && let Ok(body) = r.json::<serde_json::Value>().await
+                && body["payments_link"] == "connected"
             {
                 return Ok(());
             }

@@ -149,7 +149,7 @@ impl PaymentsLink {
                         .map(|s| (*s).to_owned())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_default();
-                    tracing::error!(panic = %why, "the payments link's thread died: no order reaches Payments until the service restarts (/healthz and /readyz answer 503)");
+                    tracing::error!(panic = %why, "the payments link's thread died: no order reaches Payments until the service restarts (/healthz answers 503)");
                 }
             })?;
         Ok((

@@ -33,18 +33,21 @@ fn link_state(state: &AppState) -> &'static str {
     }
 }
 
-/// Ready when the database answers, the link to Payments is open and the order writer
-/// runs.
+/// Ready to take requests: the database answers, the order writer runs, and the
+/// instance is not draining after a SIGTERM. The link to Payments is not part of it:
+/// orders are taken and wait in the database while Payments is away (a load balancer
+/// must not take every instance out during a Payments outage); `/healthz` and the
+/// metrics say where the link stands.
 #[utoipa::path(get, path = "/readyz", tag = "meta", responses(
     (status = 200, description = "Ready", body = Readiness),
-    (status = 503, description = "The database, the Payments link or the order writer is down", body = Readiness)))]
+    (status = 503, description = "The database or the order writer is down, or the instance is draining", body = Readiness)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database = state.store.ping().await;
-    let payments = state.link.is_connected() && !state.link.died();
     let writer = state.store.writer_running();
-    let ready = database && payments && writer;
+    let draining = state.draining.is_draining();
+    let ready = database && writer && !draining;
     let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
+        "status": if draining { "draining" } else if ready { "ready" } else { "not_ready" },
         "database": if database { "up" } else { "down" },
         "payments_link": link_state(&state),
         "order_writer": if writer { "running" } else { "stopped" },

@@ -11,19 +11,22 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Ready when the database answers and the page's writer runs.
+/// Ready when the database answers and the page's writer runs, and the instance is not
+/// draining after a SIGTERM.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let store = state.store.clone();
     let writer = store.writer_running();
+    let draining = state.draining.is_draining();
     let database = off_arbiter(async move { Ok(store.ping().await) })
         .await
         .unwrap_or(false);
+    let ready = database && writer && !draining;
     let body = json!({
-        "status": if database && writer { "ready" } else { "not_ready" },
+        "status": if draining { "draining" } else if ready { "ready" } else { "not_ready" },
         "database": if database { "up" } else { "down" },
         "page_writer": if writer { "running" } else { "stopped" },
     });
-    if database && writer {
+    if ready {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
