@@ -12,6 +12,18 @@ use test_harness::postgres::TestDatabase;
 /// How long a test waits for the stack to reach a state.
 pub const DEADLINE: Duration = Duration::from_secs(15);
 
+/// The files of a link over mutual TLS: Payments' certificate and key and the CA it
+/// requires client certificates from; the CA Orders trusts, and its own certificate.
+#[derive(Debug, Clone)]
+pub struct StackTls {
+    pub payments_cert: std::path::PathBuf,
+    pub payments_key: std::path::PathBuf,
+    pub client_ca: std::path::PathBuf,
+    pub payments_ca: std::path::PathBuf,
+    pub orders_cert: std::path::PathBuf,
+    pub orders_key: std::path::PathBuf,
+}
+
 pub struct Stack {
     pub orders_db: TestDatabase,
     pub payments_db: TestDatabase,
@@ -20,22 +32,29 @@ pub struct Stack {
     pub http: reqwest::Client,
     /// Databases other than the fresh ones, as (Orders', Payments') URLs.
     databases: Option<(String, String)>,
+    /// The link over mutual TLS, when set.
+    tls: Option<StackTls>,
     payments: Option<payments::AppHandle>,
     orders: Option<orders::AppHandle>,
 }
 
 impl Stack {
     pub async fn spawn() -> Stack {
-        Stack::spawn_with(None).await
+        Stack::spawn_with(None, None).await
+    }
+
+    /// The stack with its link over mutual TLS (`wss://`), as `tls` says.
+    pub async fn spawn_tls(tls: StackTls) -> Stack {
+        Stack::spawn_with(None, Some(tls)).await
     }
 
     /// The stack on the databases at `orders_url` and `payments_url` (which the
     /// caller creates and drops), instead of fresh ones.
     pub async fn spawn_on(orders_url: &str, payments_url: &str) -> Stack {
-        Stack::spawn_with(Some((orders_url.to_owned(), payments_url.to_owned()))).await
+        Stack::spawn_with(Some((orders_url.to_owned(), payments_url.to_owned())), None).await
     }
 
-    async fn spawn_with(databases: Option<(String, String)>) -> Stack {
+    async fn spawn_with(databases: Option<(String, String)>, tls: Option<StackTls>) -> Stack {
         let mut stack = Stack {
             orders_db: TestDatabase::unborn("e2e_orders"),
             payments_db: TestDatabase::unborn("e2e_payments"),
@@ -46,6 +65,7 @@ impl Stack {
                 .build()
                 .expect("http client"),
             databases,
+            tls,
             payments: None,
             orders: None,
         };
@@ -67,6 +87,11 @@ impl Stack {
         config.common.payments_token = "e2e-token".into();
         config.delivery_scan_interval = Duration::from_millis(200);
         config.expiry_interval = Duration::from_millis(200);
+        if let Some(tls) = &self.tls {
+            config.tls_cert = Some(tls.payments_cert.clone());
+            config.tls_key = Some(tls.payments_key.clone());
+            config.tls_client_ca = Some(tls.client_ca.clone());
+        }
         let app = payments::Application::build(config)
             .await
             .expect("payments starts");
@@ -84,6 +109,12 @@ impl Stack {
         };
         config.orders_addr = format!("127.0.0.1:{}", self.orders_port);
         config.payments_ws_url = format!("ws://127.0.0.1:{}/ws", self.payments_port);
+        if let Some(tls) = &self.tls {
+            config.payments_ws_url = format!("wss://127.0.0.1:{}/ws", self.payments_port);
+            config.payments_ca = Some(tls.payments_ca.clone());
+            config.tls_client_cert = Some(tls.orders_cert.clone());
+            config.tls_client_key = Some(tls.orders_key.clone());
+        }
         config.common.payments_token = "e2e-token".into();
         config.common.heartbeat_interval = Duration::from_millis(500);
         config.common.peer_timeout = Duration::from_secs(10);

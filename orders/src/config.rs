@@ -37,13 +37,29 @@ pub struct Config {
     #[arg(long, env = "ORDERS_ADDR", default_value = "127.0.0.1:8080")]
     pub orders_addr: String,
 
-    /// WebSocket endpoint of Payments.
+    /// WebSocket endpoint of Payments: `wss://` for TLS. With APP_ENV=production, a
+    /// `ws://` URL must name a loopback host (the token and every outcome would cross
+    /// the network in clear).
     #[arg(
         long,
         env = "PAYMENTS_WS_URL",
         default_value = "ws://127.0.0.1:8081/ws"
     )]
     pub payments_ws_url: String,
+
+    /// PEM CA certificate(s) trusted for `wss://`, besides the system's roots (for a
+    /// private CA).
+    #[arg(long, env = "PAYMENTS_CA")]
+    pub payments_ca: Option<std::path::PathBuf>,
+
+    /// PEM certificate chain Orders presents to Payments (mutual TLS); read at each
+    /// connection, so a rotated one is used from the next.
+    #[arg(long, env = "ORDERS_TLS_CLIENT_CERT", requires = "tls_client_key")]
+    pub tls_client_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of `ORDERS_TLS_CLIENT_CERT`.
+    #[arg(long, env = "ORDERS_TLS_CLIENT_KEY", requires = "tls_client_cert")]
+    pub tls_client_key: Option<std::path::PathBuf>,
 
     /// When set, every `/orders` route needs `Authorization: Bearer <this>` (401
     /// otherwise); `/healthz`, `/readyz`, `/metrics` and `/openapi.json` stay open.
@@ -77,6 +93,18 @@ pub struct Config {
 impl Config {
     /// What no single setting's range can say.
     pub fn check(&self) -> Result<(), &'static str> {
+        if self.tls_client_cert.is_some() != self.tls_client_key.is_some() {
+            return Err("ORDERS_TLS_CLIENT_CERT and ORDERS_TLS_CLIENT_KEY go together");
+        }
+        if self.common.app_env == AppEnv::Production
+            && plaintext_to_another_host(&self.payments_ws_url)
+        {
+            return Err(
+                "PAYMENTS_WS_URL is ws:// to a host that is not loopback and APP_ENV is \
+                 production: the link's token and every payment outcome would cross the \
+                 network in clear; use wss:// (PAYMENTS_CA, ORDERS_TLS_CLIENT_CERT/_KEY)",
+            );
+        }
         if self.common.peer_timeout <= self.common.heartbeat_interval {
             // Orders hears from a quiet Payments through the pongs to its pings.
             return Err("PEER_TIMEOUT must be longer than HEARTBEAT_INTERVAL");
@@ -92,6 +120,27 @@ impl Config {
     pub fn defaults() -> Config {
         Config::parse_from(["orders"])
     }
+}
+
+/// Whether `url` is plain `ws://` to a host other than loopback (`localhost`,
+/// `127.0.0.0/8`, `::1`).
+fn plaintext_to_another_host(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("ws://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(host, _)| host),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !loopback
 }
 
 #[cfg(test)]
@@ -151,6 +200,42 @@ mod tests {
                 "{flag}"
             );
         }
+    }
+
+    #[test]
+    fn production_refuses_a_plaintext_link_off_the_host() {
+        for url in [
+            "ws://payments:8081/ws",
+            "ws://10.0.0.7/ws",
+            "ws://user@pay.example/ws",
+        ] {
+            assert!(plaintext_to_another_host(url), "{url}");
+        }
+        for url in [
+            "ws://127.0.0.1:8081/ws",
+            "ws://localhost/ws",
+            "ws://[::1]:8081/ws",
+            "ws://127.0.0.53/ws",
+            "wss://payments:8443/ws",
+        ] {
+            assert!(!plaintext_to_another_host(url), "{url}");
+        }
+        let production = |url: &str| {
+            Config::try_parse_from([
+                "orders",
+                "--app-env=production",
+                &format!("--payments-ws-url={url}"),
+            ])
+            .unwrap()
+            .check()
+        };
+        assert!(
+            production("ws://payments:8081/ws")
+                .unwrap_err()
+                .contains("wss://")
+        );
+        assert!(production("wss://payments:8443/ws").is_ok());
+        assert!(production("ws://127.0.0.1:8081/ws").is_ok());
     }
 
     #[test]

@@ -80,6 +80,11 @@ impl Application {
                 reconnect_base: config.reconnect_base,
                 reconnect_cap: config.reconnect_cap,
                 outbox_capacity: config.link_outbox,
+                ca: config.payments_ca.clone(),
+                client_identity: config
+                    .tls_client_cert
+                    .clone()
+                    .zip(config.tls_client_key.clone()),
             },
             store.clone(),
             metrics.clone(),

@@ -93,6 +93,17 @@ fn production_refuses_to_start_without_a_long_api_token() {
         &production(&[("PAYMENTS_TOKEN", link), ("ORDERS_API_TOKEN", link)]),
         "ORDERS_API_TOKEN and PAYMENTS_TOKEN are the same secret",
     );
+    // The link in clear to another host (issue 19): the token and every outcome would
+    // cross the network readable.
+    assert_refuses_to_start(
+        binary,
+        &production(&[
+            ("PAYMENTS_TOKEN", link),
+            ("ORDERS_API_TOKEN", api),
+            ("PAYMENTS_WS_URL", "ws://payments.internal:8081/ws"),
+        ]),
+        "use wss://",
+    );
 }
 
 /// A zero or huge duration used to start the service and then panic the link's thread

@@ -59,4 +59,20 @@ async fn a_refused_handshake_and_each_attempt_are_logged() {
         );
     }
     assert!(logs.contains("connected to Payments"), "{logs}");
+
+    // Plain ws:// to a Payments that serves TLS: each attempt fails with a line that
+    // says what to change (issue 19).
+    let tls = FakePayments::builder().tls().lenient().start().await;
+    let plain = tls.url().replacen("wss://", "ws://", 1);
+    let _app = TestApp::spawn(&plain).await;
+    let seen = helpers::wait_until(helpers::DEADLINE, || async {
+        let logs = captured.text();
+        logs.contains("the URL must be wss://").then_some(logs)
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "no hint to use wss://:\n{}",
+        captured.text()
+    );
 }

@@ -41,9 +41,29 @@ pub struct Config {
     #[arg(long, env = "PAYMENTS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<SecretString>,
 
-    /// Base of payment page URLs; default `http://` + the bound address.
+    /// Base of payment page URLs; default `http://` (or `https://` with TLS) + the
+    /// bound address.
     #[arg(long, env = "PAYMENTS_PUBLIC_URL")]
     pub public_url: Option<String>,
+
+    /// PEM certificate chain: with `PAYMENTS_TLS_KEY`, Payments serves HTTPS and WSS
+    /// only. Re-read when the file changes or on SIGHUP, without a restart.
+    #[arg(long, env = "PAYMENTS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of `PAYMENTS_TLS_CERT`.
+    #[arg(long, env = "PAYMENTS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// PEM CA certificate(s): every client must present a certificate signed by one
+    /// (mutual TLS), the link's and the page's alike (put the page behind a proxy that
+    /// presents one). Needs `PAYMENTS_TLS_CERT`.
+    #[arg(long, env = "PAYMENTS_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+
+    /// How often the TLS files are looked at for changes (SIGHUP reloads at once).
+    #[arg(long, env = "PAYMENTS_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = service_kit::config::duration)]
+    pub tls_reload_interval: Duration,
 
     /// How long a payment session may stay open before it is cancelled as `expired`.
     #[arg(long, env = "PAYMENT_TTL", default_value = "15m", value_parser = service_kit::config::duration)]
@@ -84,6 +104,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// The TLS files, when Payments serves TLS.
+    pub fn tls_files(&self) -> Option<service_kit::tls::ServerFiles> {
+        Some(service_kit::tls::ServerFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+
     /// The defaults, with whatever the environment sets on top (clap reads it): tests
     /// start from this and override the fields they care about.
     pub fn defaults() -> Config {

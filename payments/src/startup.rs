@@ -113,12 +113,14 @@ impl Application {
         let store = Store::open(config.database_url.expose_secret(), &config.common.database)
             .await
             .map_err(StartupError::store)?;
+        let tls = load_tls(&config)?;
         let listener = service_kit::startup::bind(&config.payments_addr)?;
         let local = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let public_url = config
             .public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{local}"))
+            .unwrap_or_else(|| format!("{scheme}://{local}"))
             .trim_end_matches('/')
             .to_owned();
         let (shutdown_tx, shutdown) = watch::channel(false);
@@ -132,7 +134,7 @@ impl Application {
             config.max_delivery_attempts,
             metrics.clone(),
         );
-        let background = vec![
+        let mut background = vec![
             tokio::spawn(
                 delivery
                     .clone()
@@ -145,6 +147,12 @@ impl Application {
                 shutdown.clone(),
             )),
         ];
+        if let Some(tls) = &tls {
+            background.push(tokio::spawn(
+                tls.clone()
+                    .watch(config.tls_reload_interval, shutdown.clone()),
+            ));
+        }
         let http_metrics = web::Data::new(metrics.http.clone());
         let draining = service_kit::startup::Draining::default();
         let state = web::Data::new(AppState {
@@ -171,8 +179,12 @@ impl Application {
             }))
             .on_connect(service_kit::http_server::on_connect(
                 config.common.peer_timeout,
-            ))
-            .listen(listener)?
+            ));
+        let server = match &tls {
+            Some(tls) => server.listen_rustls_0_23(listener, tls.server_config())?,
+            None => server.listen(listener)?,
+        };
+        let server = server
             // Signals are ours (see run_until_stopped): WebSockets must close before the
             // server waits for its connections to end.
             .disable_signals()
@@ -180,7 +192,8 @@ impl Application {
             // Every frame to Orders goes out at once (no Nagle wait for the previous ACK).
             .tcp_nodelay(true)
             .run();
-        tracing::info!(address = %local, %public_url, "payments is listening");
+        tracing::info!(address = %local, %public_url, tls = scheme == "https",
+            mutual_tls = tls.as_ref().is_some_and(|t| t.mutual()), "payments is listening");
         Ok(Application {
             port: local.port(),
             public_url,
@@ -241,6 +254,22 @@ impl Application {
         }
         result
     }
+}
+
+/// The TLS certificate (and client CA) to serve with, if configured; a file that cannot
+/// be used stops the start, naming it.
+fn load_tls(config: &Config) -> Result<Option<Arc<service_kit::tls::ServerTls>>, StartupError> {
+    if config.tls_files().is_none()
+        && (config.tls_cert.is_some() || config.tls_key.is_some() || config.tls_client_ca.is_some())
+    {
+        return Err(StartupError::Config(
+            "PAYMENTS_TLS_CERT and PAYMENTS_TLS_KEY go together (and PAYMENTS_TLS_CLIENT_CA needs them)",
+        ));
+    }
+    Ok(config
+        .tls_files()
+        .map(service_kit::tls::ServerTls::load)
+        .transpose()?)
 }
 
 /// The service's secrets, as `APP_ENV` wants them (see [`service_kit::token`]). The

@@ -91,9 +91,14 @@ pub fn on_connect(
     move |connection, _| {
         if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
             set_send_timeout(tcp, send_timeout);
+        } else if let Some(tls) = connection.downcast_ref::<TlsStream>() {
+            set_send_timeout(tls.get_ref().0, send_timeout);
         }
     }
 }
+
+/// A TLS connection as actix-web accepts it (`listen_rustls_0_23`).
+type TlsStream = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
 
 /// Sets `TCP_USER_TIMEOUT` (Linux; elsewhere nothing), logging a failure.
 fn set_send_timeout(tcp: &actix_web::rt::net::TcpStream, timeout: Duration) {

@@ -14,6 +14,9 @@ pub enum StartupError {
     /// A setting is out of its range.
     #[error("invalid configuration: {0}")]
     Config(&'static str),
+    /// A TLS file cannot be used (the error names it).
+    #[error("could not set up TLS")]
+    Tls(#[from] crate::tls::TlsError),
     /// The database could not be opened or migrated.
     #[error("could not open the database")]
     Store(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -6,11 +6,13 @@
 //! - [`postgres::TestDatabase`]: a fresh PostgreSQL database per test.
 //! - [`process`]: for tests that run a service's binary.
 //! - [`http`]: raw HTTP requests, for paths and methods a client library would not send.
+//! - [`tls`]: a CA and the certificates it signs, as PEM files, for TLS tests.
 
 pub mod http;
 pub mod payments;
 pub mod postgres;
 pub mod process;
+pub mod tls;
 
 pub use fake_ws_server::{
     Attempt, AttemptOutcome, Closed, Codec, Connection, DEFAULT_DEADLINE, Direction, FakeServer,

@@ -104,6 +104,7 @@ pub struct FakePaymentsBuilder {
     manual: bool,
     lenient: bool,
     small_buffers: bool,
+    tls: bool,
     rules: Vec<Rule<ClientMessage, ServerMessage>>,
 }
 
@@ -117,6 +118,13 @@ impl FakePaymentsBuilder {
     /// Messages the test never looked at do not fail it.
     pub fn lenient(mut self) -> Self {
         self.lenient = true;
+        self
+    }
+
+    /// `wss://`, with a certificate for `127.0.0.1` signed by a root of this fake's
+    /// own: see [`FakeServerBuilder::tls`] (the root: `root_certificate_pem`).
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
         self
     }
 
@@ -221,6 +229,9 @@ impl FakePaymentsBuilder {
             if self.small_buffers {
                 builder = builder.small_socket_buffers();
             }
+            if self.tls {
+                builder = builder.tls();
+            }
             let server = builder.start_at(location).await;
             state.port.store(server.port(), Ordering::SeqCst);
             FakePayments { server, state }
@@ -251,6 +262,7 @@ impl FakePayments {
             manual: false,
             lenient: false,
             small_buffers: false,
+            tls: false,
             rules: Vec::new(),
         }
     }

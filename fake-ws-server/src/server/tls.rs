@@ -47,6 +47,7 @@ mod with_tls {
     pub(in crate::server) struct Tls {
         acceptor: tokio_rustls::TlsAcceptor,
         root: CertificateDer<'static>,
+        root_pem: String,
     }
 
     fn provider() -> Arc<CryptoProvider> {
@@ -88,6 +89,7 @@ mod with_tls {
             Tls {
                 acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
                 root: root.der().clone(),
+                root_pem: root.pem(),
             }
         }
 
@@ -136,6 +138,13 @@ mod with_tls {
         #[track_caller]
         pub fn root_certificate_der(&self) -> Vec<u8> {
             self.tls_or_panic().root.to_vec()
+        }
+
+        /// The root certificate in PEM, for a client that reads its trust store from a
+        /// file (`PAYMENTS_CA=…`). Panics unless built with [`FakeServerBuilder::tls`].
+        #[track_caller]
+        pub fn root_certificate_pem(&self) -> String {
+            self.tls_or_panic().root_pem.clone()
         }
 
         /// A rustls client configuration (ring provider) that trusts this server's root

@@ -1,4 +1,6 @@
-//! Opening the WebSocket to Payments, with a timeout on the TCP connect.
+//! Opening the WebSocket to Payments, with a timeout on the TCP connect, over TLS for a
+//! `wss://` URL (the system's roots plus `PAYMENTS_CA`, and `ORDERS_TLS_CLIENT_CERT`
+//! for mutual TLS, read at each connection so that rotated files are taken).
 
 use std::fmt;
 
@@ -12,6 +14,8 @@ use super::{CONNECT_TIMEOUT, LinkConfig};
 
 #[derive(Debug)]
 pub(super) enum ConnectError {
+    /// The TLS files could not be used.
+    Tls(service_kit::tls::TlsError),
     Handshake(awc::error::WsClientError),
     Refused(awc::http::StatusCode),
     Subprotocol(Option<String>),
@@ -21,7 +25,8 @@ pub(super) enum ConnectError {
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConnectError::Handshake(e) => write!(f, "handshake failed: {e}"),
+            ConnectError::Tls(e) => write!(f, "TLS set-up failed: {e}"),
+            ConnectError::Handshake(e) => write!(f, "handshake failed: {}", explain(e)),
             ConnectError::Refused(status) if status.as_u16() == 401 => {
                 write!(f, "Payments answered {status}: check PAYMENTS_TOKEN")
             }
@@ -49,8 +54,18 @@ pub(super) async fn connect(config: &LinkConfig) -> Result<Framed, ConnectError>
             conn
         },
     );
+    let mut connector = awc::Connector::new().connector(tcp);
+    if config.url.starts_with("wss://") {
+        let identity = config
+            .client_identity
+            .as_ref()
+            .map(|(cert, key)| (cert.as_path(), key.as_path()));
+        let tls = service_kit::tls::client_config(config.ca.as_deref(), identity)
+            .map_err(ConnectError::Tls)?;
+        connector = connector.rustls_0_23(std::sync::Arc::new(tls));
+    }
     let client = awc::Client::builder()
-        .connector(awc::Connector::new().connector(tcp))
+        .connector(connector)
         .timeout(CONNECT_TIMEOUT)
         .finish();
     let request = client
@@ -78,4 +93,22 @@ pub(super) async fn connect(config: &LinkConfig) -> Result<Framed, ConnectError>
         return Err(ConnectError::Subprotocol(chosen));
     }
     Ok(framed)
+}
+
+/// The handshake's error, with what it most likely means where awc's words do not say:
+/// an answer that is not HTTP (plain `ws://` spoken to a TLS port reads the server's
+/// TLS alert as a response: "invalid HTTP version"), or a certificate the link does not
+/// trust (rustls names why: an unknown issuer, an expired certificate, another name).
+fn explain(e: &awc::error::WsClientError) -> String {
+    use awc::error::{SendRequestError, WsClientError};
+    let hint = match e {
+        WsClientError::SendRequest(SendRequestError::Response(_)) => {
+            " (Payments answered something that is not HTTP: if it serves TLS, the URL must be wss://)"
+        }
+        _ if e.to_string().contains("certificate") => {
+            " (Payments' certificate is not trusted for this URL: check PAYMENTS_CA and the host name)"
+        }
+        _ => "",
+    };
+    format!("{e}{hint}")
 }

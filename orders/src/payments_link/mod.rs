@@ -89,6 +89,10 @@ pub struct LinkConfig {
     pub reconnect_cap: Duration,
     /// How many requests may wait for the link; see [`PaymentsLink::send`].
     pub outbox_capacity: usize,
+    /// For `wss://`: a CA trusted besides the system's roots.
+    pub ca: Option<std::path::PathBuf>,
+    /// For `wss://` to a Payments that requires one: the certificate and key presented.
+    pub client_identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// Whether the link is open.
