@@ -41,14 +41,19 @@ impl Api {
         concurrency: usize,
         timeout: Duration,
         recorder: Arc<Recorder>,
+        tls: Option<&crate::tls::BenchTls>,
     ) -> anyhow::Result<Api> {
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(timeout)
             .pool_max_idle_per_host(concurrency)
             .tcp_nodelay(true)
             // The payment page answers 303 to its own page: that is the answer we check.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .redirect(reqwest::redirect::Policy::none());
+        let http = match tls {
+            Some(tls) => tls.http(builder),
+            None => builder,
+        }
+        .build()?;
         Ok(Api {
             http,
             orders: orders_url.trim_end_matches('/').to_owned(),

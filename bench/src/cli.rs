@@ -118,6 +118,11 @@ pub struct Common {
     /// How long a service may take to exit after SIGTERM before it is killed.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub stop_timeout: Duration,
+    /// The link over mutual TLS: Payments serves HTTPS/WSS and requires client
+    /// certificates, Orders connects with wss://, loadgen pays the pages with a client
+    /// certificate; the CA and certificates are made for the run.
+    #[arg(long)]
+    pub tls: bool,
     /// What the binaries were built from, for the report (default: `git rev-parse`
     /// of this workspace, `-dirty` when the services' sources have local changes).
     #[arg(long)]
@@ -315,9 +320,14 @@ impl Common {
         })
     }
 
-    pub fn stack_config(&self, out_dir: PathBuf) -> StackConfig {
+    pub fn stack_config(&self, out_dir: PathBuf) -> anyhow::Result<StackConfig> {
         let release = target_dir().join("release");
-        StackConfig {
+        let tls = if self.tls {
+            Some(crate::tls::BenchTls::generate()?)
+        } else {
+            None
+        };
+        Ok(StackConfig {
             orders_bin: self
                 .orders_bin
                 .clone()
@@ -332,7 +342,8 @@ impl Common {
             ready_timeout: self.ready_timeout,
             stop_timeout: self.stop_timeout,
             out_dir,
-        }
+            tls,
+        })
     }
 
     /// What was measured: the given label, or the workspace's commit.

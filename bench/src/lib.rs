@@ -23,6 +23,7 @@ pub mod scenarios;
 pub mod stack;
 pub mod stats;
 pub mod summary;
+pub mod tls;
 
 use std::path::PathBuf;
 

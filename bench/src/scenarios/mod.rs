@@ -276,7 +276,7 @@ pub async fn run_on_stack(
     body: impl AsyncFnOnce(&mut Stack, &Arc<Recorder>) -> anyhow::Result<Report>,
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let mut stack = Stack::new(common.stack_config(outputs.out_dir.clone())).await?;
+    let mut stack = Stack::new(common.stack_config(outputs.out_dir.clone())?).await?;
     let rec = Arc::new(Recorder::default());
     let result = body(&mut stack, &rec).await;
     finish(stack, result, common, outputs, latency_stages, started).await
@@ -362,13 +362,14 @@ pub fn publish(report: &Report, outputs: &Outputs, latency_stages: &[&str]) -> a
     Ok(())
 }
 
-/// The API client of a scenario.
+/// The API client of a scenario (with loadgen's client certificate under `--tls`).
 pub fn api(stack: &Stack, common: &Common, rec: &Arc<Recorder>) -> anyhow::Result<Api> {
     Api::new(
         &stack.orders_url(),
         common.http_concurrency,
         common.request_timeout,
         rec.clone(),
+        stack.tls(),
     )
 }
 

@@ -48,6 +48,8 @@ pub struct StackConfig {
     pub stop_timeout: Duration,
     /// Where service logs go.
     pub out_dir: PathBuf,
+    /// The link (and the page) over mutual TLS (`--tls`).
+    pub tls: Option<crate::tls::BenchTls>,
 }
 
 /// Orders and Payments on their own fresh databases.
@@ -94,9 +96,12 @@ impl Stack {
         while payments_port == orders_port {
             payments_port = free_port()?;
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()?;
+        let builder = reqwest::Client::builder().timeout(Duration::from_secs(2));
+        let http = match &config.tls {
+            Some(tls) => tls.http(builder),
+            None => builder,
+        }
+        .build()?;
         Ok(Stack {
             config,
             admin,
@@ -171,7 +176,17 @@ impl Stack {
     }
 
     pub fn payments_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.payments_port)
+        let scheme = if self.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.payments_port)
+    }
+
+    /// The TLS of the run, if `--tls`.
+    pub fn tls(&self) -> Option<&crate::tls::BenchTls> {
+        self.config.tls.as_ref()
     }
 
     pub fn orders_database_url(&self) -> String {
@@ -194,6 +209,15 @@ impl Stack {
                 format!("ws://127.0.0.1:{}/ws", self.payments_port),
             )
             .env("RECONNECT_CAP", humantime_str(self.config.reconnect_cap));
+        if let Some(tls) = &self.config.tls {
+            cmd.env(
+                "PAYMENTS_WS_URL",
+                format!("wss://127.0.0.1:{}/ws", self.payments_port),
+            )
+            .env("PAYMENTS_CA", &tls.ca)
+            .env("ORDERS_TLS_CLIENT_CERT", &tls.orders_cert)
+            .env("ORDERS_TLS_CLIENT_KEY", &tls.orders_key);
+        }
         let url = format!("{}/readyz", self.orders_url());
         self.start(Which::Orders, cmd, &url).await?;
         if with_link {
@@ -208,6 +232,11 @@ impl Stack {
         cmd.env("DATABASE_URL", self.payments_database_url())
             .env("PAYMENTS_ADDR", format!("127.0.0.1:{}", self.payments_port))
             .env("PAYMENTS_PUBLIC_URL", self.payments_url());
+        if let Some(tls) = &self.config.tls {
+            cmd.env("PAYMENTS_TLS_CERT", &tls.payments_cert)
+                .env("PAYMENTS_TLS_KEY", &tls.payments_key)
+                .env("PAYMENTS_TLS_CLIENT_CA", &tls.ca);
+        }
         let url = format!("{}/readyz", self.payments_url());
         self.start(Which::Payments, cmd, &url).await
     }

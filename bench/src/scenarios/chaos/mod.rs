@@ -98,7 +98,7 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<Report> {
     common.database_url = cluster.database_url();
     let started = Instant::now();
     let result = async {
-        let mut a = Stack::new(common.stack_config(outputs.out_dir.clone())).await?;
+        let mut a = Stack::new(common.stack_config(outputs.out_dir.clone())?).await?;
         let mut b = a.sibling("-b").await?;
         let rec = Arc::new(Recorder::default());
         let mut result = body(&mut a, &mut b, &cluster, args, mix, &rec).await;
@@ -178,6 +178,7 @@ async fn body(
             c.http_concurrency,
             c.request_timeout,
             rec.clone(),
+            a.tls(),
         )?,
         watcher: Watcher::start(obs.clone(), args.watch, rec.clone()),
         orders: [a.orders_url(), b.orders_url()],
