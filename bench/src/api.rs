@@ -35,6 +35,13 @@ struct Created {
     id: Uuid,
 }
 
+/// What `GET /orders/{id}` says of an order (the fields a flow needs).
+#[derive(Debug, Clone, Deserialize)]
+pub struct OrderView {
+    pub status: String,
+    pub payment_url: Option<String>,
+}
+
 impl Api {
     pub fn new(
         orders_url: &str,
@@ -209,6 +216,55 @@ impl Api {
             Ok(r) => self.status(&what, r.status().as_u16()),
             Err(e) => {
                 self.fail(&what, &e);
+                Attempt::Retry
+            }
+        }
+    }
+
+    /// `GET {orders}/orders/{id}` → 200 with the order.
+    pub async fn order(&self, orders: &str, id: Uuid) -> Attempt<OrderView> {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Attempt::Retry;
+        };
+        let what = "GET /orders/{id}";
+        match self.http.get(format!("{orders}/orders/{id}")).send().await {
+            Ok(r) if r.status().as_u16() == 200 => match r.json::<OrderView>().await {
+                Ok(view) => Attempt::Done(view),
+                Err(e) => {
+                    self.fail(what, &e);
+                    Attempt::Retry
+                }
+            },
+            Ok(r) => self.status(what, r.status().as_u16()),
+            Err(e) => {
+                self.fail(what, &e);
+                Attempt::Retry
+            }
+        }
+    }
+
+    /// `GET {orders}/orders/{id}/invoice` → 200 with a body.
+    pub async fn invoice_at(&self, orders: &str, id: Uuid) -> Attempt<()> {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Attempt::Retry;
+        };
+        let what = "GET /orders/{id}/invoice";
+        match self
+            .http
+            .get(format!("{orders}/orders/{id}/invoice"))
+            .send()
+            .await
+        {
+            Ok(r) if r.status().as_u16() == 200 => match r.bytes().await {
+                Ok(_) => Attempt::Done(()),
+                Err(e) => {
+                    self.fail(what, &e);
+                    Attempt::Retry
+                }
+            },
+            Ok(r) => self.status(what, r.status().as_u16()),
+            Err(e) => {
+                self.fail(what, &e);
                 Attempt::Retry
             }
         }

@@ -55,6 +55,14 @@ pub enum Command {
     /// fail every 2–5 s, one then two instances of each; then the invariants, by SQL.
     /// Runs on a PostgreSQL cluster of its own (pg_createcluster; needs root).
     Chaos(ChaosArgs),
+    /// The fleet on this host: HAProxy (Debian's package) in front of 2 Orders and 2
+    /// Payments, the link over mutual TLS; every instance restarted in turn under an
+    /// open-loop load; what clients saw, p99 during the restarts against before, and
+    /// each drain's length.
+    Fleet(FleetArgs),
+    /// The fleet's load against a fleet that runs elsewhere (compose): a number of
+    /// customer journeys at a rate, every call once; exits 1 on any error a client saw.
+    Drive(DriveArgs),
     /// Drops bench_* databases left by loadgen processes that no longer run, and
     /// chaos_<pid> PostgreSQL clusters of chaos runs that no longer run.
     Cleanup(CleanupArgs),
@@ -403,4 +411,79 @@ mod tests {
             Cli::try_parse_from(["loadgen", "flow", "--rate", "100", "--duration", "10s"]).is_ok()
         );
     }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FleetArgs {
+    /// Instances of each service behind HAProxy: 2 (the fleet) or 1.
+    #[arg(long, default_value_t = 2)]
+    pub instances: usize,
+    /// Capacity instead of restarts: this many clients in a closed loop through
+    /// HAProxy for --duration, nothing restarted; journeys fulfilled per second.
+    #[arg(long)]
+    pub clients: Option<usize>,
+    /// With --clients: how long the closed loop runs.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Customer journeys started per second (open loop).
+    #[arg(long, default_value_t = 30.0)]
+    pub rate: f64,
+    /// Load before the first restart (the "before" of the p99).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Pause after an instance is back in HAProxy before the next restart.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub pause: Duration,
+    /// Load after the last restart.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub tail: Duration,
+    /// DRAIN_PERIOD of every instance: /readyz answers 503 this long after SIGTERM
+    /// (HAProxy, checking every second, takes a server out after two failures).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub drain_period: Duration,
+    /// How long an order may take to get its page, and then to be fulfilled.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub wait: Duration,
+    /// Period of a journey's GET /orders/{id} while it waits.
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub poll_order: Duration,
+    /// At most this many journeys in flight; one due beyond that is an error.
+    #[arg(long, default_value_t = 2000)]
+    pub max_in_flight: usize,
+    /// The HAProxy executable.
+    #[arg(long, env = "HAPROXY", default_value = "haproxy")]
+    pub haproxy: PathBuf,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DriveArgs {
+    /// The fleet's Orders API (its load balancer).
+    #[arg(long)]
+    pub orders_url: String,
+    /// Customer journeys to run.
+    #[arg(long, default_value_t = 300)]
+    pub orders: u64,
+    /// Journeys started per second (open loop).
+    #[arg(long, default_value_t = 5.0)]
+    pub rate: f64,
+    /// How long an order may take to get its page, and then to be fulfilled.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub wait: Duration,
+    /// Period of a journey's GET /orders/{id} while it waits.
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub poll_order: Duration,
+    /// At most this many journeys in flight; one due beyond that is an error.
+    #[arg(long, default_value_t = 1000)]
+    pub max_in_flight: usize,
+    /// At most this many HTTP requests in flight.
+    #[arg(long, default_value_t = 64)]
+    pub http_concurrency: usize,
+    /// Timeout of one HTTP request.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }

@@ -14,6 +14,11 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // With `tls`, reqwest has no rustls provider of its own: every client (plain HTTP
+    // ones too) takes the process default, the one the services use.
+    #[cfg(feature = "tls")]
+    let _ =
+        rustls::crypto::CryptoProvider::install_default((*service_kit::tls::provider()).clone());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -33,6 +38,8 @@ async fn async_main(cli: Cli) -> ExitCode {
         Command::Smoke(a) => a.common.database_url.clone(),
         Command::Explain(a) => a.common.database_url.clone(),
         Command::Chaos(a) => a.common.database_url.clone(),
+        Command::Fleet(a) => a.common.database_url.clone(),
+        Command::Drive(_) => String::new(),
         Command::Reference(a) => a.common.database_url.clone(),
         Command::Pgbench(a) => a.database_url.clone(),
         Command::Cleanup(a) => a.database_url.clone(),
@@ -117,6 +124,23 @@ async fn run(command: Command) -> anyhow::Result<bool> {
                 } else {
                     "VIOLATIONS (see the checks)"
                 }
+            );
+            ok
+        }
+        Command::Fleet(args) => {
+            let report = bench::scenarios::fleet::run(&args).await?;
+            let ok = report.ok();
+            println!(
+                "fleet: {}",
+                if ok { "ok" } else { "FAILED (see the checks)" }
+            );
+            ok
+        }
+        Command::Drive(args) => {
+            let ok = bench::scenarios::fleet::drive(&args).await?.ok();
+            println!(
+                "drive: {}",
+                if ok { "ok" } else { "FAILED (see the checks)" }
             );
             ok
         }

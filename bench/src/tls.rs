@@ -3,9 +3,16 @@
 //! client certificates of Orders and of loadgen itself, which pays the pages (Payments
 //! with a client CA takes no client without one). The files live in `<out>/tls/`.
 
+//!
+//! Only with the crate feature `tls` (`cargo build --release -p bench --features tls`):
+//! see bench/Cargo.toml for why it is not a default. Without it, `--tls` and `fleet`
+//! stop at once and say how to build loadgen for them.
+
 use std::path::PathBuf;
+#[cfg(feature = "tls")]
 use std::sync::Arc;
 
+#[cfg(feature = "tls")]
 use test_harness::tls::{TempDir, TestCa};
 
 /// The files of one run's PKI, and the client configuration loadgen uses.
@@ -16,12 +23,33 @@ pub struct BenchTls {
     pub payments_key: PathBuf,
     pub orders_cert: PathBuf,
     pub orders_key: PathBuf,
+    /// HAProxy's client certificate and key in one file (`fleet`: its HTTPS to the
+    /// payment page and its health checks).
+    pub haproxy_pem: PathBuf,
     /// loadgen's own client configuration: trusts the CA, presents its certificate.
+    #[cfg(feature = "tls")]
     pub client: Arc<rustls::ClientConfig>,
     /// Keeps the directory (and so the files) while the run lasts.
+    #[cfg(feature = "tls")]
     _dir: Arc<TempDir>,
 }
 
+/// What a `--tls` run says when loadgen was built without the feature.
+pub const NOT_BUILT: &str = "this loadgen was built without TLS: \
+    build it with `cargo build --release -p bench --features tls`";
+
+#[cfg(not(feature = "tls"))]
+impl BenchTls {
+    pub fn generate() -> anyhow::Result<BenchTls> {
+        anyhow::bail!(NOT_BUILT)
+    }
+
+    pub fn http(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        builder
+    }
+}
+
+#[cfg(feature = "tls")]
 impl BenchTls {
     /// A CA and its certificates for one run.
     pub fn generate() -> anyhow::Result<BenchTls> {
@@ -33,6 +61,8 @@ impl BenchTls {
             .write(&dir, "payments");
         let (orders_cert, orders_key) = ca.client("orders").write(&dir, "orders");
         let (loadgen_cert, loadgen_key) = ca.client("loadgen").write(&dir, "loadgen");
+        let haproxy = ca.client("haproxy");
+        let haproxy_pem = dir.write("haproxy.pem", &(haproxy.cert_pem + &haproxy.key_pem));
         let client =
             service_kit::tls::client_config(Some(&ca_file), Some((&loadgen_cert, &loadgen_key)))?;
         Ok(BenchTls {
@@ -41,6 +71,7 @@ impl BenchTls {
             payments_key,
             orders_cert,
             orders_key,
+            haproxy_pem,
             client: Arc::new(client),
             _dir: Arc::new(dir),
         })

@@ -5,6 +5,7 @@ pub mod backlog;
 pub mod burst;
 pub mod chaos;
 pub mod explain;
+pub mod fleet;
 pub mod flow;
 pub mod resume;
 

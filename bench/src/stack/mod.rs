@@ -27,7 +27,8 @@ pub use databases::{
     Janitor, admin_pool, connect_options, create_database, database_url_for, drop_database,
     free_port, unique_name,
 };
-use process::{Process, humantime_str, sample_rss};
+pub use process::humantime_str;
+use process::{Process, sample_rss};
 pub use process::{ServiceReport, Which, read_status_kib};
 
 /// Where the binaries are and how to run them.
@@ -70,6 +71,12 @@ pub struct Stack {
     label: String,
     /// Whether [`Stack::shutdown`] drops the databases (a sibling shares them).
     owns_databases: bool,
+    /// Environment set on Orders after the stack's own (`fleet`: the link through the
+    /// load balancer, `DRAIN_PERIOD`).
+    pub orders_env: Vec<(String, String)>,
+    /// Environment set on Payments after the stack's own (`fleet`: the public URL of
+    /// the load balancer, `DRAIN_PERIOD`).
+    pub payments_env: Vec<(String, String)>,
 }
 
 impl Stack {
@@ -126,6 +133,8 @@ impl Stack {
             observer: None,
             label: String::new(),
             owns_databases: true,
+            orders_env: Vec::new(),
+            payments_env: Vec::new(),
         })
     }
 
@@ -168,6 +177,8 @@ impl Stack {
             observer: None,
             label: label.to_owned(),
             owns_databases: false,
+            orders_env: self.orders_env.clone(),
+            payments_env: self.payments_env.clone(),
         })
     }
 
@@ -218,6 +229,7 @@ impl Stack {
             .env("ORDERS_TLS_CLIENT_CERT", &tls.orders_cert)
             .env("ORDERS_TLS_CLIENT_KEY", &tls.orders_key);
         }
+        cmd.envs(self.orders_env.iter().map(|(k, v)| (k, v)));
         let url = format!("{}/readyz", self.orders_url());
         self.start(Which::Orders, cmd, &url).await?;
         if with_link {
@@ -237,6 +249,7 @@ impl Stack {
                 .env("PAYMENTS_TLS_KEY", &tls.payments_key)
                 .env("PAYMENTS_TLS_CLIENT_CA", &tls.ca);
         }
+        cmd.envs(self.payments_env.iter().map(|(k, v)| (k, v)));
         let url = format!("{}/readyz", self.payments_url());
         self.start(Which::Payments, cmd, &url).await
     }

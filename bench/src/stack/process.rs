@@ -69,7 +69,7 @@ impl Which {
     }
 }
 
-pub(super) fn humantime_str(d: Duration) -> String {
+pub fn humantime_str(d: Duration) -> String {
     format!("{}ms", d.as_millis())
 }
 

@@ -326,7 +326,7 @@ pub async fn run_flows(
         } => serde_json::json!({
             "loop": "closed", "concurrency": concurrency, "count": count,
             "duration_s": duration.map(|d| d.as_secs_f64()),
-            "watch_ms": watch.as_millis() as u64, "http_concurrency": c.http_concurrency,
+            "watch_ms": watch.as_millis() as u64, "http_concurrency": c.http_concurrency, "tls": c.tls,
             "service_log": c.service_log,
         }),
         Mode::Open {
@@ -335,7 +335,7 @@ pub async fn run_flows(
             max_in_flight,
         } => serde_json::json!({
             "loop": "open", "rate": rate, "duration_s": duration.as_secs_f64(),
-            "max_in_flight": max_in_flight, "watch_ms": watch.as_millis() as u64,
+            "max_in_flight": max_in_flight, "watch_ms": watch.as_millis() as u64, "tls": c.tls,
             "http_concurrency": c.http_concurrency, "service_log": c.service_log,
         }),
     };
