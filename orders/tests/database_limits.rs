@@ -26,6 +26,9 @@ async fn every_pooled_session_has_its_timeouts() {
         ("statement_timeout", "1500ms"),
         ("lock_timeout", "700ms"),
         ("idle_in_transaction_session_timeout", "3s"),
+        // The server default is on: a generic plan costed high was JIT-compiled on
+        // every execution (service_kit::database, DatabaseConfig::session_options).
+        ("jit", "off"),
     ] {
         let got: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
             .fetch_one(&mut *conn)

@@ -35,6 +35,7 @@ async fn every_pooled_session_has_its_timeouts() {
         ("statement_timeout", "2500ms"),
         ("lock_timeout", "400ms"),
         ("idle_in_transaction_session_timeout", "4s"),
+        ("jit", "off"),
     ] {
         let got: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
             .fetch_one(&mut *conn)
