@@ -45,7 +45,7 @@ pub fn config(layout: &Layout, ca: &Path, pem: &Path) -> String {
     let page_ssl = format!(" ssl verify required ca-file {ca} crt {pem}");
     let check_ssl = format!(" check-ssl verify required ca-file {ca} crt {pem}");
     format!(
-        "global\n    maxconn 4096\n\n\
+        "global\n    maxconn 4096\n    hard-stop-after 5s\n\n\
          defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    \
          timeout server 30s\n    timeout http-request 5s\n    timeout http-keep-alive 5s\n    \
          timeout tunnel 1h\n    retries 3\n    option redispatch 1\n    \
