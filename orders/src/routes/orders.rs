@@ -236,12 +236,19 @@ pub async fn incidents(
     }
 }
 
-/// `GET /orders/{id}/invoice`: 404 until the order is fulfilled.
+/// `GET /orders/{id}/invoice`: the invoice of a fulfilled order.
+///
+/// An invoice is not created with its order: it exists once the order is `fulfilled`,
+/// and never for a cancelled one. Until then this answers 404 `not_found`, whose
+/// message names the order's status. A client waits for `GET /orders/{id}` to say
+/// `fulfilled`, then reads the invoice.
 #[utoipa::path(get, path = "/orders/{id}/invoice", tag = "orders",
     params(("id" = String, Path, format = Uuid)),
     responses(
-        (status = 200, body = Invoice),
-        (status = 404, description = "No such order, or not fulfilled (yet)", body = ErrorBody),
+        (status = 200, description = "The order is fulfilled: its invoice", body = Invoice),
+        (status = 404, description = "No such order, or the order is not fulfilled: \
+            pending_payment and awaiting_payment orders have no invoice yet, cancelled ones \
+            never will (the message says which)", body = ErrorBody),
     ))]
 pub async fn invoice(
     id: web::Path<String>,
