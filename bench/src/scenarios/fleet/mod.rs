@@ -86,7 +86,12 @@ pub async fn run(args: &FleetArgs) -> anyhow::Result<Report> {
         ];
     }
     let rec = Arc::new(Recorder::default());
-    let mut result = body(&mut a, b.as_mut(), &layout, args, &outputs, &rec).await;
+    let fleet = Fleet {
+        layout: &layout,
+        args,
+        rec: &rec,
+    };
+    let mut result = body(&mut a, b.as_mut(), &fleet, &outputs).await;
     if let Some(b) = b {
         let services = b.shutdown().await;
         if let Ok(report) = &mut result {
@@ -127,18 +132,52 @@ fn layout(a: &Stack, b: Option<&Stack>) -> anyhow::Result<Layout> {
     })
 }
 
+/// What every part of a run shares: where HAProxy listens, the options, the recorder.
+struct Fleet<'a> {
+    layout: &'a Layout,
+    args: &'a FleetArgs,
+    rec: &'a Arc<Recorder>,
+}
+
+impl Fleet<'_> {
+    /// The customer journeys through HAProxy's API port, on `clock`.
+    fn journeys(&self, a: &Stack, clock: Clock) -> anyhow::Result<Arc<Journeys>> {
+        let (args, c) = (self.args, &self.args.common);
+        let front = format!("http://127.0.0.1:{}", self.layout.api);
+        let api = Api::new(
+            &front,
+            c.http_concurrency,
+            c.request_timeout,
+            self.rec.clone(),
+            a.tls(),
+        )?;
+        Ok(Arc::new(Journeys {
+            api,
+            orders: front,
+            wait: args.wait,
+            poll: args.poll_order,
+            clock,
+            rec: self.rec.clone(),
+            key_prefix: format!("fleet-{}", uuid::Uuid::now_v7()),
+        }))
+    }
+
+    /// How long the journeys in flight may take to end once the load stops.
+    fn last_calls(&self) -> Duration {
+        self.args.wait * 2 + self.args.common.request_timeout * 4
+    }
+}
+
 async fn body(
     a: &mut Stack,
     mut b: Option<&mut Stack>,
-    layout: &Layout,
-    args: &FleetArgs,
+    fleet: &Fleet<'_>,
     outputs: &Outputs,
-    rec: &Arc<Recorder>,
 ) -> anyhow::Result<Report> {
-    let haproxy = start_fleet(a, b.as_deref_mut(), layout, args, outputs).await?;
-    let result = match args.clients {
-        Some(clients) => capacity(a, layout, args, clients, rec).await,
-        None => measure(a, b.as_deref_mut(), layout, args, &haproxy, rec).await,
+    let haproxy = start_fleet(a, b.as_deref_mut(), fleet, outputs).await?;
+    let result = match fleet.args.clients {
+        Some(clients) => capacity(a, fleet, clients).await,
+        None => measure(a, b.as_deref_mut(), fleet, &haproxy).await,
     };
     // Orders first: HAProxy going away under their links is not what was measured.
     a.stop(Which::Orders).await;
@@ -154,10 +193,10 @@ async fn body(
 async fn start_fleet(
     a: &mut Stack,
     mut b: Option<&mut Stack>,
-    layout: &Layout,
-    args: &FleetArgs,
+    fleet: &Fleet<'_>,
     outputs: &Outputs,
 ) -> anyhow::Result<Haproxy> {
+    let layout = fleet.layout;
     a.start_payments().await?;
     if let Some(b) = b.as_deref_mut() {
         b.start_payments().await?;
@@ -166,7 +205,7 @@ async fn start_fleet(
     let cfg = outputs.out_dir.join("haproxy.cfg");
     std::fs::write(&cfg, haproxy::config(layout, &tls.ca, &tls.haproxy_pem))?;
     let haproxy = Haproxy::start(
-        &args.haproxy,
+        &fleet.args.haproxy,
         &cfg,
         outputs.out_dir.join("haproxy.log"),
         layout.stats,
@@ -186,33 +225,20 @@ async fn start_fleet(
 async fn measure(
     a: &mut Stack,
     b: Option<&mut Stack>,
-    layout: &Layout,
-    args: &FleetArgs,
+    fleet: &Fleet<'_>,
     haproxy: &Haproxy,
-    rec: &Arc<Recorder>,
 ) -> anyhow::Result<Report> {
+    let (args, rec) = (fleet.args, fleet.rec);
     let obs = a.observer()?;
     let machine = Machine::describe(Some(&obs.orders)).await;
     rec.stage(CALLS, CALLS_HOW);
     let clock = Clock::start();
-    let front = format!("http://127.0.0.1:{}", layout.api);
-    let c = &args.common;
-    let journeys = Arc::new(Journeys {
-        api: Api::new(
-            &front,
-            c.http_concurrency,
-            c.request_timeout,
-            rec.clone(),
-            a.tls(),
-        )?,
-        orders: front,
-        wait: args.wait,
-        poll: args.poll_order,
-        clock,
-        rec: rec.clone(),
-        key_prefix: format!("fleet-{}", uuid::Uuid::now_v7()),
-    });
-    let load = Load::start(journeys, args.rate, None, args.max_in_flight);
+    let load = Load::start(
+        fleet.journeys(a, clock)?,
+        args.rate,
+        None,
+        args.max_in_flight,
+    );
     tokio::time::sleep(args.warmup).await;
     let from = clock.secs(Instant::now());
     eprintln!("loadgen fleet: restarting every instance in turn");
@@ -220,7 +246,7 @@ async fn measure(
     let to = clock.secs(Instant::now());
     tokio::time::sleep(args.tail).await;
     let started = load.started.load(std::sync::atomic::Ordering::Relaxed);
-    let ended = load.finish(args.wait * 2 + c.request_timeout * 4).await?;
+    let ended = load.finish(fleet.last_calls()).await?;
     let restarts = restarts?;
     eprintln!("loadgen fleet: {started} journeys; waiting for the last outcomes");
     let unacked = settle(&obs, args.wait).await;
@@ -250,38 +276,16 @@ async fn measure(
 
 /// `--clients`: a closed loop through HAProxy for `--duration`, no restart; journeys
 /// fulfilled per second, to compare 1+1 instances with 2+2 on the same machine.
-async fn capacity(
-    a: &mut Stack,
-    layout: &Layout,
-    args: &FleetArgs,
-    clients: usize,
-    rec: &Arc<Recorder>,
-) -> anyhow::Result<Report> {
+async fn capacity(a: &mut Stack, fleet: &Fleet<'_>, clients: usize) -> anyhow::Result<Report> {
+    let (args, rec) = (fleet.args, fleet.rec);
     let obs = a.observer()?;
     let machine = Machine::describe(Some(&obs.orders)).await;
     rec.stage(CALLS, CALLS_HOW);
-    let front = format!("http://127.0.0.1:{}", layout.api);
-    let c = &args.common;
-    let journeys = Arc::new(Journeys {
-        api: Api::new(
-            &front,
-            c.http_concurrency,
-            c.request_timeout,
-            rec.clone(),
-            a.tls(),
-        )?,
-        orders: front,
-        wait: args.wait,
-        poll: args.poll_order,
-        clock: Clock::start(),
-        rec: rec.clone(),
-        key_prefix: format!("fleet-{}", uuid::Uuid::now_v7()),
-    });
+    let journeys = fleet.journeys(a, Clock::start())?;
     let load = Load::closed(journeys, clients);
     let started = Instant::now();
     tokio::time::sleep(args.duration).await;
-    load.stop();
-    let ended = load.finish(args.wait * 2 + c.request_timeout * 4).await?;
+    let ended = load.finish(fleet.last_calls()).await?;
     let seconds = started.elapsed().as_secs_f64();
     let unacked = settle(&obs, args.wait).await;
     let mut report = Report::from_recorder("fleet-capacity", rec);
