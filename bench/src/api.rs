@@ -243,33 +243,6 @@ impl Api {
         }
     }
 
-    /// `GET {orders}/orders/{id}/invoice` → 200 with a body.
-    pub async fn invoice_at(&self, orders: &str, id: Uuid) -> Attempt<()> {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return Attempt::Retry;
-        };
-        let what = "GET /orders/{id}/invoice";
-        match self
-            .http
-            .get(format!("{orders}/orders/{id}/invoice"))
-            .send()
-            .await
-        {
-            Ok(r) if r.status().as_u16() == 200 => match r.bytes().await {
-                Ok(_) => Attempt::Done(()),
-                Err(e) => {
-                    self.fail(what, &e);
-                    Attempt::Retry
-                }
-            },
-            Ok(r) => self.status(what, r.status().as_u16()),
-            Err(e) => {
-                self.fail(what, &e);
-                Attempt::Retry
-            }
-        }
-    }
-
     /// A status that is not the answer: 5xx and 429 may pass (retry), others never do.
     fn status<T>(&self, what: &str, code: u16) -> Attempt<T> {
         self.recorder.error(format!("{what}: HTTP {code}"));

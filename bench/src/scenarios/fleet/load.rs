@@ -106,7 +106,14 @@ impl Journeys {
         if let Err(why) = self.until(id, |o| o.status == "fulfilled").await {
             return Journey::Failed(why);
         }
-        match self.timed(self.api.invoice_at(&self.orders, id)).await {
+        // `Api::invoice` reads from the API's own base, which is `self.orders`.
+        let invoice = async {
+            match self.api.invoice(id).await {
+                true => Attempt::Done(()),
+                false => Attempt::Retry,
+            }
+        };
+        match self.timed(invoice).await {
             Attempt::Done(()) => Journey::Done,
             _ => Journey::Failed("GET invoice failed"),
         }
