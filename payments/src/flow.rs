@@ -14,7 +14,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use service_kit::error_chain;
-use shared_protocol::{ClientMessage, ErrorCode, Message, OrderId, ServerMessage};
+use shared_protocol::{
+    Amount, ClientMessage, Currency, ErrorCode, EventId, Message, OrderId, ServerMessage,
+};
 use uuid::Uuid;
 
 use crate::store::{Batch, Event, Finished, Session, SessionState, Store, StoreError};
@@ -111,63 +113,8 @@ async fn apply_segment(
     messages: &[ClientMessage],
     replies: &mut [Vec<ServerMessage>],
 ) -> Result<(), StoreError> {
-    let mut acks = Vec::new();
-    let mut initiates = Vec::new();
-    let mut selects = Vec::new();
-    let mut bad_methods = Vec::new();
-    for message in messages {
-        match message {
-            ClientMessage::Ack { event_id } => acks.push(*event_id),
-            ClientMessage::InitiatePayment {
-                order_id,
-                amount,
-                currency,
-            } => initiates.push((*order_id, *amount, *currency)),
-            ClientMessage::SelectPaymentMethod { order_id, method } => {
-                if METHODS.contains(&method.as_str()) {
-                    selects.push((*order_id, method.clone()));
-                } else {
-                    bad_methods.push(*order_id);
-                }
-            }
-            ClientMessage::CancelPayment { .. } => {}
-        }
-    }
-
-    if !acks.is_empty() {
-        let acked = batch.ack(&acks).await?;
-        tracing::debug!(acked = acked.len(), of = acks.len(), "events acked");
-        for event_id in acked {
-            tracing::info!(%event_id, "event acked");
-        }
-    }
-    let initiated: HashMap<OrderId, (Session, Option<Event>)> = if initiates.is_empty() {
-        HashMap::new()
-    } else {
-        batch
-            .initiate(&initiates, ctx.ttl, ctx.connection)
-            .await?
-            .into_iter()
-            .map(|(session, event)| (session.order_id, (session, event)))
-            .collect()
-    };
-    let selected: HashMap<OrderId, (Session, Option<Event>)> = if selects.is_empty() {
-        HashMap::new()
-    } else {
-        batch
-            .select(&selects, ctx.connection)
-            .await?
-            .into_iter()
-            .map(|(session, event)| (session.order_id, (session, event)))
-            .collect()
-    };
-    // An unknown order is the more useful answer to an unknown method.
-    let known: HashSet<OrderId> = if bad_methods.is_empty() {
-        HashSet::new()
-    } else {
-        batch.known(&bad_methods).await?.into_iter().collect()
-    };
-
+    let segment = Segment::of(messages);
+    let applied = segment.apply(ctx, batch).await?;
     for (message, reply) in messages.iter().zip(replies.iter_mut()) {
         match message {
             ClientMessage::Ack { .. } => {}
@@ -175,91 +122,212 @@ async fn apply_segment(
                 order_id,
                 amount,
                 currency,
-            } => {
-                let (session, event) = initiated.get(order_id).ok_or_else(|| {
-                    StoreError::Corrupt(format!("session of {order_id} vanished"))
-                })?;
-                reply.push(
-                    if session.amount != *amount || session.currency != *currency {
-                        ServerMessage::error(
-                            Some(*order_id),
-                            ErrorCode::Conflict,
-                            format!(
-                                "order {order_id} already has a payment of {} {}, not {amount} {currency}",
-                                session.amount, session.currency
-                            ),
-                        )
-                    } else {
-                        match (session.state, event) {
-                            (_, Some(event)) => event.message(),
-                            (SessionState::Initiated, None) => methods(*order_id),
-                            (SessionState::MethodSelected, None) => page(ctx, session),
-                            (state, None) => {
-                                return Err(StoreError::Corrupt(format!(
-                                    "session {} is {} without an event",
-                                    session.payment_id,
-                                    state.as_str()
-                                )));
-                            }
-                        }
-                    },
-                );
-            }
+            } => reply.push(applied.initiate_reply(ctx, *order_id, *amount, *currency)?),
             ClientMessage::SelectPaymentMethod { order_id, method } => {
-                reply.push(if !METHODS.contains(&method.as_str()) {
-                    if known.contains(order_id) {
-                        ServerMessage::error(
-                            Some(*order_id),
-                            ErrorCode::UnknownMethod,
-                            format!("unknown method {method:?}; offered: {}", METHODS.join(", ")),
-                        )
-                    } else {
-                        unknown_order(*order_id)
-                    }
-                } else {
-                    match selected.get(order_id) {
-                        None => unknown_order(*order_id),
-                        Some((session, Some(event))) if session.state.is_final() => event.message(),
-                        Some((session, None)) if session.state.is_final() => {
-                            return Err(StoreError::Corrupt(format!(
-                                "final session {} has no event",
-                                session.payment_id
-                            )));
-                        }
-                        Some((session, _)) if session.method.as_deref() == Some(method) => {
-                            page(ctx, session)
-                        }
-                        Some((session, _)) => ServerMessage::error(
-                            Some(*order_id),
-                            ErrorCode::Conflict,
-                            format!(
-                                "order {order_id} already pays with {:?}",
-                                session.method.clone().unwrap_or_default()
-                            ),
-                        ),
-                    }
-                });
+                reply.push(applied.select_reply(ctx, *order_id, method)?);
             }
             ClientMessage::CancelPayment { order_id } => {
-                // Rare: one statement pair per message, in the same transaction.
-                reply.push(match batch.cancel(*order_id, ctx.connection).await? {
-                    Finished::Now(event) => {
-                        tracing::info!(%order_id, event_id = %event.event_id, "payment cancelled at Orders' request");
-                        event.message()
-                    }
-                    Finished::Already(event) => event.message(),
-                    Finished::NotApplicable(state) => {
-                        return Err(StoreError::Corrupt(format!(
-                            "session of {order_id} is {} and cannot be cancelled",
-                            state.as_str()
-                        )));
-                    }
-                    Finished::Unknown => unknown_order(*order_id),
-                });
+                reply.push(cancel_and_reply(ctx, batch, *order_id).await?);
             }
         }
     }
     Ok(())
+}
+
+/// A session as a statement of the segment left it, with its final event if any.
+type Found = (Session, Option<Event>);
+
+/// What a segment asks of the store: one list per statement.
+#[derive(Default)]
+struct Segment {
+    acks: Vec<EventId>,
+    initiates: Vec<(OrderId, Amount, Currency)>,
+    selects: Vec<(OrderId, String)>,
+    /// Orders a `select_payment_method` names with a method not offered.
+    bad_methods: Vec<OrderId>,
+}
+
+impl Segment {
+    /// Sorts the messages into the statements that apply them (cancels have none here).
+    fn of(messages: &[ClientMessage]) -> Segment {
+        let mut segment = Segment::default();
+        for message in messages {
+            match message {
+                ClientMessage::Ack { event_id } => segment.acks.push(*event_id),
+                ClientMessage::InitiatePayment {
+                    order_id,
+                    amount,
+                    currency,
+                } => segment.initiates.push((*order_id, *amount, *currency)),
+                ClientMessage::SelectPaymentMethod { order_id, method } => {
+                    if METHODS.contains(&method.as_str()) {
+                        segment.selects.push((*order_id, method.clone()));
+                    } else {
+                        segment.bad_methods.push(*order_id);
+                    }
+                }
+                ClientMessage::CancelPayment { .. } => {}
+            }
+        }
+        segment
+    }
+
+    /// Runs the segment's statements, in order: acks, initiates, selects, known orders.
+    async fn apply(&self, ctx: &Context<'_>, batch: &mut Batch) -> Result<Applied, StoreError> {
+        if !self.acks.is_empty() {
+            ack(batch, &self.acks).await?;
+        }
+        let initiated = if self.initiates.is_empty() {
+            HashMap::new()
+        } else {
+            by_order(
+                batch
+                    .initiate(&self.initiates, ctx.ttl, ctx.connection)
+                    .await?,
+            )
+        };
+        let selected = if self.selects.is_empty() {
+            HashMap::new()
+        } else {
+            by_order(batch.select(&self.selects, ctx.connection).await?)
+        };
+        // An unknown order is the more useful answer to an unknown method.
+        let known: HashSet<OrderId> = if self.bad_methods.is_empty() {
+            HashSet::new()
+        } else {
+            batch.known(&self.bad_methods).await?.into_iter().collect()
+        };
+        Ok(Applied {
+            initiated,
+            selected,
+            known,
+        })
+    }
+}
+
+/// Acks events and logs each one acked.
+async fn ack(batch: &mut Batch, acks: &[EventId]) -> Result<(), StoreError> {
+    let acked = batch.ack(acks).await?;
+    tracing::debug!(acked = acked.len(), of = acks.len(), "events acked");
+    for event_id in acked {
+        tracing::info!(%event_id, "event acked");
+    }
+    Ok(())
+}
+
+/// Keys sessions by their order.
+fn by_order(found: Vec<Found>) -> HashMap<OrderId, Found> {
+    found
+        .into_iter()
+        .map(|(session, event)| (session.order_id, (session, event)))
+        .collect()
+}
+
+/// What the segment's statements found, by order.
+struct Applied {
+    initiated: HashMap<OrderId, Found>,
+    selected: HashMap<OrderId, Found>,
+    /// Which of the orders with a bad method have a session.
+    known: HashSet<OrderId>,
+}
+
+impl Applied {
+    /// The reply to `initiate_payment`: a conflict, the final event, or the next step.
+    fn initiate_reply(
+        &self,
+        ctx: &Context<'_>,
+        order_id: OrderId,
+        amount: Amount,
+        currency: Currency,
+    ) -> Result<ServerMessage, StoreError> {
+        let (session, event) = self
+            .initiated
+            .get(&order_id)
+            .ok_or_else(|| StoreError::Corrupt(format!("session of {order_id} vanished")))?;
+        if session.amount != amount || session.currency != currency {
+            return Ok(ServerMessage::error(
+                Some(order_id),
+                ErrorCode::Conflict,
+                format!(
+                    "order {order_id} already has a payment of {} {}, not {amount} {currency}",
+                    session.amount, session.currency
+                ),
+            ));
+        }
+        match (session.state, event) {
+            (_, Some(event)) => Ok(event.message()),
+            (SessionState::Initiated, None) => Ok(methods(order_id)),
+            (SessionState::MethodSelected, None) => Ok(page(ctx, session)),
+            (state, None) => Err(StoreError::Corrupt(format!(
+                "session {} is {} without an event",
+                session.payment_id,
+                state.as_str()
+            ))),
+        }
+    }
+
+    /// The reply to `select_payment_method`: an unknown method or order, the final
+    /// event, the page, or a conflict with the method chosen before.
+    fn select_reply(
+        &self,
+        ctx: &Context<'_>,
+        order_id: OrderId,
+        method: &str,
+    ) -> Result<ServerMessage, StoreError> {
+        if !METHODS.contains(&method) {
+            return Ok(if self.known.contains(&order_id) {
+                ServerMessage::error(
+                    Some(order_id),
+                    ErrorCode::UnknownMethod,
+                    format!("unknown method {method:?}; offered: {}", METHODS.join(", ")),
+                )
+            } else {
+                unknown_order(order_id)
+            });
+        }
+        Ok(match self.selected.get(&order_id) {
+            None => unknown_order(order_id),
+            Some((session, Some(event))) if session.state.is_final() => event.message(),
+            Some((session, None)) if session.state.is_final() => {
+                return Err(StoreError::Corrupt(format!(
+                    "final session {} has no event",
+                    session.payment_id
+                )));
+            }
+            Some((session, _)) if session.method.as_deref() == Some(method) => page(ctx, session),
+            Some((session, _)) => ServerMessage::error(
+                Some(order_id),
+                ErrorCode::Conflict,
+                format!(
+                    "order {order_id} already pays with {:?}",
+                    session.method.clone().unwrap_or_default()
+                ),
+            ),
+        })
+    }
+}
+
+/// Applies `cancel_payment` and replies to it.
+async fn cancel_and_reply(
+    ctx: &Context<'_>,
+    batch: &mut Batch,
+    order_id: OrderId,
+) -> Result<ServerMessage, StoreError> {
+    // Rare: one statement pair per message, in the same transaction.
+    Ok(match batch.cancel(order_id, ctx.connection).await? {
+        Finished::Now(event) => {
+            tracing::info!(%order_id, event_id = %event.event_id, "payment cancelled at Orders' request");
+            event.message()
+        }
+        Finished::Already(event) => event.message(),
+        Finished::NotApplicable(state) => {
+            return Err(StoreError::Corrupt(format!(
+                "session of {order_id} is {} and cannot be cancelled",
+                state.as_str()
+            )));
+        }
+        Finished::Unknown => unknown_order(order_id),
+    })
 }
 
 fn methods(order_id: OrderId) -> ServerMessage {
