@@ -39,7 +39,7 @@ use shared_protocol::{
     ClientMessage, DecodeError, MAX_MESSAGE_BYTES, Message, SUBPROTOCOL, ServerMessage,
 };
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until, timeout};
+use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at, sleep_until, timeout};
 use uuid::Uuid;
 
 use crate::delivery::{Delivery, OUTBOX_CAPACITY, Outbox, Outgoing, REPLY_ROOM};
@@ -62,29 +62,8 @@ pub async fn endpoint(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let authorized = service_kit::token::bearer_matches(
-        req.headers()
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes()),
-        &state.config.common.payments_token,
-    );
-    if !authorized {
-        tracing::warn!(peer = ?req.peer_addr(), "WebSocket handshake without a valid bearer token");
-        return Err(ApiError::Unauthorized(
-            "a valid `Authorization: Bearer` token is required",
-        ));
-    }
-    let offered = req
-        .headers()
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == SUBPROTOCOL);
-    if !offered {
-        return Err(ApiError::UnsupportedSubprotocol(format!(
-            "offer the subprotocol {SUBPROTOCOL} in Sec-WebSocket-Protocol"
-        )));
-    }
+    authorize(&req, &state)?;
+    require_subprotocol(&req)?;
     let Ok(permit) = state.websockets.clone().try_acquire_owned() else {
         tracing::warn!(peer = ?req.peer_addr(), max = state.config.max_websockets, "WebSocket refused: PAYMENTS_MAX_WEBSOCKETS are open");
         return Err(ApiError::TooManyWebSockets(state.config.max_websockets));
@@ -113,6 +92,39 @@ pub async fn endpoint(
         drop(permit);
     });
     Ok(response)
+}
+
+/// Refuses a handshake without the bearer token (401).
+fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let authorized = service_kit::token::bearer_matches(
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
+        &state.config.common.payments_token,
+    );
+    if !authorized {
+        tracing::warn!(peer = ?req.peer_addr(), "WebSocket handshake without a valid bearer token");
+        return Err(ApiError::Unauthorized(
+            "a valid `Authorization: Bearer` token is required",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a handshake that does not offer the `payments.v1` subprotocol (400).
+fn require_subprotocol(req: &HttpRequest) -> Result<(), ApiError> {
+    let offered = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL);
+    if !offered {
+        return Err(ApiError::UnsupportedSubprotocol(format!(
+            "offer the subprotocol {SUBPROTOCOL} in Sec-WebSocket-Protocol"
+        )));
+    }
+    Ok(())
 }
 
 type Frame = Result<AggregatedMessage, ProtocolError>;
@@ -190,14 +202,33 @@ async fn write_frames(
     }
 }
 
+/// Serves one connection from start to end: registers it, starts its writer, runs
+/// the loop until the connection must end, then closes and forgets it.
 async fn run(
     state: Arc<AppState>,
     connection: Uuid,
     session: actix_ws::Session,
     mut frames: mpsc::Receiver<Frame>,
 ) {
+    register(&state, connection).await;
+    let writer = Writer::start(&state, connection, session);
+    state
+        .delivery
+        .registry
+        .add(connection, writer.outbox.clone());
+    let close = serve(&state, connection, &writer.outbox, &mut frames).await;
+    state.delivery.registry.remove(connection);
+    // Close first, so the peer hears it at once, and let go of the frames, so the HTTP
+    // connection ends (a stopping server waits for it) whatever the database does.
+    drop(frames);
+    writer.close(close).await;
+    tracing::info!(%connection, "connection closed");
+    unregister(&state, connection).await;
+}
+
+/// Records the connection as open on this instance (a failure is logged, not fatal).
+async fn register(state: &AppState, connection: Uuid) {
     let delivery = &state.delivery;
-    let config = &state.config;
     if let Err(e) = delivery
         .store
         .register_connection(connection, delivery.instance)
@@ -205,45 +236,72 @@ async fn run(
     {
         tracing::error!(error = %error_chain(&e), "could not register the connection");
     }
-    let (outbox, outbox_rx) = mpsc::channel::<Outgoing>(OUTBOX_CAPACITY);
-    let (close_tx, close_rx) = oneshot::channel();
-    let writer = tokio::spawn(write_frames(
-        session,
-        outbox_rx,
-        close_rx,
-        config.common.peer_timeout,
-        delivery.clone(),
-        connection,
-    ));
-    delivery.registry.add(connection, outbox.clone());
-    let mut shutdown = state.shutdown.clone();
+}
 
-    let ctx = Context {
-        store: &state.store,
-        ttl: config.payment_ttl,
-        public_url: &state.public_url,
-        connection,
-    };
+/// The loop's side of the writer task: the outbox it drains, the way to ask it to
+/// close, and the task itself.
+struct Writer {
+    outbox: Outbox,
+    close: oneshot::Sender<Option<CloseReason>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    /// Starts the writer task, which owns the session.
+    fn start(state: &AppState, connection: Uuid, session: actix_ws::Session) -> Writer {
+        let (outbox, outbox_rx) = mpsc::channel::<Outgoing>(OUTBOX_CAPACITY);
+        let (close, close_rx) = oneshot::channel();
+        let task = tokio::spawn(write_frames(
+            session,
+            outbox_rx,
+            close_rx,
+            state.config.common.peer_timeout,
+            state.delivery.clone(),
+            connection,
+        ));
+        Writer {
+            outbox,
+            close,
+            task,
+        }
+    }
+
+    /// Asks the writer to close with `close`, lets go of the outbox, and waits (bounded)
+    /// for the writer to end.
+    async fn close(self, close: Option<CloseReason>) {
+        let _ = self.close.send(close);
+        drop(self.outbox);
+        let _ = timeout(CLEANUP_TIMEOUT * 2, self.task).await;
+    }
+}
+
+/// The connection loop: answers frames, resumes unacked events, sends heartbeats, and
+/// watches the peer's silence and shutdown. Returns how to close the connection.
+async fn serve(
+    state: &AppState,
+    connection: Uuid,
+    outbox: &Outbox,
+    frames: &mut mpsc::Receiver<Frame>,
+) -> Option<CloseReason> {
+    let config = &state.config;
+    let mut shutdown = state.shutdown.clone();
+    let ctx = context(state, connection);
     let now = Instant::now();
-    let mut heartbeat = interval_at(
-        now + config.common.heartbeat_interval,
-        config.common.heartbeat_interval,
-    );
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut heartbeat = heartbeat_ticks(config.common.heartbeat_interval, now);
     let mut last_heard = now;
     // Every unacked event goes to every connection that opens: the keyset cursor of
     // that resume, until a short page ends it.
     let mut resume: Option<i64> = Some(0);
     let mut batch = Vec::with_capacity(INBOUND_FRAMES);
 
-    let close: Option<CloseReason> = loop {
+    loop {
         tokio::select! {
             received = frames.recv_many(&mut batch, INBOUND_FRAMES) => {
                 if received == 0 {
                     break None; // the reader ended: the peer is gone
                 }
                 last_heard = Instant::now();
-                match on_frames(&ctx, &outbox, batch.drain(..)).await {
+                match on_frames(&ctx, outbox, batch.drain(..)).await {
                     Ok(None) => {}
                     Ok(Some(close)) => break close,
                     Err(Gone) => break None,
@@ -251,28 +309,7 @@ async fn run(
             }
             permits = outbox.reserve_many(RESUME_BATCH + REPLY_ROOM), if resume.is_some() => {
                 let Ok(permits) = permits else { break None };
-                let after = resume.unwrap_or_default();
-                match state.store.resume_page(after, RESUME_BATCH as i64, delivery.attempts).await {
-                    Ok(page) => {
-                        resume = page.next;
-                        if !page.dead.is_empty() {
-                            delivery.dead_lettered(&page.dead);
-                        }
-                        let events = page.send;
-                        if !events.is_empty() {
-                            tracing::info!(%connection, events = events.len(), "redelivering unacked events");
-                        }
-                        for (event, permit) in events.iter().zip(permits) {
-                            tracing::debug!(event_id = %event.event_id, order_id = %event.order_id, %connection, "redelivering unacked event");
-                            permit.send(Outgoing::Text(shared_protocol::encode(&event.message())));
-                        }
-                    }
-                    Err(e) => {
-                        // Not lost: redelivery sends them after REDELIVER_AFTER.
-                        tracing::error!(error = %error_chain(&e), "could not read unacked events for a new connection");
-                        resume = None;
-                    }
-                }
+                resume = resume_next_page(state, connection, resume.unwrap_or_default(), permits).await;
             }
             _ = heartbeat.tick() => {
                 // A full outbox means the writer is busy already; its deadline covers it.
@@ -287,15 +324,64 @@ async fn run(
                 break Some(reason(CloseCode::Away, "Payments is shutting down"));
             }
         }
-    };
-    delivery.registry.remove(connection);
-    // Close first, so the peer hears it at once, and let go of the frames, so the HTTP
-    // connection ends (a stopping server waits for it) whatever the database does.
-    drop(frames);
-    let _ = close_tx.send(close);
-    drop(outbox);
-    let _ = timeout(CLEANUP_TIMEOUT * 2, writer).await;
-    tracing::info!(%connection, "connection closed");
+    }
+}
+
+/// What answering the connection's messages needs.
+fn context(state: &AppState, connection: Uuid) -> Context<'_> {
+    Context {
+        store: &state.store,
+        ttl: state.config.payment_ttl,
+        public_url: &state.public_url,
+        connection,
+    }
+}
+
+/// The heartbeat's ticks: every `every`, the first one `every` after `now`.
+fn heartbeat_ticks(every: Duration, now: Instant) -> Interval {
+    let mut heartbeat = interval_at(now + every, every);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    heartbeat
+}
+
+/// Sends the next page of unacked events after the cursor `after`, one per permit;
+/// returns the cursor of the page after it, if any.
+async fn resume_next_page(
+    state: &AppState,
+    connection: Uuid,
+    after: i64,
+    permits: mpsc::PermitIterator<'_, Outgoing>,
+) -> Option<i64> {
+    let delivery = &state.delivery;
+    match state
+        .store
+        .resume_page(after, RESUME_BATCH as i64, delivery.attempts)
+        .await
+    {
+        Ok(page) => {
+            if !page.dead.is_empty() {
+                delivery.dead_lettered(&page.dead);
+            }
+            let events = page.send;
+            if !events.is_empty() {
+                tracing::info!(%connection, events = events.len(), "redelivering unacked events");
+            }
+            for (event, permit) in events.iter().zip(permits) {
+                tracing::debug!(event_id = %event.event_id, order_id = %event.order_id, %connection, "redelivering unacked event");
+                permit.send(Outgoing::Text(shared_protocol::encode(&event.message())));
+            }
+            page.next
+        }
+        Err(e) => {
+            // Not lost: redelivery sends them after REDELIVER_AFTER.
+            tracing::error!(error = %error_chain(&e), "could not read unacked events for a new connection");
+            None
+        }
+    }
+}
+
+/// Forgets the connection's row, within `CLEANUP_TIMEOUT` (a failure is logged).
+async fn unregister(state: &AppState, connection: Uuid) {
     match timeout(
         CLEANUP_TIMEOUT,
         state.store.unregister_connection(connection),
@@ -320,94 +406,148 @@ async fn on_frames(
     outbox: &Outbox,
     frames: impl Iterator<Item = Frame>,
 ) -> Result<Option<Option<CloseReason>>, Gone> {
-    // Replies in the order of the messages: decoding errors in place, the rest from
-    // the batch.
-    enum Slot {
-        Now(ServerMessage),
-        Batch,
-    }
-    let mut slots = Vec::new();
-    let mut messages = Vec::new();
-    let mut end = None;
-    let mut pongs = Vec::new();
-    for frame in frames {
-        match frame {
-            Ok(AggregatedMessage::Text(text)) => {
-                match shared_protocol::decode::<ClientMessage>(&text) {
-                    Ok(message) => {
-                        tracing::debug!(r#type = message.type_name(), order_id = ?message.order_id(), "received");
-                        messages.push(message);
-                        slots.push(Slot::Batch);
-                    }
-                    Err(DecodeError::TooLarge { .. }) => {
-                        end = Some(Some(reason(
-                            CloseCode::Size,
-                            "messages are limited to 64 KiB",
-                        )));
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(connection = %ctx.connection, error = %e, "refused a message");
-                        slots.push(Slot::Now(ServerMessage::error(
-                            e.order_id(),
-                            e.code(),
-                            e.to_string(),
-                        )));
-                    }
-                }
-            }
-            Ok(AggregatedMessage::Binary(_)) => {
-                tracing::warn!(connection = %ctx.connection, "binary frame refused");
-                end = Some(Some(reason(
-                    CloseCode::Unsupported,
-                    "binary frames are not part of payments.v1",
-                )));
-                break;
-            }
-            Ok(AggregatedMessage::Ping(payload)) => pongs.push(payload),
-            Ok(AggregatedMessage::Pong(_)) => {}
-            Ok(AggregatedMessage::Close(why)) => {
-                tracing::info!(connection = %ctx.connection, reason = ?why, "Orders closed the connection");
-                end = Some(why);
-                break;
-            }
-            Err(e) if dropped_mid_stream(&e) => {
-                // The peer vanished (crashed, or its close frame never came): nothing
-                // wrong with what it sent, and Orders reconnects on its own.
-                tracing::info!(connection = %ctx.connection, "Orders dropped the connection without a close frame");
-                end = Some(None);
-                break;
-            }
-            Err(e) => {
-                let too_large = matches!(e, ProtocolError::Overflow)
-                    || matches!(&e, ProtocolError::Io(io) if io.to_string().contains("maximum continuation size"));
-                // actix-ws reports text that is not UTF-8 as invalid data.
-                let not_utf8 = matches!(&e, ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData);
-                tracing::warn!(connection = %ctx.connection, error = %e, "WebSocket protocol error");
-                end = Some(Some(if too_large {
-                    reason(CloseCode::Size, "messages are limited to 64 KiB")
-                } else if not_utf8 {
-                    // RFC 6455 §7.4.1: 1007, data not consistent with the message type.
-                    reason(CloseCode::Invalid, "text frames must be UTF-8")
-                } else {
-                    reason(CloseCode::Protocol, "protocol error")
-                }));
-                break;
-            }
-        }
-    }
-    for payload in pongs {
+    let inbound = Inbound::read(ctx.connection, frames);
+    for payload in inbound.pongs {
         outbox
             .send(Outgoing::Pong(payload))
             .await
             .map_err(|_| Gone)?;
     }
-    let mut answers = if messages.is_empty() {
+    let answers = if inbound.messages.is_empty() {
         Vec::new()
     } else {
-        flow::answer_batch(ctx, messages).await
+        flow::answer_batch(ctx, inbound.messages).await
+    };
+    send_replies(outbox, inbound.slots, answers).await?;
+    Ok(inbound.end)
+}
+
+/// Where a reply goes in the order of the messages: decoding errors in place, the rest
+/// from the batch.
+enum Slot {
+    Now(ServerMessage),
+    Batch,
+}
+
+/// What a run of frames holds, up to the one that ends the connection if any.
+#[derive(Default)]
+struct Inbound {
+    /// One per message, in order: where its reply comes from.
+    slots: Vec<Slot>,
+    /// The decoded messages, for one batch.
+    messages: Vec<ClientMessage>,
+    /// The payloads of the pings, to answer with pongs.
+    pongs: Vec<actix_web::web::Bytes>,
+    /// `Some(close)` when the connection must end.
+    end: Option<Option<CloseReason>>,
+}
+
+/// What one frame means for the connection.
+enum Meaning {
+    Message(ClientMessage),
+    /// Refused, with this reply in its place.
+    Refused(ServerMessage),
+    Ping(actix_web::web::Bytes),
+    Ignored,
+    /// The connection must end (`Some(reason)`: close with it).
+    End(Option<CloseReason>),
+}
+
+impl Inbound {
+    /// Sorts the frames by what they mean, stopping at the first that ends the connection.
+    fn read(connection: Uuid, frames: impl Iterator<Item = Frame>) -> Inbound {
+        let mut inbound = Inbound::default();
+        for frame in frames {
+            match meaning(connection, frame) {
+                Meaning::Message(message) => {
+                    inbound.messages.push(message);
+                    inbound.slots.push(Slot::Batch);
+                }
+                Meaning::Refused(reply) => inbound.slots.push(Slot::Now(reply)),
+                Meaning::Ping(payload) => inbound.pongs.push(payload),
+                Meaning::Ignored => {}
+                Meaning::End(close) => {
+                    inbound.end = Some(close);
+                    break;
+                }
+            }
+        }
+        inbound
     }
-    .into_iter();
+}
+
+/// Decides what one frame means, logging what the connection should hear of.
+fn meaning(connection: Uuid, frame: Frame) -> Meaning {
+    match frame {
+        Ok(AggregatedMessage::Text(text)) => text_meaning(connection, &text),
+        Ok(AggregatedMessage::Binary(_)) => {
+            tracing::warn!(%connection, "binary frame refused");
+            Meaning::End(Some(reason(
+                CloseCode::Unsupported,
+                "binary frames are not part of payments.v1",
+            )))
+        }
+        Ok(AggregatedMessage::Ping(payload)) => Meaning::Ping(payload),
+        Ok(AggregatedMessage::Pong(_)) => Meaning::Ignored,
+        Ok(AggregatedMessage::Close(why)) => {
+            tracing::info!(%connection, reason = ?why, "Orders closed the connection");
+            Meaning::End(why)
+        }
+        Err(e) if dropped_mid_stream(&e) => {
+            // The peer vanished (crashed, or its close frame never came): nothing
+            // wrong with what it sent, and Orders reconnects on its own.
+            tracing::info!(%connection, "Orders dropped the connection without a close frame");
+            Meaning::End(None)
+        }
+        Err(e) => Meaning::End(Some(protocol_error(connection, &e))),
+    }
+}
+
+/// Decodes a text frame: a message, a refusal to answer in its place, or (too large)
+/// the end of the connection.
+fn text_meaning(connection: Uuid, text: &str) -> Meaning {
+    match shared_protocol::decode::<ClientMessage>(text) {
+        Ok(message) => {
+            tracing::debug!(r#type = message.type_name(), order_id = ?message.order_id(), "received");
+            Meaning::Message(message)
+        }
+        Err(DecodeError::TooLarge { .. }) => Meaning::End(Some(reason(
+            CloseCode::Size,
+            "messages are limited to 64 KiB",
+        ))),
+        Err(e) => {
+            tracing::warn!(%connection, error = %e, "refused a message");
+            Meaning::Refused(ServerMessage::error(e.order_id(), e.code(), e.to_string()))
+        }
+    }
+}
+
+/// The close reason for a WebSocket protocol error (logged).
+fn protocol_error(connection: Uuid, e: &ProtocolError) -> CloseReason {
+    let too_large = matches!(e, ProtocolError::Overflow)
+        || matches!(e, ProtocolError::Io(io) if io.to_string().contains("maximum continuation size"));
+    // actix-ws reports text that is not UTF-8 as invalid data.
+    let not_utf8 =
+        matches!(e, ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData);
+    tracing::warn!(%connection, error = %e, "WebSocket protocol error");
+    if too_large {
+        reason(CloseCode::Size, "messages are limited to 64 KiB")
+    } else if not_utf8 {
+        // RFC 6455 §7.4.1: 1007, data not consistent with the message type.
+        reason(CloseCode::Invalid, "text frames must be UTF-8")
+    } else {
+        reason(CloseCode::Protocol, "protocol error")
+    }
+}
+
+/// Queues the replies in the order of the messages: each slot's own reply, or the
+/// next answer of the batch.
+async fn send_replies(
+    outbox: &Outbox,
+    slots: Vec<Slot>,
+    answers: Vec<Vec<ServerMessage>>,
+) -> Result<(), Gone> {
+    let mut answers = answers.into_iter();
     for slot in slots {
         let replies = match slot {
             Slot::Now(reply) => vec![reply],
@@ -422,7 +562,7 @@ async fn on_frames(
                 .map_err(|_| Gone)?;
         }
     }
-    Ok(end)
+    Ok(())
 }
 
 fn reason(code: CloseCode, description: &str) -> CloseReason {
