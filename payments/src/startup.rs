@@ -103,13 +103,10 @@ impl AppHandle {
 }
 
 impl Application {
+    /// Checks the configuration, opens the store, starts the background tasks, and
+    /// starts the HTTP server on its listener.
     pub async fn build(config: Config) -> Result<Application, StartupError> {
-        check_tokens(&config)?;
-        if config.max_delivery_attempts == 0 {
-            return Err(StartupError::Config(
-                "MAX_DELIVERY_ATTEMPTS must be at least 1",
-            ));
-        }
+        check_config(&config)?;
         let store = Store::open(config.database_url.expose_secret(), &config.common.database)
             .await
             .map_err(StartupError::store)?;
@@ -117,81 +114,13 @@ impl Application {
         let listener = service_kit::startup::bind(&config.payments_addr)?;
         let local = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let public_url = config
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("{scheme}://{local}"))
-            .trim_end_matches('/')
-            .to_owned();
+        let public_url = public_url(&config, scheme, local);
         let (shutdown_tx, shutdown) = watch::channel(false);
-        let metrics = Metrics::new();
-        let delivery = Delivery::new(
-            store.clone(),
-            Uuid::new_v4(),
-            // A connection is alive while its instance refreshed it within three scans.
-            (config.delivery_scan_interval * 3).max(Duration::from_secs(3)),
-            config.redeliver_after,
-            config.max_delivery_attempts,
-            metrics.clone(),
-        );
-        let mut background = vec![
-            tokio::spawn(
-                delivery
-                    .clone()
-                    .run(config.delivery_scan_interval, shutdown.clone()),
-            ),
-            tokio::spawn(expire_sessions(
-                store.clone(),
-                config.expiry_interval,
-                metrics.clone(),
-                shutdown.clone(),
-            )),
-        ];
-        if let Some(tls) = &tls {
-            background.push(tokio::spawn(
-                tls.clone()
-                    .watch(config.tls_reload_interval, shutdown.clone()),
-            ));
-        }
-        let http_metrics = web::Data::new(metrics.http.clone());
+        let shared = Shared::new(&config, &store, shutdown);
+        let background = shared.spawn_background(&config, &store, tls.as_ref());
         let draining = service_kit::startup::Draining::default();
-        let state = web::Data::new(AppState {
-            store: delivery.store.clone(),
-            config: config.clone(),
-            public_url: public_url.clone(),
-            delivery,
-            metrics,
-            shutdown,
-            websockets: Arc::new(tokio::sync::Semaphore::new(config.max_websockets as usize)),
-            draining: draining.clone(),
-        });
-        let http = &config.common.http;
-        let server = http
-            .apply(HttpServer::new(move || {
-                App::new()
-                    .wrap(actix_web::middleware::from_fn(
-                        service_kit::http_metrics::record,
-                    ))
-                    .wrap(TracingLogger::<RouteOnlySpan>::new())
-                    .app_data(state.clone())
-                    .app_data(http_metrics.clone())
-                    .configure(routes::configure)
-            }))
-            .on_connect(service_kit::http_server::on_connect(
-                config.common.peer_timeout,
-            ));
-        let server = match &tls {
-            Some(tls) => server.listen_rustls_0_23(listener, tls.server_config())?,
-            None => server.listen(listener)?,
-        };
-        let server = server
-            // Signals are ours (see run_until_stopped): WebSockets must close before the
-            // server waits for its connections to end.
-            .disable_signals()
-            .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
-            // Every frame to Orders goes out at once (no Nagle wait for the previous ACK).
-            .tcp_nodelay(true)
-            .run();
+        let state = shared.into_state(&config, &public_url, &draining);
+        let server = serve(&config, state, listener, tls.as_ref())?;
         tracing::info!(address = %local, %public_url, tls = scheme == "https",
             mutual_tls = tls.as_ref().is_some_and(|t| t.mutual()), "payments is listening");
         Ok(Application {
@@ -254,6 +183,142 @@ impl Application {
         }
         result
     }
+}
+
+/// What the HTTP server and the background tasks share, made before either starts.
+struct Shared {
+    delivery: Delivery,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// The metrics and this instance's event delivery, on `store`.
+    fn new(config: &Config, store: &Store, shutdown: watch::Receiver<bool>) -> Shared {
+        let metrics = Metrics::new();
+        let delivery = Delivery::new(
+            store.clone(),
+            Uuid::new_v4(),
+            // A connection is alive while its instance refreshed it within three scans.
+            (config.delivery_scan_interval * 3).max(Duration::from_secs(3)),
+            config.redeliver_after,
+            config.max_delivery_attempts,
+            metrics.clone(),
+        );
+        Shared {
+            delivery,
+            metrics,
+            shutdown,
+        }
+    }
+
+    /// Starts delivery, expiry and (with TLS) the certificate reload.
+    fn spawn_background(
+        &self,
+        config: &Config,
+        store: &Store,
+        tls: Option<&Arc<service_kit::tls::ServerTls>>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut background = vec![
+            tokio::spawn(
+                self.delivery
+                    .clone()
+                    .run(config.delivery_scan_interval, self.shutdown.clone()),
+            ),
+            tokio::spawn(expire_sessions(
+                store.clone(),
+                config.expiry_interval,
+                self.metrics.clone(),
+                self.shutdown.clone(),
+            )),
+        ];
+        if let Some(tls) = tls {
+            background.push(tokio::spawn(
+                tls.clone()
+                    .watch(config.tls_reload_interval, self.shutdown.clone()),
+            ));
+        }
+        background
+    }
+
+    /// What the handlers share.
+    fn into_state(
+        self,
+        config: &Config,
+        public_url: &str,
+        draining: &service_kit::startup::Draining,
+    ) -> web::Data<AppState> {
+        web::Data::new(AppState {
+            store: self.delivery.store.clone(),
+            config: config.clone(),
+            public_url: public_url.to_owned(),
+            delivery: self.delivery,
+            metrics: self.metrics,
+            shutdown: self.shutdown,
+            websockets: Arc::new(tokio::sync::Semaphore::new(config.max_websockets as usize)),
+            draining: draining.clone(),
+        })
+    }
+}
+
+/// The configuration's own checks, beyond what parsing it checked: the secrets, and
+/// at least one delivery attempt.
+fn check_config(config: &Config) -> Result<(), StartupError> {
+    check_tokens(config)?;
+    if config.max_delivery_attempts == 0 {
+        return Err(StartupError::Config(
+            "MAX_DELIVERY_ATTEMPTS must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
+/// The base of payment page URLs, without a trailing slash: `PAYMENTS_PUBLIC_URL`, or
+/// the address listened on.
+fn public_url(config: &Config, scheme: &str, local: std::net::SocketAddr) -> String {
+    config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{local}"))
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// Starts the HTTP server (with TLS if configured) on `listener`.
+fn serve(
+    config: &Config,
+    state: web::Data<AppState>,
+    listener: std::net::TcpListener,
+    tls: Option<&Arc<service_kit::tls::ServerTls>>,
+) -> Result<Server, StartupError> {
+    let http_metrics = web::Data::new(state.metrics.http.clone());
+    let http = &config.common.http;
+    let server = http
+        .apply(HttpServer::new(move || {
+            App::new()
+                .wrap(actix_web::middleware::from_fn(
+                    service_kit::http_metrics::record,
+                ))
+                .wrap(TracingLogger::<RouteOnlySpan>::new())
+                .app_data(state.clone())
+                .app_data(http_metrics.clone())
+                .configure(routes::configure)
+        }))
+        .on_connect(service_kit::http_server::on_connect(
+            config.common.peer_timeout,
+        ));
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls.server_config())?,
+        None => server.listen(listener)?,
+    };
+    Ok(server
+        // Signals are ours (see run_until_stopped): WebSockets must close before the
+        // server waits for its connections to end.
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        // Every frame to Orders goes out at once (no Nagle wait for the previous ACK).
+        .tcp_nodelay(true)
+        .run())
 }
 
 /// The TLS certificate (and client CA) to serve with, if configured; a file that cannot
