@@ -31,6 +31,8 @@ macro_rules! query_sessions {
 
 pub(super) mod batch;
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use service_kit::group_commit::{self, BoxFuture};
 use shared_protocol::{
@@ -247,9 +249,32 @@ async fn finish_in(
     reason: Option<CancelReason>,
     dispatched: bool,
 ) -> Result<Finished, StoreError> {
+    let Some(order_id) = move_session(conn, payment_id, outcome, reason).await? else {
+        return unmoved(conn, payment_id).await;
+    };
+    let event = insert_event(
+        conn,
+        payment_id,
+        OrderId(order_id),
+        outcome,
+        reason,
+        dispatched,
+    )
+    .await?;
+    Ok(Finished::Now(event))
+}
+
+/// The conditional UPDATE to the outcome's final state; returns the session's order if
+/// it moved.
+async fn move_session(
+    conn: &mut PgConnection,
+    payment_id: PaymentId,
+    outcome: PaymentOutcome,
+    reason: Option<CancelReason>,
+) -> Result<Option<Uuid>, StoreError> {
     // Paying needs a selected method and a session that has not expired; cancelling
     // applies to any open session.
-    let moved = match outcome {
+    Ok(match outcome {
         PaymentOutcome::Fulfill => sqlx::query_scalar!(
             "UPDATE payment_sessions SET state = 'fulfilled', updated_at = clock_timestamp() \
              WHERE payment_id = $1 AND state = 'method_selected' AND expires_at > clock_timestamp() \
@@ -268,39 +293,32 @@ async fn finish_in(
         )
         .fetch_optional(&mut *conn)
         .await?,
-    };
-    let Some(order_id) = moved else {
-        let state = sqlx::query_scalar!(
-            "SELECT state FROM payment_sessions WHERE payment_id = $1",
-            payment_id.0,
-        )
-        .fetch_optional(&mut *conn)
-        .await?;
-        let Some(state) = state else {
-            return Ok(Finished::Unknown);
-        };
-        let event = sqlx::query_as!(
-            EventRow,
-            "SELECT event_id, order_id, payment_id, state, reason FROM payment_events WHERE payment_id = $1",
-            payment_id.0,
-        )
-        .fetch_optional(&mut *conn)
-        .await?;
-        return Ok(match event {
-            Some(event) => Finished::Already(event.try_into()?),
-            None => Finished::NotApplicable(parse_state(&state)?),
-        });
-    };
-    let event = insert_event(
-        conn,
-        payment_id,
-        OrderId(order_id),
-        outcome,
-        reason,
-        dispatched,
+    })
+}
+
+/// The answer for a session that did not move: unknown, already final (with its
+/// event), or in a state the change does not apply to.
+async fn unmoved(conn: &mut PgConnection, payment_id: PaymentId) -> Result<Finished, StoreError> {
+    let state = sqlx::query_scalar!(
+        "SELECT state FROM payment_sessions WHERE payment_id = $1",
+        payment_id.0,
     )
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(Finished::Now(event))
+    let Some(state) = state else {
+        return Ok(Finished::Unknown);
+    };
+    let event = sqlx::query_as!(
+        EventRow,
+        "SELECT event_id, order_id, payment_id, state, reason FROM payment_events WHERE payment_id = $1",
+        payment_id.0,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match event {
+        Some(event) => Finished::Already(event.try_into()?),
+        None => Finished::NotApplicable(parse_state(&state)?),
+    })
 }
 
 /// One Pay or Cancel of the payment page, for the page writer.
@@ -334,10 +352,32 @@ impl group_commit::Batch for PageFinishes {
     }
 }
 
+/// Applies a batch of the page's Pays and Cancels: one statement for the sessions that
+/// move, then each other request in its own transaction, answered in the items' order.
 async fn finish_page_batch(
     conn: &mut PgConnection,
     items: &[PageFinish],
 ) -> Result<Vec<Finished>, StoreError> {
+    let mut moved = move_page_sessions(conn, items).await?;
+    let mut answers = Vec::with_capacity(items.len());
+    for item in items {
+        // The first request for a session that moved gets its event; any other is
+        // answered from the database as it now stands.
+        if let Some(row) = moved.remove(&item.payment_id.0) {
+            answers.push(Finished::Now(row.try_into()?));
+            continue;
+        }
+        answers.push(finish_alone(conn, item).await?);
+    }
+    Ok(answers)
+}
+
+/// The one statement of a page batch, committed: moves the sessions it can and writes
+/// their events; returns those events by payment id.
+async fn move_page_sessions(
+    conn: &mut PgConnection,
+    items: &[PageFinish],
+) -> Result<HashMap<Uuid, EventRow>, StoreError> {
     let ids: Vec<Uuid> = items.iter().map(|i| i.payment_id.0).collect();
     let states: Vec<String> = items
         .iter()
@@ -379,21 +419,13 @@ async fn finish_page_batch(
     .fetch_all(&mut *batch)
     .await?;
     batch.commit().await?;
-    let mut moved: std::collections::HashMap<Uuid, EventRow> =
-        rows.into_iter().map(|r| (r.payment_id, r)).collect();
-    let mut answers = Vec::with_capacity(items.len());
-    for item in items {
-        // The first request for a session that moved gets its event; any other is
-        // answered from the database as it now stands.
-        if let Some(row) = moved.remove(&item.payment_id.0) {
-            answers.push(Finished::Now(row.try_into()?));
-            continue;
-        }
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        let finished =
-            finish_in(&mut tx, item.payment_id, item.outcome, item.reason, false).await?;
-        tx.commit().await?;
-        answers.push(finished);
-    }
-    Ok(answers)
+    Ok(rows.into_iter().map(|r| (r.payment_id, r)).collect())
+}
+
+/// One page request, as one at a time would be: `finish_in` in its own transaction.
+async fn finish_alone(conn: &mut PgConnection, item: &PageFinish) -> Result<Finished, StoreError> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let finished = finish_in(&mut tx, item.payment_id, item.outcome, item.reason, false).await?;
+    tx.commit().await?;
+    Ok(finished)
 }
