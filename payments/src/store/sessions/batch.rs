@@ -19,6 +19,37 @@ pub struct Batch {
     pub(in crate::store) tx: Transaction<'static, Postgres>,
 }
 
+/// The columns of the sessions `initiate` inserts, one array each, in order of the
+/// order id.
+struct NewSessions {
+    payment_ids: Vec<Uuid>,
+    order_ids: Vec<Uuid>,
+    amounts: Vec<i64>,
+    currencies: Vec<String>,
+}
+
+impl NewSessions {
+    /// The orders' new sessions, each with a fresh payment id, sorted by order id.
+    fn sorted(orders: &[(OrderId, Amount, Currency)]) -> NewSessions {
+        let mut sorted: Vec<_> = orders.to_vec();
+        // One lock order for every batch, so two batches never wait on each other in a cycle.
+        sorted.sort_by_key(|(order_id, _, _)| *order_id);
+        let payment_ids: Vec<Uuid> = sorted.iter().map(|_| Uuid::new_v4()).collect();
+        let order_ids: Vec<Uuid> = sorted.iter().map(|(o, _, _)| o.0).collect();
+        let amounts: Vec<i64> = sorted.iter().map(|(_, a, _)| a.minor()).collect();
+        let currencies: Vec<String> = sorted
+            .iter()
+            .map(|(_, _, c)| c.as_str().to_owned())
+            .collect();
+        NewSessions {
+            payment_ids,
+            order_ids,
+            amounts,
+            currencies,
+        }
+    }
+}
+
 impl Batch {
     /// `initiate_payment` for each order (distinct): starts its session, or finds the
     /// one it has, and records `connection` as the one to send its outcome to, unless
@@ -32,16 +63,25 @@ impl Batch {
         ttl: Duration,
         connection: Uuid,
     ) -> Result<Vec<(Session, Option<Event>)>, StoreError> {
-        let mut sorted: Vec<_> = orders.to_vec();
-        // One lock order for every batch, so two batches never wait on each other in a cycle.
-        sorted.sort_by_key(|(order_id, _, _)| *order_id);
-        let payment_ids: Vec<Uuid> = sorted.iter().map(|_| Uuid::new_v4()).collect();
-        let order_ids: Vec<Uuid> = sorted.iter().map(|(o, _, _)| o.0).collect();
-        let amounts: Vec<i64> = sorted.iter().map(|(_, a, _)| a.minor()).collect();
-        let currencies: Vec<String> = sorted
-            .iter()
-            .map(|(_, _, c)| c.as_str().to_owned())
-            .collect();
+        let new = NewSessions::sorted(orders);
+        let mut sessions = self.insert_sessions(&new, ttl, connection).await?;
+        if sessions.len() < new.order_ids.len() {
+            // The conflicting ones, as they are (a statement of its own, which sees
+            // rows other transactions committed while the insert waited on them).
+            let conflicting = self.conflicting(&new.order_ids, &sessions).await?;
+            sessions.extend(conflicting);
+        }
+        Ok(sessions)
+    }
+
+    /// Inserts the sessions, or records `connection` on the ones that exist with the
+    /// same amount and currency; returns those, as they now stand.
+    async fn insert_sessions(
+        &mut self,
+        new: &NewSessions,
+        ttl: Duration,
+        connection: Uuid,
+    ) -> Result<Vec<(Session, Option<Event>)>, StoreError> {
         let rows = query_sessions!(
             "WITH u AS (
                  INSERT INTO payment_sessions
@@ -54,40 +94,38 @@ impl Batch {
                      WHERE payment_sessions.amount = EXCLUDED.amount
                        AND payment_sessions.currency = EXCLUDED.currency
                  RETURNING *)",
-            &payment_ids,
-            &order_ids,
-            &amounts,
-            &currencies,
+            &new.payment_ids,
+            &new.order_ids,
+            &new.amounts,
+            &new.currencies,
             ttl.as_secs_f64(),
             connection,
         )
         .fetch_all(&mut *self.tx)
         .await?;
-        let mut sessions = rows
-            .into_iter()
-            .map(SessionRow::split)
-            .collect::<Result<Vec<_>, _>>()?;
-        if sessions.len() < order_ids.len() {
-            // The conflicting ones, as they are (a statement of its own, which sees
-            // rows other transactions committed while the insert waited on them).
-            let answered: std::collections::HashSet<OrderId> =
-                sessions.iter().map(|(s, _)| s.order_id).collect();
-            let conflicting: Vec<Uuid> = order_ids
-                .iter()
-                .copied()
-                .filter(|id| !answered.contains(&OrderId(*id)))
-                .collect();
-            let rows = query_sessions!(
-                "WITH u AS (SELECT * FROM payment_sessions WHERE order_id = ANY($1))",
-                &conflicting,
-            )
-            .fetch_all(&mut *self.tx)
-            .await?;
-            for row in rows {
-                sessions.push(row.split()?);
-            }
-        }
-        Ok(sessions)
+        rows.into_iter().map(SessionRow::split).collect()
+    }
+
+    /// The sessions of the orders `insert_sessions` did not answer for, as they are.
+    async fn conflicting(
+        &mut self,
+        order_ids: &[Uuid],
+        answered: &[(Session, Option<Event>)],
+    ) -> Result<Vec<(Session, Option<Event>)>, StoreError> {
+        let answered: std::collections::HashSet<OrderId> =
+            answered.iter().map(|(s, _)| s.order_id).collect();
+        let conflicting: Vec<Uuid> = order_ids
+            .iter()
+            .copied()
+            .filter(|id| !answered.contains(&OrderId(*id)))
+            .collect();
+        let rows = query_sessions!(
+            "WITH u AS (SELECT * FROM payment_sessions WHERE order_id = ANY($1))",
+            &conflicting,
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.into_iter().map(SessionRow::split).collect()
     }
 
     /// `select_payment_method` for each order (distinct): a session still `initiated`
