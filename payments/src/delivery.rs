@@ -109,6 +109,30 @@ fn offer(outbox: &Outbox, text: &str) -> bool {
     event_room(outbox) > 0 && outbox.try_send(Outgoing::Text(text.to_owned())).is_ok()
 }
 
+/// Queues each claimed event on its order's connection, or on any with room when that
+/// one is not here; returns the ids of the events that found no room.
+fn queue(targets: &[(Uuid, Outbox)], send: Vec<Pending>) -> Vec<i64> {
+    let mut unsent = Vec::new();
+    for Pending { event, owner } in send {
+        let text = shared_protocol::encode(&event.message());
+        let sent = match owner.and_then(|o| targets.iter().find(|(id, _)| *id == o)) {
+            // Its order's connection is here: it goes there or waits for room.
+            Some((connection, outbox)) => offer(outbox, &text).then_some(*connection),
+            None => targets
+                .iter()
+                .find(|(_, outbox)| offer(outbox, &text))
+                .map(|(connection, _)| *connection),
+        };
+        match sent {
+            Some(connection) => {
+                tracing::debug!(event_id = %event.event_id, order_id = %event.order_id, %connection, "delivering event")
+            }
+            None => unsent.push(event.event_id.0),
+        }
+    }
+    unsent
+}
+
 /// Delivery of one instance.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -189,51 +213,47 @@ impl Delivery {
                 return;
             }
             let limit = room.min(SCAN_LIMIT as usize);
-            let local: Vec<Uuid> = targets.iter().map(|(id, _)| *id).collect();
-            let Claimed { send, dead } = match self
-                .store
-                .claim(&local, self.stale_after, self.attempts, limit as i64)
-                .await
-            {
-                Ok(claimed) => claimed,
-                Err(e) => {
-                    tracing::warn!(error = %error_chain(&e), "could not claim events; will retry");
-                    return;
-                }
+            let Some(Claimed { send, dead }) = self.claim(&targets, limit).await else {
+                return;
             };
             let count = send.len() + dead.len();
             if !dead.is_empty() {
                 self.dead_lettered(&dead);
             }
-            let mut unsent = Vec::new();
-            for Pending { event, owner } in send {
-                let text = shared_protocol::encode(&event.message());
-                let sent = match owner.and_then(|o| targets.iter().find(|(id, _)| *id == o)) {
-                    // Its order's connection is here: it goes there or waits for room.
-                    Some((connection, outbox)) => offer(outbox, &text).then_some(*connection),
-                    None => targets
-                        .iter()
-                        .find(|(_, outbox)| offer(outbox, &text))
-                        .map(|(connection, _)| *connection),
-                };
-                match sent {
-                    Some(connection) => {
-                        tracing::debug!(event_id = %event.event_id, order_id = %event.order_id, %connection, "delivering event")
-                    }
-                    None => unsent.push(event.event_id.0),
-                }
-            }
+            let unsent = queue(&targets, send);
             if !unsent.is_empty() {
-                self.starved.store(true, Ordering::Release);
-                if let Err(e) = self.store.release(&unsent).await {
-                    // Claimed but unsent: sent again after redeliver_after, never lost.
-                    tracing::warn!(error = %error_chain(&e), "could not give back unsent events");
-                }
+                self.give_back(&unsent).await;
                 return;
             }
             if count < limit {
                 return;
             }
+        }
+    }
+
+    /// Claims up to `limit` events for the connections open here (a failure is logged).
+    async fn claim(&self, targets: &[(Uuid, Outbox)], limit: usize) -> Option<Claimed> {
+        let local: Vec<Uuid> = targets.iter().map(|(id, _)| *id).collect();
+        match self
+            .store
+            .claim(&local, self.stale_after, self.attempts, limit as i64)
+            .await
+        {
+            Ok(claimed) => Some(claimed),
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "could not claim events; will retry");
+                None
+            }
+        }
+    }
+
+    /// Gives claimed events that found no room back to the database, and marks the
+    /// dispatcher starved so that freed room wakes it.
+    async fn give_back(&self, unsent: &[i64]) {
+        self.starved.store(true, Ordering::Release);
+        if let Err(e) = self.store.release(unsent).await {
+            // Claimed but unsent: sent again after redeliver_after, never lost.
+            tracing::warn!(error = %error_chain(&e), "could not give back unsent events");
         }
     }
 
