@@ -8,6 +8,9 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpResponse, ResponseError};
 
+use serde::Serialize;
+use utoipa::ToSchema;
+
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +98,22 @@ impl ResponseError for ApiError {
         }
         response
     }
+}
+
+/// Every error answer.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// malformed_json, payload_too_large, unsupported_media_type, validation_failed,
+    /// not_found, method_not_allowed, unauthorized, conflict, unavailable or internal.
+    #[schema(example = "validation_failed")]
+    pub code: String,
+    #[schema(example = "amount is required")]
+    pub message: String,
 }
 
 pub use service_kit::routing::error_body;

@@ -1,67 +1,16 @@
-//! The OpenAPI 3.1 document of the Orders API, generated from the handlers' annotations
-//! and the response types (utoipa), served at `GET /openapi.json`. A test keeps the
-//! snapshot under `docs/` in step with it.
+//! The OpenAPI 3.1 document of the Orders API, assembled from the handlers' annotations
+//! and the schema types next to them (utoipa), served at `GET /openapi.json`. A test
+//! keeps the snapshot under `docs/` in step with it. Imports point one way: this
+//! module lists the routes; the routes know nothing of it (the document reaches
+//! `/openapi.json` through [`crate::state::AppState`]).
 
-use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::OpenApi;
 
 use crate::domain::{Attention, Incident, Invoice, Order, OrderStatus};
+use crate::error::{ErrorBody, ErrorDetail};
 use crate::routes;
-
-/// The body of `POST /orders`.
-#[derive(ToSchema)]
-#[allow(dead_code)] // documents the request; the handler validates the JSON by hand
-pub struct NewOrderRequest {
-    /// Minor units (cents), 1 to 100000000.
-    #[schema(minimum = 1, maximum = 100_000_000, example = 1999)]
-    amount: i64,
-    /// The ISO 4217 code of a current currency with minor units, in any case; stored
-    /// upper case. (The pattern lists every code: `CurrencyCodes` fills it in.)
-    #[schema(pattern = "^[A-Za-z]{3}$", example = "EUR")]
-    currency: String,
-    #[schema(max_length = 500, example = "2 × coffee")]
-    description: Option<String>,
-}
-
-/// One page of orders, newest first.
-#[derive(Serialize, ToSchema)]
-pub struct OrderList {
-    pub orders: Vec<Order>,
-    /// Pass as `after` to get the next page; null on the last page.
-    #[schema(value_type = Option<String>, format = Uuid)]
-    pub next: Option<shared_protocol::OrderId>,
-}
-
-/// Every error answer.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// malformed_json, payload_too_large, unsupported_media_type, validation_failed,
-    /// not_found, method_not_allowed, unauthorized, conflict, unavailable or internal.
-    #[schema(example = "validation_failed")]
-    pub code: String,
-    #[schema(example = "amount is required")]
-    pub message: String,
-}
-
-/// `GET /readyz`.
-#[derive(Serialize, ToSchema)]
-pub struct Readiness {
-    /// `ready`, `not_ready`, or `draining` (after a SIGTERM, before the instance stops
-    /// accepting).
-    pub status: String,
-    /// `up` or `down`.
-    pub database: String,
-    /// `connected`, `disconnected`, or `died` (its thread ended: restart the process).
-    /// Not part of readiness: orders wait in the database while Payments is away.
-    pub payments_link: String,
-    /// `running` or `stopped`: the task that writes `POST /orders`.
-    pub order_writer: String,
-}
+use crate::routes::health::Readiness;
+use crate::routes::orders::{NewOrderRequest, OrderList};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -81,7 +30,7 @@ pub struct Readiness {
         routes::health::healthz,
         routes::health::readyz,
         routes::health::metrics,
-        openapi_json,
+        routes::health::openapi_json,
     ),
     components(schemas(Order, OrderStatus, Attention, Incident, Invoice, NewOrderRequest, OrderList, ErrorBody, ErrorDetail, Readiness)),
     modifiers(&ApiToken, &CurrencyCodes),
@@ -186,13 +135,4 @@ pub fn document() -> String {
     ApiDoc::openapi()
         .to_pretty_json()
         .expect("the OpenAPI document serialises")
-}
-
-/// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "meta",
-    responses((status = 200, description = "OpenAPI 3.1 of this API", content_type = "application/json")))]
-pub async fn openapi_json() -> actix_web::HttpResponse {
-    actix_web::HttpResponse::Ok()
-        .content_type("application/json")
-        .body(document())
 }

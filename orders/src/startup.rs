@@ -98,6 +98,7 @@ impl Application {
             api_token: config.orders_api_token.clone(),
             body_timeout: config.common.http.http_body_timeout,
             draining: draining.clone(),
+            openapi: crate::openapi::document(),
         });
         let http = &config.common.http;
         let server = http

@@ -19,4 +19,6 @@ pub struct AppState {
     pub body_timeout: std::time::Duration,
     /// Set on SIGTERM: `/readyz` answers 503 while the instance drains.
     pub draining: service_kit::startup::Draining,
+    /// What `GET /openapi.json` serves ([`crate::openapi::document`]).
+    pub openapi: String,
 }

@@ -1,10 +1,26 @@
-//! Liveness and readiness.
+//! Liveness, readiness, metrics and the OpenAPI document.
 
 use actix_web::{HttpResponse, web};
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
-use crate::openapi::Readiness;
 use crate::state::AppState;
+
+/// `GET /readyz`.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`, `not_ready`, or `draining` (after a SIGTERM, before the instance stops
+    /// accepting).
+    pub status: String,
+    /// `up` or `down`.
+    pub database: String,
+    /// `connected`, `disconnected`, or `died` (its thread ended: restart the process).
+    /// Not part of readiness: orders wait in the database while Payments is away.
+    pub payments_link: String,
+    /// `running` or `stopped`: the task that writes `POST /orders`.
+    pub order_writer: String,
+}
 
 /// The process is up, and says whether the Payments link is connected; 503 when the
 /// link's thread died (it does not come back without a restart).
@@ -66,4 +82,13 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.encode())
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses((status = 200, description = "OpenAPI 3.1 of this API", content_type = "application/json")))]
+pub async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(state.openapi.clone())
 }

@@ -24,7 +24,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz").get(health::healthz))
         .service(resource("/readyz").get(health::readyz))
         .service(resource("/metrics").get(health::metrics))
-        .service(resource("/openapi.json").get(crate::openapi::openapi_json))
+        .service(resource("/openapi.json").get(health::openapi_json))
         // Every other path, unknown ones included, is matched here and needs the token
         // when one is set (deny by default, see `auth`).
         .service(

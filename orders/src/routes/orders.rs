@@ -2,17 +2,42 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Serialize;
 use serde_json::json;
 use shared_protocol::{ClientMessage, OrderId};
+use utoipa::ToSchema;
 
 use crate::domain::{Incident, Invoice, Order};
 use crate::domain::{NewOrder, OrderStatus};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::flow;
-use crate::openapi::{ErrorBody, NewOrderRequest, OrderList};
 use crate::routes::body;
 use crate::state::AppState;
 use crate::store::{CancelRequest, Inserted, Retried};
+
+/// The body of `POST /orders`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documents the request; the handler validates the JSON by hand
+pub struct NewOrderRequest {
+    /// Minor units (cents), 1 to 100000000.
+    #[schema(minimum = 1, maximum = 100_000_000, example = 1999)]
+    amount: i64,
+    /// The ISO 4217 code of a current currency with minor units, in any case; stored
+    /// upper case. (The pattern lists every code: `CurrencyCodes` fills it in.)
+    #[schema(pattern = "^[A-Za-z]{3}$", example = "EUR")]
+    currency: String,
+    #[schema(max_length = 500, example = "2 × coffee")]
+    description: Option<String>,
+}
+
+/// One page of orders, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct OrderList {
+    pub orders: Vec<Order>,
+    /// Pass as `after` to get the next page; null on the last page.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub next: Option<shared_protocol::OrderId>,
+}
 
 /// The longest `Idempotency-Key` accepted.
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
