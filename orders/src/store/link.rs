@@ -180,114 +180,38 @@ impl Store {
     /// order of `outcomes`.
     pub async fn apply_outcomes(
         conn: &mut PgConnection,
-        outcomes: &[(OrderId, PaymentId, PaymentOutcome, Option<CancelReason>)],
+        outcomes: &[Outcome],
     ) -> Result<Vec<Applied>, StoreError> {
         if outcomes.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<Uuid> = outcomes.iter().map(|o| o.0.0).collect();
-        let payment_ids: Vec<Uuid> = outcomes.iter().map(|o| o.1.0).collect();
-        let statuses: Vec<String> = outcomes
-            .iter()
-            .map(|o| OrderStatus::after(o.2).as_str().to_owned())
-            .collect();
-        // '' stands for no reason (NULLIF below): a fulfilled order has none.
-        let reasons: Vec<String> = outcomes
-            .iter()
-            .map(|o| match o.2 {
-                PaymentOutcome::Fulfill => String::new(),
-                PaymentOutcome::Cancel => o.3.map(|r| r.as_str().to_owned()).unwrap_or_default(),
-            })
-            .collect();
-        let moved = sqlx::query!(
-            "UPDATE orders o SET status = u.status, cancel_reason = NULLIF(u.reason, ''), \
-                 payment_id = coalesce(o.payment_id, u.payment_id), \
-                 updated_at = clock_timestamp() \
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[]) \
-                 AS u(id, status, reason, payment_id) \
-             WHERE o.id = u.id \
-               AND (o.status IN ('pending_payment', 'awaiting_payment')) IS TRUE \
-               AND (o.payment_id IS NULL OR o.payment_id = u.payment_id) \
-             RETURNING o.id, o.status, o.amount, o.currency",
-            &ids,
-            &statuses,
-            &reasons,
-            &payment_ids,
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        let fulfilled: Vec<_> = moved
-            .iter()
-            .filter(|r| r.status == OrderStatus::Fulfilled.as_str())
-            .collect();
-        let invoice_orders: Vec<Uuid> = fulfilled.iter().map(|r| r.id).collect();
-        let amounts: Vec<i64> = fulfilled.iter().map(|r| r.amount).collect();
-        let currencies: Vec<String> = fulfilled.iter().map(|r| r.currency.clone()).collect();
-        let invoices: HashMap<Uuid, i64> = if invoice_orders.is_empty() {
-            HashMap::new()
-        } else {
-            // The batch's numbers with ONE update of the counter row, held until the
-            // batch commits: no gap if it does not, and numbers in commit order.
-            sqlx::query!(
-                r#"WITH taken AS (
-                       UPDATE invoice_counter SET last = last + cardinality($1::uuid[])
-                       RETURNING last - cardinality($1::uuid[]) AS before)
-                   INSERT INTO invoices (number, order_id, amount, currency)
-                   SELECT taken.before + i.n, i.order_id, i.amount, i.currency
-                   FROM taken, unnest($1::uuid[], $2::bigint[], $3::text[])
-                       WITH ORDINALITY AS i(order_id, amount, currency, n)
-                   RETURNING order_id, number"#,
-                &invoice_orders,
-                &amounts,
-                &currencies,
-            )
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .map(|r| (r.order_id, r.number))
-            .collect()
-        };
-        let moved: HashMap<Uuid, OrderStatus> = moved
+        let finalized = finalize_orders(conn, outcomes).await?;
+        let invoices = number_invoices(conn, &finalized).await?;
+        let moved: HashMap<Uuid, OrderStatus> = finalized
             .iter()
             .map(|r| Ok((r.id, parse_status(&r.status)?)))
             .collect::<Result<_, StoreError>>()?;
-        let missing: Vec<Uuid> = ids
+        let others = unmoved_orders(conn, outcomes, &moved).await?;
+        Ok(outcomes
             .iter()
-            .copied()
-            .filter(|id| !moved.contains_key(id))
-            .collect();
-        let others: HashMap<Uuid, (OrderStatus, Option<Uuid>)> = if missing.is_empty() {
-            HashMap::new()
-        } else {
-            sqlx::query!(
-                "SELECT id, status, payment_id FROM orders WHERE id = ANY($1)",
-                &missing
-            )
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .map(|r| Ok((r.id, (parse_status(&r.status)?, r.payment_id))))
-            .collect::<Result<_, StoreError>>()?
-        };
-        Ok(ids
-            .iter()
-            .zip(&payment_ids)
-            .map(|(id, payment_id)| match moved.get(id) {
-                Some(status) => Applied::Transitioned {
-                    status: *status,
-                    invoice: invoices.get(id).map(|n| invoice_number(*n)),
-                },
-                None => match others.get(id) {
-                    Some((status, Some(stored))) if stored != payment_id => {
-                        Applied::PaymentMismatch {
-                            status: *status,
-                            stored: PaymentId(*stored),
+            .map(
+                |&(OrderId(id), PaymentId(payment_id), _, _)| match moved.get(&id) {
+                    Some(status) => Applied::Transitioned {
+                        status: *status,
+                        invoice: invoices.get(&id).map(|n| invoice_number(*n)),
+                    },
+                    None => match others.get(&id) {
+                        Some((status, Some(stored))) if *stored != payment_id => {
+                            Applied::PaymentMismatch {
+                                status: *status,
+                                stored: PaymentId(*stored),
+                            }
                         }
-                    }
-                    Some((status, _)) => Applied::AlreadyFinal(*status),
-                    None => Applied::UnknownOrder,
+                        Some((status, _)) => Applied::AlreadyFinal(*status),
+                        None => Applied::UnknownOrder,
+                    },
                 },
-            })
+            )
             .collect())
     }
 
@@ -409,4 +333,127 @@ impl Store {
             .map(|r| Ok((r.id, parse_status(&r.status)?)))
             .collect()
     }
+}
+
+/// An outcome from Payments: the order, its payment, the state and why.
+pub type Outcome = (OrderId, PaymentId, PaymentOutcome, Option<CancelReason>);
+
+/// An order that an outcome made final.
+struct Finalized {
+    id: Uuid,
+    status: String,
+    amount: i64,
+    currency: String,
+}
+
+/// Moves each open order that holds the outcome's payment (or none yet) to its final
+/// state, in one UPDATE; returns the orders it moved.
+async fn finalize_orders(
+    conn: &mut PgConnection,
+    outcomes: &[Outcome],
+) -> Result<Vec<Finalized>, StoreError> {
+    let ids: Vec<Uuid> = outcomes.iter().map(|o| o.0.0).collect();
+    let payment_ids: Vec<Uuid> = outcomes.iter().map(|o| o.1.0).collect();
+    let statuses: Vec<String> = outcomes
+        .iter()
+        .map(|o| OrderStatus::after(o.2).as_str().to_owned())
+        .collect();
+    // '' stands for no reason (NULLIF below): a fulfilled order has none.
+    let reasons: Vec<String> = outcomes
+        .iter()
+        .map(|o| match o.2 {
+            PaymentOutcome::Fulfill => String::new(),
+            PaymentOutcome::Cancel => o.3.map(|r| r.as_str().to_owned()).unwrap_or_default(),
+        })
+        .collect();
+    let rows = sqlx::query!(
+        "UPDATE orders o SET status = u.status, cancel_reason = NULLIF(u.reason, ''), \
+             payment_id = coalesce(o.payment_id, u.payment_id), \
+             updated_at = clock_timestamp() \
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[]) \
+             AS u(id, status, reason, payment_id) \
+         WHERE o.id = u.id \
+           AND (o.status IN ('pending_payment', 'awaiting_payment')) IS TRUE \
+           AND (o.payment_id IS NULL OR o.payment_id = u.payment_id) \
+         RETURNING o.id, o.status, o.amount, o.currency",
+        &ids,
+        &statuses,
+        &reasons,
+        &payment_ids,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Finalized {
+            id: r.id,
+            status: r.status,
+            amount: r.amount,
+            currency: r.currency,
+        })
+        .collect())
+}
+
+/// Writes the invoices of the fulfilled orders among `finalized`; returns each one's
+/// number.
+async fn number_invoices(
+    conn: &mut PgConnection,
+    finalized: &[Finalized],
+) -> Result<HashMap<Uuid, i64>, StoreError> {
+    let fulfilled: Vec<_> = finalized
+        .iter()
+        .filter(|r| r.status == OrderStatus::Fulfilled.as_str())
+        .collect();
+    if fulfilled.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let invoice_orders: Vec<Uuid> = fulfilled.iter().map(|r| r.id).collect();
+    let amounts: Vec<i64> = fulfilled.iter().map(|r| r.amount).collect();
+    let currencies: Vec<String> = fulfilled.iter().map(|r| r.currency.clone()).collect();
+    // The batch's numbers with ONE update of the counter row, held until the
+    // batch commits: no gap if it does not, and numbers in commit order.
+    Ok(sqlx::query!(
+        r#"WITH taken AS (
+                       UPDATE invoice_counter SET last = last + cardinality($1::uuid[])
+                       RETURNING last - cardinality($1::uuid[]) AS before)
+                   INSERT INTO invoices (number, order_id, amount, currency)
+                   SELECT taken.before + i.n, i.order_id, i.amount, i.currency
+                   FROM taken, unnest($1::uuid[], $2::bigint[], $3::text[])
+                       WITH ORDINALITY AS i(order_id, amount, currency, n)
+                   RETURNING order_id, number"#,
+        &invoice_orders,
+        &amounts,
+        &currencies,
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|r| (r.order_id, r.number))
+    .collect())
+}
+
+/// The status and payment of each outcome's order that did not move (final already,
+/// or holding another payment); an unknown order is absent.
+async fn unmoved_orders(
+    conn: &mut PgConnection,
+    outcomes: &[Outcome],
+    moved: &HashMap<Uuid, OrderStatus>,
+) -> Result<HashMap<Uuid, (OrderStatus, Option<Uuid>)>, StoreError> {
+    let missing: Vec<Uuid> = outcomes
+        .iter()
+        .map(|o| o.0.0)
+        .filter(|id| !moved.contains_key(id))
+        .collect();
+    if missing.is_empty() {
+        return Ok(HashMap::new());
+    }
+    sqlx::query!(
+        "SELECT id, status, payment_id FROM orders WHERE id = ANY($1)",
+        &missing
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|r| Ok((r.id, (parse_status(&r.status)?, r.payment_id))))
+    .collect()
 }

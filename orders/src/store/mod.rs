@@ -48,7 +48,7 @@ mod open;
 mod orders;
 
 pub use inserts::{INSERT_LIMITS, InsertRequest, Inserted, OrderInserts};
-pub use link::{Applied, MethodChoice, NewIncident, PageRecorded, Refusal};
+pub use link::{Applied, MethodChoice, NewIncident, Outcome, PageRecorded, Refusal};
 pub use open::{ExpiryKey, OpenKey, OpenOrder};
 pub use orders::{CancelRequest, INCIDENTS_LIMIT, OrderPage, Retried};
 
