@@ -143,7 +143,15 @@ impl PaymentsLink {
                 };
                 let link = std::panic::AssertUnwindSafe(move || {
                     let system = actix_rt::System::new();
-                    system.block_on(run(config, store, metrics, inbound, state_tx, shutdown_rx));
+                    let link = Link {
+                        config,
+                        store,
+                        metrics,
+                        inbound,
+                        state: state_tx,
+                        shutdown: shutdown_rx,
+                    };
+                    system.block_on(link.run());
                 });
                 // A panic ends the thread (and drops the state's sender, which is how
                 // `died` sees it); say so where operators look.
@@ -263,71 +271,92 @@ struct Inbound {
     overflow: Arc<Overflow>,
 }
 
-async fn run(
+/// The link's thread: its configuration, the store and metrics, and its ends of the
+/// handle's channels.
+struct Link {
     config: LinkConfig,
     store: Store,
     metrics: Arc<Metrics>,
-    mut inbound: Inbound,
+    inbound: Inbound,
     state: watch::Sender<LinkState>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut failures: u32 = 0;
-    let mut attempt: u64 = 0;
-    loop {
-        if *shutdown.borrow() {
-            break;
-        }
-        attempt += 1;
-        tracing::info!(attempt, url = %config.url, "connecting to Payments");
-        let connected = tokio::select! {
-            result = connect(&config) => result,
-            _ = shutdown.changed() => break,
-        };
-        match connected {
-            Ok(framed) => {
-                let _ = state.send(LinkState::Connected);
-                metrics.link_up();
-                tracing::info!(url = %config.url, "connected to Payments");
-                let since = Instant::now();
-                let end = Connection::new(&config, &store, &metrics)
-                    .run(
-                        framed,
-                        &mut inbound.outbox,
-                        &inbound.overflow,
-                        &mut shutdown,
-                    )
-                    .await;
-                failures = if since.elapsed() >= HEALTHY_AFTER {
-                    0
-                } else {
-                    failures.saturating_add(1)
-                };
-                let _ = state.send(LinkState::Connecting);
-                metrics.link_down();
-                match end {
-                    End::Shutdown => break,
-                    End::Lost(why) => {
-                        tracing::warn!(reason = %why, "lost the connection to Payments")
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Link {
+    /// Connects, serves the connection until it ends, and reconnects after a backoff,
+    /// until asked to stop.
+    async fn run(mut self) {
+        let mut failures: u32 = 0;
+        let mut attempt: u64 = 0;
+        while !*self.shutdown.borrow() {
+            attempt += 1;
+            tracing::info!(attempt, url = %self.config.url, "connecting to Payments");
+            let connected = tokio::select! {
+                result = connect(&self.config) => result,
+                _ = self.shutdown.changed() => break,
+            };
+            match connected {
+                Ok(framed) => {
+                    let since = Instant::now();
+                    if let End::Shutdown = self.serve(framed).await {
+                        break;
                     }
+                    failures = if since.elapsed() >= HEALTHY_AFTER {
+                        0
+                    } else {
+                        failures.saturating_add(1)
+                    };
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(attempt, error = %e, "could not connect to Payments");
                 }
             }
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                tracing::warn!(attempt, error = %e, "could not connect to Payments");
+            if !self.pause(failures).await {
+                break;
             }
         }
-        let delay = backoff(failures, config.reconnect_base, config.reconnect_cap);
+        let _ = self.state.send(LinkState::Stopped);
+        tracing::info!("payments link stopped");
+    }
+
+    /// Serves one connection; the link's state and metrics say it is up meanwhile.
+    async fn serve(&mut self, framed: connect::Framed) -> End {
+        let _ = self.state.send(LinkState::Connected);
+        self.metrics.link_up();
+        tracing::info!(url = %self.config.url, "connected to Payments");
+        let end = Connection::new(&self.config, &self.store, &self.metrics)
+            .run(
+                framed,
+                &mut self.inbound.outbox,
+                &self.inbound.overflow,
+                &mut self.shutdown,
+            )
+            .await;
+        let _ = self.state.send(LinkState::Connecting);
+        self.metrics.link_down();
+        if let End::Lost(why) = &end {
+            tracing::warn!(reason = %why, "lost the connection to Payments")
+        }
+        end
+    }
+
+    /// Waits the backoff after `failures` failures; false when asked to stop meanwhile.
+    async fn pause(&mut self, failures: u32) -> bool {
+        let delay = backoff(
+            failures,
+            self.config.reconnect_base,
+            self.config.reconnect_cap,
+        );
         tracing::info!(
             delay_ms = delay.as_millis() as u64,
             "reconnecting to Payments after a delay"
         );
         tokio::select! {
-            _ = sleep(delay) => {}
-            _ = shutdown.changed() => break,
+            _ = sleep(delay) => true,
+            _ = self.shutdown.changed() => false,
         }
     }
-    let _ = state.send(LinkState::Stopped);
-    tracing::info!("payments link stopped");
 }
 
 /// Exponential backoff with full jitter: a random delay in `[0, min(cap, base · 2^failures)]`.
