@@ -60,6 +60,8 @@ impl AppHandle {
 }
 
 impl Application {
+    /// Opens the store, binds the HTTP port, starts the link to Payments and the
+    /// HTTP server (not yet running).
     pub async fn build(config: Config) -> Result<Application, StartupError> {
         check_tokens(&config)?;
         config.check().map_err(StartupError::Config)?;
@@ -70,28 +72,10 @@ impl Application {
         let listener = service_kit::startup::bind(&config.orders_addr)?;
         let port = listener.local_addr()?.port();
         let metrics = Metrics::new();
-        let (link, link_guard) = PaymentsLink::start(
-            LinkConfig {
-                url: config.payments_ws_url.clone(),
-                token: config.common.payments_token.clone(),
-                heartbeat_interval: config.common.heartbeat_interval,
-                peer_timeout: config.common.peer_timeout,
-                resend_after: config.resend_after,
-                reconnect_base: config.reconnect_base,
-                reconnect_cap: config.reconnect_cap,
-                outbox_capacity: config.link_outbox,
-                ca: config.payments_ca.clone(),
-                client_identity: config
-                    .tls_client_cert
-                    .clone()
-                    .zip(config.tls_client_key.clone()),
-            },
-            store.clone(),
-            metrics.clone(),
-        )?;
-        let http_metrics = web::Data::new(metrics.http.clone());
+        let (link, link_guard) =
+            PaymentsLink::start(link_config(&config), store.clone(), metrics.clone())?;
         let draining = service_kit::startup::Draining::default();
-        let state = web::Data::new(AppState {
+        let state = AppState {
             store: store.clone(),
             link: link.clone(),
             metrics,
@@ -99,31 +83,8 @@ impl Application {
             body_timeout: config.common.http.http_body_timeout,
             draining: draining.clone(),
             openapi: crate::openapi::document(),
-        });
-        let http = &config.common.http;
-        let server = http
-            .apply(HttpServer::new(move || {
-                App::new()
-                    .wrap(ErrorHandlers::new().default_handler(json_errors))
-                    .wrap(actix_web::middleware::from_fn(
-                        service_kit::http_metrics::record,
-                    ))
-                    .wrap(TracingLogger::default())
-                    .app_data(state.clone())
-                    .app_data(http_metrics.clone())
-                    .configure(routes::configure)
-            }))
-            .on_connect(service_kit::http_server::on_connect(
-                config.common.peer_timeout,
-            ))
-            .listen(listener)?
-            // Signals are ours (see run_until_stopped): the drain comes first.
-            .disable_signals()
-            // Then in-flight requests get this long (the stop's budget: STOP_BUDGET).
-            .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
-            // Responses go out at once (no Nagle wait for the previous ACK).
-            .tcp_nodelay(true)
-            .run();
+        };
+        let server = http_server(&config, state, listener)?;
         tracing::info!(port, payments = %config.payments_ws_url, "orders is listening");
         Ok(Application {
             port,
@@ -216,4 +177,59 @@ impl service_kit::startup::Service for Application {
     async fn run_until_stopped(self) -> std::io::Result<()> {
         Application::run_until_stopped(self).await
     }
+}
+
+/// The link's settings, from the service's.
+fn link_config(config: &Config) -> LinkConfig {
+    LinkConfig {
+        url: config.payments_ws_url.clone(),
+        token: config.common.payments_token.clone(),
+        heartbeat_interval: config.common.heartbeat_interval,
+        peer_timeout: config.common.peer_timeout,
+        resend_after: config.resend_after,
+        reconnect_base: config.reconnect_base,
+        reconnect_cap: config.reconnect_cap,
+        outbox_capacity: config.link_outbox,
+        ca: config.payments_ca.clone(),
+        client_identity: config
+            .tls_client_cert
+            .clone()
+            .zip(config.tls_client_key.clone()),
+    }
+}
+
+/// The HTTP server of the API on `listener`, with its limits, metrics and logs.
+fn http_server(
+    config: &Config,
+    state: AppState,
+    listener: std::net::TcpListener,
+) -> Result<Server, StartupError> {
+    let http_metrics = web::Data::new(state.metrics.http.clone());
+    let state = web::Data::new(state);
+    let server = config
+        .common
+        .http
+        .apply(HttpServer::new(move || {
+            App::new()
+                .wrap(ErrorHandlers::new().default_handler(json_errors))
+                .wrap(actix_web::middleware::from_fn(
+                    service_kit::http_metrics::record,
+                ))
+                .wrap(TracingLogger::default())
+                .app_data(state.clone())
+                .app_data(http_metrics.clone())
+                .configure(routes::configure)
+        }))
+        .on_connect(service_kit::http_server::on_connect(
+            config.common.peer_timeout,
+        ))
+        .listen(listener)?
+        // Signals are ours (see run_until_stopped): the drain comes first.
+        .disable_signals()
+        // Then in-flight requests get this long (the stop's budget: STOP_BUDGET).
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        // Responses go out at once (no Nagle wait for the previous ACK).
+        .tcp_nodelay(true)
+        .run();
+    Ok(server)
 }

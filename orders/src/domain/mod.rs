@@ -182,77 +182,75 @@ impl FieldError {
 impl NewOrder {
     /// Validates the JSON object of `POST /orders`. Unknown fields are ignored.
     pub fn parse(body: &serde_json::Map<String, Value>) -> Result<NewOrder, FieldError> {
-        let amount = match body.get("amount") {
-            None | Some(Value::Null) => {
-                return Err(FieldError::new("amount", "amount is required"));
-            }
-            // `1999.0` is the integer 1999 too (as in JSON Schema, which the OpenAPI
-            // document states the field in); `19.99` is not.
-            Some(Value::Number(n)) => match n.as_i64().or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && f.abs() <= MAX_AMOUNT as f64)
-                    .map(|f| f as i64)
-            }) {
-                Some(a) if (1..=MAX_AMOUNT).contains(&a) => {
-                    Amount::new(a).map_err(|e| FieldError::new("amount", e.to_string()))?
-                }
-                _ => {
-                    return Err(FieldError::new(
-                        "amount",
-                        format!(
-                            "amount must be an integer number of minor units from 1 to {MAX_AMOUNT}, got {n}"
-                        ),
-                    ));
-                }
-            },
-            Some(other) => {
-                return Err(FieldError::new(
-                    "amount",
-                    format!("amount must be an integer, got {}", kind(other)),
-                ));
-            }
-        };
-        let currency = match body.get("currency") {
-            None | Some(Value::Null) => {
-                return Err(FieldError::new("currency", "currency is required"));
-            }
-            Some(Value::String(s)) => Currency::parse_lenient(s).map_err(|_| {
-                FieldError::new(
-                    "currency",
-                    format!(
-                        "currency must be the ISO 4217 code of a current currency with minor \
-                         units, such as \"EUR\", got {s:?}"
-                    ),
-                )
-            })?,
-            Some(other) => {
-                return Err(FieldError::new(
-                    "currency",
-                    format!("currency must be a string, got {}", kind(other)),
-                ));
-            }
-        };
-        let description = match body.get("description") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.chars().count() <= MAX_DESCRIPTION_CHARS => Some(s.clone()),
-            Some(Value::String(_)) => {
-                return Err(FieldError::new(
-                    "description",
-                    format!("description must be at most {MAX_DESCRIPTION_CHARS} characters"),
-                ));
-            }
-            Some(other) => {
-                return Err(FieldError::new(
-                    "description",
-                    format!("description must be a string, got {}", kind(other)),
-                ));
-            }
-        };
         Ok(NewOrder {
-            amount,
-            currency,
-            description,
+            amount: parse_amount(body.get("amount"))?,
+            currency: parse_currency(body.get("currency"))?,
+            description: parse_description(body.get("description"))?,
         })
+    }
+}
+
+/// `amount`: required, an integer number of minor units from 1 to [`MAX_AMOUNT`].
+fn parse_amount(value: Option<&Value>) -> Result<Amount, FieldError> {
+    match value {
+        None | Some(Value::Null) => Err(FieldError::new("amount", "amount is required")),
+        // `1999.0` is the integer 1999 too (as in JSON Schema, which the OpenAPI
+        // document states the field in); `19.99` is not.
+        Some(Value::Number(n)) => match n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() <= MAX_AMOUNT as f64)
+                .map(|f| f as i64)
+        }) {
+            Some(a) if (1..=MAX_AMOUNT).contains(&a) => {
+                Amount::new(a).map_err(|e| FieldError::new("amount", e.to_string()))
+            }
+            _ => Err(FieldError::new(
+                "amount",
+                format!(
+                    "amount must be an integer number of minor units from 1 to {MAX_AMOUNT}, got {n}"
+                ),
+            )),
+        },
+        Some(other) => Err(FieldError::new(
+            "amount",
+            format!("amount must be an integer, got {}", kind(other)),
+        )),
+    }
+}
+
+/// `currency`: required, the ISO 4217 code of a current currency with minor units.
+fn parse_currency(value: Option<&Value>) -> Result<Currency, FieldError> {
+    match value {
+        None | Some(Value::Null) => Err(FieldError::new("currency", "currency is required")),
+        Some(Value::String(s)) => Currency::parse_lenient(s).map_err(|_| {
+            FieldError::new(
+                "currency",
+                format!(
+                    "currency must be the ISO 4217 code of a current currency with minor \
+                     units, such as \"EUR\", got {s:?}"
+                ),
+            )
+        }),
+        Some(other) => Err(FieldError::new(
+            "currency",
+            format!("currency must be a string, got {}", kind(other)),
+        )),
+    }
+}
+
+/// `description`: optional, at most [`MAX_DESCRIPTION_CHARS`] characters.
+fn parse_description(value: Option<&Value>) -> Result<Option<String>, FieldError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.chars().count() <= MAX_DESCRIPTION_CHARS => Ok(Some(s.clone())),
+        Some(Value::String(_)) => Err(FieldError::new(
+            "description",
+            format!("description must be at most {MAX_DESCRIPTION_CHARS} characters"),
+        )),
+        Some(other) => Err(FieldError::new(
+            "description",
+            format!("description must be a string, got {}", kind(other)),
+        )),
     }
 }
 

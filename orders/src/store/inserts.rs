@@ -85,10 +85,26 @@ impl Batch for OrderInserts {
     }
 }
 
+/// Inserts the batch's orders, then answers each request: created, replayed, or its
+/// key reused.
 async fn insert_orders(
     conn: &mut PgConnection,
     items: &[InsertRequest],
 ) -> Result<Vec<Inserted>, StoreError> {
+    let mut created = insert_new(conn, items).await?;
+    find_made_earlier(conn, items, &mut created).await?;
+    let holders = key_holders(conn, items, &created).await?;
+    items
+        .iter()
+        .map(|item| answer(item, &mut created, &holders))
+        .collect()
+}
+
+/// The one INSERT of the batch; returns the orders it made, by id.
+async fn insert_new(
+    conn: &mut PgConnection,
+    items: &[InsertRequest],
+) -> Result<HashMap<Uuid, OrderRow>, StoreError> {
     let ids: Vec<Uuid> = items.iter().map(|i| i.id.0).collect();
     let amounts: Vec<i64> = items.iter().map(|i| i.new.amount.minor()).collect();
     let currencies: Vec<String> = items
@@ -117,13 +133,21 @@ async fn insert_orders(
     )
     .fetch_all(&mut *conn)
     .await?;
-    let mut created: HashMap<Uuid, OrderRow> = rows.into_iter().map(|r| (r.id, r)).collect();
-    // An insert skipped because its id exists: an earlier attempt of this request made
-    // the order (ids are fresh UUIDs, chosen per request).
-    let skipped: Vec<Uuid> = ids
+    Ok(rows.into_iter().map(|r| (r.id, r)).collect())
+}
+
+/// Adds to `created` the orders whose insert was skipped because their id exists: an
+/// earlier attempt of this request made the order (ids are fresh UUIDs, chosen per
+/// request).
+async fn find_made_earlier(
+    conn: &mut PgConnection,
+    items: &[InsertRequest],
+    created: &mut HashMap<Uuid, OrderRow>,
+) -> Result<(), StoreError> {
+    let skipped: Vec<Uuid> = items
         .iter()
-        .filter(|id| !created.contains_key(*id))
-        .copied()
+        .map(|i| i.id.0)
+        .filter(|id| !created.contains_key(id))
         .collect();
     if !skipped.is_empty() {
         let rows = query_orders!("SELECT", "FROM orders WHERE id = ANY($1)", &skipped,)
@@ -131,12 +155,19 @@ async fn insert_orders(
             .await?;
         created.extend(rows.into_iter().map(|r| (r.id, r)));
     }
-    // Otherwise only a key conflict skips an insert: look up the orders holding those keys.
+    Ok(())
+}
+
+/// Otherwise only a key conflict skips an insert: the orders holding those keys.
+async fn key_holders(
+    conn: &mut PgConnection,
+    items: &[InsertRequest],
+    created: &HashMap<Uuid, OrderRow>,
+) -> Result<HashMap<String, OrderRow>, StoreError> {
     let taken: Vec<String> = items
         .iter()
-        .zip(&ids)
-        .filter(|(_, id)| !created.contains_key(id))
-        .filter_map(|(item, _)| item.key.clone())
+        .filter(|item| !created.contains_key(&item.id.0))
+        .filter_map(|item| item.key.clone())
         .collect();
     let mut holders: HashMap<String, OrderRow> = HashMap::new();
     if !taken.is_empty() {
@@ -153,27 +184,31 @@ async fn insert_orders(
             }
         }
     }
-    items
-        .iter()
-        .zip(&ids)
-        .map(|(item, id)| {
-            if let Some(row) = created.remove(id) {
-                return Ok(Inserted::Created(row.try_into()?));
-            }
-            let holder = item.key.as_ref().and_then(|k| holders.get(k));
-            let Some(existing) = holder else {
-                return Err(StoreError::Corrupt(
-                    "an order insert was skipped but no order holds its key".into(),
-                ));
-            };
-            let same = existing.amount == item.new.amount.minor()
-                && existing.currency == item.new.currency.as_str()
-                && existing.description == item.new.description;
-            Ok(if same {
-                Inserted::Replayed(existing.clone().try_into()?)
-            } else {
-                Inserted::KeyReused
-            })
-        })
-        .collect()
+    Ok(holders)
+}
+
+/// The answer to one request: its order, or the order holding its key (a replay when
+/// the bodies match, a reused key when not).
+fn answer(
+    item: &InsertRequest,
+    created: &mut HashMap<Uuid, OrderRow>,
+    holders: &HashMap<String, OrderRow>,
+) -> Result<Inserted, StoreError> {
+    if let Some(row) = created.remove(&item.id.0) {
+        return Ok(Inserted::Created(row.try_into()?));
+    }
+    let holder = item.key.as_ref().and_then(|k| holders.get(k));
+    let Some(existing) = holder else {
+        return Err(StoreError::Corrupt(
+            "an order insert was skipped but no order holds its key".into(),
+        ));
+    };
+    let same = existing.amount == item.new.amount.minor()
+        && existing.currency == item.new.currency.as_str()
+        && existing.description == item.new.description;
+    Ok(if same {
+        Inserted::Replayed(existing.clone().try_into()?)
+    } else {
+        Inserted::KeyReused
+    })
 }
