@@ -12,6 +12,9 @@ use std::time::Duration;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
+use crate::durations::millis;
+pub use crate::open_error::OpenError;
+
 /// Creates the database named in `options` when it does not exist. Another instance
 /// creating it at the same moment is fine.
 pub async fn create_if_missing(options: &PgConnectOptions) -> Result<(), sqlx::Error> {
@@ -41,43 +44,6 @@ pub async fn create_if_missing(options: &PgConnectOptions) -> Result<(), sqlx::E
     Ok(())
 }
 
-/// Why a service could not open its database.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error("invalid DATABASE_URL")]
-    BadUrl(#[source] sqlx::Error),
-    #[error("could not create the database {name:?}")]
-    Create {
-        name: String,
-        #[source]
-        source: sqlx::Error,
-    },
-    #[error("could not connect to the database")]
-    Connect(#[source] sqlx::Error),
-    #[error("could not run the migrations")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error(
-        "migration {version} ({description}) waited {waited:?} (MIGRATION_LOCK_TIMEOUT) for a \
-         lock on a table that another transaction holds, and gave up so that traffic does not \
-         queue behind it; nothing of it was applied and the service did not start. Start it \
-         again once that transaction has ended (pg_stat_activity shows it), or give \
-         MIGRATION_LOCK_TIMEOUT more time"
-    )]
-    MigrationLockTimeout {
-        version: i64,
-        description: String,
-        waited: Duration,
-        #[source]
-        source: sqlx::Error,
-    },
-    #[error(
-        "another instance has been running the migrations for {waited:?}; gave up waiting \
-         for it (a migration that builds an index on a large table takes that long: start \
-         this one again when it is done)"
-    )]
-    MigrationsBusy { waited: Duration },
-}
-
 /// The pool and the limits of its sessions, the same settings for both services.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct DatabaseConfig {
@@ -89,28 +55,28 @@ pub struct DatabaseConfig {
     pub db_pool_size: u32,
 
     /// How long a request waits for a pool connection before it is refused with 503.
-    #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = crate::config::duration)]
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = crate::durations::duration)]
     pub db_acquire_timeout: Duration,
 
     /// The longest a statement may run (PostgreSQL's `statement_timeout`). Every
     /// statement of the services reads or writes a bounded batch by key; one that runs
     /// this long is stuck, not busy.
-    #[arg(long, env = "DB_STATEMENT_TIMEOUT", default_value = "10s", value_parser = crate::config::duration)]
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT", default_value = "10s", value_parser = crate::durations::duration)]
     pub db_statement_timeout: Duration,
 
     /// The longest a statement waits for a lock (`lock_timeout`): a long migration or
     /// a stuck transaction does not hold traffic up past this.
-    #[arg(long, env = "DB_LOCK_TIMEOUT", default_value = "2s", value_parser = crate::config::duration)]
+    #[arg(long, env = "DB_LOCK_TIMEOUT", default_value = "2s", value_parser = crate::durations::duration)]
     pub db_lock_timeout: Duration,
 
     /// The longest a transaction may sit idle (`idle_in_transaction_session_timeout`):
     /// a session that went away mid-transaction frees its locks and its connection.
-    #[arg(long, env = "DB_IDLE_IN_TRANSACTION_TIMEOUT", default_value = "10s", value_parser = crate::config::duration)]
+    #[arg(long, env = "DB_IDLE_IN_TRANSACTION_TIMEOUT", default_value = "10s", value_parser = crate::durations::duration)]
     pub db_idle_in_transaction_timeout: Duration,
 
     /// The longest a migration at start-up waits for a lock on a table in use. Past it,
     /// the service does not start (and says why) rather than queue traffic behind it.
-    #[arg(long, env = "MIGRATION_LOCK_TIMEOUT", default_value = "5s", value_parser = crate::config::duration)]
+    #[arg(long, env = "MIGRATION_LOCK_TIMEOUT", default_value = "5s", value_parser = crate::durations::duration)]
     pub migration_lock_timeout: Duration,
 }
 
@@ -148,12 +114,6 @@ impl DatabaseConfig {
             ),
         ]
     }
-}
-
-/// A duration as PostgreSQL reads a time setting: whole milliseconds, at least 1 (0
-/// would mean "no limit").
-pub(crate) fn millis(d: Duration) -> String {
-    format!("{}ms", d.as_millis().max(1))
 }
 
 /// Whether `e` says the database is too busy to serve now, rather than that the

@@ -27,15 +27,15 @@ pub struct HttpConfig {
 
     /// How long a client has to send a request's head once it connected (or sent its
     /// previous request).
-    #[arg(long, env = "HTTP_REQUEST_TIMEOUT", default_value = "5s", value_parser = crate::config::duration)]
+    #[arg(long, env = "HTTP_REQUEST_TIMEOUT", default_value = "5s", value_parser = crate::durations::duration)]
     pub http_request_timeout: Duration,
 
     /// How long a request's body may take to arrive, once its head did (a 408 after).
-    #[arg(long, env = "HTTP_BODY_TIMEOUT", default_value = "10s", value_parser = crate::config::duration)]
+    #[arg(long, env = "HTTP_BODY_TIMEOUT", default_value = "10s", value_parser = crate::durations::duration)]
     pub http_body_timeout: Duration,
 
     /// How long an idle keep-alive connection stays open.
-    #[arg(long, env = "HTTP_KEEP_ALIVE", default_value = "5s", value_parser = crate::config::duration)]
+    #[arg(long, env = "HTTP_KEEP_ALIVE", default_value = "5s", value_parser = crate::durations::duration)]
     pub http_keep_alive: Duration,
 }
 

@@ -5,10 +5,12 @@
 
 pub mod config;
 pub mod database;
+mod durations;
 pub mod group_commit;
 pub mod http_metrics;
 pub mod http_server;
 pub mod migrations;
+mod open_error;
 pub mod routing;
 pub mod startup;
 pub mod telemetry;

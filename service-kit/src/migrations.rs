@@ -7,7 +7,8 @@ use std::time::Duration;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
-use crate::database::{OpenError, millis};
+use crate::durations::millis;
+use crate::open_error::OpenError;
 
 /// How long a starting instance waits for another one's migrations before it gives up.
 pub const MIGRATION_WAIT: Duration = Duration::from_secs(600);
