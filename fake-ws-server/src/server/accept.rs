@@ -1,25 +1,28 @@
 //! The accept loop: the listener (with small socket buffers if asked), admission of
-//! each TCP connection (`admission`), and the handshake, TLS first if configured, then
-//! the WebSocket upgrade, inspected, logged and possibly refused in tungstenite's
-//! `accept_hdr_async` callback. Every attempt is recorded in the shared state; an
-//! accepted connection gets its entry there and its task (`connection_task`).
+//! each TCP connection by the server's mode (`admission`), and the handshake, TLS first
+//! if configured, then the WebSocket upgrade, inspected, logged and possibly refused in
+//! tungstenite's `accept_hdr_async` callback. Every attempt is recorded in the shared
+//! state; an accepted connection gets its entry there and its task (`connection_task`).
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 
-use super::admission::{Rejection, admit, rejection};
+use super::admission::{Admission, Rejection, rejection};
 use super::closed::Closed;
-use super::connection_task::{reset, run_connection};
+use super::command::Command;
+use super::connection_task::{Filtered, reset, run_connection};
 use super::handshake::{Attempt, AttemptOutcome, HandshakeRequest};
 use super::pongs::PongFilter;
 use super::state::{ConnState, Shared};
@@ -80,123 +83,88 @@ pub(super) async fn accept_loop<In, Out>(
     }
 }
 
+/// What to do with a TCP connection just accepted: `Some` to go on with the
+/// handshake; refused (reset at once) or hung (held, unanswered) according to the
+/// server's [`Admission`], recorded as an attempt either way.
+fn admit<In, Out>(shared: &Arc<Shared<In, Out>>, stream: TcpStream) -> Option<TcpStream>
+where
+    In: Send + 'static,
+    Out: Send + 'static,
+{
+    let at = Instant::now();
+    let (admission, epoch) = {
+        let state = shared.lock();
+        (state.admission, state.epoch)
+    };
+    let outcome = match admission {
+        Admission::Accept => return Some(stream),
+        Admission::Refuse => {
+            reset_tcp(stream);
+            AttemptOutcome::Refused
+        }
+        Admission::Hang => {
+            tokio::spawn(hold(shared.clone(), stream, epoch));
+            AttemptOutcome::Hung
+        }
+    };
+    shared.lock().attempts.push(Attempt {
+        at,
+        request: None,
+        outcome,
+    });
+    shared.notify.notify_waiters();
+    None
+}
+
+/// Holds a hung connection without answering: reads and drops whatever the client
+/// sends (its upgrade request), until the client goes away or the fake resets its
+/// connections (the epoch changes), then resets it. The runtime's shutdown at the
+/// server's drop ends it too.
+async fn hold<In, Out>(shared: Arc<Shared<In, Out>>, mut stream: TcpStream, epoch: u64) {
+    let mut buffer = [0u8; 1024];
+    loop {
+        let notified = shared.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if shared.lock().epoch != epoch {
+            break;
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            read = stream.read(&mut buffer) => {
+                if matches!(read, Ok(0) | Err(_)) {
+                    return;
+                }
+            }
+        }
+    }
+    reset_tcp(stream);
+}
+
+/// Drops a TCP connection with a RST instead of a FIN.
+fn reset_tcp(stream: TcpStream) {
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    drop(stream);
+}
+
 async fn handle_connection<In, Out>(shared: Arc<Shared<In, Out>>, stream: TcpStream, epoch: u64)
 where
     In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
     Out: Serialize + Send + 'static,
 {
     let at = Instant::now();
-    // What the handshake callback saw: the request, and the status it was rejected with.
-    type Seen = Option<(HandshakeRequest, Option<u16>)>;
-    let seen: Arc<Mutex<Seen>> = Arc::default();
-    let callback = {
-        let shared = shared.clone();
-        let seen = seen.clone();
-        // tungstenite's callback signature fixes the error type; its size is not ours to choose.
-        #[allow(clippy::result_large_err)]
-        move |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
-            let handshake = HandshakeRequest::from_request(request);
-            let rejection = if request.uri().path() != shared.config.path {
-                Some(Rejection {
-                    status: StatusCode::NOT_FOUND,
-                    headers: Vec::new(),
-                    body: None,
-                })
-            } else {
-                rejection(&mut shared.lock(), &handshake)
-            };
-            let status = rejection.as_ref().map(|r| r.status.as_u16());
-            *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some((handshake.clone(), status));
-            if let Some(Rejection {
-                status,
-                headers,
-                body,
-            }) = rejection
-            {
-                let body =
-                    body.unwrap_or_else(|| format!("rejected by the fake server with {status}"));
-                let mut error = ErrorResponse::new(Some(body));
-                *error.status_mut() = status;
-                error
-                    .headers_mut()
-                    .extend(headers.into_iter().map(|(n, v)| (Some(n), v)));
-                return Err(error);
-            }
-            if let Some(wanted) = &shared.config.subprotocol
-                && handshake.subprotocols().iter().any(|p| p == wanted)
-                && let Ok(value) = HeaderValue::from_str(wanted)
-            {
-                response
-                    .headers_mut()
-                    .insert("sec-websocket-protocol", value);
-            }
-            Ok(response)
-        }
+    let Some((ws, request)) = upgrade(&shared, stream, at).await else {
+        return;
     };
-    let stream = match &shared.config.tls {
-        None => Stream::Plain(stream),
-        Some(tls) => match tls.accept(stream).await {
-            Ok(stream) => stream,
-            Err(e) => {
-                let outcome = AttemptOutcome::Failed(format!("TLS handshake: {e}"));
-                record_attempt(&shared, at, None, outcome);
-                return;
-            }
-        },
-    };
-    let result = tokio_tungstenite::accept_hdr_async_with_config(
-        PongFilter::new(stream),
-        callback,
-        Some(shared.config.websocket),
-    )
-    .await;
-    let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let (request, rejection) = match seen {
-        Some((request, rejection)) => (Some(request), rejection),
-        None => (None, None),
-    };
-    let mut ws = match (result, rejection) {
-        (Ok(ws), _) => ws,
-        (Err(_), Some(status)) => {
-            record_attempt(&shared, at, request, AttemptOutcome::Rejected(status));
-            return;
-        }
-        (Err(e), None) => {
-            record_attempt(&shared, at, request, AttemptOutcome::Failed(e.to_string()));
-            return;
-        }
-    };
-    ws.get_mut().track();
-    let request = request.expect("an accepted handshake had a request");
     let (commands_tx, commands) = mpsc::unbounded_channel();
-    let id = {
-        let mut state = shared.lock();
-        if state.epoch != epoch {
-            drop(state);
+    let id = match register(&shared, epoch, at, request, &commands_tx) {
+        Ok(id) => id,
+        Err(request) => {
             reset(ws);
             let outcome = AttemptOutcome::Failed("the server stopped during the handshake".into());
             record_attempt(&shared, at, Some(request), outcome);
             return;
         }
-        state.attempts.push(Attempt {
-            at,
-            request: Some(request.clone()),
-            outcome: AttemptOutcome::Accepted,
-        });
-        let id = state.connections.len();
-        state.connections.push(ConnState {
-            id,
-            started: Instant::now(),
-            request,
-            transcript: Vec::new(),
-            inbound: Vec::new(),
-            allowed: Vec::new(),
-            closed: None,
-            claimed: false,
-            reported: false,
-        });
-        state.outbound.push(Some(commands_tx.clone()));
-        id
     };
     shared.notify.notify_waiters();
     run_connection(shared.clone(), id, ws, commands, commands_tx).await;
@@ -205,6 +173,134 @@ where
     state.connections[id].closed.get_or_insert(Closed::Dropped);
     drop(state);
     shared.notify.notify_waiters();
+}
+
+/// What the handshake callback saw: the request, and the status it was rejected with.
+type Seen = Option<(HandshakeRequest, Option<u16>)>;
+
+/// The handshake of a TCP connection accepted `at`: TLS first if configured, then the
+/// WebSocket upgrade ([`answer_upgrade`]). The WebSocket and its request; `None` when
+/// the handshake failed or was rejected, recorded as an attempt.
+async fn upgrade<In, Out>(
+    shared: &Arc<Shared<In, Out>>,
+    stream: TcpStream,
+    at: Instant,
+) -> Option<(WebSocketStream<Filtered>, HandshakeRequest)>
+where
+    In: Send + 'static,
+    Out: Send + 'static,
+{
+    let stream = match &shared.config.tls {
+        None => Stream::Plain(stream),
+        Some(tls) => match tls.accept(stream).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                let outcome = AttemptOutcome::Failed(format!("TLS handshake: {e}"));
+                record_attempt(shared, at, None, outcome);
+                return None;
+            }
+        },
+    };
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let result = tokio_tungstenite::accept_hdr_async_with_config(
+        PongFilter::new(stream),
+        answer_upgrade(shared.clone(), seen.clone()),
+        Some(shared.config.websocket),
+    )
+    .await;
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let (request, rejection) = match seen {
+        Some((request, rejection)) => (Some(request), rejection),
+        None => (None, None),
+    };
+    match (result, rejection) {
+        (Ok(mut ws), _) => {
+            ws.get_mut().track();
+            Some((ws, request.expect("an accepted handshake had a request")))
+        }
+        (Err(_), Some(status)) => {
+            record_attempt(shared, at, request, AttemptOutcome::Rejected(status));
+            None
+        }
+        (Err(e), None) => {
+            record_attempt(shared, at, request, AttemptOutcome::Failed(e.to_string()));
+            None
+        }
+    }
+}
+
+/// tungstenite's handshake callback: notes the request (and the status it is rejected
+/// with) in `seen`, and answers it: 404 off the server's path, the rejection of the
+/// first handshake rule that holds for it, else 101 with the server's subprotocol if
+/// the client offered it.
+fn answer_upgrade<In, Out>(
+    shared: Arc<Shared<In, Out>>,
+    seen: Arc<Mutex<Seen>>,
+) -> impl FnOnce(&Request, Response) -> Result<Response, ErrorResponse> {
+    // tungstenite's callback signature fixes the error type; its size is not ours to choose.
+    #[allow(clippy::result_large_err)]
+    move |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
+        let handshake = HandshakeRequest::from_request(request);
+        let rejection = if request.uri().path() != shared.config.path {
+            Some(Rejection {
+                status: StatusCode::NOT_FOUND,
+                headers: Vec::new(),
+                body: None,
+            })
+        } else {
+            rejection(&mut shared.lock().handshake_rules, &handshake)
+        };
+        let status = rejection.as_ref().map(|r| r.status.as_u16());
+        *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some((handshake.clone(), status));
+        if let Some(Rejection {
+            status,
+            headers,
+            body,
+        }) = rejection
+        {
+            let body = body.unwrap_or_else(|| format!("rejected by the fake server with {status}"));
+            let mut error = ErrorResponse::new(Some(body));
+            *error.status_mut() = status;
+            error
+                .headers_mut()
+                .extend(headers.into_iter().map(|(n, v)| (Some(n), v)));
+            return Err(error);
+        }
+        if let Some(wanted) = &shared.config.subprotocol
+            && handshake.subprotocols().iter().any(|p| p == wanted)
+            && let Ok(value) = HeaderValue::from_str(wanted)
+        {
+            response
+                .headers_mut()
+                .insert("sec-websocket-protocol", value);
+        }
+        Ok(response)
+    }
+}
+
+/// Gives a connection accepted `at` its entry in the shared state, with the sender of
+/// its command channel, and records its attempt as accepted; `Err`, handing the request
+/// back, when the server stopped since the handshake began (in `epoch`).
+fn register<In, Out>(
+    shared: &Shared<In, Out>,
+    epoch: u64,
+    at: Instant,
+    request: HandshakeRequest,
+    commands: &mpsc::UnboundedSender<Command>,
+) -> Result<usize, HandshakeRequest> {
+    let mut state = shared.lock();
+    if state.epoch != epoch {
+        return Err(request);
+    }
+    state.attempts.push(Attempt {
+        at,
+        request: Some(request.clone()),
+        outcome: AttemptOutcome::Accepted,
+    });
+    let id = state.connections.len();
+    state.connections.push(ConnState::new(id, request));
+    state.outbound.push(Some(commands.clone()));
+    Ok(id)
 }
 
 fn record_attempt<In, Out>(

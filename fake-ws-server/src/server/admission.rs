@@ -1,25 +1,20 @@
-//! What the fake does with a new TCP connection and its upgrade request, before any
-//! WebSocket frame: [`HandshakeRule`]s that reject an upgrade (a status, headers, a
-//! body), and the server-wide [`Admission`] mode: accept, refuse (accept the TCP
-//! connection and reset it at once, the fake being "down"), or hang (accept the TCP
-//! connection and never answer the handshake).
+//! The rules of admission, before any WebSocket frame: [`HandshakeRule`]s that reject
+//! an upgrade (a status, headers, a body), and the server-wide [`Admission`] mode:
+//! accept, refuse (accept the TCP connection and reset it at once, the fake being
+//! "down"), or hang (accept the TCP connection and never answer the handshake).
 //!
-//! The accept loop (`accept`) asks [`admit`] about every TCP connection, and the
-//! handshake callback asks [`rejection`] about every upgrade request; both record an
-//! [`Attempt`](super::Attempt) in the shared state (`state`), so a test sees the
-//! client's every try, also while the fake is down.
+//! They are plain data, mounted in the shared state (`state`): the accept loop
+//! (`accept`) reads the mode for every TCP connection, asks [`rejection`] about every
+//! upgrade request, and records an [`Attempt`](super::Attempt) either way, so a test
+//! sees the client's every try, also while the fake is down.
 
 use std::fmt;
 use std::panic::Location;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, StatusCode};
 
-use super::handshake::{AttemptOutcome, HandshakeRequest};
-use super::state::{Shared, State};
+use super::handshake::HandshakeRequest;
 
 /// What the fake does with a new TCP connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +34,7 @@ pub(super) enum Admission {
 /// or, on a running server, [`FakeServer::mount_handshake_rule`](super::FakeServer::mount_handshake_rule).
 /// The first mounted rule whose predicate holds (and that has not answered its
 /// [`HandshakeRule::up_to_n_times`] yet) answers; the attempt is recorded as
-/// [`AttemptOutcome::Rejected`].
+/// [`AttemptOutcome::Rejected`](super::AttemptOutcome::Rejected).
 ///
 /// ```
 /// use fake_ws_server::HandshakeRule;
@@ -162,14 +157,13 @@ pub(super) struct Rejection {
     pub(super) body: Option<String>,
 }
 
-/// The rejection of `request` by the first handshake rule that holds for it (counted
-/// as answered), if any.
-pub(super) fn rejection<In, Out>(
-    state: &mut State<In, Out>,
+/// The rejection of `request` by the first of the mounted `rules` that holds for it
+/// (counted as answered), if any.
+pub(super) fn rejection(
+    rules: &mut [MountedHandshakeRule],
     request: &HandshakeRequest,
 ) -> Option<Rejection> {
-    let mounted = state
-        .handshake_rules
+    let mounted = rules
         .iter_mut()
         .find(|m| m.rule.limit.is_none_or(|limit| m.hits < limit) && (m.rule.predicate)(request))?;
     mounted.hits += 1;
@@ -178,68 +172,4 @@ pub(super) fn rejection<In, Out>(
         headers: mounted.rule.headers.clone(),
         body: mounted.rule.body.clone(),
     })
-}
-
-/// What to do with a TCP connection just accepted: `Some` to go on with the
-/// handshake; refused (reset at once) or hung (held, unanswered) according to the
-/// server's [`Admission`], recorded as an attempt either way.
-pub(super) fn admit<In, Out>(shared: &Arc<Shared<In, Out>>, stream: TcpStream) -> Option<TcpStream>
-where
-    In: Send + 'static,
-    Out: Send + 'static,
-{
-    let at = Instant::now();
-    let (admission, epoch) = {
-        let state = shared.lock();
-        (state.admission, state.epoch)
-    };
-    let outcome = match admission {
-        Admission::Accept => return Some(stream),
-        Admission::Refuse => {
-            reset_tcp(stream);
-            AttemptOutcome::Refused
-        }
-        Admission::Hang => {
-            tokio::spawn(hold(shared.clone(), stream, epoch));
-            AttemptOutcome::Hung
-        }
-    };
-    shared.lock().attempts.push(super::handshake::Attempt {
-        at,
-        request: None,
-        outcome,
-    });
-    shared.notify.notify_waiters();
-    None
-}
-
-/// Holds a hung connection without answering: reads and drops whatever the client
-/// sends (its upgrade request), until the client goes away or the fake resets its
-/// connections (the epoch changes), then resets it. The runtime's shutdown at the
-/// server's drop ends it too.
-async fn hold<In, Out>(shared: Arc<Shared<In, Out>>, mut stream: TcpStream, epoch: u64) {
-    let mut buffer = [0u8; 1024];
-    loop {
-        let notified = shared.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if shared.lock().epoch != epoch {
-            break;
-        }
-        tokio::select! {
-            _ = &mut notified => {}
-            read = stream.read(&mut buffer) => {
-                if matches!(read, Ok(0) | Err(_)) {
-                    return;
-                }
-            }
-        }
-    }
-    reset_tcp(stream);
-}
-
-/// Drops a TCP connection with a RST instead of a FIN.
-fn reset_tcp(stream: TcpStream) {
-    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-    drop(stream);
 }

@@ -1,12 +1,10 @@
-//! How a test configures a fake: [`Rule`] (an automatic reply, with how often it must
-//! fire, how often it answers, its name and priority, and how late it answers) and
-//! [`FakeServerBuilder`].
+//! [`FakeServerBuilder`]: how a test configures a fake (its path, subprotocol, codec,
+//! rules, handshake rules, limits and deadlines) and starts it.
 //!
-//! The builder's rules are mounted into the shared state (`state`) when the server
-//! starts; the connection tasks (`connection_task`) fire them, and `verify` checks at
-//! drop that each fired as often as it was told to.
-//!
-//! About 400 lines, a third of them rustdoc: one concern, how a fake is configured.
+//! Starting turns the builder into the server's shared state (`state`): its settings
+//! become the fixed [`Config`], its rules are mounted. The builder and the
+//! [`FakeServer`] know each other on purpose: [`FakeServer::builder`] makes a builder
+//! and [`FakeServerBuilder::start`] makes the server, one concern seen from both ends.
 
 use std::fmt;
 use std::panic::Location;
@@ -19,181 +17,13 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::FakeServer;
 use super::admission::HandshakeRule;
+use super::rule::{Rule, check_priority};
+use super::state::{Config, Shared};
 use super::tls::Tls;
 use crate::codec::{Codec, JsonCodec};
 use crate::matcher::Matcher;
 use crate::response::Response;
 use crate::times::Times;
-
-pub(super) type Reply<In, Out> = Arc<dyn Fn(&In) -> Response<Out> + Send + Sync>;
-
-/// The priority of a rule that was given none (wiremock's default): 1 is the highest.
-pub const DEFAULT_PRIORITY: u8 = 5;
-
-/// An automatic reply: when a message matches, answer with what the reply returns.
-///
-/// Which rule answers: among the rules that match and still answer (see
-/// [`Rule::up_to_n_times`]), the one with the highest priority (the lowest number,
-/// [`Rule::with_priority`]); on equal priority a rule scoped to the connection
-/// ([`Connection::mount`](super::Connection::mount)) before a server-wide one, then
-/// the one mounted first. A message a rule answered needs no `expect`.
-pub struct Rule<In, Out> {
-    pub(super) matcher: Matcher<In>,
-    pub(super) reply: Reply<In, Out>,
-    pub(crate) delay: Option<Duration>,
-    pub(crate) expected: Option<Times>,
-    pub(crate) limit: Option<usize>,
-    pub(crate) name: Option<String>,
-    pub(crate) priority: u8,
-    pub(super) location: &'static Location<'static>,
-}
-
-impl<In, Out> Rule<In, Out> {
-    /// A rule for messages matching `matcher` that answers nothing (the message counts
-    /// as handled) until [`Rule::reply`] says what to answer.
-    #[track_caller]
-    pub fn on(matcher: Matcher<In>) -> Self {
-        Rule {
-            matcher,
-            reply: Arc::new(|_| Response::new()),
-            delay: None,
-            expected: None,
-            limit: None,
-            name: None,
-            priority: DEFAULT_PRIORITY,
-            location: Location::caller(),
-        }
-    }
-
-    /// A rule that answers messages matching `matcher` with `reply(message)`: the same
-    /// as `Rule::on(matcher).reply(reply)`.
-    #[track_caller]
-    pub fn when<R>(matcher: Matcher<In>, reply: impl Fn(&In) -> R + Send + Sync + 'static) -> Self
-    where
-        R: Into<Response<Out>>,
-    {
-        Rule::on(matcher).reply(reply)
-    }
-
-    /// What the rule answers a message with: messages (a `Vec<Out>`) or a
-    /// [`Response`] (messages, raw frames, a close, an abort, a stall, delays, in order).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use fake_ws_server::{FakeServer, Matcher, Response, Rule};
-    /// use futures_util::{SinkExt, StreamExt};
-    /// use tokio_tungstenite::tungstenite::Message;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let fake = FakeServer::<String, String>::builder()
-    ///     .rule(Rule::on(Matcher::new("hello", |m: &String| m == "hello")).reply(|_| {
-    ///         Response::new().send("hi".to_owned()).close(1000, "bye")
-    ///     }))
-    ///     .start()
-    ///     .await;
-    /// let (mut client, _) = tokio_tungstenite::connect_async(fake.url()).await.unwrap();
-    /// client.send(Message::text(r#""hello""#)).await.unwrap();
-    /// assert_eq!(client.next().await.unwrap().unwrap(), Message::text(r#""hi""#));
-    /// assert!(matches!(client.next().await.unwrap().unwrap(), Message::Close(Some(_))));
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn reply<R>(mut self, reply: impl Fn(&In) -> R + Send + Sync + 'static) -> Self
-    where
-        R: Into<Response<Out>>,
-    {
-        self.reply = Arc::new(move |message| reply(message).into());
-        self
-    }
-
-    /// Answer after `delay` (the connection goes on meanwhile).
-    #[must_use]
-    pub fn delay(mut self, delay: Duration) -> Self {
-        self.delay = Some(delay);
-        self
-    }
-
-    /// The rule must fire `times` times: an exact count (`expect(2)`) or a range
-    /// (`expect(1..)`, `expect(..=3)`, `expect(2..=4)`). Checked when the server is
-    /// dropped (a rule scoped to a connection: when that connection's handle is), with
-    /// the rule's name and where it was made in the failure. It does not limit how
-    /// often the rule answers: that is [`Rule::up_to_n_times`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use fake_ws_server::{FakeServer, Matcher, Rule};
-    /// use futures_util::{SinkExt, StreamExt};
-    /// use tokio_tungstenite::tungstenite::Message;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let ping = || Matcher::new("ping", |m: &String| m == "ping");
-    /// let fake = FakeServer::<String, String>::builder()
-    ///     // Answers the first ping only, and must have answered it at drop.
-    ///     .rule(Rule::when(ping(), |_| vec!["first".to_owned()]).up_to_n_times(1).expect(1))
-    ///     // Answers the pings after that: at least one.
-    ///     .rule(Rule::when(ping(), |_| vec!["again".to_owned()]).named("later pings").expect(1..))
-    ///     .start()
-    ///     .await;
-    /// let (mut client, _) = tokio_tungstenite::connect_async(fake.url()).await.unwrap();
-    /// for answer in [r#""first""#, r#""again""#, r#""again""#] {
-    ///     client.send(Message::text(r#""ping""#)).await.unwrap();
-    ///     assert_eq!(client.next().await.unwrap().unwrap(), Message::text(answer));
-    /// }
-    /// assert!(fake.problems().is_empty());
-    /// # }
-    /// ```
-    #[must_use]
-    #[track_caller]
-    pub fn expect(mut self, times: impl Into<Times>) -> Self {
-        self.expected = Some(times.into());
-        self
-    }
-
-    /// The rule answers only the first `n` matching messages; later ones fall through
-    /// to the next matching rule (or to the test's `expect`).
-    #[must_use]
-    pub fn up_to_n_times(mut self, n: usize) -> Self {
-        self.limit = Some(n);
-        self
-    }
-
-    /// A name for the rule, shown in failure messages and in the transcript.
-    #[must_use]
-    pub fn named(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// The rule's priority: 1 is the highest, the default is 5 (as in wiremock). A
-    /// matching rule of higher priority answers before one mounted earlier.
-    #[must_use]
-    #[track_caller]
-    pub fn with_priority(mut self, priority: u8) -> Self {
-        check_priority(priority);
-        self.priority = priority;
-        self
-    }
-
-    /// How failure messages and the transcript name the rule.
-    pub(super) fn describe(&self) -> String {
-        match &self.name {
-            Some(name) => format!("the rule {name:?} for {}", self.matcher),
-            None => format!("the rule for {}", self.matcher),
-        }
-    }
-}
-
-#[track_caller]
-fn check_priority(priority: u8) {
-    assert!(
-        priority > 0,
-        "a rule's priority is 1 (the highest) or more; use with_priority(1) for the rule that must answer first"
-    );
-}
 
 /// The rule a builder's `expect`/`delay`/... applies to: the one mounted last.
 #[track_caller]
@@ -402,6 +232,25 @@ where
         location: &'static Location<'static>,
     ) -> impl std::future::Future<Output = FakeServer<In, Out>> + Send {
         FakeServer::launch(self, location)
+    }
+}
+
+impl<In, Out> FakeServerBuilder<In, Out> {
+    /// The shared state of the server this builder starts at `location`: the settings
+    /// become its fixed configuration, the rules are mounted.
+    pub(super) fn into_shared(self, location: &'static Location<'static>) -> Shared<In, Out> {
+        let config = Config {
+            path: self.path,
+            subprotocol: self.subprotocol,
+            codec: self.codec,
+            strict: self.strict,
+            small_buffers: self.small_buffers,
+            websocket: self.websocket,
+            tls: self.tls,
+            deadline: self.deadline,
+            location,
+        };
+        Shared::new(config, self.rules, self.handshake_rules)
     }
 }
 

@@ -1,9 +1,10 @@
 //! The [`Connection`] handle: the fake's side of one client connection, which a test
 //! takes with [`FakeServer::next_connection`](super::FakeServer::next_connection).
 //!
-//! It sends, closes, aborts, stops and resumes reading and pings through its
-//! connection's task (`connection_task`, by [`Command`]), and waits on the shared state
-//! (`state`) for what the client sent. When its last clone is dropped, `verify`
+//! It sends, closes, aborts, stops and resumes reading and pings by [`Command`]s to its
+//! connection's task (`connection_task`), through the channel the shared state (`state`)
+//! keeps, and waits on that state for what the client sent: it never imports the task.
+//! `controls` adds pings, pongs and fragments. When its last clone is dropped, `verify`
 //! checks that connection.
 //!
 //! Over 400 lines on purpose: it is one concern, everything a test does with one
@@ -21,11 +22,11 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::builder::Rule;
 use super::closed::{Closed, SendError};
 use super::closest::closest_diff;
-use super::connection_task::Command;
+use super::command::Command;
 use super::handshake::HandshakeRequest;
+use super::rule::Rule;
 use super::state::{ConnState, MountedRule, Shared, wait_for, wait_or_fail};
 use super::verify::fail_on_problems;
 use crate::matcher::Matcher;

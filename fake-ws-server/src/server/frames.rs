@@ -1,187 +1,109 @@
-//! Protocol controls: a ping from the fake and the client's pong
-//! ([`Connection::ping`], [`Connection::expect_pong`]), a message sent as fragments
-//! ([`Connection::send_fragmented`]), and what the connection task does when the client
-//! sends a frame or message over the builder's limits
-//! ([`FakeServerBuilder::max_message_size`](super::FakeServerBuilder::max_message_size)):
-//! it records it and closes with 1009.
-//!
-//! The [`Connection`] methods here go through the same [`Command`] channel as the rest
-//! (`connection`); the connection's task (`connection_task`) calls the functions below.
+//! What a connection's task (`connection_task`) does with frames, beyond its loop: a
+//! frame from the client is recorded, decoded and answered by the rule that picks it
+//! ([`on_frame`], with `rules`), or, over the builder's limits
+//! ([`FakeServerBuilder::max_message_size`](super::FakeServerBuilder::max_message_size)),
+//! recorded as a contract violation and answered with a close 1009 ([`on_oversize`]); a
+//! message of the test is cut into [`fragments`]; and every frame shows in the
+//! transcript as its [`frame_kind`].
 
 use std::fmt;
-use std::panic::Location;
-use std::time::Duration;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
-use super::connection::Connection;
-use super::connection_task::Command;
-use super::state::{ConnState, Inbound, Shared};
+use super::closed::Closed;
+use super::command::Command;
+use super::rules::{fire, pick};
+use super::state::{Inbound, Shared};
 use crate::codec::Payload;
 use crate::transcript::{Direction, FrameKind};
 
-/// The most a control frame (a ping) may carry (RFC 6455, 5.5).
-const MAX_CONTROL_PAYLOAD: usize = 125;
-
 /// The close code for a message too big to process (RFC 6455, 7.4.1).
-pub(super) const CLOSE_TOO_BIG: u16 = 1009;
+const CLOSE_TOO_BIG: u16 = 1009;
 
-impl<In, Out> Connection<In, Out>
-where
+/// Records a frame from the client: a data frame decoded and answered ([`on_data`]), a
+/// close frame as how the connection ended, any other as it came.
+pub(super) fn on_frame<In, Out>(
+    shared: &Arc<Shared<In, Out>>,
+    id: usize,
+    frame: Message,
+    commands: &mpsc::UnboundedSender<Command>,
+) where
     In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
     Out: Serialize + Send + 'static,
 {
-    /// Sends a ping frame carrying `payload` (at most 125 bytes) and returns once it is
-    /// written; [`Connection::expect_pong`] then waits for the client's answer. Pings
-    /// are answered in the order they were sent.
-    ///
-    /// Panics when `payload` is longer than 125 bytes, which no ping may carry.
-    #[track_caller]
-    pub fn ping(&self, payload: impl Into<Vec<u8>>) -> impl Future<Output = ()> + Send + '_ {
-        let payload = payload.into();
-        let caller = Location::caller();
-        assert!(
-            payload.len() <= MAX_CONTROL_PAYLOAD,
-            "{caller}: a ping carries at most {MAX_CONTROL_PAYLOAD} bytes, not {}: send a shorter payload",
-            payload.len()
-        );
-        async move {
-            let (done, entry) = oneshot::channel();
-            if let Some(commands) = &self.inner.commands
-                && commands.send(Command::Ping(payload, done)).is_ok()
-                && let Ok(entry) = entry.await
-            {
-                self.inner
-                    .pings
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push_back(entry);
+    let kind = frame_kind(&frame);
+    match frame {
+        Message::Text(_) | Message::Binary(_) => {
+            if let Some(payload) = payload(frame) {
+                on_data(shared, id, kind, payload, commands);
             }
         }
-    }
-
-    /// Waits (up to the server's default deadline) for the client's pong to the oldest ping of
-    /// [`Connection::ping`] not yet answered (a pong after it, with the same payload), and
-    /// returns the round-trip time: from the ping's entry in the transcript to the pong's.
-    /// A missing pong fails the test with the transcript.
-    ///
-    /// Panics when no ping of [`Connection::ping`] is waiting for its pong.
-    #[track_caller]
-    pub fn expect_pong(&self) -> impl Future<Output = Duration> + Send + '_
-    where
-        In: Sync,
-        Out: Sync,
-    {
-        self.expect_pong_within(self.inner.shared.config.deadline)
-    }
-
-    /// [`Connection::expect_pong`] with a deadline of your choosing.
-    #[track_caller]
-    pub fn expect_pong_within(
-        &self,
-        deadline: Duration,
-    ) -> impl Future<Output = Duration> + Send + '_
-    where
-        In: Sync,
-        Out: Sync,
-    {
-        let caller = Location::caller();
-        let ping = self
-            .inner
-            .pings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front();
-        let Some(ping) = ping else {
-            panic!(
-                "{caller}: expect_pong needs a ping waiting for its pong: call `conn.ping(payload).await` first (the pings of ping_every are not awaited)"
-            );
-        };
-        self.wait_or_fail(
-            deadline,
-            move |conn| pong_to(conn, ping),
-            move |id| {
-                format!(
-                    "expected a pong to the ping of entry {ping} within {deadline:?} on connection {id}, but none came."
-                )
-            },
-        )
-    }
-
-    /// Sends a typed message, encoded by the server's codec, as fragments of at most
-    /// `fragment_size` bytes: a first text or binary frame, then continuation frames, the
-    /// last one final. The transcript holds it once, noted with how many fragments.
-    ///
-    /// Panics when `fragment_size` is 0 or the codec cannot encode the message.
-    #[track_caller]
-    pub fn send_fragmented(
-        &self,
-        message: Out,
-        fragment_size: usize,
-    ) -> impl Future<Output = ()> + Send + '_ {
-        let caller = Location::caller();
-        let payload = self
-            .inner
-            .shared
-            .config
-            .codec
-            .encode(&message)
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{caller}: the fake's codec could not encode the message to send: {e}; send raw text with send_text_fragmented instead"
-                )
+        Message::Close(frame) => {
+            let mut state = shared.lock();
+            let conn = &mut state.connections[id];
+            conn.record(Direction::FromClient, kind, None);
+            conn.closed = Some(match frame {
+                Some(f) => Closed::Frame {
+                    code: u16::from(f.code),
+                    reason: f.reason.as_str().to_owned(),
+                },
+                None => Closed::FrameWithoutCode,
             });
-        self.send_payload_fragmented(payload, fragment_size, caller)
-    }
-
-    /// Sends raw `text` as fragments of at most `fragment_size` bytes (a fragment may end
-    /// inside a UTF-8 character: only the whole message must be valid UTF-8).
-    ///
-    /// Panics when `fragment_size` is 0.
-    #[track_caller]
-    pub fn send_text_fragmented(
-        &self,
-        text: impl Into<String>,
-        fragment_size: usize,
-    ) -> impl Future<Output = ()> + Send + '_ {
-        let caller = Location::caller();
-        self.send_payload_fragmented(Payload::Text(text.into()), fragment_size, caller)
-    }
-
-    fn send_payload_fragmented(
-        &self,
-        payload: Payload,
-        fragment_size: usize,
-        caller: &'static Location<'static>,
-    ) -> impl Future<Output = ()> + Send + '_ {
-        assert!(
-            fragment_size > 0,
-            "{caller}: a fragment carries at least one byte: pass a fragment_size of 1 or more"
-        );
-        self.command(move |done| Command::Fragmented(payload, fragment_size, done))
+        }
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
+            shared.lock().connections[id].record(Direction::FromClient, kind, None);
+        }
     }
 }
 
-/// The transcript entry of the first pong after the ping at entry `ping` with the same
-/// payload, and the time between them.
-fn pong_to<In>(conn: &mut ConnState<In>, ping: usize) -> Option<Duration> {
-    let sent = conn.transcript.get(ping)?;
-    let FrameKind::Ping(payload) = &sent.frame else {
-        return None;
+/// Decodes a data frame from the client and records it, noted with the rule that
+/// answers it (see `rules::pick`) or why it is not an `In`; then fires that rule.
+fn on_data<In, Out>(
+    shared: &Arc<Shared<In, Out>>,
+    id: usize,
+    kind: FrameKind,
+    payload: Payload,
+    commands: &mpsc::UnboundedSender<Command>,
+) where
+    In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
+    Out: Serialize + Send + 'static,
+{
+    let mut state = shared.lock();
+    let (message, error) = match shared.config.codec.decode(&payload) {
+        Ok(message) => (Some(message), None),
+        Err(e) => (None, Some(e)),
     };
-    conn.transcript[ping + 1..]
-        .iter()
-        .find(|e| {
-            e.direction == Direction::FromClient
-                && matches!(&e.frame, FrameKind::Pong(p) if p == payload)
-        })
-        .map(|pong| pong.at.saturating_sub(sent.at))
+    let mut note = error.as_ref().map(|e| format!("contract violation: {e}"));
+    // The rule's reply runs after the lock is released, so a reply closure may call
+    // back into the fake.
+    let mut answer = None;
+    if let Some(message) = &message
+        && let Some((reply, delay, described)) = pick(&mut state.rules, id, message)
+    {
+        note = Some(described);
+        answer = Some((reply, delay));
+    }
+    let conn = &mut state.connections[id];
+    let entry = conn.record(Direction::FromClient, kind, note);
+    conn.inbound.push(Inbound {
+        entry,
+        message: message.clone(),
+        error,
+        consumed: false,
+        handled: answer.is_some(),
+    });
+    drop(state);
+    if let (Some((reply, delay)), Some(message)) = (answer, message) {
+        fire(shared, id, reply(&message), delay, commands);
+    }
 }
 
 /// The frames that carry `payload` in fragments of at most `size` bytes (`size` > 0).
@@ -256,8 +178,34 @@ pub(super) fn on_oversize<In, Out>(
     );
     drop(state);
     shared.notify.notify_waiters();
-    Message::Close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+    Message::Close(Some(CloseFrame {
         code: CLOSE_TOO_BIG.into(),
         reason: reason.into(),
     }))
+}
+/// How a frame shows in the transcript.
+pub(super) fn frame_kind(message: &Message) -> FrameKind {
+    match message {
+        Message::Text(text) => FrameKind::Text(text.as_str().to_owned()),
+        Message::Binary(bytes) => FrameKind::Binary(bytes.to_vec()),
+        Message::Ping(bytes) => FrameKind::Ping(bytes.to_vec()),
+        Message::Pong(bytes) => FrameKind::Pong(bytes.to_vec()),
+        Message::Close(frame) => FrameKind::Close {
+            code: frame.as_ref().map(|f| u16::from(f.code)),
+            reason: frame
+                .as_ref()
+                .map(|f| f.reason.as_str().to_owned())
+                .unwrap_or_default(),
+        },
+        Message::Frame(_) => FrameKind::Binary(Vec::new()),
+    }
+}
+
+/// The payload of a data frame (`None` for a control frame).
+fn payload(message: Message) -> Option<Payload> {
+    match message {
+        Message::Text(text) => Some(Payload::Text(text.as_str().to_owned())),
+        Message::Binary(bytes) => Some(Payload::Binary(bytes.to_vec())),
+        _ => None,
+    }
 }

@@ -18,16 +18,25 @@
 //! tungstenite's `accept_hdr_async` callback.
 //!
 //! This file holds the [`FakeServer`] handle itself (start, stop, restart, connections
-//! and handshake attempts); the rest is one file a concern:
+//! and handshake attempts); the rest is one file a concern, and their imports point one
+//! way, down this list:
 //!
-//! - `builder`: [`Rule`] and [`FakeServerBuilder`], how a test configures a fake;
-//! - `handshake`: [`HandshakeRequest`] and [`Attempt`], the record of each upgrade;
-//! - `state`: what the handles and the socket tasks share, and how a handle waits on it;
-//! - `accept` and `connection_task`: the tasks on the server's runtime that write into
-//!   that state: the accept loop with admission and the handshake, and one loop a
-//!   connection;
-//! - `connection`: the [`Connection`] handle a test drives one connection with;
-//! - `verify`: what fails the test when the server or a connection handle is dropped.
+//! - `builder`: [`FakeServerBuilder`], how a test configures a fake and starts it;
+//! - the handles' side: `connection` and `controls`, the [`Connection`] handle a test
+//!   drives one connection with; `closest`, the closest candidate of a failed
+//!   expectation; `verify`, what fails the test when the server or a connection handle
+//!   is dropped;
+//! - the socket tasks' side, on the server's runtime: `accept`, the accept loop with
+//!   admission and the handshake; `connection_task`, one loop a connection, with
+//!   `frames` (what it does with a frame) and `rules` (which rule answers a message);
+//! - `state`: what the two sides share, and how a handle waits on it. The sides meet
+//!   there and in the `command` channel only: neither imports the other;
+//! - plain types: `rule` ([`Rule`]), `admission` ([`HandshakeRule`], the admission
+//!   mode), `handshake` ([`HandshakeRequest`], [`Attempt`]), `closed` ([`Closed`],
+//!   [`SendError`]), `command`, `stream`, `pongs` and `tls`.
+//!
+//! Two files import this one back: `builder`, whose `start` makes the [`FakeServer`]
+//! that makes builders, and `tls`, which adds its feature's methods to both handles.
 //!
 //! Over 400 lines on purpose: it is one concern, the server handle's API, and two
 //! fifths of it are this overview and the rustdoc (with examples) of that API.
@@ -37,11 +46,14 @@ mod admission;
 mod builder;
 mod closed;
 mod closest;
+mod command;
 mod connection;
 mod connection_task;
+mod controls;
 mod frames;
 mod handshake;
 mod pongs;
+mod rule;
 mod rules;
 mod state;
 mod stream;
@@ -62,14 +74,15 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use admission::HandshakeRule;
-pub use builder::{DEFAULT_PRIORITY, FakeServerBuilder, Rule};
+pub use builder::FakeServerBuilder;
 pub use closed::{Closed, SendError};
 pub use connection::{Connection, InvalidFrame};
 pub use handshake::{Attempt, AttemptOutcome, HandshakeRequest};
+pub use rule::{DEFAULT_PRIORITY, Rule};
 
 use accept::{Listening, accept_loop, bind};
 use admission::{Admission, MountedHandshakeRule};
-use connection_task::Command;
+use command::Command;
 use state::{MountedRule, Shared, wait_for, wait_or_fail};
 use verify::{fail_on_problems, problems_of};
 
@@ -186,7 +199,7 @@ where
                 runtime.shutdown_timeout(Duration::from_secs(1));
             })
             .expect("fake server thread");
-        let shared = Arc::new(Shared::new(builder, location));
+        let shared = Arc::new(builder.into_shared(location));
         let listener = handle
             .spawn(bind(0, shared.config.small_buffers))
             .await

@@ -1,19 +1,19 @@
-//! How mounted rules answer: which one fires for a message ([`pick`]), running its
-//! [`Response`] on the connection ([`fire`]), and which rules did not fire as often as
-//! they were told to ([`rule_problems`]).
+//! How mounted rules answer: which one fires for a message ([`pick`]), and running its
+//! [`Response`] on the connection ([`fire`]).
 //!
 //! Rules live in the shared state (`state`): the builder's, those mounted later with
 //! [`FakeServer::mount`](super::FakeServer::mount), and those scoped to one connection
-//! with [`Connection::mount`](super::Connection::mount). The connection's task
-//! (`connection_task`) picks and fires them; `verify` reports their problems.
+//! with [`Connection::mount`](super::Connection::mount). The connection's task picks
+//! and fires them (`frames`) through its own [`Command`] channel; `verify` reports
+//! those that did not fire as often as they were told to.
 
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::builder::Reply;
-use super::connection_task::Command;
+use super::command::Command;
+use super::rule::Reply;
 use super::state::{MountedRule, Shared};
 use crate::response::{Response, Step};
 
@@ -120,38 +120,4 @@ impl Planned {
         };
         commands.send(command).is_ok()
     }
-}
-
-/// The rules (server-wide when `only` is `None`, else those scoped to connection
-/// `only`) that did not fire as often as they were told to. `reported` says whether
-/// a connection's problems were already reported (its rules are not reported again).
-pub(super) fn rule_problems<In, Out>(
-    rules: &[MountedRule<In, Out>],
-    only: Option<usize>,
-    reported: impl Fn(usize) -> bool,
-) -> Vec<String> {
-    rules
-        .iter()
-        .filter(|m| match (only, m.scope) {
-            (Some(id), scope) => scope == Some(id) && !reported(id),
-            (None, Some(scope)) => !reported(scope),
-            (None, None) => true,
-        })
-        .filter_map(|m| {
-            let expected = m.rule.expected?;
-            if expected.contains(m.hits) {
-                return None;
-            }
-            let scope = match m.scope {
-                Some(id) => format!(", scoped to connection {id}"),
-                None => String::new(),
-            };
-            Some(format!(
-                "{} (mounted at {}{scope}) fired {} times, expected {expected}",
-                m.rule.describe(),
-                m.rule.location,
-                m.hits
-            ))
-        })
-        .collect()
 }

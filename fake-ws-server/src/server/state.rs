@@ -7,6 +7,11 @@
 //! [`FakeServer`](super::FakeServer) and [`Connection`](super::Connection) handles read
 //! it and wait on it with [`wait_for`] or, when the test cannot go on without what they
 //! wait for, [`wait_or_fail`]; `verify` reads it at drop.
+//!
+//! It is where the two sides meet, so it knows neither: it holds only plain types from
+//! the files below it (rules, handshake rules and records, how a connection ended,
+//! [`Command`], the [`Tls`] of its configuration), and every file that acts on it
+//! imports it, never the other way round.
 
 use std::panic::Location;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,11 +22,11 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::admission::{Admission, MountedHandshakeRule};
-use super::builder::{FakeServerBuilder, Rule};
+use super::admission::{Admission, HandshakeRule, MountedHandshakeRule};
 use super::closed::Closed;
-use super::connection_task::Command;
+use super::command::Command;
 use super::handshake::{Attempt, HandshakeRequest};
+use super::rule::Rule;
 use super::tls::Tls;
 use crate::codec::Codec;
 use crate::matcher::Matcher;
@@ -55,6 +60,21 @@ pub(super) struct ConnState<In> {
 }
 
 impl<In> ConnState<In> {
+    /// Connection `id`, accepted just now with `request`: nothing sent or received yet.
+    pub(super) fn new(id: usize, request: HandshakeRequest) -> Self {
+        ConnState {
+            id,
+            started: Instant::now(),
+            request,
+            transcript: Vec::new(),
+            inbound: Vec::new(),
+            allowed: Vec::new(),
+            closed: None,
+            claimed: false,
+            reported: false,
+        }
+    }
+
     /// Takes the first frame not yet taken that satisfies `wanted`: the one way
     /// `expect`, `recv` and `expect_invalid` consume what the client sent.
     pub(super) fn take(
@@ -127,11 +147,12 @@ pub(super) struct Config<In, Out> {
 }
 
 impl<In, Out> Shared<In, Out> {
-    /// The state of a server just started: no connection yet, the builder's rules
-    /// mounted, none fired.
+    /// The state of a server just started with `config`: no connection yet, `rules`
+    /// and `handshake_rules` mounted, none fired.
     pub(super) fn new(
-        builder: FakeServerBuilder<In, Out>,
-        location: &'static Location<'static>,
+        config: Config<In, Out>,
+        rules: Vec<Rule<In, Out>>,
+        handshake_rules: Vec<HandshakeRule>,
     ) -> Self {
         Shared {
             state: Mutex::new(State {
@@ -139,13 +160,11 @@ impl<In, Out> Shared<In, Out> {
                 connections: Vec::new(),
                 attempts: Vec::new(),
                 admission: Admission::Accept,
-                handshake_rules: builder
-                    .handshake_rules
+                handshake_rules: handshake_rules
                     .into_iter()
                     .map(MountedHandshakeRule::new)
                     .collect(),
-                rules: builder
-                    .rules
+                rules: rules
                     .into_iter()
                     .map(|rule| MountedRule::new(rule, None))
                     .collect(),
@@ -153,17 +172,7 @@ impl<In, Out> Shared<In, Out> {
                 failures: Vec::new(),
             }),
             notify: Notify::new(),
-            config: Config {
-                path: builder.path,
-                subprotocol: builder.subprotocol,
-                codec: builder.codec,
-                strict: builder.strict,
-                small_buffers: builder.small_buffers,
-                websocket: builder.websocket,
-                tls: builder.tls,
-                deadline: builder.deadline,
-                location,
-            },
+            config,
         }
     }
 

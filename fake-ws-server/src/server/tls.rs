@@ -9,6 +9,16 @@
 //! feature does not turn on tokio-tungstenite's TLS: that is the client's choice.
 //!
 //! Without the feature, [`Tls`] has no value and every server is plain `ws://`.
+//!
+//! The feature is one concern, kept in this one file under one `cfg`: the [`Tls`] that
+//! the builder and then the server's configuration (`state`) hold, and the methods it
+//! adds to the builder and the server, which make and read it. So this file imports the
+//! handles it extends while they hold its type: a circle through the parent module,
+//! kept rather than spread over three files.
+//!
+//! [`FakeServerBuilder::tls`]: super::FakeServerBuilder::tls
+//! [`FakeServer::root_certificate_der`]: super::FakeServer::root_certificate_der
+//! [`FakeServer::tls_client_config`]: super::FakeServer::tls_client_config
 
 use std::io;
 

@@ -2,12 +2,12 @@
 //! or the last clone of a [`Connection`](super::Connection) handle is dropped.
 //!
 //! It reads the shared state (`state`): frames from the client that nobody looked at
-//! (when strict), frames that are not valid messages, and (for the whole server) rules
-//! that did not fire as often as the builder (`builder`) said; and it renders them,
-//! with the transcripts, into one panic, never while the thread is already panicking.
+//! (when strict), frames that are not valid messages, and rules that did not fire as
+//! often as they were told to ([`Rule::expect`](super::Rule::expect)); and it renders
+//! them, with the transcripts, into one panic, never while the thread is already
+//! panicking.
 
-use super::rules::rule_problems;
-use super::state::Shared;
+use super::state::{MountedRule, Shared};
 use crate::transcript::render;
 
 /// Panics with every problem of the fake (`only: None`) or of one connection, unless
@@ -81,4 +81,38 @@ pub(super) fn problems_of<In, Out>(shared: &Shared<In, Out>, only: Option<usize>
     let reported = |id: usize| state.connections.get(id).is_some_and(|c| c.reported);
     problems.extend(rule_problems(&state.rules, only, reported));
     problems
+}
+
+/// The rules (server-wide when `only` is `None`, else those scoped to connection
+/// `only`) that did not fire as often as they were told to. `reported` says whether
+/// a connection's problems were already reported (its rules are not reported again).
+fn rule_problems<In, Out>(
+    rules: &[MountedRule<In, Out>],
+    only: Option<usize>,
+    reported: impl Fn(usize) -> bool,
+) -> Vec<String> {
+    rules
+        .iter()
+        .filter(|m| match (only, m.scope) {
+            (Some(id), scope) => scope == Some(id) && !reported(id),
+            (None, Some(scope)) => !reported(scope),
+            (None, None) => true,
+        })
+        .filter_map(|m| {
+            let expected = m.rule.expected?;
+            if expected.contains(m.hits) {
+                return None;
+            }
+            let scope = match m.scope {
+                Some(id) => format!(", scoped to connection {id}"),
+                None => String::new(),
+            };
+            Some(format!(
+                "{} (mounted at {}{scope}) fired {} times, expected {expected}",
+                m.rule.describe(),
+                m.rule.location,
+                m.hits
+            ))
+        })
+        .collect()
 }
