@@ -82,7 +82,7 @@ impl Application {
             api_token: config.orders_api_token.clone(),
             body_timeout: config.common.http.http_body_timeout,
             draining: draining.clone(),
-            openapi: crate::openapi::document(),
+            openapi: crate::openapi::document,
         };
         let server = http_server(&config, state, listener)?;
         tracing::info!(port, payments = %config.payments_ws_url, "orders is listening");

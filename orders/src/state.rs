@@ -19,6 +19,8 @@ pub struct AppState {
     pub body_timeout: std::time::Duration,
     /// Set on SIGTERM: `/readyz` answers 503 while the instance drains.
     pub draining: service_kit::startup::Draining,
-    /// What `GET /openapi.json` serves ([`crate::openapi::document`]).
-    pub openapi: String,
+    /// Makes what `GET /openapi.json` serves ([`crate::openapi::document`]): a
+    /// function, so the routes need not import the module that lists them, and the
+    /// document is made when asked for, as before, not kept in memory.
+    pub openapi: fn() -> String,
 }

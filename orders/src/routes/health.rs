@@ -90,5 +90,5 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 pub async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(state.openapi.clone())
+        .body((state.openapi)())
 }
