@@ -160,6 +160,8 @@ fn check_tokens(config: &Config) -> Result<(), StartupError> {
 }
 
 impl service_kit::startup::Service for Application {
+    const NAME: &'static str = "orders";
+
     type Config = Config;
 
     fn common(config: &Config) -> &service_kit::config::CommonConfig {

@@ -394,6 +394,8 @@ async fn expire_sessions(
 }
 
 impl service_kit::startup::Service for Application {
+    const NAME: &'static str = "payments";
+
     type Config = Config;
 
     fn common(config: &Config) -> &service_kit::config::CommonConfig {

@@ -126,6 +126,9 @@ pub fn bind(addr: &str) -> Result<TcpListener, StartupError> {
 
 /// A service `main` can run: both binaries' `main` is [`run`] on their `Application`.
 pub trait Service: Sized {
+    /// Its name: the default `service.name` of its traces (`OTEL_SERVICE_NAME` wins).
+    const NAME: &'static str;
+
     /// Its settings, read from the environment and flags.
     type Config: clap::Parser;
 
@@ -146,11 +149,18 @@ pub trait Service: Sized {
 pub async fn run<S: Service>() -> anyhow::Result<()> {
     let config = <S::Config as clap::Parser>::parse();
     let common = S::common(&config);
-    crate::telemetry::init(&common.rust_log, common.log_format)?;
-    let service = S::build(config).await?;
+    let telemetry = crate::telemetry::init(&common.rust_log, common.log_format, S::NAME)?;
+    let service = match S::build(config).await {
+        Ok(service) => service,
+        Err(e) => {
+            telemetry.flush().await;
+            return Err(e.into());
+        }
+    };
     let pool = service.pool();
     let served = service.run_until_stopped().await;
-    crate::database::close_at_exit(&pool).await;
+    // Side by side, each bounded by a second: the stop's budget is unchanged.
+    tokio::join!(crate::database::close_at_exit(&pool), telemetry.flush());
     served?;
     Ok(())
 }
