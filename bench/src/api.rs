@@ -1,6 +1,7 @@
-//! The HTTP calls of a flow, bounded: at most `--http-concurrency` requests in flight
-//! (a semaphore), each with `--request-timeout`. Every failure is counted by kind
-//! (`POST /orders: 503`, `POST complete: timeout`, …) in the [`Recorder`].
+//! The HTTP calls of the Orders API and the payment page, bounded: at most
+//! `--http-concurrency` requests in flight (a semaphore), each with `--request-timeout`.
+//! Every failure is counted by kind (`POST /orders: HTTP 503`, `POST /pay/…/complete:
+//! timeout`, …) in the [`Recorder`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::stats::Recorder;
+use crate::tls::BenchTls;
 
 #[derive(Debug, Clone)]
 pub struct Api {
@@ -19,7 +21,7 @@ pub struct Api {
     recorder: Arc<Recorder>,
 }
 
-/// One attempt of a call that may be retried.
+/// One attempt of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt<T> {
     /// The answer wanted.
@@ -30,12 +32,21 @@ pub enum Attempt<T> {
     Refused(u16),
 }
 
+impl<T> Attempt<T> {
+    pub fn ok(self) -> Option<T> {
+        match self {
+            Attempt::Done(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Created {
     id: Uuid,
 }
 
-/// What `GET /orders/{id}` says of an order (the fields a flow needs).
+/// What `GET /orders/{id}` says of an order (the fields a journey needs).
 #[derive(Debug, Clone, Deserialize)]
 pub struct OrderView {
     pub status: String,
@@ -48,7 +59,7 @@ impl Api {
         concurrency: usize,
         timeout: Duration,
         recorder: Arc<Recorder>,
-        tls: Option<&crate::tls::BenchTls>,
+        tls: Option<&BenchTls>,
     ) -> anyhow::Result<Api> {
         let builder = reqwest::Client::builder()
             .timeout(timeout)
@@ -69,191 +80,101 @@ impl Api {
         })
     }
 
-    /// `POST /orders` → 201 with the new order's id.
-    pub async fn create_order(&self) -> Option<Uuid> {
-        let _permit = self.permits.acquire().await.ok()?;
-        let sent = self
-            .http
-            .post(format!("{}/orders", self.orders))
-            .json(&serde_json::json!({"amount": 1999, "currency": "EUR", "description": "loadgen"}))
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status().as_u16() == 201 => match r.json::<Created>().await {
-                Ok(created) => Some(created.id),
-                Err(e) => {
-                    self.fail("POST /orders", &e);
-                    None
-                }
-            },
-            Ok(r) => {
-                self.recorder
-                    .error(format!("POST /orders: HTTP {}", r.status().as_u16()));
-                None
-            }
-            Err(e) => {
-                self.fail("POST /orders", &e);
-                None
-            }
+    /// The same client, within the same bound, on another Orders instance.
+    pub fn at(&self, orders_url: &str) -> Api {
+        Api {
+            orders: orders_url.trim_end_matches('/').to_owned(),
+            ..self.clone()
         }
     }
 
-    /// `POST {payment_url}/complete` → 303, what the page's Pay button does.
-    pub async fn complete(&self, payment_url: &str) -> bool {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return false;
-        };
-        match self
-            .http
-            .post(format!("{payment_url}/complete"))
-            .send()
-            .await
-        {
-            Ok(r) if r.status().as_u16() == 303 => true,
-            Ok(r) => {
-                self.recorder.error(format!(
-                    "POST /pay/…/complete: HTTP {}",
-                    r.status().as_u16()
-                ));
-                false
-            }
-            Err(e) => {
-                self.fail("POST /pay/…/complete", &e);
-                false
-            }
+    /// `POST /orders` → 201 with the new order's id; with an `Idempotency-Key`, 200
+    /// too (the key's first order).
+    pub async fn create(&self, key: Option<&str>) -> Attempt<Uuid> {
+        let mut request = self.http.post(format!("{}/orders", self.orders)).json(
+            &serde_json::json!({"amount": 1999, "currency": "EUR", "description": "loadgen"}),
+        );
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
         }
+        let codes: &[u16] = if key.is_some() { &[200, 201] } else { &[201] };
+        self.call("POST /orders", request, codes, |body| {
+            serde_json::from_slice::<Created>(body).ok().map(|c| c.id)
+        })
+        .await
+    }
+
+    /// `GET /orders/{id}` → 200 with the order.
+    pub async fn order(&self, id: Uuid) -> Attempt<OrderView> {
+        let request = self.http.get(format!("{}/orders/{id}", self.orders));
+        self.call("GET /orders/{id}", request, &[200], |body| {
+            serde_json::from_slice(body).ok()
+        })
+        .await
+    }
+
+    /// `POST /orders/{id}/cancel`: 202, or 409 (already final: an earlier attempt whose
+    /// answer was lost may have been the one).
+    pub async fn cancel(&self, id: Uuid) -> Attempt<()> {
+        let request = self
+            .http
+            .post(format!("{}/orders/{id}/cancel", self.orders));
+        self.call("POST /orders/…/cancel", request, &[202, 409], |_| Some(()))
+            .await
     }
 
     /// `GET /orders/{id}/invoice` → 200.
-    pub async fn invoice(&self, id: Uuid) -> bool {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return false;
-        };
-        match self
+    pub async fn invoice(&self, id: Uuid) -> Attempt<()> {
+        let request = self
             .http
-            .get(format!("{}/orders/{id}/invoice", self.orders))
-            .send()
+            .get(format!("{}/orders/{id}/invoice", self.orders));
+        self.call("GET /orders/…/invoice", request, &[200], |_| Some(()))
             .await
-        {
-            Ok(r) if r.status().as_u16() == 200 => r.bytes().await.is_ok(),
-            Ok(r) => {
-                self.recorder.error(format!(
-                    "GET /orders/…/invoice: HTTP {}",
-                    r.status().as_u16()
-                ));
-                false
-            }
-            Err(e) => {
-                self.fail("GET /orders/…/invoice", &e);
-                false
-            }
-        }
-    }
-
-    /// `POST {orders}/orders` on the given Orders instance with an `Idempotency-Key`:
-    /// 201 (created) or 200 (the key's first order) → its id.
-    pub async fn create_keyed(&self, orders: &str, key: &str) -> Attempt<Uuid> {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return Attempt::Retry;
-        };
-        let sent = self
-            .http
-            .post(format!("{orders}/orders"))
-            .header("Idempotency-Key", key)
-            .json(&serde_json::json!({"amount": 1999, "currency": "EUR", "description": "loadgen chaos"}))
-            .send()
-            .await;
-        match sent {
-            Ok(r) if matches!(r.status().as_u16(), 200 | 201) => match r.json::<Created>().await {
-                Ok(created) => Attempt::Done(created.id),
-                Err(e) => {
-                    self.fail("POST /orders", &e);
-                    Attempt::Retry
-                }
-            },
-            Ok(r) => self.status("POST /orders", r.status().as_u16()),
-            Err(e) => {
-                self.fail("POST /orders", &e);
-                Attempt::Retry
-            }
-        }
-    }
-
-    /// `POST {orders}/orders/{id}/cancel`: 202, or 409 (already final: an earlier
-    /// attempt whose answer was lost may have been the one).
-    pub async fn cancel_order(&self, orders: &str, id: Uuid) -> Attempt<u16> {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return Attempt::Retry;
-        };
-        match self
-            .http
-            .post(format!("{orders}/orders/{id}/cancel"))
-            .send()
-            .await
-        {
-            Ok(r) if matches!(r.status().as_u16(), 202 | 409) => Attempt::Done(r.status().as_u16()),
-            Ok(r) => self.status("POST /orders/…/cancel", r.status().as_u16()),
-            Err(e) => {
-                self.fail("POST /orders/…/cancel", &e);
-                Attempt::Retry
-            }
-        }
     }
 
     /// `POST {payment_url}/{action}` (`complete` or `cancel`, the page's buttons) → 303.
-    pub async fn page_action(&self, payment_url: &str, action: &str) -> Attempt<()> {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return Attempt::Retry;
-        };
+    pub async fn page(&self, payment_url: &str, action: &str) -> Attempt<()> {
+        let request = self.http.post(format!("{payment_url}/{action}"));
         let what = format!("POST /pay/…/{action}");
-        match self
-            .http
-            .post(format!("{payment_url}/{action}"))
-            .send()
-            .await
-        {
-            Ok(r) if r.status().as_u16() == 303 => Attempt::Done(()),
-            Ok(r) => self.status(&what, r.status().as_u16()),
-            Err(e) => {
-                self.fail(&what, &e);
-                Attempt::Retry
-            }
-        }
+        self.call(&what, request, &[303], |_| Some(())).await
     }
 
-    /// `GET {orders}/orders/{id}` → 200 with the order.
-    pub async fn order(&self, orders: &str, id: Uuid) -> Attempt<OrderView> {
+    /// Sends `request` within the bound: an answer with one of `codes` whose body
+    /// `parse` reads is done; a 5xx or 429 may pass later; another status will not.
+    async fn call<T>(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+        codes: &[u16],
+        parse: impl FnOnce(&[u8]) -> Option<T>,
+    ) -> Attempt<T> {
         let Ok(_permit) = self.permits.acquire().await else {
             return Attempt::Retry;
         };
-        let what = "GET /orders/{id}";
-        match self.http.get(format!("{orders}/orders/{id}")).send().await {
-            Ok(r) if r.status().as_u16() == 200 => match r.json::<OrderView>().await {
-                Ok(view) => Attempt::Done(view),
-                Err(e) => {
-                    self.fail(what, &e);
-                    Attempt::Retry
-                }
-            },
-            Ok(r) => self.status(what, r.status().as_u16()),
-            Err(e) => {
-                self.fail(what, &e);
+        let answer = match request.send().await {
+            Ok(answer) => answer,
+            Err(e) => return self.failed(what, &e),
+        };
+        let code = answer.status().as_u16();
+        if !codes.contains(&code) {
+            self.recorder.error(format!("{what}: HTTP {code}"));
+            return if code >= 500 || code == 429 {
+                Attempt::Retry
+            } else {
+                Attempt::Refused(code)
+            };
+        }
+        match answer.bytes().await.map(|body| parse(&body)) {
+            Ok(Some(value)) => Attempt::Done(value),
+            Ok(None) => {
+                self.recorder.error(format!("{what}: bad body"));
                 Attempt::Retry
             }
+            Err(e) => self.failed(what, &e),
         }
     }
 
-    /// A status that is not the answer: 5xx and 429 may pass (retry), others never do.
-    fn status<T>(&self, what: &str, code: u16) -> Attempt<T> {
-        self.recorder.error(format!("{what}: HTTP {code}"));
-        if code >= 500 || code == 429 {
-            Attempt::Retry
-        } else {
-            Attempt::Refused(code)
-        }
-    }
-
-    fn fail(&self, what: &str, e: &reqwest::Error) {
+    fn failed<T>(&self, what: &str, e: &reqwest::Error) -> Attempt<T> {
         let kind = if e.is_timeout() {
             "timeout"
         } else if e.is_connect() {
@@ -264,5 +185,6 @@ impl Api {
             "transport error"
         };
         self.recorder.error(format!("{what}: {kind}"));
+        Attempt::Retry
     }
 }

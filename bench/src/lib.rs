@@ -1,20 +1,23 @@
 //! `loadgen`: load scenarios against the real Orders and Payments release binaries, each
 //! run on fresh databases, and the pgbench reference that replays the services' own SQL.
 //!
-//! The pieces, one file each: [`stack`] starts and stops the two services as child
-//! processes on free ports and fresh databases; [`api`] is the bounded HTTP client of
-//! the Orders API and the payment page; [`observe`] reads progress and timestamps from
-//! the services' databases (cheap aggregates while a scenario runs, per-order timestamps
-//! once it is over), so that waiting for thousands of orders never polls the service
-//! being measured; [`stats`] turns samples into HdrHistogram percentiles and
-//! per-second bins; [`report`] writes JSON and Markdown, [`plot`] the SVG; the
-//! [`scenarios`] are `flow`, `burst`, `resume`, `backlog`, `smoke`, `explain`, `chaos`
-//! (on a PostgreSQL cluster of its own, [`cluster`]), and [`reference`]
-//! runs pgbench next to the services.
+//! From the top down: [`cli`] parses a command into the options of the module that
+//! runs it; the [`scenarios`] (`flow`, `smoke`, `burst`, `resume`, `backlog`,
+//! `explain`, `chaos`, `fleet`, `drive`) each implement one trait and run in one
+//! skeleton, [`scenarios::run`]; [`reference`] runs the `flow` scenario next to
+//! pgbench, [`summary`] the medians of reports. Below them: [`stack`] starts and stops
+//! the two services as child processes on free ports and fresh databases ([`db`]: the
+//! PostgreSQL server; [`cluster`]: one of chaos' own); [`api`] is the bounded HTTP
+//! client of the Orders API and the payment page; [`observe`] reads progress and
+//! timestamps from the services' databases, so that waiting for thousands of orders
+//! never polls the service being measured; [`stats`] turns samples into HdrHistogram
+//! percentiles and per-second bins; [`report`] writes JSON and Markdown, [`plot`] the
+//! SVG. Every arrow points down: no module imports one above it.
 
 pub mod api;
 pub mod cli;
 pub mod cluster;
+pub mod db;
 pub mod observe;
 pub mod plot;
 pub mod reference;

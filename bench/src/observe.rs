@@ -20,7 +20,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
-use crate::stack::connect_options;
+use crate::db::connect_options;
 
 /// Pools on the Orders and Payments databases of one stack.
 #[derive(Debug, Clone)]
@@ -99,12 +99,6 @@ impl Observer {
     /// Unacked outcome events (the `payment_events_unacked` partial index).
     pub async fn unacked(&self) -> sqlx::Result<i64> {
         sqlx::query_scalar("SELECT count(*) FROM payment_events WHERE acked_at IS NULL")
-            .fetch_one(&self.payments)
-            .await
-    }
-
-    pub async fn events(&self) -> sqlx::Result<i64> {
-        sqlx::query_scalar("SELECT count(*) FROM payment_events")
             .fetch_one(&self.payments)
             .await
     }

@@ -10,14 +10,57 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use clap::Args;
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, Executor};
 
-use crate::cli::{Common, ReferenceArgs};
-use crate::report::{Machine, fmt_num};
-use crate::scenarios::flow::{self, Mode};
-use crate::stack::{admin_pool, create_database, database_url_for, drop_database, unique_name};
+use crate::db::{Server, ServerUrl};
+use crate::report::{Machine, Report, fmt_num};
+use crate::scenarios::flow::Flow;
+use crate::scenarios::steps::{COMPLETE_TO_FULFILLED, CREATE_TO_PAGE};
+use crate::scenarios::{Common, run};
 use crate::stats::median;
+
+/// pgbench on `bench/reference/full-flow.sql`, and the schemas it runs on.
+#[derive(Debug, Clone, Args)]
+pub struct PgbenchOptions {
+    /// Client count: pgbench -c (and, for the reference, flow --concurrency).
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Length of each run.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// pgbench threads (-j); at most the client count.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// The pgbench executable.
+    #[arg(long, env = "PGBENCH", default_value = "pgbench")]
+    pub pgbench: PathBuf,
+    /// The services' migrations (orders/ and payments/) for the reference database:
+    /// those of the commit the binaries were built from.
+    #[arg(long, env = "LOADGEN_MIGRATIONS", default_value_os_t = default_migrations())]
+    pub migrations: PathBuf,
+}
+
+/// `loadgen pgbench`: pgbench alone.
+#[derive(Debug, Clone, Args)]
+pub struct PgbenchAlone {
+    #[command(flatten)]
+    pub pgbench: PgbenchOptions,
+    #[command(flatten)]
+    pub server: ServerUrl,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReferenceOptions {
+    #[command(flatten)]
+    pub pgbench: PgbenchOptions,
+    /// Runs of each (alternating); the medians are compared.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    #[command(flatten)]
+    pub common: Common,
+}
 
 /// The script, from this crate's directory.
 pub fn script_path() -> PathBuf {
@@ -57,63 +100,59 @@ pub struct PgbenchRun {
     pub failed: Option<u64>,
 }
 
-/// Creates a database with both schemas (from `migrations`), runs pgbench on
+/// Creates a database with both schemas (from `--migrations`), runs pgbench on
 /// `full-flow.sql`, drops it.
-pub async fn run_pgbench(
-    pgbench: &Path,
-    migrations: &Path,
-    database_url: &str,
-    clients: usize,
-    threads: usize,
-    duration: Duration,
-) -> anyhow::Result<PgbenchRun> {
-    let admin = admin_pool(database_url).await?;
-    let name = unique_name("ref");
-    create_database(&admin, &name).await?;
-    let url = database_url_for(database_url, &name);
+pub async fn run_pgbench(o: &PgbenchOptions, database_url: &str) -> anyhow::Result<PgbenchRun> {
+    let server = Server::connect(database_url).await?;
+    let name = server.create_database("ref").await?;
+    let url = server.url_of(&name);
     let result = async {
-        let options = crate::stack::connect_options(&url)?;
+        let options = crate::db::connect_options(&url)?;
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
             .connect_with(options)
             .await?;
-        for file in migration_files(migrations)? {
+        for file in migration_files(&o.migrations)? {
             let sql = std::fs::read_to_string(&file)?;
             pool.execute(sqlx::raw_sql(AssertSqlSafe(sql)))
                 .await
                 .with_context(|| format!("applying {}", file.display()))?;
         }
         pool.close().await;
-        let threads = threads.clamp(1, clients.max(1));
-        let output = tokio::process::Command::new(pgbench)
-            .args(["-n", "-M", "prepared"])
-            .arg(format!("-c{clients}"))
-            .arg(format!("-j{threads}"))
-            .arg(format!("-T{}", duration.as_secs().max(1)))
-            .arg("-f")
-            .arg(script_path())
-            .arg(&url)
-            .kill_on_drop(true)
-            .output()
-            .await
-            .with_context(|| {
-                format!(
-                    "running {} (install postgresql-contrib, or pass --pgbench)",
-                    pgbench.display()
-                )
-            })?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        if !output.status.success() {
-            bail!("pgbench failed ({}):\n{stdout}\n{stderr}", output.status);
-        }
-        parse_pgbench(&stdout, clients, duration)
-            .with_context(|| format!("reading pgbench's output:\n{stdout}\n{stderr}"))
+        pgbench(o, &url).await
     }
     .await;
-    drop_database(&admin, &name).await?;
-    admin.close().await;
+    server.drop_database(&name).await?;
+    server.close().await;
     result
+}
+
+async fn pgbench(o: &PgbenchOptions, url: &str) -> anyhow::Result<PgbenchRun> {
+    let threads = o.threads.clamp(1, o.clients.max(1));
+    let output = tokio::process::Command::new(&o.pgbench)
+        .args(["-n", "-M", "prepared"])
+        .arg(format!("-c{}", o.clients))
+        .arg(format!("-j{threads}"))
+        .arg(format!("-T{}", o.duration.as_secs().max(1)))
+        .arg("-f")
+        .arg(script_path())
+        .arg(url)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .with_context(|| {
+            format!(
+                "running {} (install postgresql-contrib, or pass --pgbench)",
+                o.pgbench.display()
+            )
+        })?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        bail!("pgbench failed ({}):\n{stdout}\n{stderr}", output.status);
+    }
+    parse_pgbench(&stdout, o.clients, o.duration)
+        .with_context(|| format!("reading pgbench's output:\n{stdout}\n{stderr}"))
 }
 
 fn parse_pgbench(out: &str, clients: usize, duration: Duration) -> anyhow::Result<PgbenchRun> {
@@ -142,6 +181,27 @@ pub struct ServicesRun {
     pub complete_to_fulfilled_p99_ms: f64,
     pub orders_peak_rss_mib: f64,
     pub payments_peak_rss_mib: f64,
+}
+
+impl ServicesRun {
+    fn of(report: &Report) -> ServicesRun {
+        let p99 = |name: &str| {
+            let stage = report.stages.iter().find(|s| s.name == name);
+            stage.map_or(f64::NAN, |s| s.p99_ms)
+        };
+        let rss = |name: &str| {
+            let service = report.services.iter().find(|s| s.name == name);
+            service.map_or(f64::NAN, |s| s.peak_rss_mib)
+        };
+        ServicesRun {
+            flows_per_s: report.figure_value("flows/s").unwrap_or(f64::NAN),
+            errors: report.errors.values().sum(),
+            create_to_page_p99_ms: p99(CREATE_TO_PAGE),
+            complete_to_fulfilled_p99_ms: p99(COMPLETE_TO_FULFILLED),
+            orders_peak_rss_mib: rss("orders"),
+            payments_peak_rss_mib: rss("payments"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -190,74 +250,32 @@ impl Comparison {
     }
 }
 
-/// Runs the services' closed loop and pgbench alternately, `runs` times each.
-pub async fn compare(args: &ReferenceArgs) -> anyhow::Result<Comparison> {
-    let mut services = Vec::new();
-    let mut pgbench = Vec::new();
-    let base_out = args.common.out_dir("reference");
-    for run in 1..=args.runs {
-        let mut common: Common = args.common.clone();
-        common.out = Some(base_out.join(format!("flow-{run}")));
-        common.json = None;
-        common.markdown = None;
-        common.svg = None;
-        eprintln!("loadgen reference: run {run}/{}: services", args.runs);
-        let report = flow::run_mode(
-            "flow",
-            Mode::Closed {
-                concurrency: args.clients,
-                count: None,
-                duration: Some(args.duration),
-            },
-            Duration::from_millis(5),
-            &common,
-        )
-        .await?;
-        let p99 = |name: &str| {
-            report
-                .stages
-                .iter()
-                .find(|s| s.name == name)
-                .map_or(f64::NAN, |s| s.p99_ms)
-        };
-        let rss = |name: &str| {
-            report
-                .services
-                .iter()
-                .find(|s| s.name == name)
-                .map_or(f64::NAN, |s| s.peak_rss_mib)
-        };
-        services.push(ServicesRun {
-            flows_per_s: report.figure_value("flows/s").unwrap_or(f64::NAN),
-            errors: report.errors.values().sum(),
-            create_to_page_p99_ms: p99(crate::scenarios::CREATE_TO_PAGE),
-            complete_to_fulfilled_p99_ms: p99(crate::scenarios::COMPLETE_TO_FULFILLED),
-            orders_peak_rss_mib: rss("orders"),
-            payments_peak_rss_mib: rss("payments"),
-        });
-        eprintln!("loadgen reference: run {run}/{}: pgbench", args.runs);
-        pgbench.push(
-            run_pgbench(
-                &args.pgbench,
-                &args.migrations,
-                &args.common.database_url,
-                args.clients,
-                args.threads,
-                args.duration,
-            )
-            .await?,
-        );
+/// Runs the services' closed loop and pgbench alternately, `--runs` times each.
+pub async fn compare(o: &ReferenceOptions) -> anyhow::Result<Comparison> {
+    let (mut services, mut pgbench) = (Vec::new(), Vec::new());
+    let base_out = o.common.out_dir("reference");
+    let database_url = &o.common.server.database_url;
+    for i in 1..=o.runs {
+        let mut common: Common = o.common.clone();
+        common.out = Some(base_out.join(format!("flow-{i}")));
+        (common.json, common.markdown, common.svg) = (None, None, None);
+        eprintln!("loadgen reference: run {i}/{}: services", o.runs);
+        let flows = (None, Some(o.pgbench.duration));
+        let report = run(&Flow::closed("flow", o.pgbench.clients, flows, common)).await?;
+        services.push(ServicesRun::of(&report));
+        eprintln!("loadgen reference: run {i}/{}: pgbench", o.runs);
+        pgbench.push(run_pgbench(&o.pgbench, database_url).await?);
     }
-    let admin = admin_pool(&args.common.database_url).await?;
-    let machine = Machine::describe(Some(&admin)).await;
-    admin.close().await;
+    let server = Server::connect(database_url).await?;
+    let machine = Machine::describe(server.pool()).await;
+    server.close().await;
     let services_median = median(&services.iter().map(|r| r.flows_per_s).collect::<Vec<_>>());
     let pgbench_median = median(&pgbench.iter().map(|r| r.tps).collect::<Vec<_>>());
     let comparison = Comparison {
-        commit: args.common.commit_label(),
+        commit: o.common.commit_label(),
         machine,
-        clients: args.clients,
-        seconds: args.duration.as_secs_f64(),
+        clients: o.pgbench.clients,
+        seconds: o.pgbench.duration.as_secs_f64(),
         services,
         pgbench,
         services_median,
@@ -265,15 +283,12 @@ pub async fn compare(args: &ReferenceArgs) -> anyhow::Result<Comparison> {
         ratio: services_median / pgbench_median,
     };
     std::fs::create_dir_all(&base_out)?;
-    let json = args
-        .common
-        .json
-        .clone()
-        .unwrap_or_else(|| base_out.join("reference.json"));
+    let json = o.common.json.clone();
+    let json = json.unwrap_or_else(|| base_out.join("reference.json"));
     std::fs::write(&json, serde_json::to_vec_pretty(&comparison)?)?;
     let md = comparison.markdown();
     println!("{md}\nJSON: {}", json.display());
-    if let Some(path) = &args.common.markdown {
+    if let Some(path) = &o.common.markdown {
         std::fs::write(path, &md)?;
     }
     Ok(comparison)

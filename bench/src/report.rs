@@ -28,7 +28,7 @@ pub struct Check {
 }
 
 /// The machine a run was made on.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Machine {
     pub cores: usize,
     pub cpu: String,
@@ -47,7 +47,7 @@ pub fn loadavg() -> String {
 }
 
 impl Machine {
-    pub async fn describe(pool: Option<&sqlx::PgPool>) -> Machine {
+    pub async fn describe(pool: &sqlx::PgPool) -> Machine {
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|s| {
@@ -60,13 +60,10 @@ impl Machine {
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_owned())
             .unwrap_or_else(|_| "unknown".into());
-        let postgres = match pool {
-            Some(pool) => sqlx::query_scalar::<_, String>("SHOW server_version")
-                .fetch_one(pool)
-                .await
-                .unwrap_or_else(|_| "unknown".into()),
-            None => "unknown".into(),
-        };
+        let postgres = sqlx::query_scalar::<_, String>("SHOW server_version")
+            .fetch_one(pool)
+            .await
+            .unwrap_or_else(|_| "unknown".into());
         Machine {
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
             cpu,
@@ -107,32 +104,32 @@ pub struct Section {
 }
 
 impl Report {
-    /// Fills stages, errors and timeline from the recorder.
-    pub fn from_recorder(scenario: &str, recorder: &Recorder) -> Report {
-        let stages = recorder.stages();
+    /// An empty report of `scenario`, started now.
+    pub fn new(scenario: &str) -> Report {
         Report {
             scenario: scenario.into(),
             parameters: serde_json::Value::Null,
             commit: String::new(),
-            machine: Machine {
-                cores: 0,
-                cpu: String::new(),
-                kernel: String::new(),
-                postgres: String::new(),
-                load_at_start: String::new(),
-                load_at_end: String::new(),
-            },
+            machine: Machine::default(),
             started_at: chrono::Utc::now().to_rfc3339(),
             wall_seconds: 0.0,
             figures: Vec::new(),
-            stages: stages.iter().map(summarize).collect(),
-            errors: recorder.errors(),
+            stages: Vec::new(),
+            errors: BTreeMap::new(),
             services: Vec::new(),
             checks: Vec::new(),
-            timeline: stages.iter().map(|s| series(s, 1.0)).collect(),
+            timeline: Vec::new(),
             notes: Vec::new(),
             sections: Vec::new(),
         }
+    }
+
+    /// Fills stages, errors and timeline from the recorder.
+    pub fn record(&mut self, recorder: &Recorder) {
+        let stages = recorder.stages();
+        self.stages = stages.iter().map(summarize).collect();
+        self.errors = recorder.errors();
+        self.timeline = stages.iter().map(|s| series(s, 1.0)).collect();
     }
 
     pub fn figure(&mut self, name: &str, value: f64, unit: &str, how: &str) {
@@ -170,107 +167,30 @@ impl Report {
 
     pub fn markdown(&self) -> String {
         let mut md = String::new();
+        let m = &self.machine;
         let _ = writeln!(
             md,
-            "## loadgen {} — commit {}\n",
-            self.scenario, self.commit
-        );
-        let _ = writeln!(
-            md,
-            "{} cores ({}), Linux {}, PostgreSQL {}, load average {} at the start and {} at the end; started {}, {:.1} s wall; parameters `{}`\n",
-            self.machine.cores,
-            self.machine.cpu,
-            self.machine.kernel,
-            self.machine.postgres,
-            self.machine.load_at_start,
-            self.machine.load_at_end,
+            "## loadgen {} — commit {}\n\n\
+             {} cores ({}), Linux {}, PostgreSQL {}, load average {} at the start and {} at the end; started {}, {:.1} s wall; parameters `{}`\n",
+            self.scenario,
+            self.commit,
+            m.cores,
+            m.cpu,
+            m.kernel,
+            m.postgres,
+            m.load_at_start,
+            m.load_at_end,
             self.started_at,
             self.wall_seconds,
             self.parameters
         );
-        if !self.figures.is_empty() {
-            md.push_str("| figure | value | measured as |\n|---|---:|---|\n");
-            for f in &self.figures {
-                let _ = writeln!(
-                    md,
-                    "| {} | {} {} | {} |",
-                    f.name,
-                    fmt_num(f.value),
-                    f.unit,
-                    f.how
-                );
-            }
-            md.push('\n');
-        }
-        if !self.stages.is_empty() {
-            md.push_str(
-                "| stage (ms) | n | p50 | p90 | p99 | p99.9 | max | measured as |\n\
-                 |---|---:|---:|---:|---:|---:|---:|---|\n",
-            );
-            for s in &self.stages {
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                    s.name,
-                    s.count,
-                    fmt_num(s.p50_ms),
-                    fmt_num(s.p90_ms),
-                    fmt_num(s.p99_ms),
-                    fmt_num(s.p999_ms),
-                    fmt_num(s.max_ms),
-                    s.how
-                );
-            }
-            md.push('\n');
-        }
-        if self.errors.is_empty() {
-            md.push_str("Errors: none.\n\n");
-        } else {
-            md.push_str("| error | count |\n|---|---:|\n");
-            for (kind, n) in &self.errors {
-                let _ = writeln!(md, "| {kind} | {n} |");
-            }
-            md.push('\n');
-        }
-        if !self.services.is_empty() {
-            md.push_str(
-                "| service | starts | peak RSS (VmHWM) | max sampled RSS | log lines | WARN | ERROR | panics (running / at shutdown) | exits |\n\
-                 |---|---:|---:|---:|---:|---:|---:|---:|---|\n",
-            );
-            for s in &self.services {
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {:.1} MiB | {:.1} MiB | {} | {} | {} | {} / {} | {} |",
-                    s.name,
-                    s.starts,
-                    s.peak_rss_mib,
-                    s.max_sampled_rss_mib,
-                    s.log_lines,
-                    s.warn_lines,
-                    s.error_lines,
-                    s.panics,
-                    s.panics_at_shutdown,
-                    s.exits.join("; ")
-                );
-            }
-            md.push('\n');
-            for s in &self.services {
-                for line in &s.samples {
-                    let _ = writeln!(md, "- {}: `{}`", s.name, line.replace('`', "'"));
-                }
-            }
-            if self.services.iter().any(|s| !s.samples.is_empty()) {
-                md.push('\n');
-            }
-        }
+        self.figures_md(&mut md);
+        self.stages_md(&mut md);
+        self.errors_md(&mut md);
+        self.services_md(&mut md);
         for c in &self.checks {
-            let _ = writeln!(
-                md,
-                "- [{}] {}: {}",
-                if c.ok { "x" } else { " " },
-                c.name,
-                c.detail
-            );
+            let box_ = if c.ok { "x" } else { " " };
+            let _ = writeln!(md, "- [{box_}] {}: {}", c.name, c.detail);
         }
         if !self.checks.is_empty() {
             md.push('\n');
@@ -282,6 +202,90 @@ impl Report {
             let _ = write!(md, "\n### {}\n\n{}", s.title, s.markdown);
         }
         md
+    }
+
+    fn figures_md(&self, md: &mut String) {
+        if self.figures.is_empty() {
+            return;
+        }
+        md.push_str("| figure | value | measured as |\n|---|---:|---|\n");
+        for f in &self.figures {
+            let value = fmt_num(f.value);
+            let _ = writeln!(md, "| {} | {value} {} | {} |", f.name, f.unit, f.how);
+        }
+        md.push('\n');
+    }
+
+    fn stages_md(&self, md: &mut String) {
+        if self.stages.is_empty() {
+            return;
+        }
+        md.push_str(
+            "| stage (ms) | n | p50 | p90 | p99 | p99.9 | max | measured as |\n\
+             |---|---:|---:|---:|---:|---:|---:|---|\n",
+        );
+        for s in &self.stages {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                s.name,
+                s.count,
+                fmt_num(s.p50_ms),
+                fmt_num(s.p90_ms),
+                fmt_num(s.p99_ms),
+                fmt_num(s.p999_ms),
+                fmt_num(s.max_ms),
+                s.how
+            );
+        }
+        md.push('\n');
+    }
+
+    fn errors_md(&self, md: &mut String) {
+        if self.errors.is_empty() {
+            md.push_str("Errors: none.\n\n");
+            return;
+        }
+        md.push_str("| error | count |\n|---|---:|\n");
+        for (kind, n) in &self.errors {
+            let _ = writeln!(md, "| {kind} | {n} |");
+        }
+        md.push('\n');
+    }
+
+    fn services_md(&self, md: &mut String) {
+        if self.services.is_empty() {
+            return;
+        }
+        md.push_str(
+            "| service | starts | peak RSS (VmHWM) | max sampled RSS | log lines | WARN | ERROR | panics (running / at shutdown) | exits |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        );
+        for s in &self.services {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.1} MiB | {:.1} MiB | {} | {} | {} | {} / {} | {} |",
+                s.name,
+                s.starts,
+                s.peak_rss_mib,
+                s.max_sampled_rss_mib,
+                s.log_lines,
+                s.warn_lines,
+                s.error_lines,
+                s.panics,
+                s.panics_at_shutdown,
+                s.exits.join("; ")
+            );
+        }
+        md.push('\n');
+        for s in &self.services {
+            for line in &s.samples {
+                let _ = writeln!(md, "- {}: `{}`", s.name, line.replace('`', "'"));
+            }
+        }
+        if self.services.iter().any(|s| !s.samples.is_empty()) {
+            md.push('\n');
+        }
     }
 }
 

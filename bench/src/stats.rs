@@ -101,6 +101,17 @@ impl Recorder {
         }
     }
 
+    /// A step that began at `from` and ends now, on `clock`.
+    pub fn record_until_now(&self, name: &str, clock: &Clock, from: Instant) {
+        let now = Instant::now();
+        self.record(name, clock.secs(now), (now - from).as_micros() as u64);
+    }
+
+    /// A step between two database (wall-clock) times, on `clock`.
+    pub fn record_wall(&self, name: &str, clock: &Clock, from: DateTime<Utc>, to: DateTime<Utc>) {
+        self.record(name, clock.secs_wall(to), micros_between(from, to));
+    }
+
     pub fn error(&self, kind: impl Into<String>) {
         *lock(&self.errors).entry(kind.into()).or_default() += 1;
     }

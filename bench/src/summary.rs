@@ -26,124 +26,104 @@ pub fn summarize(paths: &[PathBuf]) -> anyhow::Result<String> {
     }
     let mut md = String::new();
     for (key, runs) in &groups {
-        let commits: Vec<&str> = runs.iter().filter_map(|r| r["commit"].as_str()).collect();
-        let loads: Vec<String> = runs
-            .iter()
-            .map(|r| {
-                format!(
-                    "{} → {}",
-                    r["machine"]["load_at_start"].as_str().unwrap_or("?"),
-                    r["machine"]["load_at_end"].as_str().unwrap_or("?")
-                )
-            })
-            .collect();
+        group(&mut md, key, runs);
+    }
+    Ok(md)
+}
+
+/// The medians of one group of runs.
+fn group(md: &mut String, key: &str, runs: &[Value]) {
+    let commits: Vec<&str> = runs.iter().filter_map(|r| r["commit"].as_str()).collect();
+    let loads: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            let load = |at: &str| r["machine"][at].as_str().unwrap_or("?").to_owned();
+            format!("{} → {}", load("load_at_start"), load("load_at_end"))
+        })
+        .collect();
+    let _ = writeln!(
+        md,
+        "### {key}\n\n{} run(s), commit {}; medians. Load average (1/5/15 min) per run, start → end: {}\n",
+        runs.len(),
+        dedup(&commits).join(", "),
+        loads.join("; ")
+    );
+    md.push_str("| figure | median | runs |\n|---|---:|---|\n");
+    for name in names(runs, "figures") {
+        let found = || runs.iter().filter_map(|r| find(&r["figures"], &name));
+        let values: Vec<f64> = found().filter_map(|f| f["value"].as_f64()).collect();
+        let unit = found().find_map(|f| f["unit"].as_str()).unwrap_or("");
+        let each: Vec<String> = values.iter().map(|v| fmt_num(*v)).collect();
+        let median = fmt_num(median(&values));
+        let _ = writeln!(md, "| {name} | {median} {unit} | {} |", each.join(" · "));
+    }
+    md.push_str(
+        "\n| stage (ms, medians) | n | p50 | p90 | p99 | p99.9 | max |\n|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for name in names(runs, "stages") {
+        let col = |field: &str| {
+            let stages = runs.iter().filter_map(|r| find(&r["stages"], &name));
+            fmt_num(median(
+                &stages.filter_map(|s| s[field].as_f64()).collect::<Vec<_>>(),
+            ))
+        };
+        let cols = ["count", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"].map(col);
+        let _ = writeln!(md, "| {name} | {} |", cols.join(" | "));
+    }
+    md.push('\n');
+    for service in ["orders", "payments"] {
+        services(md, runs, service);
+    }
+    errors_and_checks(md, runs);
+    md.push('\n');
+}
+
+/// One service over the runs: its peak RSS, what it logged.
+fn services(md: &mut String, runs: &[Value], service: &str) {
+    let found = || runs.iter().filter_map(|r| find(&r["services"], service));
+    let rss: Vec<f64> = found().filter_map(|s| s["peak_rss_mib"].as_f64()).collect();
+    let sum = |field: &str| -> u64 { found().filter_map(|s| s[field].as_u64()).sum() };
+    if !rss.is_empty() {
         let _ = writeln!(
             md,
-            "### {key}\n\n{} run(s), commit {}; medians. Load average (1/5/15 min) per run, start → end: {}\n",
-            runs.len(),
-            dedup(&commits).join(", "),
-            loads.join("; ")
+            "- {service}: peak RSS (VmHWM) median {} MiB (max {}); over all runs {} ERROR and {} WARN log lines, {} panics while running, {} at shutdown",
+            fmt_num(median(&rss)),
+            fmt_num(rss.iter().copied().fold(0.0, f64::max)),
+            sum("error_lines"),
+            sum("warn_lines"),
+            sum("panics"),
+            sum("panics_at_shutdown"),
         );
-        md.push_str("| figure | median | runs |\n|---|---:|---|\n");
-        for name in names(runs, "figures") {
-            let values: Vec<f64> = runs
-                .iter()
-                .filter_map(|r| find(&r["figures"], &name).and_then(|f| f["value"].as_f64()))
-                .collect();
-            let unit = runs
-                .iter()
-                .find_map(|r| find(&r["figures"], &name).and_then(|f| f["unit"].as_str()))
-                .unwrap_or("");
-            let _ = writeln!(
-                md,
-                "| {name} | {} {unit} | {} |",
-                fmt_num(median(&values)),
-                values
-                    .iter()
-                    .map(|v| fmt_num(*v))
-                    .collect::<Vec<_>>()
-                    .join(" · ")
-            );
+    }
+}
+
+/// The errors of all runs, summed, and every failed check.
+fn errors_and_checks(md: &mut String, runs: &[Value]) {
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for map in runs.iter().filter_map(|r| r["errors"].as_object()) {
+        for (k, v) in map {
+            *errors.entry(k.clone()).or_default() += v.as_u64().unwrap_or(0);
         }
-        md.push_str(
-            "\n| stage (ms, medians) | n | p50 | p90 | p99 | p99.9 | max |\n|---|---:|---:|---:|---:|---:|---:|\n",
-        );
-        for name in names(runs, "stages") {
-            let col = |field: &str| {
-                let v: Vec<f64> = runs
-                    .iter()
-                    .filter_map(|r| find(&r["stages"], &name).and_then(|s| s[field].as_f64()))
-                    .collect();
-                fmt_num(median(&v))
-            };
-            let _ = writeln!(
-                md,
-                "| {name} | {} | {} | {} | {} | {} | {} |",
-                col("count"),
-                col("p50_ms"),
-                col("p90_ms"),
-                col("p99_ms"),
-                col("p999_ms"),
-                col("max_ms")
-            );
-        }
-        md.push('\n');
-        for service in ["orders", "payments"] {
-            let rss: Vec<f64> = runs
-                .iter()
-                .filter_map(|r| {
-                    find(&r["services"], service).and_then(|s| s["peak_rss_mib"].as_f64())
-                })
-                .collect();
-            let sum = |field: &str| -> u64 {
-                runs.iter()
-                    .filter_map(|r| find(&r["services"], service).and_then(|s| s[field].as_u64()))
-                    .sum()
-            };
-            if !rss.is_empty() {
+    }
+    if errors.is_empty() {
+        md.push_str("- errors: none\n");
+    }
+    for (k, v) in &errors {
+        let _ = writeln!(md, "- error, all runs: {k}: {v}");
+    }
+    for r in runs {
+        for c in r["checks"].as_array().into_iter().flatten() {
+            if c["ok"] != true {
                 let _ = writeln!(
                     md,
-                    "- {service}: peak RSS (VmHWM) median {} MiB (max {}); over all runs {} ERROR and {} WARN log lines, {} panics while running, {} at shutdown",
-                    fmt_num(median(&rss)),
-                    fmt_num(rss.iter().copied().fold(0.0, f64::max)),
-                    sum("error_lines"),
-                    sum("warn_lines"),
-                    sum("panics"),
-                    sum("panics_at_shutdown"),
+                    "- failed check ({}): {}: {}",
+                    r["started_at"].as_str().unwrap_or("?"),
+                    c["name"].as_str().unwrap_or("?"),
+                    c["detail"].as_str().unwrap_or("")
                 );
             }
         }
-        let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-        for r in runs {
-            if let Some(map) = r["errors"].as_object() {
-                for (k, v) in map {
-                    *errors.entry(k.clone()).or_default() += v.as_u64().unwrap_or(0);
-                }
-            }
-        }
-        if errors.is_empty() {
-            md.push_str("- errors: none\n");
-        } else {
-            for (k, v) in &errors {
-                let _ = writeln!(md, "- error, all runs: {k}: {v}");
-            }
-        }
-        for r in runs {
-            for c in r["checks"].as_array().into_iter().flatten() {
-                if c["ok"] != true {
-                    let _ = writeln!(
-                        md,
-                        "- failed check ({}): {}: {}",
-                        r["started_at"].as_str().unwrap_or("?"),
-                        c["name"].as_str().unwrap_or("?"),
-                        c["detail"].as_str().unwrap_or("")
-                    );
-                }
-            }
-        }
-        md.push('\n');
     }
-    Ok(md)
 }
 
 fn find<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {

@@ -1,178 +1,192 @@
 //! `burst N`: N orders posted at once (at most `--http-concurrency` in flight); the
 //! time from the last 201 until every order has its page; then every page paid at
 //! once, and the time from the last 303 until every outcome is applied.
+//!
+//! The scenario to copy for a new one: options, `impl Scenario`, and a `measure` that
+//! starts the services, drives them, and puts figures and checks in `run.report`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use tokio::time::Instant;
+use uuid::Uuid;
 
-use super::{
-    COMPLETE_TO_FULFILLED, CREATE_TO_PAGE, Poll, api, complete_many, create_many,
-    declare_db_stages, latest, record_db_stages, run_sized, secs_from, until_none_in,
+use super::steps::{
+    COMPLETE_TO_DISPATCHED, COMPLETE_TO_FULFILLED, CREATE_TO_INITIATE, CREATE_TO_PAGE,
+    FULFILLED_TO_ACKED, POST_COMPLETE, POST_ORDERS, Poll, complete_many, create_many, latest,
+    secs_between, until_none_in,
 };
-use crate::cli::SizeArgs;
-use crate::report::{Machine, Report};
-use crate::stack::Stack;
-use crate::stats::{Clock, Recorder, micros_between};
+use super::{Run, Scenario, Size, Spec};
+use crate::api::Api;
+use crate::observe::{EventRow, Observer, OrderRow};
+use crate::stats::{Clock, Recorder};
 
-pub async fn run(args: &SizeArgs) -> anyhow::Result<Report> {
-    run_sized(
-        args,
-        "burst",
-        &[CREATE_TO_PAGE, COMPLETE_TO_FULFILLED],
-        body,
-    )
-    .await
-}
+pub struct Burst(pub Size);
 
-async fn body(stack: &mut Stack, args: &SizeArgs, rec: &Arc<Recorder>) -> anyhow::Result<Report> {
-    let c = &args.common;
-    stack.start_payments().await?;
-    stack.start_orders(true).await?;
-    let obs = stack.observer()?;
-    let machine = Machine::describe(Some(&obs.orders)).await;
-    let api = api(stack, c, rec)?;
-    declare_db_stages(rec);
-
-    let clock = Clock::start();
-    let created = create_many(&api, args.n, c.http_concurrency, rec, &clock).await;
-    let n = created.ids.len() as i64;
-    let paged = until_none_in(&obs, "pending_payment", c.deadline, c.poll).await?;
-    let after_pages = obs.all_orders().await.context("reading orders")?;
-    let sessions = obs.sessions().await.context("reading sessions")?;
-    record_db_stages(
-        rec,
-        &clock,
-        &after_pages,
-        &sessions,
-        &Default::default(),
-        true,
-    );
-    let page_times: Vec<_> = after_pages
-        .iter()
-        .filter(|o| o.payment_url.is_some())
-        .map(|o| o.updated_at)
-        .collect();
-    let last_page = latest(page_times.iter());
-    let first_created = after_pages.iter().map(|o| o.created_at).min();
-
-    let mut figures = Vec::new();
-    let create_secs = (created.last_answer - created.first_sent).as_secs_f64();
-    figures.push((
-        "orders created",
-        n as f64,
-        "",
-        "201 answers to POST /orders".to_owned(),
-    ));
-    figures.push((
-        "POST /orders rate",
-        n as f64 / create_secs.max(1e-9),
-        "/s",
-        format!(
-            "201s ÷ time from the first request to the last answer, {} in flight",
-            c.http_concurrency
-        ),
-    ));
-    if let Some(last_page) = last_page.filter(|_| paged) {
-        figures.push((
-            "last 201 → every page",
-            secs_from(&clock, created.last_answer, last_page),
-            "s",
-            "the latest orders.updated_at of a paged order − when the last 201 was received".into(),
-        ));
-        if let Some(first) = first_created {
-            figures.push((
-                "pages/s",
-                page_times.len() as f64 / (micros_between(first, last_page) as f64 / 1e6).max(1e-9),
-                "/s",
-                "paged orders ÷ (latest page − earliest orders.created_at)".into(),
-            ));
-        }
+impl Scenario for Burst {
+    fn spec(&self) -> Spec<'_> {
+        let plotted = &[CREATE_TO_PAGE, COMPLETE_TO_FULFILLED];
+        Spec::new("burst", &self.0.common, plotted)
     }
 
-    let mut report = Report::from_recorder("burst", rec);
-    let mut pay_ok = false;
-    if paged {
-        // Phase 2: pay every page at once.
-        let urls: Vec<String> = after_pages
-            .iter()
-            .filter_map(|o| o.payment_url.clone())
-            .collect();
-        let pay_started = Instant::now();
-        let paid = complete_many(&api, &urls, c.http_concurrency, rec, &clock).await;
-        let last_303 = Instant::now();
-        let applied = until_none_in(&obs, "awaiting_payment", c.deadline, c.poll).await?;
-        let mut poll = Poll::new(c.deadline, c.poll);
-        let mut acked = false;
-        while poll.next().await {
-            if obs.unacked().await? == 0 {
-                acked = true;
-                break;
+    async fn measure(&self, run: &mut Run) -> anyhow::Result<()> {
+        let obs = run.start().await?;
+        let api = run.api()?;
+        declare_stages(&run.rec);
+        let clock = Clock::start();
+        let burst = Phase {
+            api: &api,
+            obs: &obs,
+            clock: &clock,
+        };
+        let (n, urls, paged) = burst.create(run, self.0.n).await?;
+        if paged {
+            burst.pay(run, n, &urls).await?;
+        } else {
+            run.report.figure(
+                "paged by the deadline",
+                urls.len() as f64,
+                "",
+                &format!(
+                    "orders with their page {:?} after the last 201",
+                    run.common.deadline
+                ),
+            );
+            let note = "pages never completed, so nothing was paid".into();
+            run.report.notes.push(note);
+        }
+        let report = &mut run.report;
+        let detail = format!("{} of {n} paged", urls.len());
+        report.check(
+            "every order got its page within the deadline",
+            paged,
+            detail,
+        );
+        let detail = format!("{n} of {}", self.0.n);
+        report.check(
+            "every POST /orders answered 201",
+            n as u64 == self.0.n,
+            detail,
+        );
+        let c = &run.common;
+        report.parameters = serde_json::json!({
+            "n": self.0.n,
+            "http_concurrency": c.http_concurrency,
+            "poll_ms": c.poll.as_millis() as u64,
+            "service_log": c.service_log,
+        });
+        Ok(())
+    }
+}
+
+/// What both phases share.
+struct Phase<'a> {
+    api: &'a Api,
+    obs: &'a Observer,
+    clock: &'a Clock,
+}
+
+impl Phase<'_> {
+    /// `n` orders at once, then until every order has its page (or the deadline):
+    /// how many were created, the pages, and whether every order had one in time.
+    async fn create(&self, run: &mut Run, n: u64) -> anyhow::Result<(i64, Vec<String>, bool)> {
+        let (obs, clock, c) = (self.obs, self.clock, &run.common);
+        let created = create_many(self.api, n, c.http_concurrency, &run.rec, clock).await;
+        let n = created.ids.len() as i64;
+        let paged = until_none_in(obs, "pending_payment", c.deadline, c.poll).await?;
+        let orders = obs.all_orders().await.context("reading orders")?;
+        let sessions = obs.sessions().await.context("reading sessions")?;
+        record_db_stages(&run.rec, clock, &orders, &sessions, &HashMap::new(), true);
+        let pages: Vec<_> = orders.iter().filter(|o| o.payment_url.is_some()).collect();
+        let first_created = orders.iter().map(|o| o.created_at).min();
+        let create_secs = (created.last_answer - created.first_sent).as_secs_f64();
+        let report = &mut run.report;
+        report.figure(
+            "orders created",
+            n as f64,
+            "",
+            "201 answers to POST /orders",
+        );
+        report.figure(
+            "POST /orders rate",
+            n as f64 / create_secs.max(1e-9),
+            "/s",
+            &format!(
+                "201s ÷ time from the first request to the last answer, {} in flight",
+                c.http_concurrency
+            ),
+        );
+        let last_page = latest(pages.iter().map(|o| &o.updated_at));
+        if let Some(last_page) = last_page.filter(|_| paged) {
+            report.figure(
+                "last 201 → every page",
+                secs_between(clock.wall(created.last_answer), last_page),
+                "s",
+                "the latest orders.updated_at of a paged order − when the last 201 was received",
+            );
+            if let Some(first) = first_created {
+                report.figure(
+                    "pages/s",
+                    pages.len() as f64 / secs_between(first, last_page).max(1e-9),
+                    "/s",
+                    "paged orders ÷ (latest page − earliest orders.created_at)",
+                );
             }
         }
-        let after_outcomes = obs.all_orders().await?;
+        let urls = pages.iter().filter_map(|o| o.payment_url.clone());
+        Ok((n, urls.collect(), paged))
+    }
+
+    /// Every page paid at once, then until every outcome is applied and acked.
+    async fn pay(&self, run: &mut Run, n: i64, urls: &[String]) -> anyhow::Result<()> {
+        let (obs, clock, c) = (self.obs, self.clock, &run.common);
+        let pay_started = Instant::now();
+        let paid = complete_many(self.api, urls, c.http_concurrency, &run.rec, clock).await;
+        let last_303 = Instant::now();
+        let applied = until_none_in(obs, "awaiting_payment", c.deadline, c.poll).await?;
+        let mut poll = Poll::new(c.deadline, c.poll);
+        let mut acked = false;
+        while !acked && poll.next().await {
+            acked = obs.unacked().await? == 0;
+        }
+        let orders = obs.all_orders().await?;
         let events = obs.all_events().await?;
-        record_db_stages(
-            rec,
-            &clock,
-            &after_outcomes,
-            &Default::default(),
-            &events,
-            false,
-        );
-        let issued: Vec<_> = after_outcomes.iter().filter_map(|o| o.issued_at).collect();
+        record_db_stages(&run.rec, clock, &orders, &HashMap::new(), &events, false);
+        let issued: Vec<_> = orders.iter().filter_map(|o| o.issued_at).collect();
         let first_paid = events.values().map(|e| e.created_at).min();
-        figures.push((
+        let report = &mut run.report;
+        report.figure(
             "POST complete rate",
             paid as f64 / (last_303 - pay_started).as_secs_f64().max(1e-9),
             "/s",
-            format!(
+            &format!(
                 "303s ÷ time from the first request to the last answer, {} in flight",
                 c.http_concurrency
             ),
-        ));
-        if let (Some(last), Some(first), true) = (latest(issued.iter()), first_paid, applied) {
-            figures.push((
+        );
+        if let (Some(last), Some(first), true) = (latest(&issued), first_paid, applied) {
+            report.figure(
                 "last 303 → every outcome applied",
-                secs_from(&clock, last_303, last),
+                secs_between(clock.wall(last_303), last),
                 "s",
-                "the latest invoices.issued_at − when the last 303 was received".into(),
-            ));
-            figures.push((
+                "the latest invoices.issued_at − when the last 303 was received",
+            );
+            report.figure(
                 "outcomes/s",
-                issued.len() as f64 / (micros_between(first, last) as f64 / 1e6).max(1e-9),
+                issued.len() as f64 / secs_between(first, last).max(1e-9),
                 "/s",
-                "invoices ÷ (latest invoices.issued_at − earliest payment_events.created_at)"
-                    .into(),
-            ));
+                "invoices ÷ (latest invoices.issued_at − earliest payment_events.created_at)",
+            );
         }
-        report = Report::from_recorder("burst", rec);
-        report.check(
-            "every page paid",
-            paid as i64 == n,
-            format!("{paid} of {n} POST complete answered 303"),
-        );
-        report.check(
-            "every outcome applied within the deadline",
-            applied,
-            format!(
-                "{} of {n} fulfilled",
-                after_outcomes
-                    .iter()
-                    .filter(|o| o.status == "fulfilled")
-                    .count()
-            ),
-        );
-        report.check(
-            "every event acked within the deadline",
-            acked,
-            format!(
-                "{} of {} acked",
-                events.values().filter(|e| e.acked_at.is_some()).count(),
-                events.len()
-            ),
-        );
+        let detail = format!("{paid} of {n} POST complete answered 303");
+        report.check("every page paid", paid as i64 == n, detail);
+        let fulfilled = orders.iter().filter(|o| o.status == "fulfilled").count();
+        let detail = format!("{fulfilled} of {n} fulfilled");
+        report.check("every outcome applied within the deadline", applied, detail);
+        let acks = events.values().filter(|e| e.acked_at.is_some()).count();
+        let detail = format!("{acks} of {} acked", events.len());
+        report.check("every event acked within the deadline", acked, detail);
         let counts = obs.invoice_counts().await?;
         report.check(
             "exactly one invoice per fulfilled order",
@@ -182,40 +196,73 @@ async fn body(stack: &mut Stack, args: &SizeArgs, rec: &Arc<Recorder>) -> anyhow
                 counts.invoices, counts.orders_invoiced, counts.fulfilled
             ),
         );
-        pay_ok = true;
+        Ok(())
     }
-    if !paged {
-        report.figure(
-            "paged by the deadline",
-            page_times.len() as f64,
-            "",
-            &format!("orders with their page {:?} after the last 201", c.deadline),
-        );
+}
+
+/// The stages, measured from the database's timestamps after the fact.
+fn declare_stages(rec: &Recorder) {
+    for (name, how) in [
+        (
+            POST_ORDERS,
+            "HTTP round trip of POST /orders, request sent → 201 received",
+        ),
+        (
+            CREATE_TO_INITIATE,
+            "payment_sessions.created_at − orders.created_at: Payments stored the initiate_payment",
+        ),
+        (
+            CREATE_TO_PAGE,
+            "orders.updated_at while awaiting_payment (the page recorded) − orders.created_at",
+        ),
+        (
+            POST_COMPLETE,
+            "HTTP round trip of POST {payment_url}/complete, request sent → 303 received",
+        ),
+        (
+            COMPLETE_TO_DISPATCHED,
+            "payment_events.dispatched_at − payment_events.created_at (the payment's commit)",
+        ),
+        (
+            COMPLETE_TO_FULFILLED,
+            "invoices.issued_at − payment_events.created_at: the outcome applied in Orders",
+        ),
+        (
+            FULFILLED_TO_ACKED,
+            "payment_events.acked_at − invoices.issued_at: Payments stored Orders' ack",
+        ),
+    ] {
+        rec.stage(name, how);
     }
-    report.check(
-        "every order got its page within the deadline",
-        paged,
-        format!("{} of {n} paged", page_times.len()),
-    );
-    if !pay_ok {
-        report
-            .notes
-            .push("pages never completed, so nothing was paid".into());
+}
+
+/// Records the per-order stages of page and outcome from the database rows.
+fn record_db_stages(
+    rec: &Recorder,
+    clock: &Clock,
+    orders: &[OrderRow],
+    sessions: &HashMap<Uuid, DateTime<Utc>>,
+    events: &HashMap<Uuid, EventRow>,
+    pages: bool,
+) {
+    for o in orders {
+        if let Some(initiated) = sessions.get(&o.id) {
+            rec.record_wall(CREATE_TO_INITIATE, clock, o.created_at, *initiated);
+        }
+        if pages && o.status == "awaiting_payment" {
+            rec.record_wall(CREATE_TO_PAGE, clock, o.created_at, o.updated_at);
+        }
+        let Some(e) = events.get(&o.id) else {
+            continue;
+        };
+        if let Some(d) = e.dispatched_at {
+            rec.record_wall(COMPLETE_TO_DISPATCHED, clock, e.created_at, d);
+        }
+        if let Some(issued) = o.issued_at {
+            rec.record_wall(COMPLETE_TO_FULFILLED, clock, e.created_at, issued);
+            if let Some(acked) = e.acked_at {
+                rec.record_wall(FULFILLED_TO_ACKED, clock, issued, acked);
+            }
+        }
     }
-    report.check(
-        "every POST /orders answered 201",
-        n as u64 == args.n,
-        format!("{n} of {}", args.n),
-    );
-    for (name, value, unit, how) in figures {
-        report.figure(name, value, unit, &how);
-    }
-    report.parameters = serde_json::json!({
-        "n": args.n,
-        "http_concurrency": c.http_concurrency,
-        "poll_ms": c.poll.as_millis() as u64,
-        "service_log": c.service_log,
-    });
-    report.machine = machine;
-    Ok(report)
 }

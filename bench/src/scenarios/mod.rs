@@ -1,5 +1,12 @@
-//! The scenarios, and what they share: bounded creation and payment of many orders,
-//! waiting on a database condition with a deadline, and publishing the report.
+//! The scenarios, and the one way every one of them runs: [`run`] takes a
+//! [`Scenario`], starts a [`Stack`] on fresh databases (and a second instance of each
+//! service when it asks), lets it [`measure`](Scenario::measure) into a [`Run`], stops
+//! the stack whatever happened, adds what the services left (memory, exits, panics) and
+//! [`publish`]es the report: JSON, Markdown, the SVG plot.
+//!
+//! A new scenario is a struct of its options with `impl Scenario`; `burst.rs` is the
+//! example to copy. What scenarios share besides: [`steps`] (the stages, creating and
+//! paying orders in bulk, waiting on the database) and [`load`] (open and closed loops).
 
 pub mod backlog;
 pub mod burst;
@@ -7,381 +14,213 @@ pub mod chaos;
 pub mod explain;
 pub mod fleet;
 pub mod flow;
+pub mod load;
+pub mod options;
 pub mod resume;
+pub mod steps;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio::time::Instant;
-use uuid::Uuid;
 
 use crate::api::Api;
-use crate::cli::Common;
-use crate::observe::OrderRow;
-use crate::report::Report;
+use crate::observe::Observer;
+use crate::report::{Machine, Report};
 use crate::stack::Stack;
-use crate::stats::{Clock, Recorder, micros_between};
+use crate::stats::Recorder;
+pub use options::{Common, Size};
 
-pub const POST_ORDERS: &str = "POST /orders";
-pub const POST_COMPLETE: &str = "POST complete";
-pub const CREATE_TO_INITIATE: &str = "create → initiate stored";
-pub const CREATE_TO_PAGE: &str = "create → page";
-pub const COMPLETE_TO_DISPATCHED: &str = "complete → dispatched";
-pub const COMPLETE_TO_FULFILLED: &str = "complete → fulfilled";
-pub const FULFILLED_TO_ACKED: &str = "fulfilled → acked";
-
-/// Declares the stages measured from database timestamps after the fact.
-pub fn declare_db_stages(rec: &Recorder) {
-    rec.stage(
-        POST_ORDERS,
-        "HTTP round trip of POST /orders, request sent → 201 received",
-    );
-    rec.stage(
-        CREATE_TO_INITIATE,
-        "payment_sessions.created_at − orders.created_at: Payments stored the initiate_payment",
-    );
-    rec.stage(
-        CREATE_TO_PAGE,
-        "orders.updated_at while awaiting_payment (the page recorded) − orders.created_at",
-    );
-    rec.stage(
-        POST_COMPLETE,
-        "HTTP round trip of POST {payment_url}/complete, request sent → 303 received",
-    );
-    rec.stage(
-        COMPLETE_TO_DISPATCHED,
-        "payment_events.dispatched_at − payment_events.created_at (the payment's commit)",
-    );
-    rec.stage(
-        COMPLETE_TO_FULFILLED,
-        "invoices.issued_at − payment_events.created_at: the outcome applied in Orders",
-    );
-    rec.stage(
-        FULFILLED_TO_ACKED,
-        "payment_events.acked_at − invoices.issued_at: Payments stored Orders' ack",
-    );
+/// A scenario: what the skeleton needs to know of it, and its measurement.
+pub trait Scenario: Sync {
+    fn spec(&self) -> Spec<'_>;
+    /// The measurement, on `run.stack` where nothing runs yet: stages and errors go
+    /// to `run.rec`, figures, checks and parameters to `run.report`.
+    fn measure(&self, run: &mut Run) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
-/// What creating many orders gave.
-pub struct Created {
-    pub ids: Vec<Uuid>,
-    pub first_sent: Instant,
-    pub last_answer: Instant,
+pub struct Spec<'a> {
+    /// The name of its report and of its default output directory.
+    pub name: &'static str,
+    /// The options every scenario shares.
+    pub common: &'a Common,
+    /// The stages whose latency percentiles the plot draws (each stage gets a
+    /// throughput line).
+    pub plotted: &'static [&'static str],
+    /// Whether it runs a second instance of each service, on the same databases
+    /// ([`Run::second`]).
+    pub two_instances: bool,
 }
 
-/// `POST /orders` n times, at most `concurrency` at once.
-pub async fn create_many(
-    api: &Api,
-    n: u64,
-    concurrency: usize,
-    rec: &Recorder,
-    clock: &Clock,
-) -> Created {
-    let first_sent = Instant::now();
-    let ids: Vec<Option<Uuid>> = futures_util::stream::iter(0..n)
-        .map(|_| async {
-            let sent = Instant::now();
-            let id = api.create_order().await;
-            if id.is_some() {
-                let done = Instant::now();
-                rec.record(
-                    POST_ORDERS,
-                    clock.secs(done),
-                    (done - sent).as_micros() as u64,
-                );
-            }
-            id
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    Created {
-        ids: ids.into_iter().flatten().collect(),
-        first_sent,
-        last_answer: Instant::now(),
-    }
-}
-
-/// Pays every page, at most `concurrency` at once; returns how many answered 303.
-pub async fn complete_many(
-    api: &Api,
-    urls: &[String],
-    concurrency: usize,
-    rec: &Recorder,
-    clock: &Clock,
-) -> usize {
-    let ok: Vec<bool> = futures_util::stream::iter(urls.iter().cloned())
-        .map(|url: String| async move {
-            let sent = Instant::now();
-            let ok = api.complete(&url).await;
-            if ok {
-                let done = Instant::now();
-                rec.record(
-                    POST_COMPLETE,
-                    clock.secs(done),
-                    (done - sent).as_micros() as u64,
-                );
-            }
-            ok
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    ok.into_iter().filter(|ok| *ok).count()
-}
-
-/// A poll period with a deadline: `while poll.next().await { … }` waits one period
-/// per round and ends once the deadline has passed.
-pub struct Poll {
-    deadline: Instant,
-    tick: tokio::time::Interval,
-}
-
-impl Poll {
-    pub fn new(deadline: Duration, period: Duration) -> Poll {
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Poll {
-            deadline: Instant::now() + deadline,
-            tick,
-        }
-    }
-
-    /// Waits one period; `false` once the deadline has passed.
-    pub async fn next(&mut self) -> bool {
-        if Instant::now() >= self.deadline {
-            return false;
-        }
-        self.tick.tick().await;
-        true
-    }
-}
-
-/// Waits until no order is in `status` (`true`), or the deadline (`false`).
-pub async fn until_none_in(
-    obs: &crate::observe::Observer,
-    status: &str,
-    deadline: Duration,
-    period: Duration,
-) -> anyhow::Result<bool> {
-    let mut poll = Poll::new(deadline, period);
-    while poll.next().await {
-        if obs.count_status(status).await? == 0 {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-/// Records the per-order stages of page and outcome from the database rows.
-pub fn record_db_stages(
-    rec: &Recorder,
-    clock: &Clock,
-    orders: &[OrderRow],
-    sessions: &std::collections::HashMap<Uuid, chrono::DateTime<chrono::Utc>>,
-    events: &std::collections::HashMap<Uuid, crate::observe::EventRow>,
-    pages: bool,
-) {
-    for o in orders {
-        if let Some(initiated) = sessions.get(&o.id) {
-            rec.record(
-                CREATE_TO_INITIATE,
-                clock.secs_wall(*initiated),
-                micros_between(o.created_at, *initiated),
-            );
-        }
-        if pages && o.status == "awaiting_payment" {
-            rec.record(
-                CREATE_TO_PAGE,
-                clock.secs_wall(o.updated_at),
-                micros_between(o.created_at, o.updated_at),
-            );
-        }
-        if let Some(e) = events.get(&o.id) {
-            if let Some(d) = e.dispatched_at {
-                rec.record(
-                    COMPLETE_TO_DISPATCHED,
-                    clock.secs_wall(d),
-                    micros_between(e.created_at, d),
-                );
-            }
-            if let Some(issued) = o.issued_at {
-                rec.record(
-                    COMPLETE_TO_FULFILLED,
-                    clock.secs_wall(issued),
-                    micros_between(e.created_at, issued),
-                );
-                if let Some(acked) = e.acked_at {
-                    rec.record(
-                        FULFILLED_TO_ACKED,
-                        clock.secs_wall(acked),
-                        micros_between(issued, acked),
-                    );
-                }
-            }
+impl Spec<'_> {
+    pub fn new<'a>(
+        name: &'static str,
+        common: &'a Common,
+        plotted: &'static [&'static str],
+    ) -> Spec<'a> {
+        Spec {
+            name,
+            common,
+            plotted,
+            two_instances: false,
         }
     }
 }
 
-/// Where a scenario's files go.
-pub struct Outputs {
-    pub out_dir: PathBuf,
-    pub json: PathBuf,
-    pub markdown: Option<PathBuf>,
-    pub svg: PathBuf,
+/// What a scenario measures on, and into.
+pub struct Run {
+    pub common: Common,
+    pub stack: Stack,
+    /// The second instance of each service, when the scenario asks for it.
+    pub second: Option<Stack>,
+    pub rec: Arc<Recorder>,
+    pub report: Report,
 }
 
-impl Outputs {
-    pub fn new(common: &Common, scenario: &str) -> Outputs {
-        let out_dir = common.out_dir(scenario);
-        Outputs {
-            json: common
-                .json
-                .clone()
-                .unwrap_or_else(|| out_dir.join("report.json")),
-            markdown: common.markdown.clone(),
-            svg: common
-                .svg
-                .clone()
-                .unwrap_or_else(|| out_dir.join("report.svg")),
-            out_dir,
-        }
+impl Run {
+    /// The API client of Orders (with loadgen's client certificate under `--tls`).
+    pub fn api(&self) -> anyhow::Result<Api> {
+        let c = &self.common;
+        let tls = self.stack.tls();
+        let rec = self.rec.clone();
+        Api::new(
+            &self.stack.orders_url(),
+            c.http_concurrency,
+            c.request_timeout,
+            rec,
+            tls,
+        )
+    }
+
+    /// Starts Payments, then Orders with its link open; the observer of their databases.
+    pub async fn start(&mut self) -> anyhow::Result<Observer> {
+        self.stack.start_payments().await?;
+        self.stack.start_orders(true).await?;
+        self.stack.observer()
     }
 }
 
-/// Runs a scenario sized by `args` on a fresh stack (see [`run_on_stack`]).
-pub async fn run_sized(
-    args: &crate::cli::SizeArgs,
-    name: &str,
-    latency_stages: &[&str],
-    body: impl AsyncFnOnce(&mut Stack, &crate::cli::SizeArgs, &Arc<Recorder>) -> anyhow::Result<Report>,
-) -> anyhow::Result<Report> {
-    let outputs = Outputs::new(&args.common, name);
-    run_on_stack(
-        &args.common,
-        &outputs,
-        latency_stages,
-        async |stack, rec| body(stack, args, rec).await,
-    )
-    .await
-}
-
-/// Runs `body` on a fresh stack with a recorder of its own, then [`finish`] (which
-/// stops the stack whatever `body` did).
-pub async fn run_on_stack(
-    common: &Common,
-    outputs: &Outputs,
-    latency_stages: &[&str],
-    body: impl AsyncFnOnce(&mut Stack, &Arc<Recorder>) -> anyhow::Result<Report>,
-) -> anyhow::Result<Report> {
-    let started = Instant::now();
-    let mut stack = Stack::new(common.stack_config(outputs.out_dir.clone())?).await?;
-    let rec = Arc::new(Recorder::default());
-    let result = body(&mut stack, &rec).await;
-    finish(stack, result, common, outputs, latency_stages, started).await
-}
-
-/// Stops the stack (always), adds what the services left to the report, and writes
-/// JSON, Markdown (stdout too) and the SVG plot.
-pub async fn finish(
-    stack: Stack,
-    result: anyhow::Result<Report>,
-    common: &Common,
-    outputs: &Outputs,
-    latency_stages: &[&str],
-    started: Instant,
-) -> anyhow::Result<Report> {
-    let mut services = stack.shutdown().await;
-    let mut report = match result {
-        Ok(report) => report,
-        Err(e) => {
-            for s in &services {
-                for log in &s.logs {
-                    eprintln!("loadgen: {} log: {}", s.name, log.display());
-                }
-            }
-            return Err(e);
-        }
+/// Runs `scenario` on a fresh stack, then publishes its report.
+pub async fn run(scenario: &impl Scenario) -> anyhow::Result<Report> {
+    let spec = scenario.spec();
+    let common = spec.common;
+    let dir = common.out_dir(spec.name);
+    let outputs = Outputs {
+        json: Some(common.json.clone().unwrap_or(dir.join("report.json"))),
+        markdown: common.markdown.clone(),
+        svg: Some(common.svg.clone().unwrap_or(dir.join("report.svg"))),
+        dir: Some(dir.clone()),
     };
-    // A scenario with more instances put theirs in the report already.
-    services.append(&mut report.services);
-    for s in &services {
-        if s.starts > 0 {
-            report.check(
-                &format!("{}: no panic while running", s.name),
-                s.panics == 0,
-                format!("{} panic line(s) before it was asked to stop", s.panics),
-            );
-        }
-        if s.panics_at_shutdown > 0 {
-            // A finding, not a failed run: the measurement was over (issue 8, item 6).
-            report.notes.push(format!(
-                "{} panicked {} time(s) after SIGTERM (see its log)",
-                s.name, s.panics_at_shutdown
-            ));
-        }
-    }
-    report.services = services;
-    report.machine.load_at_end = crate::report::loadavg();
+    let started = Instant::now();
+    let mut stack = Stack::new(common.stack_config(dir)?).await?;
+    let second = match spec.two_instances {
+        true => Some(stack.sibling("-b").await?),
+        false => None,
+    };
+    let machine = Machine::describe(&stack.observer()?.orders).await;
+    let mut run = Run {
+        common: common.clone(),
+        stack,
+        second,
+        rec: Arc::default(),
+        report: Report::new(spec.name),
+    };
+    let measured = scenario.measure(&mut run).await;
+    let mut report = finish(run, measured).await?;
+    report.machine = Machine {
+        load_at_end: crate::report::loadavg(),
+        ..machine
+    };
     report.commit = common.commit_label();
     report.wall_seconds = started.elapsed().as_secs_f64();
-    publish(&report, outputs, latency_stages)?;
+    publish(&report, &outputs, spec.plotted)?;
     Ok(report)
 }
 
-pub fn publish(report: &Report, outputs: &Outputs, latency_stages: &[&str]) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&outputs.out_dir)?;
-    for path in [
-        Some(&outputs.json),
-        outputs.markdown.as_ref(),
-        Some(&outputs.svg),
-    ]
-    .into_iter()
-    .flatten()
-    {
+/// Stops the stacks (always), and adds to the report its stages and errors and what
+/// the services left.
+async fn finish(run: Run, measured: anyhow::Result<()>) -> anyhow::Result<Report> {
+    let Run {
+        stack,
+        second,
+        rec,
+        mut report,
+        ..
+    } = run;
+    let mut seconds = match second {
+        Some(b) => b.shutdown().await,
+        None => Vec::new(),
+    };
+    seconds.retain(|s| s.starts > 0);
+    let mut services = stack.shutdown().await;
+    services.append(&mut seconds);
+    if let Err(e) = measured {
+        for s in &services {
+            for log in &s.logs {
+                eprintln!("loadgen: {} log: {}", s.name, log.display());
+            }
+        }
+        return Err(e);
+    }
+    for s in services.iter().filter(|s| s.starts > 0) {
+        let detail = format!("{} panic line(s) before it was asked to stop", s.panics);
+        let name = format!("{}: no panic while running", s.name);
+        report.check(&name, s.panics == 0, detail);
+    }
+    for s in services.iter().filter(|s| s.panics_at_shutdown > 0) {
+        // A finding, not a failed run: the measurement was over (issue 8, item 6).
+        report.notes.push(format!(
+            "{} panicked {} time(s) after SIGTERM (see its log)",
+            s.name, s.panics_at_shutdown
+        ));
+    }
+    report.record(&rec);
+    report.services = services;
+    Ok(report)
+}
+
+/// Where a report goes, each when given: JSON, Markdown (it always goes to stdout too),
+/// the SVG plot; and the directory of the run's logs.
+pub struct Outputs {
+    pub dir: Option<PathBuf>,
+    pub json: Option<PathBuf>,
+    pub markdown: Option<PathBuf>,
+    pub svg: Option<PathBuf>,
+}
+
+/// Writes the report where `outputs` say, prints it, and says whether every check
+/// passed. `plotted`: see [`Spec::plotted`].
+pub fn publish(report: &Report, outputs: &Outputs, plotted: &[&str]) -> anyhow::Result<()> {
+    let files = [&outputs.json, &outputs.markdown, &outputs.svg];
+    for path in files.into_iter().flatten() {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
     }
-    report.write_json(&outputs.json)?;
+    if let Some(path) = &outputs.json {
+        report.write_json(path)?;
+    }
     let md = report.markdown();
     print!("{md}");
     if let Some(path) = &outputs.markdown {
         std::fs::write(path, &md)?;
     }
-    if let Err(e) = crate::plot::draw(report, latency_stages, &outputs.svg) {
-        eprintln!("loadgen: could not draw {}: {e:#}", outputs.svg.display());
+    if let Some(path) = &outputs.svg
+        && let Err(e) = crate::plot::draw(report, plotted, path)
+    {
+        eprintln!("loadgen: could not draw {}: {e:#}", path.display());
     }
-    println!(
-        "JSON: {}\nSVG: {}\nlogs: {}",
-        outputs.json.display(),
-        outputs.svg.display(),
-        outputs.out_dir.display()
-    );
+    let written = [("JSON", &outputs.json), ("SVG", &outputs.svg)];
+    for (what, path) in written.into_iter().chain([("logs", &outputs.dir)]) {
+        if let Some(path) = path {
+            println!("{what}: {}", path.display());
+        }
+    }
+    let verdict = if report.ok() {
+        "ok"
+    } else {
+        "FAILED (see the checks)"
+    };
+    println!("{}: {verdict}", report.scenario);
     Ok(())
-}
-
-/// The API client of a scenario (with loadgen's client certificate under `--tls`).
-pub fn api(stack: &Stack, common: &Common, rec: &Arc<Recorder>) -> anyhow::Result<Api> {
-    Api::new(
-        &stack.orders_url(),
-        common.http_concurrency,
-        common.request_timeout,
-        rec.clone(),
-        stack.tls(),
-    )
-}
-
-/// Seconds from an instant (as wall time) to a database time.
-pub fn secs_from(clock: &Clock, from: Instant, to: chrono::DateTime<chrono::Utc>) -> f64 {
-    micros_between(clock.wall(from), to) as f64 / 1e6
-}
-
-/// The latest of some database times.
-pub fn latest<'a>(
-    times: impl Iterator<Item = &'a chrono::DateTime<chrono::Utc>>,
-) -> Option<chrono::DateTime<chrono::Utc>> {
-    times.copied().max()
 }

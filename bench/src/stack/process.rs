@@ -1,17 +1,17 @@
-//! One service process: what became of it ([`ServiceReport`]), its memory (RSS)
-//! sampled from `/proc`, the WARN/ERROR records and panics found in its log, and the
-//! [`Stack`] methods that stop, kill and account for each of its two processes.
+//! One service of a stack: its process while it runs (its output to a log file, its
+//! memory (RSS) sampled from `/proc`), SIGTERM or SIGKILL, and what it left over all its
+//! starts ([`ServiceReport`]: exits, peak RSS, WARN/ERROR records and panics in its logs).
 
 use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use anyhow::{Context, bail};
 use serde::Serialize;
-use tokio::process::Child;
+use tokio::process::{Child, Command};
 use tokio::time::Instant;
-
-use super::Stack;
 
 /// What became of one service over a scenario (all its starts).
 #[derive(Debug, Clone, Serialize, Default)]
@@ -35,55 +35,168 @@ pub struct ServiceReport {
     pub logs: Vec<PathBuf>,
 }
 
-/// One running service process.
-pub(super) struct Process {
-    pub(super) child: Child,
-    pub(super) pid: u32,
-    pub(super) log: PathBuf,
-    pub(super) max_rss_kib: Arc<AtomicU64>,
-    pub(super) hwm_kib: Arc<AtomicU64>,
-    pub(super) sampler: tokio::task::JoinHandle<()>,
+/// One running process of a service.
+struct Process {
+    child: Child,
+    pid: u32,
+    log: PathBuf,
+    max_rss_kib: Arc<AtomicU64>,
+    hwm_kib: Arc<AtomicU64>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+/// One service: its process while it runs, and its report.
+pub(super) struct Service {
+    pub(super) report: ServiceReport,
+    process: Option<Process>,
+}
+
+impl Service {
+    pub(super) fn new(name: String) -> Service {
+        Service {
+            report: ServiceReport {
+                name,
+                ..Default::default()
+            },
+            process: None,
+        }
+    }
+
+    pub(super) fn is_running(&self) -> bool {
+        self.process.is_some()
+    }
+
+    /// Spawns `cmd` (killed if dropped) with its output to `<dir>/<name>-<start>.log`.
+    pub(super) fn spawn(&mut self, mut cmd: Command, dir: &Path) -> anyhow::Result<()> {
+        let name = &self.report.name;
+        if self.process.is_some() {
+            bail!("{name} is already running");
+        }
+        self.report.starts += 1;
+        let log = dir.join(format!("{name}-{}.log", self.report.starts));
+        let file = std::fs::File::create(&log).with_context(|| format!("creating {log:?}"))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file))
+            .kill_on_drop(true);
+        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+        let pid = child.id().context("child has no pid")?;
+        let max_rss_kib = Arc::new(AtomicU64::new(0));
+        let hwm_kib = Arc::new(AtomicU64::new(0));
+        let sampler = tokio::spawn(sample_rss(pid, max_rss_kib.clone(), hwm_kib.clone()));
+        self.report.logs.push(log.clone());
+        self.process = Some(Process {
+            child,
+            pid,
+            log,
+            max_rss_kib,
+            hwm_kib,
+            sampler,
+        });
+        Ok(())
+    }
+
+    /// An error if the process has exited (it is then accounted for).
+    pub(super) fn check_alive(&mut self) -> anyhow::Result<()> {
+        let Some(process) = self.process.as_mut() else {
+            bail!("{} is not running", self.report.name);
+        };
+        if let Some(status) = process.child.try_wait()? {
+            let log = process.log.clone();
+            self.finish(format!("exited at start-up: {status}"), None);
+            bail!(
+                "{} exited at start-up ({status}); see {}",
+                self.report.name,
+                log.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL after `timeout`. Returns how it ended.
+    pub(super) async fn stop(&mut self, timeout: Duration) -> String {
+        let Some(process) = self.process.as_mut() else {
+            return "not running".into();
+        };
+        process.record_peak();
+        // What the log holds up to here was written before the stop was asked for.
+        let before_stop = std::fs::metadata(&process.log).map_or(0, |m| m.len());
+        let asked = Instant::now();
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(process.pid.to_string())
+            .status();
+        let how = match process.wait(timeout).await {
+            Some(Ok(status)) => format!(
+                "SIGTERM: exited after {:.1} s ({status})",
+                asked.elapsed().as_secs_f64()
+            ),
+            Some(Err(e)) => format!("SIGTERM: wait failed: {e}"),
+            None => {
+                let _ = process.child.start_kill();
+                let _ = process.child.wait().await;
+                format!("SIGTERM: still running after {timeout:?}, killed (SIGKILL)")
+            }
+        };
+        self.finish(how.clone(), Some(before_stop));
+        how
+    }
+
+    /// SIGKILL (`kill -9`): no shutdown at all. Returns how it ended.
+    pub(super) async fn kill(&mut self, timeout: Duration) -> String {
+        let Some(process) = self.process.as_mut() else {
+            return "not running".into();
+        };
+        process.record_peak();
+        let _ = process.child.start_kill();
+        let how = match process.wait(timeout).await {
+            Some(Ok(status)) => format!("SIGKILL: {status}"),
+            Some(Err(e)) => format!("SIGKILL: wait failed: {e}"),
+            None => "SIGKILL: still not reaped".to_owned(),
+        };
+        // Everything in its log was written before the kill: no shutdown to tell apart.
+        self.finish(how.clone(), None);
+        how
+    }
+
+    /// Records what the process left: memory, exit, log findings.
+    fn finish(&mut self, how: String, stop_offset: Option<u64>) {
+        let Some(process) = self.process.take() else {
+            return;
+        };
+        process.sampler.abort();
+        let report = &mut self.report;
+        let mib = |kib: &AtomicU64| kib.load(Ordering::Relaxed) as f64 / 1024.0;
+        report.peak_rss_mib = report.peak_rss_mib.max(mib(&process.hwm_kib));
+        report.max_sampled_rss_mib = report.max_sampled_rss_mib.max(mib(&process.max_rss_kib));
+        report.exits.push(how);
+        scan_log(&process.log, report, stop_offset);
+    }
 }
 
 impl Process {
     /// Keeps the kernel's peak RSS (VmHWM) of the process before it goes.
-    pub(super) fn record_peak(&self) {
+    fn record_peak(&self) {
         if let Some(kib) = read_status_kib(self.pid, "VmHWM:") {
             self.hwm_kib.fetch_max(kib, Ordering::Relaxed);
         }
     }
-}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Which {
-    Orders,
-    Payments,
-}
-
-impl Which {
-    pub(super) fn name(self) -> &'static str {
-        match self {
-            Which::Orders => "orders",
-            Which::Payments => "payments",
-        }
+    /// Its exit, or `None` when it is still running after `timeout`.
+    async fn wait(&mut self, timeout: Duration) -> Option<std::io::Result<ExitStatus>> {
+        tokio::time::timeout(timeout, self.child.wait()).await.ok()
     }
 }
 
-pub fn humantime_str(d: Duration) -> String {
-    format!("{}ms", d.as_millis())
-}
-
 /// Samples VmRSS every 100 ms (and VmHWM, which the kernel keeps as the peak).
-pub(super) async fn sample_rss(pid: u32, max_rss: Arc<AtomicU64>, hwm: Arc<AtomicU64>) {
+async fn sample_rss(pid: u32, max_rss: Arc<AtomicU64>, hwm: Arc<AtomicU64>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tick.tick().await;
         match read_status_kib(pid, "VmRSS:") {
-            Some(kib) => {
-                max_rss.fetch_max(kib, Ordering::Relaxed);
-            }
+            Some(kib) => max_rss.fetch_max(kib, Ordering::Relaxed),
             None => return,
-        }
+        };
         if let Some(kib) = read_status_kib(pid, "VmHWM:") {
             hwm.fetch_max(kib, Ordering::Relaxed);
         }
@@ -91,7 +204,7 @@ pub(super) async fn sample_rss(pid: u32, max_rss: Arc<AtomicU64>, hwm: Arc<Atomi
 }
 
 /// A `kB` field of `/proc/<pid>/status`.
-pub fn read_status_kib(pid: u32, field: &str) -> Option<u64> {
+fn read_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     line[field.len()..].split_whitespace().next()?.parse().ok()
@@ -99,7 +212,7 @@ pub fn read_status_kib(pid: u32, field: &str) -> Option<u64> {
 
 /// Counts lines, WARN/ERROR records and panics in a service log (JSON lines, with
 /// panics as plain text on stderr); panics past `stop_offset` happened at shutdown.
-pub(super) fn scan_log(path: &Path, report: &mut ServiceReport, stop_offset: Option<u64>) {
+fn scan_log(path: &Path, report: &mut ServiceReport, stop_offset: Option<u64>) {
     let Ok(text) = std::fs::read_to_string(path) else {
         return;
     };
@@ -151,111 +264,6 @@ fn message_of(line: &str) -> String {
         text.push_str(&format!(" ({error})"));
     }
     text.chars().take(300).collect()
-}
-
-/// Each service's process within a [`Stack`]: its pid, SIGTERM or SIGKILL, and what it
-/// left when it ended.
-impl Stack {
-    /// The running process of `which`, if any.
-    pub(super) fn process(&self, which: Which) -> Option<&Process> {
-        match which {
-            Which::Orders => self.orders.as_ref(),
-            Which::Payments => self.payments.as_ref(),
-        }
-    }
-
-    pub(super) fn process_mut(&mut self, which: Which) -> Option<&mut Process> {
-        match which {
-            Which::Orders => self.orders.as_mut(),
-            Which::Payments => self.payments.as_mut(),
-        }
-    }
-
-    pub fn pid(&self, which: Which) -> Option<u32> {
-        self.process(which).map(|p| p.pid)
-    }
-
-    /// SIGTERM, then SIGKILL after the stop timeout. Returns how it ended.
-    pub async fn stop(&mut self, which: Which) -> String {
-        let stop_timeout = self.config.stop_timeout;
-        let Some(process) = self.process_mut(which) else {
-            return "not running".into();
-        };
-        process.record_peak();
-        // What the log holds up to here was written before the stop was asked for.
-        let before_stop = std::fs::metadata(&process.log).map_or(0, |m| m.len());
-        let asked = Instant::now();
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(process.pid.to_string())
-            .status();
-        let how = match tokio::time::timeout(stop_timeout, process.child.wait()).await {
-            Ok(Ok(status)) => format!(
-                "SIGTERM: exited after {:.1} s ({status})",
-                asked.elapsed().as_secs_f64()
-            ),
-            Ok(Err(e)) => format!("SIGTERM: wait failed: {e}"),
-            Err(_) => {
-                let _ = process.child.start_kill();
-                let _ = process.child.wait().await;
-                format!(
-                    "SIGTERM: still running after {:?}, killed (SIGKILL)",
-                    stop_timeout
-                )
-            }
-        };
-        self.finish(which, how.clone(), Some(before_stop)).await;
-        how
-    }
-
-    /// SIGKILL (`kill -9`): no shutdown at all. Returns how it ended.
-    pub async fn kill(&mut self, which: Which) -> String {
-        let stop_timeout = self.config.stop_timeout;
-        let Some(process) = self.process_mut(which) else {
-            return "not running".into();
-        };
-        process.record_peak();
-        let _ = process.child.start_kill();
-        let how = match tokio::time::timeout(stop_timeout, process.child.wait()).await {
-            Ok(Ok(status)) => format!("SIGKILL: {status}"),
-            Ok(Err(e)) => format!("SIGKILL: wait failed: {e}"),
-            Err(_) => "SIGKILL: still not reaped".to_owned(),
-        };
-        // Everything in its log was written before the kill: no shutdown to tell apart.
-        self.finish(which, how.clone(), None).await;
-        how
-    }
-
-    /// Whether the service's process is running (started and not stopped or killed).
-    pub fn is_running(&self, which: Which) -> bool {
-        self.process(which).is_some()
-    }
-
-    /// Records what the process left: memory, exit, log findings.
-    pub(super) async fn finish(&mut self, which: Which, how: String, stop_offset: Option<u64>) {
-        let process = match which {
-            Which::Orders => self.orders.take(),
-            Which::Payments => self.payments.take(),
-        };
-        let Some(process) = process else { return };
-        process.sampler.abort();
-        let report = &mut self.reports[which as usize];
-        let mib = |kib: u64| kib as f64 / 1024.0;
-        report.peak_rss_mib = report
-            .peak_rss_mib
-            .max(mib(process.hwm_kib.load(Ordering::Relaxed)));
-        report.max_sampled_rss_mib = report
-            .max_sampled_rss_mib
-            .max(mib(process.max_rss_kib.load(Ordering::Relaxed)));
-        report.exits.push(how);
-        scan_log(&process.log, report, stop_offset);
-    }
-
-    /// The reports so far (memory of running processes included).
-    pub fn running_rss_mib(&self, which: Which) -> Option<f64> {
-        let p = self.process(which)?;
-        Some(p.max_rss_kib.load(Ordering::Relaxed) as f64 / 1024.0)
-    }
 }
 
 #[cfg(test)]

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::Rng;
-use super::load::{Ctx, Load};
-use crate::cli::ChaosArgs;
+use super::load::{Ctx, Outcome, Rng};
+use super::options::ChaosOptions;
 use crate::cluster::{PgCluster, StopMode};
+use crate::scenarios::load::Load;
 use crate::stack::{Stack, Which};
+use crate::stats::Clock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Fault {
@@ -90,13 +91,16 @@ pub(super) async fn ensure_up(s: &mut Stack) -> Option<String> {
     (!errors.is_empty()).then(|| errors.join("; "))
 }
 
+/// Injects `fault` (on instance `label` of the services, or on PostgreSQL), and
+/// starts again what it stopped.
 async fn inject(
     fault: Fault,
-    s: &mut Stack,
-    label: &'static str,
+    (s, label): (&mut Stack, &'static str),
     cluster: &PgCluster,
-) -> (&'static str, String, Option<String>) {
-    match fault {
+    clock: &Clock,
+) -> Injected {
+    let at = Instant::now();
+    let (target, how, restart_error) = match fault {
         Fault::PgRestart | Fault::PgCrash => {
             let mode = if fault == Fault::PgRestart {
                 StopMode::Fast
@@ -129,31 +133,48 @@ async fn inject(
             };
             (target, how, ensure_up(s).await)
         }
-    }
+    };
+    let injected = Injected {
+        at_s: clock.secs(at),
+        fault,
+        target,
+        how,
+        restart_s: at.elapsed().as_secs_f64(),
+        restart_error,
+    };
+    let failed = injected.restart_error.as_deref();
+    eprintln!(
+        "loadgen chaos: {:>6.1} s {} on {target}: {} ({:.1} s){}",
+        injected.at_s,
+        fault.name(),
+        injected.how,
+        injected.restart_s,
+        failed
+            .map(|e| format!(" RESTART FAILED: {e}"))
+            .unwrap_or_default()
+    );
+    injected
 }
 
 /// Injects one fault every `--fault-min` to `--fault-max` until every order of `load`
 /// was due, on A or (once they run) on B; starts the second instances after
 /// `--single-phase` of the load. Returns the faults, and when B started.
 pub(super) async fn inject_while_loading(
-    a: &mut Stack,
-    b: &mut Stack,
+    (a, b): (&mut Stack, &mut Stack),
     cluster: &PgCluster,
-    args: &ChaosArgs,
+    o: &ChaosOptions,
     rng: &mut Rng,
     ctx: &Ctx,
-    load: &Load,
+    load: &Load<Outcome>,
 ) -> anyhow::Result<(Vec<Injected>, Option<f64>)> {
-    let t0 = load.t0;
-    let load_for = Duration::from_secs_f64(args.orders as f64 / args.rate);
     let clock = ctx.clock;
-    let two_at = t0 + load_for.mul_f64(args.single_phase);
+    let two_at = load.t0 + o.load_for().mul_f64(o.single_phase);
     let mut deck = Deck { cards: Vec::new() };
     let mut injected: Vec<Injected> = Vec::new();
     let mut two_started: Option<f64> = None;
-    let mut next = t0 + rng.between(args.fault_min, args.fault_max);
+    let mut next = load.t0 + rng.between(o.fault_min, o.fault_max);
     while !load.all_due.load(Ordering::Relaxed) {
-        if two_started.is_none() && args.single_phase < 1.0 && Instant::now() >= two_at {
+        if two_started.is_none() && o.single_phase < 1.0 && Instant::now() >= two_at {
             b.start_payments().await?;
             b.start_orders(true).await?;
             ctx.two.store(true, Ordering::Relaxed);
@@ -165,40 +186,19 @@ pub(super) async fn inject_while_loading(
             continue;
         }
         let fault = deck.draw(rng);
-        let on_b = two_started.is_some() && rng.below(2) == 1;
-        let at = Instant::now();
-        let (target, how, restart_error) = if on_b {
-            inject(fault, b, "B", cluster).await
-        } else {
-            inject(fault, a, "A", cluster).await
+        let on = match two_started.is_some() && rng.below(2) == 1 {
+            true => (&mut *b, "B"),
+            false => (&mut *a, "A"),
         };
-        let restart_s = at.elapsed().as_secs_f64();
-        eprintln!(
-            "loadgen chaos: {:>6.1} s {} on {target}: {how} ({restart_s:.1} s){}",
-            clock.secs(at),
-            fault.name(),
-            restart_error
-                .as_deref()
-                .map(|e| format!(" RESTART FAILED: {e}"))
-                .unwrap_or_default()
-        );
-        injected.push(Injected {
-            at_s: clock.secs(at),
-            fault,
-            target,
-            how,
-            restart_s,
-            restart_error,
-        });
-        next = Instant::now() + rng.between(args.fault_min, args.fault_max);
+        injected.push(inject(fault, on, cluster, &clock).await);
+        next = Instant::now() + rng.between(o.fault_min, o.fault_max);
     }
     Ok((injected, two_started))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Deck, Fault};
-    use crate::scenarios::chaos::Rng;
+    use super::{Deck, Fault, Rng};
 
     #[test]
     fn a_deck_deals_every_fault_once_per_round() {

@@ -6,17 +6,43 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::Rng;
+use super::options::ChaosOptions;
 use crate::api::{Api, Attempt};
-use crate::cli::ChaosArgs;
 use crate::scenarios::flow::Watcher;
-use crate::scenarios::{POST_COMPLETE, POST_ORDERS};
+use crate::scenarios::load::{Full, Load, Open};
+use crate::scenarios::steps::{POST_COMPLETE, POST_ORDERS};
 use crate::stats::{Clock, Recorder};
+
+/// A small, seedable generator (SplitMix64): the run is described by its seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    pub fn between(&mut self, lo: Duration, hi: Duration) -> Duration {
+        let span = hi.saturating_sub(lo).as_millis() as u64;
+        lo + Duration::from_millis(self.below(span + 1))
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Action {
@@ -46,18 +72,32 @@ pub(super) struct Outcome {
     pub(super) why_open: Option<&'static str>,
 }
 
+/// What every order of the load shares.
 pub(super) struct Ctx {
-    pub(super) api: Api,
+    /// The API of Orders A and of Orders B (within one bound).
+    pub(super) apis: [Api; 2],
     pub(super) watcher: Watcher,
-    pub(super) orders: [String; 2],
+    /// The base URLs of Payments A and B, whose pages an order may cross to.
     pub(super) payments: [String; 2],
     pub(super) retry_for: Duration,
     pub(super) page_wait: Duration,
     pub(super) mix: [u64; 3],
     pub(super) seed: u64,
+    /// Whether the second instances run.
     pub(super) two: AtomicBool,
     pub(super) clock: Clock,
     pub(super) rec: Arc<Recorder>,
+}
+
+/// Starts the load: order i is due at t0 + i/rate, at most `--max-in-flight` at once.
+pub(super) fn start(ctx: Arc<Ctx>, o: &ChaosOptions) -> Load<Outcome> {
+    let plan = Open {
+        rate: o.rate,
+        count: Some(o.orders),
+        max_in_flight: o.max_in_flight,
+        when_full: Full::Wait,
+    };
+    Load::open(plan, move |i, _| ctx.clone().order(i))
 }
 
 /// Retries `call` (attempt number given) with backoff for at most `retry_for`.
@@ -83,189 +123,113 @@ where
     Err(None)
 }
 
-async fn one_order(ctx: Arc<Ctx>, i: u64) -> Outcome {
-    let mut rng = Rng::new(ctx.seed ^ i.wrapping_mul(0xA24B_AED4_963E_E407));
-    let two = ctx.two.load(Ordering::Relaxed);
-    let first = if two { (i % 2) as usize } else { 0 };
-    let key = format!("chaos-{i}");
-    let pick = rng.below(ctx.mix.iter().sum::<u64>().max(1));
-    let action = if pick < ctx.mix[0] {
-        Action::Pay
-    } else if pick < ctx.mix[0] + ctx.mix[1] {
-        Action::PageCancel
-    } else {
-        Action::ApiCancel
-    };
-    let mut outcome = Outcome {
-        id: None,
-        action,
-        expect: Expect::FinalOrAwaiting,
-        crossed: two,
-        why_open: None,
-    };
-    let sent = Instant::now();
-    let created = retry(ctx.retry_for, |attempt| {
-        // With two instances, a retry goes to the other one.
-        let at = if two {
-            (first + attempt as usize) % 2
+impl Ctx {
+    /// Order i: created, then its action, each retried; what it must have become.
+    async fn order(self: Arc<Self>, i: u64) -> Outcome {
+        let mut rng = Rng::new(self.seed ^ i.wrapping_mul(0xA24B_AED4_963E_E407));
+        let two = self.two.load(Ordering::Relaxed);
+        let first = if two { (i % 2) as usize } else { 0 };
+        let pick = rng.below(self.mix.iter().sum::<u64>().max(1));
+        let action = if pick < self.mix[0] {
+            Action::Pay
+        } else if pick < self.mix[0] + self.mix[1] {
+            Action::PageCancel
         } else {
-            0
+            Action::ApiCancel
         };
-        let ctx = &ctx;
-        let key = &key;
-        async move { ctx.api.create_keyed(&ctx.orders[at], key).await }
-    })
-    .await;
-    let id = match created {
-        Ok(id) => id,
-        Err(_) => {
+        let mut outcome = Outcome {
+            id: None,
+            action,
+            expect: Expect::FinalOrAwaiting,
+            crossed: two,
+            why_open: None,
+        };
+        let Some(id) = self.create(i, two, first).await else {
             outcome.why_open = Some("POST /orders: no 201/200 within --retry-for");
             return outcome;
-        }
-    };
-    let done = Instant::now();
-    ctx.rec.record(
-        POST_ORDERS,
-        ctx.clock.secs(done),
-        (done - sent).as_micros() as u64,
-    );
-    outcome.id = Some(id);
-    let other = if two { 1 - first } else { 0 };
-    match action {
-        Action::ApiCancel => {
-            // Some while pending, some once paged.
-            tokio::time::sleep(rng.between(Duration::ZERO, Duration::from_secs(2))).await;
-            let base = &ctx.orders[other];
-            match retry(ctx.retry_for, |_| ctx.api.cancel_order(base, id)).await {
-                Ok(_) => outcome.expect = Expect::Cancelled,
-                Err(_) => outcome.why_open = Some("POST /orders/{id}/cancel: no 202/409"),
+        };
+        outcome.id = Some(id);
+        let answer = match action {
+            Action::ApiCancel => {
+                // Some while pending, some once paged; on the other Orders instance.
+                tokio::time::sleep(rng.between(Duration::ZERO, Duration::from_secs(2))).await;
+                let api = &self.apis[if two { 1 - first } else { 0 }];
+                match retry(self.retry_for, |_| api.cancel(id)).await {
+                    Ok(()) => Ok(Expect::Cancelled),
+                    Err(_) => Err("POST /orders/{id}/cancel: no 202/409"),
+                }
             }
+            Action::Pay | Action::PageCancel => self.on_page(id, action, two).await,
+        };
+        match answer {
+            Ok(expect) => outcome.expect = expect,
+            Err(why) => outcome.why_open = Some(why),
         }
-        Action::Pay | Action::PageCancel => {
-            let url = match ctx.watcher.page(id, ctx.page_wait).await {
-                Ok((url, _)) => url,
-                Err(why) => {
-                    outcome.why_open = Some(if why == "timeout" {
-                        "no page within --page-wait"
-                    } else {
-                        "cancelled before its page (nobody asked)"
-                    });
-                    return outcome;
-                }
-            };
-            // Two instances: the page of the other Payments instance.
-            let url = if two {
-                let from = ctx
-                    .payments
-                    .iter()
-                    .position(|p| url.starts_with(p.as_str()));
-                match from {
-                    Some(k) => url.replacen(&ctx.payments[k], &ctx.payments[1 - k], 1),
-                    None => url,
-                }
+        outcome
+    }
+
+    /// `POST /orders` with an `Idempotency-Key`; with two instances, a retry goes to
+    /// the other one.
+    async fn create(&self, i: u64, two: bool, first: usize) -> Option<Uuid> {
+        let key = format!("chaos-{i}");
+        let sent = Instant::now();
+        let created = retry(self.retry_for, |attempt| {
+            let at = if two {
+                (first + attempt as usize) % 2
             } else {
-                url
+                0
             };
-            let verb = if action == Action::Pay {
-                "complete"
-            } else {
-                "cancel"
-            };
-            let sent = Instant::now();
-            match retry(ctx.retry_for, |_| ctx.api.page_action(&url, verb)).await {
-                Ok(()) => {
-                    let done = Instant::now();
-                    ctx.rec.record(
-                        POST_COMPLETE,
-                        ctx.clock.secs(done),
-                        (done - sent).as_micros() as u64,
-                    );
-                    outcome.expect = if action == Action::Pay {
-                        Expect::Fulfilled
-                    } else {
-                        Expect::Cancelled
-                    };
-                }
-                Err(_) => outcome.why_open = Some("page POST: no 303 within --retry-for"),
+            self.apis[at].create(Some(&key))
+        })
+        .await;
+        let id = created.ok()?;
+        self.rec.record_until_now(POST_ORDERS, &self.clock, sent);
+        Some(id)
+    }
+
+    /// Pay or Cancel on the order's page, once the watcher has seen it; with two
+    /// instances, on the page of the other Payments instance.
+    async fn on_page(&self, id: Uuid, action: Action, two: bool) -> Result<Expect, &'static str> {
+        let url = match self.watcher.page(id, self.page_wait).await {
+            Ok((url, _)) => url,
+            Err("timeout") => return Err("no page within --page-wait"),
+            Err(_) => return Err("cancelled before its page (nobody asked)"),
+        };
+        let from = self
+            .payments
+            .iter()
+            .position(|p| url.starts_with(p.as_str()));
+        let url = match from.filter(|_| two) {
+            Some(k) => url.replacen(&self.payments[k], &self.payments[1 - k], 1),
+            None => url,
+        };
+        let (verb, expect) = match action {
+            Action::Pay => ("complete", Expect::Fulfilled),
+            _ => ("cancel", Expect::Cancelled),
+        };
+        let sent = Instant::now();
+        match retry(self.retry_for, |_| self.apis[0].page(&url, verb)).await {
+            Ok(()) => {
+                self.rec.record_until_now(POST_COMPLETE, &self.clock, sent);
+                Ok(expect)
             }
+            Err(_) => Err("page POST: no 303 within --retry-for"),
         }
     }
-    outcome
-}
-
-/// The load, running: order i is due at `t0` + i/rate; `all_due` once every order was.
-pub(super) struct Load {
-    pub(super) t0: Instant,
-    pub(super) all_due: Arc<AtomicBool>,
-    /// Every order's outcome, and how many orders started late.
-    pub(super) task: JoinHandle<(Vec<Result<Outcome, JoinError>>, u64)>,
-}
-
-/// Starts the load: order i is due at t0 + i/rate, at most `--max-in-flight` at once.
-pub(super) fn start(ctx: Arc<Ctx>, args: &ChaosArgs) -> Load {
-    let n = args.orders;
-    let all_due = Arc::new(AtomicBool::new(false));
-    let t0 = Instant::now();
-    let task = {
-        let all_due = all_due.clone();
-        let rate = args.rate;
-        let in_flight = Arc::new(Semaphore::new(args.max_in_flight.max(1)));
-        tokio::spawn(async move {
-            let mut set = JoinSet::new();
-            let mut outcomes = Vec::with_capacity(n as usize);
-            let mut late = 0u64;
-            for i in 0..n {
-                let due = t0 + Duration::from_secs_f64(i as f64 / rate);
-                tokio::time::sleep_until(due).await;
-                let permit = in_flight
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("never closed");
-                if Instant::now() > due + Duration::from_secs(1) {
-                    late += 1;
-                }
-                let ctx = ctx.clone();
-                set.spawn(async move {
-                    let o = one_order(ctx, i).await;
-                    drop(permit);
-                    o
-                });
-                while let Some(done) = set.try_join_next() {
-                    outcomes.push(done);
-                }
-            }
-            all_due.store(true, Ordering::Relaxed);
-            while let Some(done) = set.join_next().await {
-                outcomes.push(done);
-            }
-            (outcomes, late)
-        })
-    };
-    Load { t0, all_due, task }
-}
-
-pub(super) fn parse_mix(mix: &str) -> anyhow::Result<[u64; 3]> {
-    let parts: Vec<u64> = mix
-        .split(',')
-        .map(|p| p.trim().parse::<u64>())
-        .collect::<Result<_, _>>()
-        .map_err(|_| anyhow::anyhow!("--mix is three integers: pay,page-cancel,api-cancel"))?;
-    anyhow::ensure!(
-        parts.len() == 3 && parts.iter().sum::<u64>() > 0,
-        "--mix is three integers (pay,page-cancel,api-cancel), not all zero"
-    );
-    Ok([parts[0], parts[1], parts[2]])
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_mix;
+    use std::time::Duration;
+
+    use super::Rng;
 
     #[test]
-    fn mix_is_three_integers() {
-        assert_eq!(parse_mix("50,25,25").unwrap(), [50, 25, 25]);
-        assert!(parse_mix("1,2").is_err());
-        assert!(parse_mix("0,0,0").is_err());
+    fn between_stays_in_range() {
+        let mut rng = Rng::new(1);
+        for _ in 0..1000 {
+            let d = rng.between(Duration::from_secs(2), Duration::from_secs(5));
+            assert!(d >= Duration::from_secs(2) && d <= Duration::from_secs(5));
+        }
     }
 }

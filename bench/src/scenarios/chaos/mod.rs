@@ -18,265 +18,152 @@
 //! within `--settle` (60 s) no order is `pending_payment`, every order with a definitive
 //! answer to its action is final, and no event is unacked; then SQL on both databases.
 //!
-//! The pieces: `load.rs` (the orders and their actions), `faults.rs` (the deck of faults
-//! and the loop that injects them), `checks.rs` (settling, then the checks on both
-//! databases), `figures.rs` (the report's figures, the faults' table and the parameters);
-//! this file runs them in order.
+//! The pieces: `options.rs`, `load.rs` (the orders and their actions), `faults.rs`
+//! (the deck of faults and the loop that injects them), `verdict.rs` (settling, the
+//! checks on both databases, the figures); this file runs them in order.
 
-mod checks;
 mod faults;
-mod figures;
 mod load;
+mod options;
+mod verdict;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use uuid::Uuid;
 
 use super::flow::Watcher;
-use super::{Outputs, POST_COMPLETE, POST_ORDERS, finish};
-use crate::api::Api;
-use crate::cli::ChaosArgs;
+use super::steps::{POST_COMPLETE, POST_ORDERS};
+use super::{Common, Run, Scenario, Spec};
 use crate::cluster::PgCluster;
-use crate::report::{Machine, Report};
-use crate::stack::Stack;
-use crate::stats::{Clock, Recorder};
-use faults::Injected;
-pub use faults::{Deck, Fault};
-use load::{Ctx, Outcome, parse_mix};
+use crate::observe::Observer;
+use crate::report::Report;
+use crate::stats::Clock;
+use load::{Ctx, Rng};
+pub use options::ChaosOptions;
+use verdict::Ran;
 
-/// A small, seedable generator (SplitMix64): the run is described by its seed.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    pub fn between(&mut self, lo: Duration, hi: Duration) -> Duration {
-        let span = hi.saturating_sub(lo).as_millis() as u64;
-        lo + Duration::from_millis(self.below(span + 1))
-    }
-}
-
-pub async fn run(args: &ChaosArgs) -> anyhow::Result<Report> {
-    anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
-    anyhow::ensure!(
-        args.fault_min <= args.fault_max && !args.fault_max.is_zero(),
-        "--fault-min must not exceed --fault-max"
-    );
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&args.single_phase),
-        "--single-phase is a fraction of the load, 0 to 1"
-    );
-    let mix = parse_mix(&args.mix)?;
-    let outputs = Outputs::new(&args.common, "chaos");
-    std::fs::create_dir_all(&outputs.out_dir)?;
-    let cluster = PgCluster::create(args.pg_version.as_deref()).await?;
+/// Runs `chaos` on a PostgreSQL cluster of its own, removed at the end.
+pub async fn run(options: ChaosOptions) -> anyhow::Result<Report> {
+    let mix = options.mix()?;
+    let cluster = PgCluster::create(options.pg_version.as_deref()).await?;
     eprintln!(
         "loadgen chaos: PostgreSQL cluster {}/{} on port {}",
         cluster.version, cluster.name, cluster.port
     );
-    let mut common = args.common.clone();
-    common.database_url = cluster.database_url();
-    let started = Instant::now();
-    let result = async {
-        let mut a = Stack::new(common.stack_config(outputs.out_dir.clone())?).await?;
-        let mut b = a.sibling("-b").await?;
-        let rec = Arc::new(Recorder::default());
-        let mut result = body(&mut a, &mut b, &cluster, args, mix, &rec).await;
-        let services = b.shutdown().await;
-        if let Ok(report) = &mut result {
-            report
-                .services
-                .extend(services.into_iter().filter(|s| s.starts > 0));
-        }
-        finish(a, result, &common, &outputs, &[POST_ORDERS], started).await
-    }
-    .await;
+    let mut common = options.common.clone();
+    common.server.database_url = cluster.database_url();
+    let chaos = Chaos {
+        options: &options,
+        common,
+        cluster: &cluster,
+        mix,
+    };
+    let result = super::run(&chaos).await;
     if let Err(e) = cluster.drop_cluster().await {
         eprintln!("loadgen: {e:#}");
     }
     result
 }
 
-/// What the run left, for the checks and the figures: the answers, the faults, the
-/// timings, and every order's row.
-struct Ran<'a> {
-    args: &'a ChaosArgs,
-    seed: u64,
+struct Chaos<'a> {
+    options: &'a ChaosOptions,
+    /// The options, on the run's own cluster.
+    common: Common,
     cluster: &'a PgCluster,
-    outcomes: Vec<Outcome>,
-    /// Orders started > 1 s after due.
-    late: u64,
-    injected: Vec<Injected>,
-    by_fault: BTreeMap<Fault, u64>,
-    /// Services that would not start again once the faults stopped.
-    final_start_errors: Vec<String>,
-    /// When the second instances started, since the load began.
-    two_started: Option<f64>,
-    /// When the first order was due.
-    t0: Instant,
-    faults_end: Instant,
-    load_end: Instant,
-    settled_after: Option<f64>,
-    last_unsettled: String,
-    /// Each order's status, whether it is parked, and its invoices.
-    status: HashMap<Uuid, (&'a str, bool, i32)>,
-    created: Vec<Uuid>,
-    created_set: HashSet<Uuid>,
-}
-
-async fn body(
-    a: &mut Stack,
-    b: &mut Stack,
-    cluster: &PgCluster,
-    args: &ChaosArgs,
     mix: [u64; 3],
-    rec: &Arc<Recorder>,
-) -> anyhow::Result<Report> {
-    let c = &args.common;
-    let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-    });
-    let mut rng = Rng::new(seed);
-    rec.stage(
-        POST_ORDERS,
-        "POST /orders, first attempt sent → 201/200 of the attempt that got one (retries included)",
-    );
-    rec.stage(
-        POST_COMPLETE,
-        "page Pay or Cancel, first attempt sent → 303 (retries included)",
-    );
-    a.start_payments().await?;
-    a.start_orders(true).await?;
-    let obs = a.observer()?;
-    let machine = Machine::describe(Some(&obs.orders)).await;
-    let clock = Clock::start();
-    let ctx = Arc::new(Ctx {
-        api: Api::new(
-            &a.orders_url(),
-            c.http_concurrency,
-            c.request_timeout,
-            rec.clone(),
-            a.tls(),
-        )?,
-        watcher: Watcher::start(obs.clone(), args.watch, rec.clone()),
-        orders: [a.orders_url(), b.orders_url()],
-        payments: [a.payments_url(), b.payments_url()],
-        retry_for: args.retry_for,
-        page_wait: args.page_wait,
-        mix,
-        seed,
-        two: AtomicBool::new(false),
-        clock,
-        rec: rec.clone(),
-    });
-
-    // The load: order i is due at t0 + i/rate.
-    let load = load::start(ctx.clone(), args);
-
-    // The faults, until every order was due.
-    let (injected, two_started) =
-        faults::inject_while_loading(a, b, cluster, args, &mut rng, &ctx, &load).await?;
-    let faults_end = Instant::now();
-    eprintln!("loadgen chaos: faults stopped; waiting for the last calls");
-
-    // Every service up again, then the load's last calls (each bounded by --retry-for).
-    let mut final_start_errors = Vec::new();
-    for (s, on) in [(&mut *a, true), (&mut *b, two_started.is_some())] {
-        if on && let Some(e) = faults::ensure_up(s).await {
-            final_start_errors.push(e);
-        }
-    }
-    let bound = args.retry_for * 3 + args.page_wait + Duration::from_secs(30);
-    let (outcomes, late) = match tokio::time::timeout(bound, load.task).await {
-        Ok(joined) => joined?,
-        Err(_) => anyhow::bail!("the load's calls did not end within {bound:?}"),
-    };
-    let outcomes: Vec<Outcome> = outcomes.into_iter().filter_map(Result::ok).collect();
-    let load_end = Instant::now();
-
-    // Settle: no order pending, every definitive answer final, nothing unacked.
-    let (settled_after, last_unsettled) = checks::settle(&obs, &outcomes, args.settle).await;
-
-    let rows: Vec<(Uuid, String, Option<chrono::DateTime<chrono::Utc>>, i32)> = sqlx::query_as(
-        "SELECT o.id, o.status, o.parked_at, \
-                (SELECT count(*)::int FROM invoices i WHERE i.order_id = o.id) \
-         FROM orders o",
-    )
-    .fetch_all(&obs.orders)
-    .await?;
-    let status: HashMap<Uuid, (&str, bool, i32)> = rows
-        .iter()
-        .map(|(id, s, parked, inv)| (*id, (s.as_str(), parked.is_some(), *inv)))
-        .collect();
-    let created: Vec<Uuid> = outcomes.iter().filter_map(|o| o.id).collect();
-    let created_set: HashSet<Uuid> = created.iter().copied().collect();
-    let mut by_fault: BTreeMap<Fault, u64> = BTreeMap::new();
-    for f in &injected {
-        *by_fault.entry(f.fault).or_default() += 1;
-    }
-    let ran = Ran {
-        args,
-        seed,
-        cluster,
-        outcomes,
-        late,
-        injected,
-        by_fault,
-        final_start_errors,
-        two_started,
-        t0: load.t0,
-        faults_end,
-        load_end,
-        settled_after,
-        last_unsettled,
-        status,
-        created,
-        created_set,
-    };
-
-    let mut report = Report::from_recorder("chaos", rec);
-    let violations = checks::check(&mut report, &obs, &ran).await?;
-    figures::figures(&mut report, &ran, violations);
-    report.sections.push(figures::faults_section(&ran.injected));
-    report.parameters = figures::parameters(&ran);
-    report.machine = machine;
-    Ok(report)
 }
 
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::Rng;
-
-    #[test]
-    fn between_stays_in_range() {
-        let mut rng = Rng::new(1);
-        for _ in 0..1000 {
-            let d = rng.between(Duration::from_secs(2), Duration::from_secs(5));
-            assert!(d >= Duration::from_secs(2) && d <= Duration::from_secs(5));
+impl Scenario for Chaos<'_> {
+    fn spec(&self) -> Spec<'_> {
+        let two_instances = true;
+        Spec {
+            two_instances,
+            ..Spec::new("chaos", &self.common, &[POST_ORDERS])
         }
+    }
+
+    async fn measure(&self, run: &mut Run) -> anyhow::Result<()> {
+        let o = self.options;
+        let seed = o.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+        run.rec.stage(
+            POST_ORDERS,
+            "POST /orders, first attempt sent → 201/200 of the attempt that got one (retries included)",
+        );
+        run.rec.stage(
+            POST_COMPLETE,
+            "page Pay or Cancel, first attempt sent → 303 (retries included)",
+        );
+        let obs = run.start().await?;
+        let ctx = Arc::new(self.context(run, obs.clone(), seed)?);
+        let load = load::start(ctx.clone(), o);
+        let (a, b) = (&mut run.stack, run.second.as_mut().expect("two instances"));
+        let mut rng = Rng::new(seed);
+        let (injected, two_started) = faults::inject_while_loading(
+            (&mut *a, &mut *b),
+            self.cluster,
+            o,
+            &mut rng,
+            &ctx,
+            &load,
+        )
+        .await?;
+        let faults_end = Instant::now();
+        eprintln!("loadgen chaos: faults stopped; waiting for the last calls");
+        // Every service up again, then the load's last calls (each bounded by --retry-for).
+        let mut final_start_errors = Vec::new();
+        for (s, on) in [(a, true), (b, two_started.is_some())] {
+            if on && let Some(e) = faults::ensure_up(s).await {
+                final_start_errors.push(e);
+            }
+        }
+        let t0 = load.t0;
+        let bound = o.retry_for * 3 + o.page_wait + Duration::from_secs(30);
+        let ended = load.join(Some(bound)).await?;
+        let load_end = Instant::now();
+        let settled = verdict::settle(&obs, &ended.done, o.settle).await;
+        let ran = Ran {
+            options: o,
+            seed,
+            cluster: format!("{}/{}", self.cluster.version, self.cluster.name),
+            outcomes: ended.done,
+            late: ended.late,
+            injected,
+            final_start_errors,
+            two_started,
+            t0,
+            faults_end,
+            load_end,
+            settled,
+        };
+        verdict::report(&mut run.report, &obs, &ran).await
+    }
+}
+
+impl Chaos<'_> {
+    /// What every order shares: the APIs of both Orders instances, the watcher, the
+    /// bases of both Payments instances.
+    fn context(&self, run: &Run, obs: Observer, seed: u64) -> anyhow::Result<Ctx> {
+        let o = self.options;
+        let (a, b) = (&run.stack, run.second.as_ref().expect("two instances"));
+        let api = run.api()?;
+        let api_b = api.at(&b.orders_url());
+        Ok(Ctx {
+            apis: [api, api_b],
+            watcher: Watcher::start(obs, o.watch, run.rec.clone()),
+            payments: [a.payments_url(), b.payments_url()],
+            retry_for: o.retry_for,
+            page_wait: o.page_wait,
+            mix: self.mix,
+            seed,
+            two: AtomicBool::new(false),
+            clock: Clock::start(),
+            rec: run.rec.clone(),
+        })
     }
 }

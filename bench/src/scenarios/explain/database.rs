@@ -8,10 +8,9 @@ use anyhow::Context;
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 
-use super::Db;
 use super::plans::Catalog;
-use super::statements::Statement;
-use crate::scenarios::Poll;
+use super::statements::{Db, Statement};
+use crate::scenarios::steps::Poll;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the services' backends may take to exit once the services have.
@@ -57,7 +56,7 @@ impl Database {
     /// Connects, waits (bounded) until no other client is connected, reads the
     /// statistics, then ANALYZEs and reads the catalog.
     pub(super) async fn open(db: Db, url: &str) -> anyhow::Result<Database> {
-        let options = crate::stack::connect_options(url)?;
+        let options = crate::db::connect_options(url)?;
         let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
             .await
             .map_err(|_| anyhow::anyhow!("connecting to {}: timed out", db.name()))?

@@ -5,16 +5,29 @@
 use std::fmt::Write as _;
 
 use super::database::Database;
-use super::plans::Access;
-use super::statements::one_line;
-use super::{Db, Explained};
-use crate::cli::ExplainArgs;
+use super::plans::{Access, Analysis};
+use super::statements::{Db, Statement, one_line};
+
+/// One explained statement.
+pub(super) struct Explained<'a> {
+    pub(super) statement: &'a Statement,
+    pub(super) db: Option<Db>,
+    pub(super) plan: Result<(String, Analysis), String>,
+    pub(super) findings: Vec<String>,
+}
+
+/// What filled the tables, for the plans' introduction.
+pub(super) struct Filled {
+    pub(super) flows: u64,
+    pub(super) open: u64,
+    pub(super) big_table: u64,
+}
 
 fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace('`', "'")
 }
 
-pub(super) fn plans_markdown(explained: &[Explained], args: &ExplainArgs) -> String {
+pub(super) fn plans_markdown(explained: &[Explained], args: &Filled) -> String {
     let mut md = format!(
         "Every statement of the services' `query-*.json` ({n}), in its database after {flows} \
          full flows and {open} orders left awaiting payment, then `ANALYZE`: \
@@ -43,45 +56,7 @@ pub(super) fn plans_markdown(explained: &[Explained], args: &ExplainArgs) -> Str
         big = args.big_table,
     );
     for (i, e) in explained.iter().enumerate() {
-        let db = e.db.map_or("?", Db::name);
-        let sql = cell(&one_line(&e.statement.query, 70));
-        let (reads, writes, limit) = match &e.plan {
-            Ok((_, a)) => {
-                let mut reads: Vec<String> = Vec::new();
-                for access in &a.accesses {
-                    let d = access.describe();
-                    if !reads.contains(&d) {
-                        reads.push(d);
-                    }
-                }
-                let writes: Vec<String> = a
-                    .writes
-                    .iter()
-                    .map(|w| {
-                        let by: Vec<String> = w.by.iter().map(Access::describe).collect();
-                        format!("{} {}: {}", w.op, w.table, by.join(", "))
-                    })
-                    .collect();
-                (
-                    reads.join(", "),
-                    writes.join("; "),
-                    if a.limit { "yes" } else { "" },
-                )
-            }
-            Err(_) => ("not explained".into(), String::new(), ""),
-        };
-        let _ = writeln!(
-            md,
-            "| {} | {db} | `{sql}` | {} | {} | {limit} | {} |",
-            i + 1,
-            cell(&reads),
-            cell(&writes),
-            if e.findings.is_empty() {
-                String::new()
-            } else {
-                e.findings.len().to_string()
-            }
-        );
+        table_row(&mut md, i + 1, e);
     }
     for (i, e) in explained.iter().enumerate() {
         let _ = write!(
@@ -101,6 +76,43 @@ pub(super) fn plans_markdown(explained: &[Explained], args: &ExplainArgs) -> Str
         }
     }
     md
+}
+
+/// Statement `number`'s row of the plans' table.
+fn table_row(md: &mut String, number: usize, e: &Explained) {
+    let db = e.db.map_or("?", Db::name);
+    let sql = cell(&one_line(&e.statement.query, 70));
+    let (reads, writes, limit) = match &e.plan {
+        Ok((_, a)) => {
+            let mut reads: Vec<String> = Vec::new();
+            for access in &a.accesses {
+                let d = access.describe();
+                if !reads.contains(&d) {
+                    reads.push(d);
+                }
+            }
+            let writes: Vec<String> = a
+                .writes
+                .iter()
+                .map(|w| {
+                    let by: Vec<String> = w.by.iter().map(Access::describe).collect();
+                    format!("{} {}: {}", w.op, w.table, by.join(", "))
+                })
+                .collect();
+            let limit = if a.limit { "yes" } else { "" };
+            (reads.join(", "), writes.join("; "), limit)
+        }
+        Err(_) => ("not explained".into(), String::new(), ""),
+    };
+    let findings = match e.findings.len() {
+        0 => String::new(),
+        n => n.to_string(),
+    };
+    let (reads, writes) = (cell(&reads), cell(&writes));
+    let _ = writeln!(
+        md,
+        "| {number} | {db} | `{sql}` | {reads} | {writes} | {limit} | {findings} |"
+    );
 }
 
 pub(super) fn tables_markdown(dbs: &[Database]) -> String {

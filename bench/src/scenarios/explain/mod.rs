@@ -26,210 +26,246 @@ mod statements;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
+use clap::Args;
 use sqlx::Connection;
 
-use super::{
-    COMPLETE_TO_FULFILLED, CREATE_TO_PAGE, Outputs, api, create_many, flow, run_on_stack,
-    until_none_in,
-};
-use crate::cli::ExplainArgs;
+use super::flow::Flow;
+use super::steps::{COMPLETE_TO_FULFILLED, CREATE_TO_PAGE, create_many, until_none_in};
+use super::{Common, Run, Scenario, Spec};
 use crate::report::{Report, Section};
-use crate::stack::{Stack, Which};
+use crate::stack::Which;
 use crate::stats::{Clock, Recorder};
 use database::{Database, QUIESCE_TIMEOUT};
-use markdown::{indexes_markdown, plans_markdown, tables_markdown};
-pub use plans::{Access, Analysis, Catalog, Index, Write, analyze};
-pub use statements::{
-    Statement, database_of, load_statements, one_line, parse_statement, pg_type, sqlx_dirs,
-};
+use markdown::{Explained, Filled, indexes_markdown, plans_markdown, tables_markdown};
+use plans::analyze;
+use statements::{Db, Statement, database_of, load_statements, one_line, sqlx_dirs};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Db {
-    Orders,
-    Payments,
+#[derive(Debug, Clone, Args)]
+pub struct ExplainOptions {
+    /// Full flows first (closed loop), to fill the tables.
+    #[arg(long, default_value_t = 5_000)]
+    pub flows: u64,
+    /// Clients of those flows.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Orders then created and left unpaid (awaiting payment), so the partial indexes
+    /// of open orders and open sessions have rows.
+    #[arg(long, default_value_t = 200)]
+    pub open: u64,
+    /// A directory of the services' query-*.json (repeatable; default: .sqlx,
+    /// orders/.sqlx and payments/.sqlx of this workspace, those that exist).
+    #[arg(long)]
+    pub sqlx_dir: Vec<PathBuf>,
+    /// A table with at least this many rows (after ANALYZE) is big: a Seq Scan on it
+    /// fails a check.
+    #[arg(long, default_value_t = 1_000)]
+    pub big_table: u64,
+    #[command(flatten)]
+    pub common: Common,
 }
 
-impl Db {
-    fn name(self) -> &'static str {
-        match self {
-            Db::Orders => "orders",
-            Db::Payments => "payments",
+pub struct Explain {
+    options: ExplainOptions,
+    dirs: Vec<PathBuf>,
+    statements: Vec<Statement>,
+    /// Its Markdown goes to `<out>/explain.md` unless `--markdown` says.
+    common: Common,
+}
+
+impl Explain {
+    /// Reads the statements first: bad input is an error before anything starts.
+    pub fn new(options: ExplainOptions) -> anyhow::Result<Explain> {
+        let dirs = sqlx_dirs(&options.sqlx_dir)?;
+        let statements = load_statements(&dirs)?;
+        let mut common = options.common.clone();
+        let out = common.out_dir("explain");
+        common.markdown.get_or_insert(out.join("explain.md"));
+        common.out = Some(out);
+        Ok(Explain {
+            options,
+            dirs,
+            statements,
+            common,
+        })
+    }
+}
+
+impl Scenario for Explain {
+    fn spec(&self) -> Spec<'_> {
+        let plotted = &[CREATE_TO_PAGE, COMPLETE_TO_FULFILLED];
+        Spec::new("explain", &self.common, plotted)
+    }
+
+    async fn measure(&self, run: &mut Run) -> anyhow::Result<()> {
+        let o = &self.options;
+        let flows = (Some(o.flows), None);
+        let fill = Flow::closed("explain", o.concurrency, flows, self.common.clone());
+        fill.measure(run).await?;
+        self.leave_open(run).await?;
+        // Stopped services have flushed their statistics.
+        run.stack.observer()?.close().await;
+        run.stack.stop(Which::Orders).await;
+        run.stack.stop(Which::Payments).await;
+        let mut dbs = [
+            Database::open(Db::Orders, &run.stack.database_url(Which::Orders)).await?,
+            Database::open(Db::Payments, &run.stack.database_url(Which::Payments)).await?,
+        ];
+        for d in dbs.iter().filter(|d| d.lingering > 0) {
+            run.report.notes.push(format!(
+                "{}: {} other connection(s) still open after {QUIESCE_TIMEOUT:?}; their latest statistics may be missing",
+                d.db.name(),
+                d.lingering
+            ));
         }
-    }
-}
-
-pub async fn run(args: &ExplainArgs) -> anyhow::Result<Report> {
-    // Bad input is an error before anything starts.
-    let dirs = sqlx_dirs(&args.sqlx_dir)?;
-    let statements = load_statements(&dirs)?;
-    let mut outputs = Outputs::new(&args.common, "explain");
-    if outputs.markdown.is_none() {
-        outputs.markdown = Some(outputs.out_dir.join("explain.md"));
-    }
-    run_on_stack(
-        &args.common,
-        &outputs,
-        &[CREATE_TO_PAGE, COMPLETE_TO_FULFILLED],
-        async |stack, rec| body(stack, args, &dirs, &statements, rec).await,
-    )
-    .await
-}
-
-/// One explained statement.
-struct Explained<'a> {
-    statement: &'a Statement,
-    db: Option<Db>,
-    plan: Result<(String, Analysis), String>,
-    findings: Vec<String>,
-}
-
-async fn body(
-    stack: &mut Stack,
-    args: &ExplainArgs,
-    dirs: &[PathBuf],
-    statements: &[Statement],
-    rec: &Arc<Recorder>,
-) -> anyhow::Result<Report> {
-    let c = &args.common;
-    let mode = flow::Mode::Closed {
-        concurrency: args.concurrency,
-        count: Some(args.flows),
-        duration: None,
-    };
-    let mut report =
-        flow::run_flows(stack, "explain", mode, Duration::from_millis(5), c, rec).await?;
-
-    // Orders left unpaid: they and their sessions stay open.
-    let obs = stack.observer()?;
-    let open_rec = Arc::new(Recorder::default());
-    let open_api = api(stack, c, &open_rec)?;
-    let created = create_many(
-        &open_api,
-        args.open,
-        c.http_concurrency,
-        &open_rec,
-        &Clock::start(),
-    )
-    .await;
-    let paged = until_none_in(&obs, "pending_payment", c.deadline, c.poll).await?;
-    report.check(
-        "orders left open, each with its page",
-        created.ids.len() as u64 == args.open && paged,
-        format!(
-            "{} of {} created; {}",
-            created.ids.len(),
-            args.open,
-            if paged {
-                "all paged"
-            } else {
-                "not all paged by the deadline"
-            }
-        ),
-    );
-
-    // Stopped services have flushed their statistics.
-    obs.close().await;
-    stack.stop(Which::Orders).await;
-    stack.stop(Which::Payments).await;
-    let mut dbs = [
-        Database::open(Db::Orders, &stack.orders_database_url()).await?,
-        Database::open(Db::Payments, &stack.payments_database_url()).await?,
-    ];
-    for d in dbs.iter().filter(|d| d.lingering > 0) {
-        report.notes.push(format!(
-            "{}: {} other connection(s) still open after {QUIESCE_TIMEOUT:?}; their latest statistics may be missing",
-            d.db.name(),
-            d.lingering
-        ));
-    }
-    // A table name of one database only says where a statement runs.
-    let mut owner: HashMap<String, Db> = HashMap::new();
-    let mut shared = BTreeSet::new();
-    for d in &dbs {
-        for table in d.catalog.tables.keys() {
-            if owner.insert(table.clone(), d.db).is_some() {
-                shared.insert(table.clone());
-            }
+        let explained = self.explain_all(&mut dbs).await;
+        self.report(&mut run.report, &explained, &dbs);
+        for d in dbs {
+            let _ = d.conn.close().await;
         }
+        Ok(())
     }
-    owner.retain(|t, _| !shared.contains(t));
+}
 
-    let mut explained = Vec::new();
-    for statement in statements {
-        let db = database_of(statement, &owner);
-        let mut findings = Vec::new();
-        let plan = match &db {
-            Err(why) => Err(format!("not explained: the statement {why}")),
-            Ok(db) => {
-                let d = &mut dbs[*db as usize];
-                d.explain(statement).await.map(|(text, json)| {
-                    let analysis = analyze(&json, &d.catalog);
-                    for table in analysis.big_seq_scans(&d.catalog, args.big_table) {
-                        findings.push(format!(
-                            "Seq Scan on {table} ({:.0} rows)",
-                            d.catalog.rows(&table)
-                        ));
-                    }
-                    findings.extend(analysis.writes_off_the_key(&d.catalog, args.big_table));
-                    (text, analysis)
-                })
-            }
+impl Explain {
+    /// Orders left unpaid: they and their sessions stay open. Their calls are not
+    /// the flows' (a recorder of their own).
+    async fn leave_open(&self, run: &mut Run) -> anyhow::Result<()> {
+        let (c, open) = (&run.common, self.options.open);
+        let obs = run.stack.observer()?;
+        let rec = Arc::new(Recorder::default());
+        let api = crate::api::Api::new(
+            &run.stack.orders_url(),
+            c.http_concurrency,
+            c.request_timeout,
+            rec.clone(),
+            run.stack.tls(),
+        )?;
+        let created = create_many(&api, open, c.http_concurrency, &rec, &Clock::start()).await;
+        let paged = until_none_in(&obs, "pending_payment", c.deadline, c.poll).await?;
+        let all = if paged {
+            "all paged"
+        } else {
+            "not all paged by the deadline"
         };
-        explained.push(Explained {
-            statement,
-            db: db.ok(),
-            plan,
-            findings,
-        });
+        run.report.check(
+            "orders left open, each with its page",
+            created.ids.len() as u64 == open && paged,
+            format!("{} of {open} created; {all}", created.ids.len()),
+        );
+        Ok(())
     }
-    explained.sort_by_key(|e| (e.db, one_line(&e.statement.query, usize::MAX)));
 
-    let failed: Vec<String> = explained
-        .iter()
-        .enumerate()
-        .filter_map(|(i, e)| e.plan.as_ref().err().map(|why| format!("#{} {why}", i + 1)))
-        .collect();
-    report.check(
-        "every statement explained in its database",
-        failed.is_empty(),
-        format!(
-            "{} of {} statements{}",
-            explained.len() - failed.len(),
-            explained.len(),
-            if failed.is_empty() {
-                String::new()
-            } else {
-                format!("; {}", failed.join("; "))
+    /// Every statement, in the database whose tables it names, with its findings.
+    async fn explain_all(&self, dbs: &mut [Database; 2]) -> Vec<Explained<'_>> {
+        // A table name of one database only says where a statement runs.
+        let mut owner: HashMap<String, Db> = HashMap::new();
+        let mut shared = BTreeSet::new();
+        for d in dbs.iter() {
+            for table in d.catalog.tables.keys() {
+                if owner.insert(table.clone(), d.db).is_some() {
+                    shared.insert(table.clone());
+                }
             }
-        ),
-    );
-    let seq: Vec<String> = explained
-        .iter()
-        .enumerate()
-        .flat_map(|(i, e)| {
+        }
+        owner.retain(|t, _| !shared.contains(t));
+        let big = self.options.big_table;
+        let mut explained = Vec::new();
+        for statement in &self.statements {
+            let db = database_of(statement, &owner);
+            let mut findings = Vec::new();
+            let plan = match &db {
+                Err(why) => Err(format!("not explained: the statement {why}")),
+                Ok(db) => {
+                    let d = &mut dbs[*db as usize];
+                    d.explain(statement).await.map(|(text, json)| {
+                        let analysis = analyze(&json, &d.catalog);
+                        for table in analysis.big_seq_scans(&d.catalog, big) {
+                            let rows = d.catalog.rows(&table);
+                            findings.push(format!("Seq Scan on {table} ({rows:.0} rows)"));
+                        }
+                        findings.extend(analysis.writes_off_the_key(&d.catalog, big));
+                        (text, analysis)
+                    })
+                }
+            };
+            let db = db.ok();
+            explained.push(Explained {
+                statement,
+                db,
+                plan,
+                findings,
+            });
+        }
+        explained.sort_by_key(|e| (e.db, one_line(&e.statement.query, usize::MAX)));
+        explained
+    }
+
+    /// The checks on the plans, the HOT ratios, and the plans and statistics as
+    /// sections.
+    fn report(&self, report: &mut Report, explained: &[Explained], dbs: &[Database; 2]) {
+        let o = &self.options;
+        let failed: Vec<String> = explained
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.plan.as_ref().err().map(|why| format!("#{} {why}", i + 1)))
+            .collect();
+        report.check(
+            "every statement explained in its database",
+            failed.is_empty(),
+            format!(
+                "{} of {} statements{}",
+                explained.len() - failed.len(),
+                explained.len(),
+                failed.iter().map(|f| format!("; {f}")).collect::<String>()
+            ),
+        );
+        let numbered = explained.iter().enumerate().flat_map(|(i, e)| {
             e.findings
                 .iter()
-                .filter(|f| f.starts_with("Seq Scan"))
-                .map(move |f| format!("#{} {f}", i + 1))
-        })
-        .collect();
-    report.check(
-        &format!("no Seq Scan on a table of ≥ {} rows", args.big_table),
-        seq.is_empty(),
-        if seq.is_empty() {
-            "none in any plan".to_owned()
-        } else {
-            seq.join("; ")
-        },
-    );
-    for (i, e) in explained.iter().enumerate() {
-        for f in e.findings.iter().filter(|f| !f.starts_with("Seq Scan")) {
-            report.notes.push(format!("#{} {f}", i + 1));
-        }
+                .map(move |f| (f.starts_with("Seq Scan"), format!("#{} {f}", i + 1)))
+        });
+        let (seq, notes): (Vec<_>, Vec<_>) = numbered.partition(|(seq, _)| *seq);
+        let seq: Vec<String> = seq.into_iter().map(|(_, f)| f).collect();
+        report.check(
+            &format!("no Seq Scan on a table of ≥ {} rows", o.big_table),
+            seq.is_empty(),
+            match seq.is_empty() {
+                true => "none in any plan".to_owned(),
+                false => seq.join("; "),
+            },
+        );
+        report.notes.extend(notes.into_iter().map(|(_, f)| f));
+        hot_figures(report, dbs);
+        let filled = Filled {
+            flows: o.flows,
+            open: o.open,
+            big_table: o.big_table,
+        };
+        report.sections = vec![
+            Section {
+                title: "Plans".into(),
+                markdown: plans_markdown(explained, &filled),
+            },
+            Section {
+                title: "Tables (pg_stat_user_tables, over the flows)".into(),
+                markdown: tables_markdown(dbs),
+            },
+            Section {
+                title: "Indexes (pg_stat_user_indexes, over the flows)".into(),
+                markdown: indexes_markdown(dbs),
+            },
+        ];
+        report.parameters = serde_json::json!({
+            "flows": o.flows, "concurrency": o.concurrency, "open": o.open,
+            "big_table": o.big_table, "sqlx_dirs": self.dirs, "statements": self.statements.len(),
+        });
     }
-    for d in &dbs {
+}
+
+/// The HOT ratio of every updated table.
+fn hot_figures(report: &mut Report, dbs: &[Database; 2]) {
+    for d in dbs {
         for t in d.tables.iter().filter(|t| t.n_tup_upd > 0) {
             report.figure(
                 &format!("HOT updates, {}", t.relname),
@@ -245,26 +281,4 @@ async fn body(
             );
         }
     }
-    report.sections = vec![
-        Section {
-            title: "Plans".into(),
-            markdown: plans_markdown(&explained, args),
-        },
-        Section {
-            title: "Tables (pg_stat_user_tables, over the flows)".into(),
-            markdown: tables_markdown(&dbs),
-        },
-        Section {
-            title: "Indexes (pg_stat_user_indexes, over the flows)".into(),
-            markdown: indexes_markdown(&dbs),
-        },
-    ];
-    report.parameters = serde_json::json!({
-        "flows": args.flows, "concurrency": args.concurrency, "open": args.open,
-        "big_table": args.big_table, "sqlx_dirs": dirs, "statements": statements.len(),
-    });
-    for d in dbs {
-        let _ = d.conn.close().await;
-    }
-    Ok(report)
 }

@@ -7,7 +7,21 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use super::Db;
+/// The database a statement runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Db {
+    Orders,
+    Payments,
+}
+
+impl Db {
+    pub fn name(self) -> &'static str {
+        match self {
+            Db::Orders => "orders",
+            Db::Payments => "payments",
+        }
+    }
+}
 
 /// One statement of a service, from its `query-<hash>.json`.
 #[derive(Debug, Clone)]

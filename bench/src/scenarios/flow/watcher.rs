@@ -113,10 +113,6 @@ impl Watcher {
             }
         }
     }
-
-    pub fn in_flight(&self) -> usize {
-        lock(&self.waiting).len()
-    }
 }
 
 impl Drop for Watcher {
