@@ -16,6 +16,7 @@ pub mod startup;
 pub mod telemetry;
 pub mod tls;
 pub mod token;
+pub mod trace_context;
 
 /// An error and all its sources, `a: b: c`, for the log (never for a response).
 pub fn error_chain(e: &dyn std::error::Error) -> String {

@@ -56,6 +56,7 @@ pub fn init(filter: &str, format: LogFormat, service: &str) -> anyhow::Result<Te
             .try_init()?,
     }
     if traces.is_some() {
+        crate::trace_context::enable();
         tracing::info!(service, "exporting traces over OTLP/HTTP");
     }
     Ok(Telemetry { traces })
