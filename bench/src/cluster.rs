@@ -7,19 +7,16 @@
 //! exit (an error, Ctrl-C, a panic); `loadgen cleanup` drops `chaos_<pid>` clusters
 //! whose loadgen is gone (one that was SIGKILLed).
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 
 /// Clusters to drop when the process ends: (version, name).
-fn registry() -> &'static Mutex<Vec<(String, String)>> {
-    static CLUSTERS: OnceLock<Mutex<Vec<(String, String)>>> = OnceLock::new();
-    CLUSTERS.get_or_init(Mutex::default)
-}
+static LEFT: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
 
-fn lock() -> std::sync::MutexGuard<'static, Vec<(String, String)>> {
-    registry().lock().unwrap_or_else(|e| e.into_inner())
+fn left() -> std::sync::MutexGuard<'static, Vec<(String, String)>> {
+    LEFT.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// How a restart stops the server.
@@ -38,8 +35,9 @@ pub struct PgCluster {
     pub port: u16,
 }
 
-/// Runs a pg_* tool with a timeout; its output in the error.
-async fn tool(program: &str, args: &[&str], timeout: Duration) -> anyhow::Result<()> {
+/// Runs a pg_* tool (for 120 s at most); its output in the error.
+async fn tool(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(120);
     let run = tokio::process::Command::new(program)
         .args(args)
         .kill_on_drop(true)
@@ -60,6 +58,13 @@ async fn tool(program: &str, args: &[&str], timeout: Duration) -> anyhow::Result
     Ok(())
 }
 
+/// `pg_dropcluster --stop`, and the cluster is no longer registered.
+async fn remove(version: &str, name: &str) -> anyhow::Result<()> {
+    let dropped = tool("pg_dropcluster", &["--stop", version, name]).await;
+    left().retain(|(_, n)| n != name);
+    dropped
+}
+
 /// The newest PostgreSQL major version installed (`/usr/lib/postgresql/<v>/bin/initdb`).
 pub fn installed_version() -> Option<String> {
     let mut versions: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
@@ -76,14 +81,9 @@ impl PgCluster {
     /// Creates and starts `chaos_<pid>` on a free port, trust authentication.
     pub async fn create(version: Option<&str>) -> anyhow::Result<PgCluster> {
         // The Debian tools need root to act as user postgres.
-        let uid = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("Uid:"))
-                    .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-            })
-            .unwrap_or_default();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"));
+        let uid = uid.and_then(|l| l.split_whitespace().next()).unwrap_or("");
         if uid != "0" {
             bail!(
                 "chaos creates its own PostgreSQL cluster with pg_createcluster and must run as root (uid {uid})"
@@ -101,23 +101,11 @@ impl PgCluster {
         };
         let name = format!("chaos_{}", std::process::id());
         let port = crate::stack::free_port()?;
-        lock().push((version.clone(), name.clone()));
-        let port_s = port.to_string();
-        tool(
-            "pg_createcluster",
-            &[
-                &version,
-                &name,
-                "--port",
-                &port_s,
-                "--start",
-                "--",
-                "--auth-host=trust",
-                "--auth-local=trust",
-            ],
-            Duration::from_secs(120),
-        )
-        .await?;
+        left().push((version.clone(), name.clone()));
+        let (v, n, p) = (version.as_str(), name.as_str(), &port.to_string());
+        let trust = ["--auth-host=trust", "--auth-local=trust"];
+        let args = [&[v, n, "--port", p, "--start", "--"][..], &trust].concat();
+        tool("pg_createcluster", &args).await?;
         Ok(PgCluster {
             version,
             name,
@@ -135,38 +123,21 @@ impl PgCluster {
             StopMode::Fast => "fast",
             StopMode::Immediate => "immediate",
         };
-        tool(
-            "pg_ctlcluster",
-            &[&self.version, &self.name, "restart", "-m", m],
-            Duration::from_secs(120),
-        )
-        .await
+        let (v, n) = (self.version.as_str(), self.name.as_str());
+        tool("pg_ctlcluster", &[v, n, "restart", "-m", m]).await
     }
 
     /// `pg_dropcluster --stop`.
     pub async fn drop_cluster(self) -> anyhow::Result<()> {
-        let r = tool(
-            "pg_dropcluster",
-            &["--stop", &self.version, &self.name],
-            Duration::from_secs(120),
-        )
-        .await;
-        lock().retain(|(_, n)| n != &self.name);
-        r
+        remove(&self.version, &self.name).await
     }
 }
 
 /// Drops every cluster still registered (main, after any exit).
 pub async fn sweep() {
-    let clusters: Vec<(String, String)> = std::mem::take(&mut *lock());
+    let clusters: Vec<(String, String)> = left().clone();
     for (version, name) in clusters {
-        if let Err(e) = tool(
-            "pg_dropcluster",
-            &["--stop", &version, &name],
-            Duration::from_secs(120),
-        )
-        .await
-        {
+        if let Err(e) = remove(&version, &name).await {
             eprintln!("loadgen: could not drop PostgreSQL cluster {version}/{name}: {e:#}");
         }
     }
@@ -174,11 +145,8 @@ pub async fn sweep() {
 
 /// Drops `chaos_<pid>` clusters whose loadgen process is gone; returns their names.
 pub async fn drop_orphans() -> anyhow::Result<Vec<String>> {
-    let Ok(out) = tokio::process::Command::new("pg_lsclusters")
-        .arg("-h")
-        .output()
-        .await
-    else {
+    let mut lsclusters = tokio::process::Command::new("pg_lsclusters");
+    let Ok(out) = lsclusters.arg("-h").output().await else {
         return Ok(Vec::new());
     };
     let mut dropped = Vec::new();
@@ -187,22 +155,13 @@ pub async fn drop_orphans() -> anyhow::Result<Vec<String>> {
         let (Some(version), Some(name)) = (f.next(), f.next()) else {
             continue;
         };
-        let Some(pid) = name
+        let pid = name
             .strip_prefix("chaos_")
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
+            .and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+            remove(version, name).await?;
+            dropped.push(format!("{version}/{name}"));
         }
-        tool(
-            "pg_dropcluster",
-            &["--stop", version, name],
-            Duration::from_secs(120),
-        )
-        .await?;
-        dropped.push(format!("{version}/{name}"));
     }
     Ok(dropped)
 }

@@ -254,7 +254,7 @@ impl Comparison {
 pub async fn compare(o: &ReferenceOptions) -> anyhow::Result<Comparison> {
     let (mut services, mut pgbench) = (Vec::new(), Vec::new());
     let base_out = o.common.out_dir("reference");
-    let database_url = &o.common.server.database_url;
+    let database_url = &o.common.stack.server.database_url;
     for i in 1..=o.runs {
         let mut common: Common = o.common.clone();
         common.out = Some(base_out.join(format!("flow-{i}")));

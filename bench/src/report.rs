@@ -75,7 +75,7 @@ impl Machine {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub scenario: String,
     pub parameters: serde_json::Value,
@@ -108,19 +108,8 @@ impl Report {
     pub fn new(scenario: &str) -> Report {
         Report {
             scenario: scenario.into(),
-            parameters: serde_json::Value::Null,
-            commit: String::new(),
-            machine: Machine::default(),
             started_at: chrono::Utc::now().to_rfc3339(),
-            wall_seconds: 0.0,
-            figures: Vec::new(),
-            stages: Vec::new(),
-            errors: BTreeMap::new(),
-            services: Vec::new(),
-            checks: Vec::new(),
-            timeline: Vec::new(),
-            notes: Vec::new(),
-            sections: Vec::new(),
+            ..Default::default()
         }
     }
 

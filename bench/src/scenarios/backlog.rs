@@ -255,9 +255,9 @@ impl Backlog {
         report.parameters = serde_json::json!({
             "n": n,
             "http_concurrency": c.http_concurrency,
-            "reconnect_cap_ms": c.reconnect_cap.as_millis() as u64,
+            "reconnect_cap_ms": c.stack.reconnect_cap.as_millis() as u64,
             "deadline_s": c.deadline.as_secs(),
-            "service_log": c.service_log,
+            "service_log": c.stack.service_log,
         });
         Ok(())
     }

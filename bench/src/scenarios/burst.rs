@@ -1,9 +1,6 @@
 //! `burst N`: N orders posted at once (at most `--http-concurrency` in flight); the
 //! time from the last 201 until every order has its page; then every page paid at
 //! once, and the time from the last 303 until every outcome is applied.
-//!
-//! The scenario to copy for a new one: options, `impl Scenario`, and a `measure` that
-//! starts the services, drives them, and puts figures and checks in `run.report`.
 
 use std::collections::HashMap;
 
@@ -74,7 +71,7 @@ impl Scenario for Burst {
             "n": self.0.n,
             "http_concurrency": c.http_concurrency,
             "poll_ms": c.poll.as_millis() as u64,
-            "service_log": c.service_log,
+            "service_log": c.stack.service_log,
         });
         Ok(())
     }

@@ -4,8 +4,8 @@
 //! the stack whatever happened, adds what the services left (memory, exits, panics) and
 //! [`publish`]es the report: JSON, Markdown, the SVG plot.
 //!
-//! A new scenario is a struct of its options with `impl Scenario`; `burst.rs` is the
-//! example to copy. What scenarios share besides: [`steps`] (the stages, creating and
+//! A new scenario is a struct of its options with `impl Scenario`; `resume.rs` is the
+//! shortest example. What scenarios share besides: [`steps`] (the stages, creating and
 //! paying orders in bulk, waiting on the database) and [`load`] (open and closed loops).
 
 pub mod backlog;
@@ -33,12 +33,14 @@ pub use options::{Common, Size};
 
 /// A scenario: what the skeleton needs to know of it, and its measurement.
 pub trait Scenario: Sync {
+    /// Its name, options and plot.
     fn spec(&self) -> Spec<'_>;
     /// The measurement, on `run.stack` where nothing runs yet: stages and errors go
     /// to `run.rec`, figures, checks and parameters to `run.report`.
     fn measure(&self, run: &mut Run) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
+/// What the skeleton needs to know of a scenario.
 pub struct Spec<'a> {
     /// The name of its report and of its default output directory.
     pub name: &'static str,
@@ -80,16 +82,14 @@ pub struct Run {
 impl Run {
     /// The API client of Orders (with loadgen's client certificate under `--tls`).
     pub fn api(&self) -> anyhow::Result<Api> {
-        let c = &self.common;
+        self.api_recording(self.rec.clone())
+    }
+
+    /// The same, its calls and errors recorded in `rec`.
+    pub fn api_recording(&self, rec: Arc<Recorder>) -> anyhow::Result<Api> {
+        let (c, url) = (&self.common, self.stack.orders_url());
         let tls = self.stack.tls();
-        let rec = self.rec.clone();
-        Api::new(
-            &self.stack.orders_url(),
-            c.http_concurrency,
-            c.request_timeout,
-            rec,
-            tls,
-        )
+        Api::new(&url, c.http_concurrency, c.request_timeout, rec, tls)
     }
 
     /// Starts Payments, then Orders with its link open; the observer of their databases.
@@ -112,7 +112,7 @@ pub async fn run(scenario: &impl Scenario) -> anyhow::Result<Report> {
         dir: Some(dir.clone()),
     };
     let started = Instant::now();
-    let mut stack = Stack::new(common.stack_config(dir)?).await?;
+    let mut stack = Stack::new(&common.stack, dir).await?;
     let second = match spec.two_instances {
         true => Some(stack.sibling("-b").await?),
         false => None,

@@ -1,25 +1,18 @@
-//! The options every scenario shares ([`Common`]), and what they make: the output
-//! directory, the [`StackConfig`], the label of what was measured.
+//! The options every scenario shares ([`Common`]): the stack's, where the report goes,
+//! the HTTP client's bounds, the waits; and the label of what was measured.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
-use crate::db::ServerUrl;
-use crate::stack::StackConfig;
+use crate::stack::StackOptions;
 
 /// Options every scenario shares.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// The Orders binary (default: <target>/release/orders of this workspace).
-    #[arg(long, env = "LOADGEN_ORDERS_BIN")]
-    pub orders_bin: Option<PathBuf>,
-    /// The Payments binary (default: <target>/release/payments of this workspace).
-    #[arg(long, env = "LOADGEN_PAYMENTS_BIN")]
-    pub payments_bin: Option<PathBuf>,
     #[command(flatten)]
-    pub server: ServerUrl,
+    pub stack: StackOptions,
     /// Directory for service logs and default report files
     /// (default: <target>/bench/<scenario>-<time>).
     #[arg(long)]
@@ -33,13 +26,6 @@ pub struct Common {
     /// Write the SVG plot here (default: <out>/report.svg).
     #[arg(long)]
     pub svg: Option<PathBuf>,
-    /// RUST_LOG of the services (their logs go to <out>/<service>-<n>.log, as JSON).
-    #[arg(long, default_value = "info")]
-    pub service_log: String,
-    /// RECONNECT_CAP of Orders, so a link that failed while Payments was down retries
-    /// within this long of Payments coming up (the default 10 s would dominate resume).
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    pub reconnect_cap: Duration,
     /// At most this many HTTP requests in flight.
     #[arg(long, default_value_t = 64)]
     pub http_concurrency: usize,
@@ -56,17 +42,6 @@ pub struct Common {
     /// Deadline of every wait (for pages, outcomes, a drain).
     #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
     pub deadline: Duration,
-    /// How long a service may take to become ready.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub ready_timeout: Duration,
-    /// How long a service may take to exit after SIGTERM before it is killed.
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
-    pub stop_timeout: Duration,
-    /// The link over mutual TLS: Payments serves HTTPS/WSS and requires client
-    /// certificates, Orders connects with wss://, loadgen pays the pages with a client
-    /// certificate; the CA and certificates are made for the run.
-    #[arg(long)]
-    pub tls: bool,
     /// What the binaries were built from, for the report (default: `git rev-parse`
     /// of this workspace, `-dirty` when the services' sources have local changes).
     #[arg(long)]
@@ -87,27 +62,9 @@ impl Common {
     pub fn out_dir(&self, scenario: &str) -> PathBuf {
         self.out.clone().unwrap_or_else(|| {
             let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
-            target_dir()
+            crate::target_dir()
                 .join("bench")
                 .join(format!("{scenario}-{stamp}-{}", std::process::id()))
-        })
-    }
-
-    /// The stack of a run whose logs go to `out_dir` (with `--tls`, its CA and
-    /// certificates are made here).
-    pub fn stack_config(&self, out_dir: PathBuf) -> anyhow::Result<StackConfig> {
-        let release = target_dir().join("release");
-        let bin = |given: &Option<PathBuf>, name| given.clone().unwrap_or(release.join(name));
-        Ok(StackConfig {
-            orders_bin: bin(&self.orders_bin, "orders"),
-            payments_bin: bin(&self.payments_bin, "payments"),
-            database_url: self.server.database_url.clone(),
-            service_log: self.service_log.clone(),
-            reconnect_cap: self.reconnect_cap,
-            ready_timeout: self.ready_timeout,
-            stop_timeout: self.stop_timeout,
-            out_dir,
-            tls: self.tls.then(crate::tls::BenchTls::generate).transpose()?,
         })
     }
 
@@ -115,13 +72,6 @@ impl Common {
     pub fn commit_label(&self) -> String {
         self.commit.clone().unwrap_or_else(commit_of_workspace)
     }
-}
-
-/// The cargo target directory of this workspace.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::workspace_root().join("target"))
 }
 
 /// `git rev-parse --short HEAD`, with `-dirty` when the services' sources differ from it.

@@ -8,7 +8,7 @@ use super::steps::{
     Back, CREATE_TO_INITIATE, POST_ORDERS, create_many, latest, payments_back, secs_between,
 };
 use super::{Run, Scenario, Size, Spec};
-use crate::stats::Clock;
+use crate::stats::{Clock, Recorder};
 
 pub const START_TO_PAGE: &str = "Payments start → page";
 
@@ -29,19 +29,7 @@ impl Scenario for Resume {
         let obs = run.stack.observer()?;
         let api = run.api()?;
         let rec = run.rec.clone();
-        rec.stage(
-            POST_ORDERS,
-            "HTTP round trip of POST /orders (Payments down), request sent → 201 received",
-        );
-        rec.stage(
-            START_TO_PAGE,
-            "orders.updated_at of the page − when loadgen spawned Payments",
-        );
-        rec.stage(
-            CREATE_TO_INITIATE,
-            "payment_sessions.created_at − orders.created_at (includes the time Payments was down)",
-        );
-
+        declare_stages(&rec);
         let clock = Clock::start();
         let created = create_many(&api, self.0.n, c.http_concurrency, &rec, &clock).await;
         let n = created.ids.len() as i64;
@@ -49,7 +37,6 @@ impl Scenario for Resume {
         let wait = (c.deadline, c.poll);
         let until = [("pending_payment", 0)];
         let back = payments_back(&mut run.stack, &obs, &clock, wait, &until).await?;
-
         let orders = obs.all_orders().await?;
         let sessions = obs.sessions().await?;
         let mut pages = Vec::new();
@@ -87,12 +74,27 @@ impl Scenario for Resume {
         report.parameters = serde_json::json!({
             "n": self.0.n,
             "http_concurrency": c.http_concurrency,
-            "reconnect_cap_ms": c.reconnect_cap.as_millis() as u64,
+            "reconnect_cap_ms": c.stack.reconnect_cap.as_millis() as u64,
             "poll_ms": c.poll.as_millis() as u64,
-            "service_log": c.service_log,
+            "service_log": c.stack.service_log,
         });
         Ok(())
     }
+}
+
+fn declare_stages(rec: &Recorder) {
+    rec.stage(
+        POST_ORDERS,
+        "HTTP round trip of POST /orders (Payments down), request sent → 201 received",
+    );
+    rec.stage(
+        START_TO_PAGE,
+        "orders.updated_at of the page − when loadgen spawned Payments",
+    );
+    rec.stage(
+        CREATE_TO_INITIATE,
+        "payment_sessions.created_at − orders.created_at (includes the time Payments was down)",
+    );
 }
 
 impl Resume {

@@ -18,32 +18,53 @@ use anyhow::{Context, bail};
 use tokio::process::Command;
 use tokio::time::Instant;
 
-use crate::db::Server;
+use clap::Args;
+
+use crate::db::{Server, ServerUrl};
 use crate::observe::Observer;
 use crate::tls::BenchTls;
 use process::Service;
 pub use process::ServiceReport;
 
-/// Where the binaries are and how to run them.
-#[derive(Debug, Clone)]
-pub struct StackConfig {
-    pub orders_bin: PathBuf,
-    pub payments_bin: PathBuf,
-    /// A URL of the PostgreSQL server (any database): the services' databases are
-    /// created next to it.
-    pub database_url: String,
-    /// `RUST_LOG` of the services.
+/// How to run the services (options every scenario shares).
+#[derive(Debug, Clone, Args)]
+pub struct StackOptions {
+    /// The Orders binary (default: <target>/release/orders of this workspace).
+    #[arg(long, env = "LOADGEN_ORDERS_BIN")]
+    pub orders_bin: Option<PathBuf>,
+    /// The Payments binary (default: <target>/release/payments of this workspace).
+    #[arg(long, env = "LOADGEN_PAYMENTS_BIN")]
+    pub payments_bin: Option<PathBuf>,
+    #[command(flatten)]
+    pub server: ServerUrl,
+    /// RUST_LOG of the services (their logs go to <out>/<service>-<n>.log, as JSON).
+    #[arg(long, default_value = "info")]
     pub service_log: String,
-    /// `RECONNECT_CAP` of Orders.
+    /// RECONNECT_CAP of Orders, so a link that failed while Payments was down retries
+    /// within this long of Payments coming up (the default 10 s would dominate resume).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub reconnect_cap: Duration,
     /// How long a service may take to become ready.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub ready_timeout: Duration,
     /// How long a service may take to exit after SIGTERM before it is killed.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub stop_timeout: Duration,
-    /// Where service logs go.
-    pub out_dir: PathBuf,
-    /// The link (and the page) over mutual TLS (`--tls`).
-    pub tls: Option<BenchTls>,
+    /// The link over mutual TLS: Payments serves HTTPS/WSS and requires client
+    /// certificates, Orders connects with wss://, loadgen pays the pages with a client
+    /// certificate; the CA and certificates are made for the run.
+    #[arg(long)]
+    pub tls: bool,
+}
+
+/// How a stack runs: its options, the binaries, where logs go, the run's TLS.
+#[derive(Debug, Clone)]
+struct Config {
+    options: StackOptions,
+    orders_bin: PathBuf,
+    payments_bin: PathBuf,
+    out_dir: PathBuf,
+    tls: Option<BenchTls>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +75,7 @@ pub enum Which {
 
 /// Orders and Payments on their own fresh databases.
 pub struct Stack {
-    config: StackConfig,
+    config: Config,
     server: Server,
     /// The Orders and the Payments database.
     databases: [String; 2],
@@ -75,8 +96,18 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Creates the two databases and picks the ports; starts nothing.
-    pub async fn new(config: StackConfig) -> anyhow::Result<Stack> {
+    /// Creates the two databases and picks the ports; starts nothing. Logs (and, with
+    /// `--tls`, the run's CA and certificates) go to `out_dir`.
+    pub async fn new(options: &StackOptions, out_dir: PathBuf) -> anyhow::Result<Stack> {
+        let release = crate::target_dir().join("release");
+        let bin = |given: &Option<PathBuf>, name| given.clone().unwrap_or(release.join(name));
+        let config = Config {
+            options: options.clone(),
+            orders_bin: bin(&options.orders_bin, "orders"),
+            payments_bin: bin(&options.payments_bin, "payments"),
+            out_dir,
+            tls: options.tls.then(BenchTls::generate).transpose()?,
+        };
         for bin in [&config.orders_bin, &config.payments_bin] {
             if !bin.is_file() {
                 bail!(
@@ -88,7 +119,7 @@ impl Stack {
         }
         std::fs::create_dir_all(&config.out_dir)
             .with_context(|| format!("creating {}", config.out_dir.display()))?;
-        let server = Server::connect(&config.database_url).await?;
+        let server = Server::connect(&options.server.database_url).await?;
         let databases = [
             server.create_database("orders").await?,
             server.create_database("payments").await?,
@@ -102,7 +133,7 @@ impl Stack {
     /// Payments serves pages under its own URL. Its logs and reports are named
     /// `<service><label>`. Its shutdown stops its processes but drops no database.
     pub async fn sibling(&self, label: &str) -> anyhow::Result<Stack> {
-        let server = Server::connect(&self.config.database_url).await?;
+        let server = Server::connect(&self.config.options.server.database_url).await?;
         let (databases, token) = (self.databases.clone(), self.token.clone());
         let mut sibling = Stack::on(self.config.clone(), server, databases, token, label)?;
         sibling.owns_databases = false;
@@ -110,7 +141,7 @@ impl Stack {
     }
 
     fn on(
-        config: StackConfig,
+        config: Config,
         server: Server,
         databases: [String; 2],
         token: String,
@@ -180,7 +211,7 @@ impl Stack {
             )
             .env(
                 "RECONNECT_CAP",
-                format!("{}ms", self.config.reconnect_cap.as_millis()),
+                format!("{}ms", self.config.options.reconnect_cap.as_millis()),
             );
         if let Some(tls) = &self.config.tls {
             cmd.env("PAYMENTS_CA", &tls.ca)
@@ -212,7 +243,7 @@ impl Stack {
 
     async fn start(&mut self, which: Which, mut cmd: Command) -> anyhow::Result<()> {
         cmd.env("PAYMENTS_TOKEN", &self.token)
-            .env("RUST_LOG", &self.config.service_log)
+            .env("RUST_LOG", &self.config.options.service_log)
             .env("LOG_FORMAT", "json");
         self.services[which as usize].spawn(cmd, &self.config.out_dir)?;
         self.wait_ready(which, "/readyz").await
@@ -227,7 +258,8 @@ impl Stack {
         };
         let url = format!("{base}{path}");
         let link = path == "/healthz";
-        let deadline = Instant::now() + self.config.ready_timeout;
+        let ready_timeout = self.config.options.ready_timeout;
+        let deadline = Instant::now() + ready_timeout;
         loop {
             self.services[which as usize].check_alive()?;
             if answers(&self.http, &url, link).await {
@@ -235,10 +267,7 @@ impl Stack {
             }
             if Instant::now() >= deadline {
                 let service = &self.services[which as usize].report.name;
-                bail!(
-                    "{service} not ready at {url} within {:?}",
-                    self.config.ready_timeout
-                );
+                bail!("{service} not ready at {url} within {ready_timeout:?}");
             }
             let pause = if link { 50 } else { 25 };
             tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -247,13 +276,13 @@ impl Stack {
 
     /// SIGTERM, then SIGKILL after the stop timeout. Returns how it ended.
     pub async fn stop(&mut self, which: Which) -> String {
-        let timeout = self.config.stop_timeout;
+        let timeout = self.config.options.stop_timeout;
         self.services[which as usize].stop(timeout).await
     }
 
     /// SIGKILL (`kill -9`): no shutdown at all. Returns how it ended.
     pub async fn kill(&mut self, which: Which) -> String {
-        let timeout = self.config.stop_timeout;
+        let timeout = self.config.options.stop_timeout;
         self.services[which as usize].kill(timeout).await
     }
 

@@ -91,6 +91,24 @@ pub(super) async fn ensure_up(s: &mut Stack) -> Option<String> {
     (!errors.is_empty()).then(|| errors.join("; "))
 }
 
+impl std::fmt::Display for Injected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let failed = self.restart_error.as_deref();
+        write!(
+            f,
+            "{:>6.1} s {} on {}: {} ({:.1} s){}",
+            self.at_s,
+            self.fault.name(),
+            self.target,
+            self.how,
+            self.restart_s,
+            failed
+                .map(|e| format!(" RESTART FAILED: {e}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
 /// Injects `fault` (on instance `label` of the services, or on PostgreSQL), and
 /// starts again what it stopped.
 async fn inject(
@@ -142,17 +160,7 @@ async fn inject(
         restart_s: at.elapsed().as_secs_f64(),
         restart_error,
     };
-    let failed = injected.restart_error.as_deref();
-    eprintln!(
-        "loadgen chaos: {:>6.1} s {} on {target}: {} ({:.1} s){}",
-        injected.at_s,
-        fault.name(),
-        injected.how,
-        injected.restart_s,
-        failed
-            .map(|e| format!(" RESTART FAILED: {e}"))
-            .unwrap_or_default()
-    );
+    eprintln!("loadgen chaos: {injected}");
     injected
 }
 

@@ -53,7 +53,7 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<Report> {
         cluster.version, cluster.name, cluster.port
     );
     let mut common = options.common.clone();
-    common.server.database_url = cluster.database_url();
+    common.stack.server.database_url = cluster.database_url();
     let chaos = Chaos {
         options: &options,
         common,

@@ -122,6 +122,7 @@ pub(super) async fn report(
         violations: 0,
     };
     checks.orders(ran, &rows);
+    checks.invoices(&rows);
     checks.databases(obs, &rows).await?;
     checks.run(ran, &rows);
     let violations = checks.violations;
@@ -205,6 +206,10 @@ impl Checks<'_> {
             wrong.collect(),
             " wrong",
         );
+    }
+
+    /// No order with two invoices, none cancelled with one, none fulfilled without.
+    fn invoices(&mut self, rows: &Rows) {
         let two = rows
             .iter()
             .filter(|(_, (_, _, n))| *n > 1)

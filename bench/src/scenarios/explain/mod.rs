@@ -134,13 +134,7 @@ impl Explain {
         let (c, open) = (&run.common, self.options.open);
         let obs = run.stack.observer()?;
         let rec = Arc::new(Recorder::default());
-        let api = crate::api::Api::new(
-            &run.stack.orders_url(),
-            c.http_concurrency,
-            c.request_timeout,
-            rec.clone(),
-            run.stack.tls(),
-        )?;
+        let api = run.api_recording(rec.clone())?;
         let created = create_many(&api, open, c.http_concurrency, &rec, &Clock::start()).await;
         let paged = until_none_in(&obs, "pending_payment", c.deadline, c.poll).await?;
         let all = if paged {

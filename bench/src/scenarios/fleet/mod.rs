@@ -96,7 +96,7 @@ impl Fleet {
             "--instances is 1 or 2 (of each service)"
         );
         let mut common = options.common.clone();
-        common.tls = true;
+        common.stack.tls = true;
         Ok(Fleet { options, common })
     }
 }
@@ -111,7 +111,7 @@ impl Scenario for Fleet {
     }
 
     async fn measure(&self, run: &mut Run) -> anyhow::Result<()> {
-        let layout = layout(&run.stack, run.second.as_ref());
+        let layout = layout(&run.stack, run.second.as_ref())?;
         let drain = format!("{}ms", self.options.drain_period.as_millis());
         for stack in std::iter::once(&mut run.stack).chain(run.second.as_mut()) {
             stack.orders_env = vec![
@@ -145,24 +145,23 @@ impl Scenario for Fleet {
 }
 
 /// Free ports for HAProxy's four listeners, and the instances behind it.
-fn layout(a: &Stack, b: Option<&Stack>) -> Layout {
-    let port = || free_port().expect("a free port");
+fn layout(a: &Stack, b: Option<&Stack>) -> anyhow::Result<Layout> {
     let server = |name: &str, port: u16| Server {
         name: name.into(),
         port,
     };
-    Layout {
-        api: port(),
-        page: port(),
-        link: port(),
-        stats: port(),
+    Ok(Layout {
+        api: free_port()?,
+        page: free_port()?,
+        link: free_port()?,
+        stats: free_port()?,
         orders: std::iter::once(server("orders-a", a.orders_port))
             .chain(b.map(|b| server("orders-b", b.orders_port)))
             .collect(),
         payments: std::iter::once(server("payments-a", a.payments_port))
             .chain(b.map(|b| server("payments-b", b.payments_port)))
             .collect(),
-    }
+    })
 }
 
 /// One instance's restart.
@@ -205,16 +204,8 @@ impl Fleet {
 
     /// The customer journeys through HAProxy's API port, on `clock`.
     fn journeys(&self, run: &Run, layout: &Layout, clock: Clock) -> anyhow::Result<Arc<Journeys>> {
-        let (o, c) = (&self.options, &run.common);
-        let front = format!("http://127.0.0.1:{}", layout.api);
-        let rec = run.rec.clone();
-        let api = crate::api::Api::new(
-            &front,
-            c.http_concurrency,
-            c.request_timeout,
-            rec,
-            run.stack.tls(),
-        )?;
+        let o = &self.options;
+        let api = run.api()?.at(&format!("http://127.0.0.1:{}", layout.api));
         Ok(Arc::new(Journeys {
             api,
             wait: o.wait,

@@ -259,13 +259,13 @@ impl Flow {
             None => json!({
                 "loop": "closed", "concurrency": o.concurrency, "count": o.count,
                 "duration_s": duration_s,
-                "watch_ms": watch_ms, "http_concurrency": c.http_concurrency, "tls": c.tls,
-                "service_log": c.service_log,
+                "watch_ms": watch_ms, "http_concurrency": c.http_concurrency, "tls": c.stack.tls,
+                "service_log": c.stack.service_log,
             }),
             Some(rate) => json!({
                 "loop": "open", "rate": rate, "duration_s": duration_s,
-                "max_in_flight": o.max_in_flight, "watch_ms": watch_ms, "tls": c.tls,
-                "http_concurrency": c.http_concurrency, "service_log": c.service_log,
+                "max_in_flight": o.max_in_flight, "watch_ms": watch_ms, "tls": c.stack.tls,
+                "http_concurrency": c.http_concurrency, "service_log": c.stack.service_log,
             }),
         }
     }
