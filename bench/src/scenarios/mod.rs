@@ -54,17 +54,15 @@ pub struct Spec<'a> {
     pub two_instances: bool,
 }
 
-impl Spec<'_> {
-    pub fn new<'a>(
-        name: &'static str,
-        common: &'a Common,
-        plotted: &'static [&'static str],
-    ) -> Spec<'a> {
+impl<'a> Spec<'a> {
+    /// One instance of each service.
+    pub fn new(name: &'static str, common: &'a Common, plotted: &'static [&'static str]) -> Self {
+        let two_instances = false;
         Spec {
             name,
             common,
             plotted,
-            two_instances: false,
+            two_instances,
         }
     }
 }
