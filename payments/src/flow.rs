@@ -180,9 +180,13 @@ impl Segment {
         let initiated = if self.initiates.is_empty() {
             HashMap::new()
         } else {
+            // The batch's span (ws.rs runs `answer_batch` in it): a new session keeps
+            // its trace for the customer's Pay to link to. `None` when traces are off.
+            let trace = service_kit::trace_context::current();
+            let traceparent = trace.as_ref().map(|t| t.traceparent.as_str());
             by_order(
                 batch
-                    .initiate(&self.initiates, ctx.ttl, ctx.connection)
+                    .initiate(&self.initiates, ctx.ttl, ctx.connection, traceparent)
                     .await?,
             )
         };

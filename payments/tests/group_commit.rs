@@ -4,7 +4,7 @@
 //! for one session in ONE batch (a double click), which no HTTP test can arrange on
 //! purpose.
 
-use payments::store::{Finished, PageFinish, PageFinishes, SessionState, Store};
+use payments::store::{Finished, PageFinish, PageFinished, PageFinishes, SessionState, Store};
 use service_kit::group_commit::Batch;
 use shared_protocol::{CancelReason, PaymentId, PaymentOutcome};
 use sqlx::PgPool;
@@ -38,6 +38,7 @@ fn pay(payment_id: PaymentId) -> PageFinish {
         payment_id,
         outcome: PaymentOutcome::Fulfill,
         reason: None,
+        traceparent: None,
     }
 }
 
@@ -46,7 +47,13 @@ fn cancel(payment_id: PaymentId) -> PageFinish {
         payment_id,
         outcome: PaymentOutcome::Cancel,
         reason: Some(CancelReason::Customer),
+        traceparent: None,
     }
+}
+
+/// The store's answers, without the sessions' trace contexts.
+fn finished(answers: Vec<PageFinished>) -> Vec<Finished> {
+    answers.into_iter().map(|a| a.finished).collect()
 }
 
 #[tokio::test]
@@ -61,10 +68,12 @@ async fn each_request_of_a_batch_gets_its_own_answer() {
     let paid_before = session(&pool, "method_selected", 600.0).await;
     let unknown = PaymentId(Uuid::new_v4());
     let mut conn = pool.acquire().await.unwrap();
-    let first = PageFinishes
-        .apply(&mut conn, &[pay(paid_before)])
-        .await
-        .unwrap();
+    let first = finished(
+        PageFinishes
+            .apply(&mut conn, &[pay(paid_before)])
+            .await
+            .unwrap(),
+    );
     let Finished::Now(earlier_event) = &first[0] else {
         panic!("{first:?}");
     };
@@ -79,7 +88,7 @@ async fn each_request_of_a_batch_gets_its_own_answer() {
         pay(unknown),
         pay(paid_before), // paid in an earlier batch
     ];
-    let answers = PageFinishes.apply(&mut conn, &batch).await.unwrap();
+    let answers = finished(PageFinishes.apply(&mut conn, &batch).await.unwrap());
     assert_eq!(answers.len(), batch.len());
 
     let Finished::Now(paid) = &answers[0] else {
@@ -163,9 +172,9 @@ async fn concurrent_pays_and_cancels_of_one_session_make_one_event() {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
                 if (i + attempt) % 3 == 0 {
-                    store.cancel_by_customer(id).await.unwrap()
+                    store.cancel_by_customer(id, None).await.unwrap().finished
                 } else {
-                    store.complete(id).await.unwrap()
+                    store.complete(id, None).await.unwrap().finished
                 }
             }));
         }

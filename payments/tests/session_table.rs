@@ -23,7 +23,7 @@ async fn session_in(store: &Store, connection: Uuid, state: SessionState) -> (Or
     let amount = Amount::new(1999).unwrap();
     let currency = Currency::parse("EUR").unwrap();
     let (session, _) = batch
-        .initiate(&[(order, amount, currency)], TTL, connection)
+        .initiate(&[(order, amount, currency)], TTL, connection, None)
         .await
         .unwrap()
         .remove(0);
@@ -35,16 +35,19 @@ async fn session_in(store: &Store, connection: Uuid, state: SessionState) -> (Or
     }
     batch.commit().await.unwrap();
     let finished = match state {
-        SessionState::Fulfilled => Some(store.complete(session.payment_id).await.unwrap()),
-        SessionState::Cancelled => {
-            Some(store.cancel_by_customer(session.payment_id).await.unwrap())
-        }
+        SessionState::Fulfilled => Some(store.complete(session.payment_id, None).await.unwrap()),
+        SessionState::Cancelled => Some(
+            store
+                .cancel_by_customer(session.payment_id, None)
+                .await
+                .unwrap(),
+        ),
         _ => None,
     };
     assert!(
         finished
             .as_ref()
-            .is_none_or(|f| matches!(f, Finished::Now(_))),
+            .is_none_or(|f| matches!(f.finished, Finished::Now(_))),
         "{finished:?}"
     );
     let reached = store.session_by_order(order).await.unwrap().unwrap().state;
@@ -71,9 +74,16 @@ async fn apply(
             batch.commit().await.unwrap();
             sessions[0].0.method.as_deref() == Some("bank_transfer")
         }
-        SessionEvent::Pay => matches!(store.complete(payment).await.unwrap(), Finished::Now(_)),
+        SessionEvent::Pay => matches!(
+            store.complete(payment, None).await.unwrap().finished,
+            Finished::Now(_)
+        ),
         SessionEvent::CancelByCustomer => matches!(
-            store.cancel_by_customer(payment).await.unwrap(),
+            store
+                .cancel_by_customer(payment, None)
+                .await
+                .unwrap()
+                .finished,
             Finished::Now(_)
         ),
         SessionEvent::CancelByOrders => {

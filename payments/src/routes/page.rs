@@ -14,12 +14,12 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use base64::Engine;
 use maud::{Markup, html};
-use service_kit::error_chain;
+use service_kit::{error_chain, trace_context};
 use sha2::Digest;
 use shared_protocol::PaymentId;
 
 use crate::state::AppState;
-use crate::store::{Finished, StoreError, off_arbiter};
+use crate::store::{Finished, PageFinished, StoreError, off_arbiter};
 
 mod view;
 
@@ -57,6 +57,7 @@ pub async fn cancel(
     act(&req, &path, &state, Action::Cancel).await
 }
 
+#[derive(Clone, Copy)]
 enum Action {
     Complete,
     Cancel,
@@ -70,15 +71,7 @@ async fn act(req: &HttpRequest, raw: &str, state: &AppState, action: Action) -> 
     let Ok(payment_id) = PaymentId::parse(raw) else {
         return not_found();
     };
-    let store = state.store.clone();
-    let result = off_arbiter(async move {
-        match action {
-            Action::Complete => store.complete(payment_id).await,
-            Action::Cancel => store.cancel_by_customer(payment_id).await,
-        }
-    })
-    .await;
-    match result {
+    match finish(state, payment_id, action).await {
         Ok(Finished::Unknown) => not_found(),
         Ok(Finished::Now(event)) => {
             // Not the payment id: it is the page's bearer capability.
@@ -88,6 +81,33 @@ async fn act(req: &HttpRequest, raw: &str, state: &AppState, action: Action) -> 
         Ok(Finished::Already(_) | Finished::NotApplicable(_)) => see_other(payment_id),
         Err(e) => failed(&e, true),
     }
+}
+
+/// Pays or cancels through the store. With traces on, the request (tracing-actix-web's
+/// span, a trace of its own) is linked to the trace of the order's `initiate_payment`
+/// that the session kept, and its context is stored on the event.
+async fn finish(
+    state: &AppState,
+    payment_id: PaymentId,
+    action: Action,
+) -> Result<Finished, StoreError> {
+    let request = tracing::Span::current();
+    let traceparent = trace_context::of(&request).map(|remote| remote.traceparent);
+    let store = state.store.clone();
+    let work = async move {
+        match action {
+            Action::Complete => store.complete(payment_id, traceparent).await,
+            Action::Cancel => store.cancel_by_customer(payment_id, traceparent).await,
+        }
+    };
+    let PageFinished {
+        finished,
+        session_traceparent,
+    } = off_arbiter(work).await?;
+    if let Some(traceparent) = &session_traceparent {
+        trace_context::add_link(&request, traceparent, None);
+    }
+    Ok(finished)
 }
 
 /// Why a POST to the page must be refused as cross-site, if it must: CSRF protection

@@ -27,7 +27,7 @@ use sqlx::PgPool;
 pub use crate::domain::SessionState;
 pub use outbox::{Attempts, Backlog, Claimed, Dead, Event, EventRecord, Pending, Resumed, Retry};
 pub use sessions::batch::Batch;
-pub use sessions::{Finished, PageFinish, PageFinishes, Session};
+pub use sessions::{Finished, PageFinish, PageFinished, PageFinishes, Session};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

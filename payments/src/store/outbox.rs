@@ -21,6 +21,10 @@ pub struct Event {
     pub payment_id: PaymentId,
     pub state: PaymentOutcome,
     pub reason: Option<CancelReason>,
+    /// The W3C `traceparent` of the request that made the event (the customer's Pay or
+    /// Cancel on the page), when traces were exported then; `None` for expired
+    /// sessions' events and Orders' cancels.
+    pub traceparent: Option<String>,
 }
 
 impl Event {
@@ -51,6 +55,7 @@ pub(super) struct EventRow {
     pub(super) payment_id: Uuid,
     pub(super) state: String,
     pub(super) reason: Option<String>,
+    pub(super) traceparent: Option<String>,
 }
 
 impl TryFrom<EventRow> for Event {
@@ -66,6 +71,7 @@ impl TryFrom<EventRow> for Event {
                 other => return Err(StoreError::Corrupt(format!("event state {other:?}"))),
             },
             reason: parse_reason(r.reason.as_deref())?,
+            traceparent: r.traceparent,
         })
     }
 }
@@ -410,8 +416,8 @@ async fn count_attempts(
                         OR dispatched_at <= clock_timestamp() - make_interval(secs => $3))
                    THEN clock_timestamp() END
            WHERE event_id = ANY($1) AND acked_at IS NULL AND dead_at IS NULL
-           RETURNING event_id, order_id, payment_id, state, reason, delivery_attempts,
-               dead_at IS NOT NULL AS "dead!""#,
+           RETURNING event_id, order_id, payment_id, state, reason, traceparent,
+               delivery_attempts, dead_at IS NOT NULL AS "dead!""#,
         event_ids,
         attempts.max,
         attempts.redeliver_after.as_secs_f64(),
@@ -427,6 +433,7 @@ async fn count_attempts(
                 payment_id: r.payment_id,
                 state: r.state,
                 reason: r.reason,
+                traceparent: r.traceparent,
             })?;
             Ok(if r.dead {
                 Attempt::Dead(Dead {

@@ -20,9 +20,10 @@ macro_rules! query_sessions {
                  u.amount AS "amount!", u.currency AS "currency!", u.state AS "state!",
                  u.method AS "method?", u.cancel_reason AS "cancel_reason?",
                  u.expires_at AS "expires_at!",
-                 e.event_id AS "event_id?", e.state AS "event_state?", e.reason AS "event_reason?"
+                 e.event_id AS "event_id?", e.state AS "event_state?", e.reason AS "event_reason?",
+                 e.traceparent AS "event_traceparent?"
              FROM u LEFT JOIN LATERAL (
-                 SELECT event_id, state, reason FROM payment_events
+                 SELECT event_id, state, reason, traceparent FROM payment_events
                  WHERE payment_id = u.payment_id LIMIT 1) e ON true"#,
             $($arg),*
         )
@@ -75,6 +76,7 @@ struct SessionRow {
     event_id: Option<i64>,
     event_state: Option<String>,
     event_reason: Option<String>,
+    event_traceparent: Option<String>,
 }
 
 impl SessionRow {
@@ -87,6 +89,7 @@ impl SessionRow {
                 payment_id: self.payment_id,
                 state,
                 reason: self.event_reason,
+                traceparent: self.event_traceparent,
             })?),
             _ => None,
         };
@@ -119,24 +122,45 @@ pub enum Finished {
     Unknown,
 }
 
+/// The answer to the page's Pay or Cancel.
+#[derive(Debug)]
+pub struct PageFinished {
+    pub finished: Finished,
+    /// The `traceparent` stored on the session at `initiate_payment` (the order's
+    /// trace), when this request moved the session and it has one: what the request's
+    /// span links to.
+    pub session_traceparent: Option<String>,
+}
+
 impl Store {
-    /// The customer paid on the page. Concurrent Pays and Cancels share one statement
-    /// and one commit ([`PageFinishes`]).
-    pub async fn complete(&self, payment_id: PaymentId) -> Result<Finished, StoreError> {
+    /// The customer paid on the page; `traceparent` is the request's, stored on the
+    /// event. Concurrent Pays and Cancels share one statement and one commit
+    /// ([`PageFinishes`]).
+    pub async fn complete(
+        &self,
+        payment_id: PaymentId,
+        traceparent: Option<String>,
+    ) -> Result<PageFinished, StoreError> {
         let finish = PageFinish {
             payment_id,
             outcome: PaymentOutcome::Fulfill,
             reason: None,
+            traceparent,
         };
         Ok(self.finishes.submit(finish).await?)
     }
 
-    /// The customer gave up on the page.
-    pub async fn cancel_by_customer(&self, payment_id: PaymentId) -> Result<Finished, StoreError> {
+    /// The customer gave up on the page (`traceparent` as for [`Store::complete`]).
+    pub async fn cancel_by_customer(
+        &self,
+        payment_id: PaymentId,
+        traceparent: Option<String>,
+    ) -> Result<PageFinished, StoreError> {
         let finish = PageFinish {
             payment_id,
             outcome: PaymentOutcome::Cancel,
             reason: Some(CancelReason::Customer),
+            traceparent,
         };
         Ok(self.finishes.submit(finish).await?)
     }
@@ -159,7 +183,7 @@ impl Store {
                  RETURNING s.payment_id, s.order_id)
              INSERT INTO payment_events (payment_id, order_id, state, reason)
              SELECT payment_id, order_id, 'CANCEL', 'expired' FROM expired
-             RETURNING event_id, order_id, payment_id, state, reason"#,
+             RETURNING event_id, order_id, payment_id, state, reason, traceparent"#,
             SCAN_LIMIT,
         )
         .fetch_all(&self.pool)
@@ -193,7 +217,7 @@ impl Store {
     pub async fn event_of(&self, payment_id: PaymentId) -> Result<Option<Event>, StoreError> {
         let row = sqlx::query_as!(
             EventRow,
-            "SELECT event_id, order_id, payment_id, state, reason FROM payment_events WHERE payment_id = $1",
+            "SELECT event_id, order_id, payment_id, state, reason, traceparent FROM payment_events WHERE payment_id = $1",
             payment_id.0,
         )
         .fetch_optional(&self.pool)
@@ -210,57 +234,54 @@ impl Store {
     }
 }
 
-async fn insert_event(
-    conn: &mut PgConnection,
+/// A change that makes a session final, as [`finish_in`] applies it: the page's Pay
+/// or Cancel, or Orders' `cancel_payment`.
+struct Finish<'a> {
     payment_id: PaymentId,
-    order_id: OrderId,
     outcome: PaymentOutcome,
     reason: Option<CancelReason>,
+    /// Stored on the event ([`Event::traceparent`]).
+    traceparent: Option<&'a str>,
+    /// The event goes out at once (on the requesting connection): it is dispatched.
     dispatched: bool,
+}
+
+async fn insert_event(
+    conn: &mut PgConnection,
+    order_id: OrderId,
+    finish: &Finish<'_>,
 ) -> Result<Event, StoreError> {
-    let state = outcome.as_str();
     let event_id = sqlx::query_scalar!(
         "INSERT INTO payment_events (payment_id, order_id, state, reason, dispatched_at, \
-             delivery_attempts) \
+             delivery_attempts, traceparent) \
          VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN clock_timestamp() END, \
-             CASE WHEN $5 THEN 1 ELSE 0 END) RETURNING event_id",
-        payment_id.0,
+             CASE WHEN $5 THEN 1 ELSE 0 END, $6) RETURNING event_id",
+        finish.payment_id.0,
         order_id.0,
-        state,
-        reason.map(CancelReason::as_str),
-        dispatched,
+        finish.outcome.as_str(),
+        finish.reason.map(CancelReason::as_str),
+        finish.dispatched,
+        finish.traceparent,
     )
     .fetch_one(&mut *conn)
     .await?;
     Ok(Event {
         event_id: EventId(event_id),
         order_id,
-        payment_id,
-        state: outcome,
-        reason,
+        payment_id: finish.payment_id,
+        state: finish.outcome,
+        reason: finish.reason,
+        traceparent: finish.traceparent.map(str::to_owned),
     })
 }
 
 /// Moves a session to its final state and writes its event, inside `tx`.
-async fn finish_in(
-    conn: &mut PgConnection,
-    payment_id: PaymentId,
-    outcome: PaymentOutcome,
-    reason: Option<CancelReason>,
-    dispatched: bool,
-) -> Result<Finished, StoreError> {
-    let Some(order_id) = move_session(conn, payment_id, outcome, reason).await? else {
-        return unmoved(conn, payment_id).await;
+async fn finish_in(conn: &mut PgConnection, finish: &Finish<'_>) -> Result<Finished, StoreError> {
+    let moved = move_session(conn, finish.payment_id, finish.outcome, finish.reason).await?;
+    let Some(order_id) = moved else {
+        return unmoved(conn, finish.payment_id).await;
     };
-    let event = insert_event(
-        conn,
-        payment_id,
-        OrderId(order_id),
-        outcome,
-        reason,
-        dispatched,
-    )
-    .await?;
+    let event = insert_event(conn, OrderId(order_id), finish).await?;
     Ok(Finished::Now(event))
 }
 
@@ -310,7 +331,7 @@ async fn unmoved(conn: &mut PgConnection, payment_id: PaymentId) -> Result<Finis
     };
     let event = sqlx::query_as!(
         EventRow,
-        "SELECT event_id, order_id, payment_id, state, reason FROM payment_events WHERE payment_id = $1",
+        "SELECT event_id, order_id, payment_id, state, reason, traceparent FROM payment_events WHERE payment_id = $1",
         payment_id.0,
     )
     .fetch_optional(&mut *conn)
@@ -327,6 +348,23 @@ pub struct PageFinish {
     pub payment_id: PaymentId,
     pub outcome: PaymentOutcome,
     pub reason: Option<CancelReason>,
+    /// The request's `traceparent`, stored on the event it makes (`None` when traces
+    /// are off).
+    pub traceparent: Option<String>,
+}
+
+impl PageFinish {
+    /// The change as [`finish_in`] applies it: the page answers with a redirect, and
+    /// the event goes out by delivery, not dispatched yet.
+    fn finish(&self) -> Finish<'_> {
+        Finish {
+            payment_id: self.payment_id,
+            outcome: self.outcome,
+            reason: self.reason,
+            traceparent: self.traceparent.as_deref(),
+            dispatched: false,
+        }
+    }
 }
 
 /// Writes a batch of the page's Pays and Cancels with ONE statement: the conditional
@@ -340,14 +378,14 @@ pub struct PageFinishes;
 
 impl group_commit::Batch for PageFinishes {
     type Item = PageFinish;
-    type Output = Finished;
+    type Output = PageFinished;
     type Error = StoreError;
 
     fn apply<'c>(
         &'c self,
         conn: &'c mut PgConnection,
         items: &'c [PageFinish],
-    ) -> BoxFuture<'c, Result<Vec<Finished>, StoreError>> {
+    ) -> BoxFuture<'c, Result<Vec<PageFinished>, StoreError>> {
         Box::pin(finish_page_batch(conn, items))
     }
 }
@@ -357,45 +395,92 @@ impl group_commit::Batch for PageFinishes {
 async fn finish_page_batch(
     conn: &mut PgConnection,
     items: &[PageFinish],
-) -> Result<Vec<Finished>, StoreError> {
+) -> Result<Vec<PageFinished>, StoreError> {
     let mut moved = move_page_sessions(conn, items).await?;
     let mut answers = Vec::with_capacity(items.len());
     for item in items {
         // The first request for a session that moved gets its event; any other is
         // answered from the database as it now stands.
         if let Some(row) = moved.remove(&item.payment_id.0) {
-            answers.push(Finished::Now(row.try_into()?));
+            answers.push(row.answer()?);
             continue;
         }
-        answers.push(finish_alone(conn, item).await?);
+        answers.push(PageFinished {
+            finished: finish_alone(conn, item).await?,
+            session_traceparent: None,
+        });
     }
     Ok(answers)
 }
 
+/// An event the page batch's statement wrote, and the `traceparent` of its session.
+struct MovedRow {
+    event_id: i64,
+    order_id: Uuid,
+    payment_id: Uuid,
+    state: String,
+    reason: Option<String>,
+    traceparent: Option<String>,
+    session_traceparent: Option<String>,
+}
+
+impl MovedRow {
+    /// The answer to the request that moved the session.
+    fn answer(self) -> Result<PageFinished, StoreError> {
+        let event = EventRow {
+            event_id: self.event_id,
+            order_id: self.order_id,
+            payment_id: self.payment_id,
+            state: self.state,
+            reason: self.reason,
+            traceparent: self.traceparent,
+        };
+        Ok(PageFinished {
+            finished: Finished::Now(event.try_into()?),
+            session_traceparent: self.session_traceparent,
+        })
+    }
+}
+
+/// The columns of a page batch, one array each, in the order of the requests.
+struct PageColumns<'a> {
+    ids: Vec<Uuid>,
+    states: Vec<&'static str>,
+    reasons: Vec<Option<&'static str>>,
+    traceparents: Vec<Option<&'a str>>,
+}
+
+impl PageColumns<'_> {
+    fn of(items: &[PageFinish]) -> PageColumns<'_> {
+        PageColumns {
+            ids: items.iter().map(|i| i.payment_id.0).collect(),
+            states: items.iter().map(|i| i.outcome.as_str()).collect(),
+            reasons: items
+                .iter()
+                .map(|i| i.reason.map(CancelReason::as_str))
+                .collect(),
+            traceparents: items.iter().map(|i| i.traceparent.as_deref()).collect(),
+        }
+    }
+}
+
 /// The one statement of a page batch, committed: moves the sessions it can and writes
-/// their events; returns those events by payment id.
+/// their events (with the requests' `traceparent`); returns those events, and their
+/// sessions' `traceparent`, by payment id.
 async fn move_page_sessions(
     conn: &mut PgConnection,
     items: &[PageFinish],
-) -> Result<HashMap<Uuid, EventRow>, StoreError> {
-    let ids: Vec<Uuid> = items.iter().map(|i| i.payment_id.0).collect();
-    let states: Vec<String> = items
-        .iter()
-        .map(|i| i.outcome.as_str().to_owned())
-        .collect();
-    let reasons: Vec<Option<String>> = items
-        .iter()
-        .map(|i| i.reason.map(|r| r.as_str().to_owned()))
-        .collect();
+) -> Result<HashMap<Uuid, MovedRow>, StoreError> {
+    let columns = PageColumns::of(items);
     // A transaction only for its plan (see `BATCH_BEGIN`): it is one statement.
     let mut batch =
         sqlx::Connection::begin_with(&mut *conn, service_kit::database::BATCH_BEGIN).await?;
     let rows = sqlx::query_as!(
-        EventRow,
+        MovedRow,
         r#"WITH req AS (
-             SELECT DISTINCT ON (payment_id) payment_id, state, reason
-             FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY
-                 AS r(payment_id, state, reason, n)
+             SELECT DISTINCT ON (payment_id) payment_id, state, reason, traceparent
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
+                 AS r(payment_id, state, reason, traceparent, n)
              ORDER BY payment_id, n),
          moved AS (
              UPDATE payment_sessions s SET
@@ -408,13 +493,20 @@ async fn move_page_sessions(
                      WHEN 'FULFILL' THEN s.state = 'method_selected'
                          AND s.expires_at > clock_timestamp()
                      ELSE s.is_open END
-             RETURNING s.payment_id, s.order_id, r.state, r.reason)
-         INSERT INTO payment_events (payment_id, order_id, state, reason)
-         SELECT payment_id, order_id, state, reason FROM moved
-         RETURNING event_id, order_id, payment_id, state, reason"#,
-        &ids,
-        &states,
-        &reasons as &[Option<String>],
+             RETURNING s.payment_id, s.order_id, r.state, r.reason, r.traceparent,
+                 s.traceparent AS session_traceparent),
+         inserted AS (
+             INSERT INTO payment_events (payment_id, order_id, state, reason, traceparent)
+             SELECT payment_id, order_id, state, reason, traceparent FROM moved
+             RETURNING event_id, order_id, payment_id, state, reason, traceparent)
+         SELECT i.event_id AS "event_id!", i.order_id AS "order_id!",
+             i.payment_id AS "payment_id!", i.state AS "state!", i.reason AS "reason?",
+             i.traceparent AS "traceparent?", m.session_traceparent AS "session_traceparent?"
+         FROM inserted i JOIN moved m USING (payment_id)"#,
+        &columns.ids,
+        &columns.states as &[&str],
+        &columns.reasons as &[Option<&str>],
+        &columns.traceparents as &[Option<&str>],
     )
     .fetch_all(&mut *batch)
     .await?;
@@ -425,7 +517,7 @@ async fn move_page_sessions(
 /// One page request, as one at a time would be: `finish_in` in its own transaction.
 async fn finish_alone(conn: &mut PgConnection, item: &PageFinish) -> Result<Finished, StoreError> {
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let finished = finish_in(&mut tx, item.payment_id, item.outcome, item.reason, false).await?;
+    let finished = finish_in(&mut tx, &item.finish()).await?;
     tx.commit().await?;
     Ok(finished)
 }

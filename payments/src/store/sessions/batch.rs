@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::super::StoreError;
 use super::super::outbox::Event;
-use super::{Finished, Session, SessionRow, finish_in};
+use super::{Finish, Finished, Session, SessionRow, finish_in};
 
 /// One transaction over a batch of messages from one connection (group commit): each
 /// kind of message is applied with ONE statement over arrays (`unnest`), whatever the
@@ -56,15 +56,20 @@ impl Batch {
     /// the session has another amount or currency (a request answered with `conflict`
     /// changes nothing: it must not reroute the order's outcome). Returns each order's
     /// session as it now stands, with its final event if any; the caller compares
-    /// amount and currency.
+    /// amount and currency. A new session stores `traceparent` (the trace of the
+    /// batch that starts it, which the customer's Pay links to); one that exists keeps
+    /// its own.
     pub async fn initiate(
         &mut self,
         orders: &[(OrderId, Amount, Currency)],
         ttl: Duration,
         connection: Uuid,
+        traceparent: Option<&str>,
     ) -> Result<Vec<(Session, Option<Event>)>, StoreError> {
         let new = NewSessions::sorted(orders);
-        let mut sessions = self.insert_sessions(&new, ttl, connection).await?;
+        let mut sessions = self
+            .insert_sessions(&new, ttl, connection, traceparent)
+            .await?;
         if sessions.len() < new.order_ids.len() {
             // The conflicting ones, as they are (a statement of its own, which sees
             // rows other transactions committed while the insert waited on them).
@@ -74,20 +79,23 @@ impl Batch {
         Ok(sessions)
     }
 
-    /// Inserts the sessions, or records `connection` on the ones that exist with the
-    /// same amount and currency; returns those, as they now stand.
+    /// Inserts the sessions (with `traceparent`, one for all), or records `connection`
+    /// on the ones that exist with the same amount and currency; returns those, as they
+    /// now stand.
     async fn insert_sessions(
         &mut self,
         new: &NewSessions,
         ttl: Duration,
         connection: Uuid,
+        traceparent: Option<&str>,
     ) -> Result<Vec<(Session, Option<Event>)>, StoreError> {
         let rows = query_sessions!(
             "WITH u AS (
                  INSERT INTO payment_sessions
-                     (payment_id, order_id, amount, currency, expires_at, last_connection)
+                     (payment_id, order_id, amount, currency, expires_at, last_connection,
+                      traceparent)
                  SELECT i.payment_id, i.order_id, i.amount, i.currency,
-                     clock_timestamp() + make_interval(secs => $5), $6
+                     clock_timestamp() + make_interval(secs => $5), $6, $7
                  FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[])
                      AS i(payment_id, order_id, amount, currency)
                  ON CONFLICT (order_id) DO UPDATE SET last_connection = EXCLUDED.last_connection
@@ -100,6 +108,7 @@ impl Batch {
             &new.currencies,
             ttl.as_secs_f64(),
             connection,
+            traceparent,
         )
         .fetch_all(&mut *self.tx)
         .await?;
@@ -193,15 +202,17 @@ impl Batch {
         let Some(payment_id) = payment_id else {
             return Ok(Finished::Unknown);
         };
-        // Answered on the requesting connection at once: already dispatched.
-        finish_in(
-            &mut self.tx,
-            PaymentId(payment_id),
-            PaymentOutcome::Cancel,
-            Some(CancelReason::OrdersCancelled),
-            true,
-        )
-        .await
+        let finish = Finish {
+            payment_id: PaymentId(payment_id),
+            outcome: PaymentOutcome::Cancel,
+            reason: Some(CancelReason::OrdersCancelled),
+            // Answered in the batch's trace, on the requesting connection: nothing to
+            // continue in a later delivery.
+            traceparent: None,
+            // Answered on the requesting connection at once: already dispatched.
+            dispatched: true,
+        };
+        finish_in(&mut self.tx, &finish).await
     }
 
     pub async fn commit(self) -> Result<(), StoreError> {
@@ -252,7 +263,10 @@ mod tests {
             .collect();
         let mut batch = store.batch().await.unwrap();
         let ttl = std::time::Duration::from_secs(600);
-        batch.initiate(&orders, ttl, connection).await.unwrap();
+        batch
+            .initiate(&orders, ttl, connection, None)
+            .await
+            .unwrap();
         batch.commit().await.unwrap();
 
         let choices: Vec<_> = orders
