@@ -10,15 +10,23 @@
 //! answers them differently: a frame that is too large ([`DecodeError::TooLarge`]),
 //! one that is not JSON or has the wrong shape (`malformed_message`), and one whose
 //! `type` nobody knows (`unknown_type`).
+//!
+//! Every message may also carry a W3C Trace Context in two optional top-level fields,
+//! `traceparent` and `tracestate` ([`TraceContext`], written by [`encode_traced`] and read
+//! by [`decode_traced`]), so that one trace follows an order across the link. A peer that
+//! omits them or sends a malformed one is served just the same, and [`decode`] and
+//! [`encode`] ignore them.
 
 mod ids;
 mod messages;
 pub mod schema;
+mod trace;
 
 pub use ids::{Amount, Currency, EventId, IdError, OrderId, PaymentId};
 pub use messages::{
     CancelReason, ClientMessage, ErrorCode, Message, PaymentOutcome, ServerMessage,
 };
+pub use trace::{MAX_TRACESTATE_LEN, TraceContext};
 
 /// The WebSocket subprotocol both sides must agree on (`Sec-WebSocket-Protocol`).
 pub const SUBPROTOCOL: &str = "payments.v1";
@@ -74,6 +82,29 @@ impl DecodeError {
 /// Unknown fields are ignored; an unknown `type` is [`DecodeError::UnknownType`];
 /// anything else that does not fit is [`DecodeError::Malformed`].
 pub fn decode<M: Message>(text: &str) -> Result<M, DecodeError> {
+    decode_with(text, |_| ()).map(|(message, ())| message)
+}
+
+/// Decodes one text frame like [`decode`], and also reads the trace context it carries.
+///
+/// The message and the errors are exactly [`decode`]'s. The context is `None` when the
+/// frame has no `traceparent`, or one that is not a string or not a valid W3C
+/// `traceparent`: that never makes the message fail. A `tracestate` that is not a
+/// valid string is dropped on its own (see [`TraceContext::parse`]).
+pub fn decode_traced<M: Message>(text: &str) -> Result<(M, Option<TraceContext>), DecodeError> {
+    decode_with(text, |object| {
+        let traceparent = object.get("traceparent")?.as_str()?;
+        let tracestate = object.get("tracestate").and_then(serde_json::Value::as_str);
+        TraceContext::parse(traceparent, tracestate)
+    })
+}
+
+/// The one decoder: parses `text` once, checks it as [`decode`] documents, and lets
+/// `extra` read what else it needs from the same JSON object before the message takes it.
+fn decode_with<M: Message, T>(
+    text: &str,
+    extra: impl FnOnce(&serde_json::Map<String, serde_json::Value>) -> T,
+) -> Result<(M, T), DecodeError> {
     if text.len() > MAX_MESSAGE_BYTES {
         return Err(DecodeError::TooLarge { len: text.len() });
     }
@@ -113,14 +144,40 @@ pub fn decode<M: Message>(text: &str) -> Result<M, DecodeError> {
             order_id,
         });
     }
-    serde_json::from_value(value).map_err(|e| DecodeError::Malformed {
+    let extra = extra(object);
+    let message = serde_json::from_value(value).map_err(|e| DecodeError::Malformed {
         reason: e.to_string(),
         order_id,
-    })
+    })?;
+    Ok((message, extra))
 }
 
 /// Encodes a message as the text of one frame.
 pub fn encode<M: Message>(message: &M) -> String {
     // The message types are plain data (strings, integers, uuids): serialising them cannot fail.
     serde_json::to_string(message).expect("protocol messages always serialise")
+}
+
+/// Encodes a message like [`encode`], with the trace context as its top-level
+/// `traceparent` (and `tracestate`) fields.
+///
+/// With `trace` `None` the text is exactly [`encode`]'s.
+pub fn encode_traced<M: Message>(message: &M, trace: Option<&TraceContext>) -> String {
+    /// The message's own fields, then the context's, in one flat object.
+    #[derive(serde::Serialize)]
+    struct Traced<'a, M> {
+        #[serde(flatten)]
+        message: &'a M,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        traceparent: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tracestate: Option<&'a str>,
+    }
+    let traced = Traced {
+        message,
+        traceparent: trace.map(TraceContext::traceparent),
+        tracestate: trace.and_then(TraceContext::tracestate),
+    };
+    // As for `encode`: plain data, and flattening a struct-like message cannot fail.
+    serde_json::to_string(&traced).expect("protocol messages always serialise")
 }

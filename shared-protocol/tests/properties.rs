@@ -1,12 +1,14 @@
 //! Properties of the wire format, over generated messages and generated garbage
 //! (proptest): encoding then decoding is the identity for every message of both
-//! directions, and decoding never panics, whatever the text.
+//! directions, with or without a trace context, and decoding never panics, whatever
+//! the text.
 
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 use shared_protocol::{
     Amount, CancelReason, ClientMessage, Currency, DecodeError, ErrorCode, EventId,
-    MAX_MESSAGE_BYTES, OrderId, PaymentId, PaymentOutcome, ServerMessage, decode, encode,
+    MAX_MESSAGE_BYTES, MAX_TRACESTATE_LEN, OrderId, PaymentId, PaymentOutcome, ServerMessage,
+    TraceContext, decode, decode_traced, encode, encode_traced,
 };
 
 fn order_id() -> impl Strategy<Value = OrderId> {
@@ -115,6 +117,30 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
     ]
 }
 
+/// A valid `traceparent`: mostly version 00, sometimes a later version with more after it.
+fn traceparent() -> impl Strategy<Value = String> {
+    let ids = (1..=u128::MAX, 1..=u64::MAX, any::<u8>());
+    prop_oneof![
+        3 => ids.clone().prop_map(|(trace, parent, flags)| format!("00-{trace:032x}-{parent:016x}-{flags:02x}")),
+        1 => (1u8..=0xfe, ids, proptest::option::of("-[ -~]{0,20}")).prop_map(
+            |(version, (trace, parent, flags), rest)| {
+                format!("{version:02x}-{trace:032x}-{parent:016x}-{flags:02x}{}", rest.unwrap_or_default())
+            }
+        ),
+    ]
+}
+
+/// A valid `tracestate`: printable ASCII, up to the limit.
+fn tracestate() -> impl Strategy<Value = String> {
+    prop_oneof!["[ -~]{1,64}", "[a-z0-9=,]{1,512}",]
+}
+
+fn trace_context() -> impl Strategy<Value = TraceContext> {
+    (traceparent(), proptest::option::of(tracestate())).prop_map(|(parent, state)| {
+        TraceContext::parse(&parent, state.as_deref()).expect("generated valid")
+    })
+}
+
 /// Arbitrary JSON, nested a few levels.
 fn json() -> impl Strategy<Value = serde_json::Value> {
     let leaf = prop_oneof![
@@ -134,6 +160,8 @@ fn json() -> impl Strategy<Value = serde_json::Value> {
                     Just("event_id".to_owned()),
                     Just("methods".to_owned()),
                     Just("state".to_owned()),
+                    Just("traceparent".to_owned()),
+                    Just("tracestate".to_owned()),
                     text(),
                 ],
                 inner,
@@ -215,5 +243,91 @@ proptest! {
         let text = " ".repeat(MAX_MESSAGE_BYTES + extra);
         let refused = matches!(decode::<ClientMessage>(&text), Err(DecodeError::TooLarge { .. }));
         prop_assert!(refused);
+    }
+
+    #[test]
+    fn every_client_message_survives_encode_traced_then_decode_traced(
+        message in client_message(),
+        trace in proptest::option::of(trace_context()),
+    ) {
+        let text = encode_traced(&message, trace.as_ref());
+        prop_assert_eq!(decode_traced::<ClientMessage>(&text).expect("decodes"), (message.clone(), trace));
+        // A peer on the previous release reads the same message.
+        prop_assert_eq!(decode::<ClientMessage>(&text).expect("decodes"), message);
+    }
+
+    #[test]
+    fn every_server_message_survives_encode_traced_then_decode_traced(
+        message in server_message(),
+        trace in proptest::option::of(trace_context()),
+    ) {
+        let text = encode_traced(&message, trace.as_ref());
+        prop_assert_eq!(decode_traced::<ServerMessage>(&text).expect("decodes"), (message.clone(), trace));
+        prop_assert_eq!(decode::<ServerMessage>(&text).expect("decodes"), message);
+    }
+
+    #[test]
+    fn encode_traced_without_a_context_is_encode(client in client_message(), server in server_message()) {
+        prop_assert_eq!(encode_traced(&client, None), encode(&client));
+        prop_assert_eq!(encode_traced(&server, None), encode(&server));
+    }
+
+    #[test]
+    fn decode_traced_decodes_any_text_as_decode_does(text in any::<String>()) {
+        prop_assert_eq!(decode_traced::<ClientMessage>(&text).map(|(m, _)| m), decode::<ClientMessage>(&text));
+        prop_assert_eq!(decode_traced::<ServerMessage>(&text).map(|(m, _)| m), decode::<ServerMessage>(&text));
+    }
+
+    #[test]
+    fn decode_traced_decodes_near_messages_as_decode_does(
+        text in almost_a_message(),
+        traceparent in json(),
+        tracestate in json(),
+    ) {
+        let mut value: serde_json::Value = serde_json::from_str(&text).expect("json");
+        value["traceparent"] = traceparent;
+        value["tracestate"] = tracestate;
+        let text = value.to_string();
+        prop_assert_eq!(decode_traced::<ClientMessage>(&text).map(|(m, _)| m), decode::<ClientMessage>(&text));
+        prop_assert_eq!(decode_traced::<ServerMessage>(&text).map(|(m, _)| m), decode::<ServerMessage>(&text));
+    }
+
+    #[test]
+    fn a_valid_traceparent_parses_to_its_first_55_characters(parent in traceparent(), state in proptest::option::of(tracestate())) {
+        let trace = TraceContext::parse(&parent, state.as_deref()).expect("valid");
+        prop_assert_eq!(trace.traceparent(), &parent[..55]);
+        prop_assert_eq!(trace.tracestate(), state.as_deref());
+    }
+
+    #[test]
+    fn an_upper_cased_traceparent_is_rejected(parent in traceparent()) {
+        let upper = parent[..55].to_ascii_uppercase();
+        prop_assume!(upper != parent[..55]);
+        prop_assert_eq!(TraceContext::parse(&upper, None), None);
+    }
+
+    #[test]
+    fn a_version_00_traceparent_of_another_length_is_rejected(parent in traceparent(), cut in 0usize..55, extra in "[0-9a-f-]{1,8}") {
+        prop_assume!(parent.starts_with("00-"));
+        prop_assert_eq!(TraceContext::parse(&parent[..cut], None), None);
+        prop_assert_eq!(TraceContext::parse(&format!("{parent}{extra}"), None), None);
+    }
+
+    #[test]
+    fn parsing_any_trace_context_never_panics_and_keeps_only_valid_text(parent in any::<String>(), state in proptest::option::of(any::<String>())) {
+        if let Some(trace) = TraceContext::parse(&parent, state.as_deref()) {
+            prop_assert_eq!(trace.traceparent().len(), 55);
+            prop_assert!(parent.starts_with(trace.traceparent()));
+            if let Some(kept) = trace.tracestate() {
+                prop_assert!(kept.len() <= MAX_TRACESTATE_LEN);
+                prop_assert!(kept.bytes().all(|b| (0x20..=0x7e).contains(&b)));
+            }
+        }
+    }
+
+    #[test]
+    fn a_tracestate_over_the_limit_is_dropped(parent in traceparent(), len in (MAX_TRACESTATE_LEN + 1)..2048) {
+        let trace = TraceContext::parse(&parent, Some(&"a".repeat(len))).expect("traceparent kept");
+        prop_assert_eq!(trace.tracestate(), None);
     }
 }
