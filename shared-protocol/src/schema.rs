@@ -2,13 +2,20 @@
 //! written in other languages. `docs/protocol.schema.json` is this output, and the
 //! AsyncAPI document `docs/asyncapi.yaml` points into it; a test fails when either
 //! drifts from the code.
+//!
+//! Every message also gets the two optional trace-context fields, `traceparent` and
+//! `tracestate`, as references to the shared definitions `TraceParent` and `TraceState`:
+//! they live outside the message enums (see [`crate::encode_traced`]), so they are added
+//! to each generated message here.
 
 use std::borrow::Cow;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde_json::{Map, Value};
 
-use crate::{Amount, ClientMessage, Currency, EventId, OrderId, PaymentId, ServerMessage};
+use crate::{
+    Amount, ClientMessage, Currency, EventId, MAX_TRACESTATE_LEN, OrderId, PaymentId, ServerMessage,
+};
 
 impl JsonSchema for Amount {
     fn schema_name() -> Cow<'static, str> {
@@ -75,10 +82,49 @@ impl JsonSchema for EventId {
     }
 }
 
+/// The definitions of the two trace-context fields every message may carry.
+fn trace_context_defs() -> [(&'static str, Value); 2] {
+    [
+        (
+            "TraceParent",
+            serde_json::json!({
+                "description": "W3C Trace Context `traceparent` (version-traceid-parentid-flags, lower-case hex; version 00 is exactly 55 characters, a later version may continue after a `-`). Optional; a receiver ignores a missing or malformed one and never answers an error for it.",
+                "type": "string",
+                "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$",
+            }),
+        ),
+        (
+            "TraceState",
+            serde_json::json!({
+                "description": "W3C Trace Context `tracestate`, vendor entries that go with `traceparent`. Optional; a receiver ignores it without a valid `traceparent`, and drops one that is too long or not printable ASCII.",
+                "type": "string",
+                "maxLength": MAX_TRACESTATE_LEN,
+            }),
+        ),
+    ]
+}
+
+/// Adds the optional `traceparent` and `tracestate` properties to a message's schema.
+fn add_trace_context(message: &mut Value) {
+    if let Some(Value::Object(properties)) = message.get_mut("properties") {
+        properties.insert(
+            "traceparent".into(),
+            serde_json::json!({"$ref": "#/$defs/TraceParent"}),
+        );
+        properties.insert(
+            "tracestate".into(),
+            serde_json::json!({"$ref": "#/$defs/TraceState"}),
+        );
+    }
+}
+
 /// The schema document: one definition per message (named by its `type`), the value
 /// types they share, and `ClientMessage`/`ServerMessage` as the union of each direction.
 pub fn protocol_schema() -> Value {
     let mut defs = Map::new();
+    for (name, def) in trace_context_defs() {
+        defs.insert(name.to_owned(), def);
+    }
     let mut directions = Map::new();
     for (direction, schema) in [
         ("ClientMessage", schemars::schema_for!(ClientMessage)),
@@ -95,7 +141,7 @@ pub fn protocol_schema() -> Value {
             .cloned()
             .unwrap_or_default();
         let mut refs = Vec::new();
-        for variant in variants {
+        for mut variant in variants {
             let Some(name) = variant
                 .pointer("/properties/type/const")
                 .and_then(Value::as_str)
@@ -103,6 +149,7 @@ pub fn protocol_schema() -> Value {
             else {
                 continue;
             };
+            add_trace_context(&mut variant);
             refs.push(serde_json::json!({"$ref": format!("#/$defs/{name}")}));
             defs.insert(name, variant);
         }

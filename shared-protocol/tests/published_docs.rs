@@ -77,6 +77,37 @@ fn the_schema_defines_every_message_with_its_fields() {
 }
 
 #[test]
+fn every_message_may_carry_an_optional_trace_context() {
+    let schema = protocol_schema();
+    for name in ClientMessage::TYPES.iter().chain(ServerMessage::TYPES) {
+        let def = &schema["$defs"][name];
+        assert_eq!(
+            def["properties"]["traceparent"]["$ref"], "#/$defs/TraceParent",
+            "{name}"
+        );
+        assert_eq!(
+            def["properties"]["tracestate"]["$ref"], "#/$defs/TraceState",
+            "{name}"
+        );
+        let required = def["required"].as_array().unwrap();
+        assert!(
+            !required.contains(&Value::from("traceparent"))
+                && !required.contains(&Value::from("tracestate")),
+            "{name}: the trace context must stay optional"
+        );
+    }
+    let traceparent = &schema["$defs"]["TraceParent"];
+    assert_eq!(traceparent["type"], "string");
+    assert_eq!(
+        traceparent["pattern"],
+        "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$"
+    );
+    let tracestate = &schema["$defs"]["TraceState"];
+    assert_eq!(tracestate["type"], "string");
+    assert_eq!(tracestate["maxLength"], shared_protocol::MAX_TRACESTATE_LEN);
+}
+
+#[test]
 fn the_asyncapi_document_names_every_message_and_its_refs_resolve() {
     let text = std::fs::read_to_string(docs().join("asyncapi.yaml")).unwrap();
     assert!(
@@ -103,4 +134,10 @@ fn the_asyncapi_document_names_every_message_and_its_refs_resolve() {
             "asyncapi.yaml points at a missing $defs/{name}"
         );
     }
+    // The trace context is documented, and shown in an example.
+    assert!(text.contains("traceparent: 00-"), "no traceparent example");
+    assert!(
+        text.contains("`tracestate`"),
+        "the trace fields are not described"
+    );
 }
