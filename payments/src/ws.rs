@@ -37,9 +37,11 @@ use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
 use service_kit::error_chain;
 use shared_protocol::{
     ClientMessage, DecodeError, MAX_MESSAGE_BYTES, Message, SUBPROTOCOL, ServerMessage,
+    TraceContext,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at, sleep_until, timeout};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::delivery::{Delivery, OUTBOX_CAPACITY, Outbox, Outgoing, REPLY_ROOM};
@@ -413,12 +415,17 @@ async fn on_frames(
             .await
             .map_err(|_| Gone)?;
     }
-    let answers = if inbound.messages.is_empty() {
-        Vec::new()
+    let (answers, trace) = if inbound.messages.is_empty() {
+        (Vec::new(), None)
     } else {
-        flow::answer_batch(ctx, inbound.messages).await
+        let span = batch_span(&inbound.messages, &inbound.traces);
+        let trace = service_kit::trace_context::for_message(&span);
+        let answers = flow::answer_batch(ctx, inbound.messages)
+            .instrument(span)
+            .await;
+        (answers, trace)
     };
-    send_replies(outbox, inbound.slots, answers).await?;
+    send_replies(outbox, inbound.slots, answers, trace.as_ref()).await?;
     Ok(inbound.end)
 }
 
@@ -436,6 +443,8 @@ struct Inbound {
     slots: Vec<Slot>,
     /// The decoded messages, for one batch.
     messages: Vec<ClientMessage>,
+    /// The trace context each message carried, if any.
+    traces: Vec<Option<TraceContext>>,
     /// The payloads of the pings, to answer with pongs.
     pongs: Vec<actix_web::web::Bytes>,
     /// `Some(close)` when the connection must end.
@@ -444,7 +453,8 @@ struct Inbound {
 
 /// What one frame means for the connection.
 enum Meaning {
-    Message(ClientMessage),
+    /// A message, and the trace context it carried, if any.
+    Message(ClientMessage, Option<TraceContext>),
     /// Refused, with this reply in its place.
     Refused(ServerMessage),
     Ping(actix_web::web::Bytes),
@@ -459,8 +469,9 @@ impl Inbound {
         let mut inbound = Inbound::default();
         for frame in frames {
             match meaning(connection, frame) {
-                Meaning::Message(message) => {
+                Meaning::Message(message, trace) => {
                     inbound.messages.push(message);
+                    inbound.traces.push(trace);
                     inbound.slots.push(Slot::Batch);
                 }
                 Meaning::Refused(reply) => inbound.slots.push(Slot::Now(reply)),
@@ -506,10 +517,10 @@ fn meaning(connection: Uuid, frame: Frame) -> Meaning {
 /// Decodes a text frame: a message, a refusal to answer in its place, or (too large)
 /// the end of the connection.
 fn text_meaning(connection: Uuid, text: &str) -> Meaning {
-    match shared_protocol::decode::<ClientMessage>(text) {
-        Ok(message) => {
+    match shared_protocol::decode_traced::<ClientMessage>(text) {
+        Ok((message, trace)) => {
             tracing::debug!(r#type = message.type_name(), order_id = ?message.order_id(), "received");
-            Meaning::Message(message)
+            Meaning::Message(message, trace)
         }
         Err(DecodeError::TooLarge { .. }) => Meaning::End(Some(reason(
             CloseCode::Size,
@@ -540,24 +551,35 @@ fn protocol_error(connection: Uuid, e: &ProtocolError) -> CloseReason {
     }
 }
 
+/// The span of a batch of messages from Orders
+/// ([`service_kit::trace_context::batch_span`]).
+fn batch_span(messages: &[ClientMessage], traces: &[Option<TraceContext>]) -> tracing::Span {
+    let contexts: Vec<_> = traces.iter().map(Option::as_ref).collect();
+    let order = messages.first().and_then(|m| m.order_id());
+    service_kit::trace_context::batch_span("answer messages from Orders", &contexts, order)
+}
+
 /// Queues the replies in the order of the messages: each slot's own reply, or the
-/// next answer of the batch.
+/// next answer of the batch, which carries the batch's trace context.
 async fn send_replies(
     outbox: &Outbox,
     slots: Vec<Slot>,
     answers: Vec<Vec<ServerMessage>>,
+    trace: Option<&TraceContext>,
 ) -> Result<(), Gone> {
     let mut answers = answers.into_iter();
     for slot in slots {
-        let replies = match slot {
-            Slot::Now(reply) => vec![reply],
-            Slot::Batch => answers.next().unwrap_or_default(),
+        let (replies, trace) = match slot {
+            Slot::Now(reply) => (vec![reply], None),
+            Slot::Batch => (answers.next().unwrap_or_default(), trace),
         };
         for reply in replies {
             tracing::debug!(r#type = reply.type_name(), order_id = ?reply.order_id(), "sending");
             // Waits while the outbox is full: the writer's deadline bounds the wait.
             outbox
-                .send(Outgoing::Text(shared_protocol::encode(&reply)))
+                .send(Outgoing::Text(shared_protocol::encode_traced(
+                    &reply, trace,
+                )))
                 .await
                 .map_err(|_| Gone)?;
         }

@@ -21,8 +21,19 @@ pub(crate) fn enable() {
     ENABLED.store(true, Ordering::Release);
 }
 
-fn enabled() -> bool {
+/// Whether traces are exported: a span made only for a trace is not worth making
+/// otherwise.
+pub fn enabled() -> bool {
     ENABLED.load(Ordering::Acquire)
+}
+
+/// `make()`'s span when traces are exported, else a disabled span (nothing made).
+pub fn traced(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if enabled() {
+        make()
+    } else {
+        tracing::Span::none()
+    }
 }
 
 /// A span's context as W3C strings.
@@ -86,4 +97,50 @@ pub fn add_link(span: &tracing::Span, traceparent: &str, tracestate: Option<&str
     if let Some(cx) = extract(traceparent, tracestate) {
         span.add_link(cx.span().span_context().clone());
     }
+}
+
+/// The context of `span` as a `payments.v1` message carries it.
+pub fn for_message(span: &tracing::Span) -> Option<shared_protocol::TraceContext> {
+    let remote = of(span)?;
+    shared_protocol::TraceContext::parse(&remote.traceparent, remote.tracestate.as_deref())
+}
+
+/// Makes `span` (not yet entered) a child of a message's trace context.
+pub fn set_parent_from(span: &tracing::Span, trace: &shared_protocol::TraceContext) {
+    set_parent(span, trace.traceparent(), trace.tracestate());
+}
+
+/// Links `span` to a message's trace context.
+pub fn add_link_from(span: &tracing::Span, trace: &shared_protocol::TraceContext) {
+    add_link(span, trace.traceparent(), trace.tracestate());
+}
+
+/// The span of a batch of messages from the other side (disabled when traces are
+/// off): the child of its message's context when it holds one message, else linked
+/// to each message's context. A batch has one span, not one parent per message.
+pub fn batch_span(
+    name: &'static str,
+    contexts: &[Option<&shared_protocol::TraceContext>],
+    order_id: Option<shared_protocol::OrderId>,
+) -> tracing::Span {
+    if !enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "batch",
+        otel.name = name,
+        messages = contexts.len(),
+        order_id = tracing::field::Empty,
+    );
+    if let Some(order) = order_id.filter(|_| contexts.len() == 1) {
+        span.record("order_id", order.to_string());
+    }
+    match contexts {
+        [Some(one)] => set_parent_from(&span, one),
+        _ => contexts
+            .iter()
+            .flatten()
+            .for_each(|cx| add_link_from(&span, cx)),
+    }
+    span
 }

@@ -10,17 +10,17 @@ use awc::ws::{CloseCode, CloseReason, Frame, Message};
 use futures_util::stream::SplitStream;
 use futures_util::{FutureExt, StreamExt};
 use shared_protocol::{
-    ClientMessage, DecodeError, MAX_MESSAGE_BYTES, Message as _, OrderId, ServerMessage,
+    DecodeError, MAX_MESSAGE_BYTES, Message as _, OrderId, ServerMessage, TraceContext,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at, sleep_until};
 
 use super::connect::Framed;
-use super::pipeline::{Applied, Pipeline, Window};
+use super::pipeline::{Applied, Pipeline, Received, Window};
 use super::walk::{Overflow, Walk, next_page};
 use super::writer::{text, write, writer_end};
-use super::{CLOSE_WAIT, End, LinkConfig, Lost, PAGE, REPLY_ROOM, SPARE, WRITE_QUEUE};
+use super::{CLOSE_WAIT, End, LinkConfig, Lost, Outgoing, PAGE, REPLY_ROOM, SPARE, WRITE_QUEUE};
 use crate::metrics::Metrics;
 use crate::store::{OpenKey, Store};
 
@@ -84,7 +84,7 @@ impl<'a> Connection<'a> {
     pub(super) async fn run(
         mut self,
         framed: Framed,
-        outbox: &mut mpsc::Receiver<ClientMessage>,
+        outbox: &mut mpsc::Receiver<Outgoing>,
         overflow: &Overflow,
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
@@ -137,9 +137,10 @@ impl<'a> Connection<'a> {
                     progress.pipeline.start(self.store, self.metrics, &parts.out);
                     Step::Continue(())
                 }
-                Some(message) = parts.outbox.recv(), if free > REPLY_ROOM && progress.window.has_room(1) => {
-                    progress.window.sent(&message);
-                    let _ = parts.out.try_send(text(self.metrics, &message));
+                Some(outgoing) = parts.outbox.recv(), if free > REPLY_ROOM && progress.window.has_room(1) => {
+                    progress.window.sent(&outgoing.message);
+                    let frame = text(self.metrics, &outgoing.message, outgoing.trace.as_ref());
+                    let _ = parts.out.try_send(frame);
                     Step::Continue(())
                 }
                 () = parts.overflow.notified() => {
@@ -208,9 +209,12 @@ impl<'a> Connection<'a> {
                     Ending::closing(Lost::TooLarge, CloseCode::Size, "message over 64 KiB");
                 return Step::Break(ending);
             }
-            Incoming::Message(message) => {
+            Incoming::Message(message, trace) => {
                 progress.window.answered(&message);
-                progress.pipeline.waiting.push_back(message);
+                progress
+                    .pipeline
+                    .waiting
+                    .push_back(Received { message, trace });
                 progress.pipeline.start(self.store, self.metrics, out);
             }
         }
@@ -237,7 +241,10 @@ impl<'a> Connection<'a> {
             };
             let Some(reply) = reply else { continue };
             // Room was reserved when the batch started: never waits.
-            match parts.out.try_send(text(self.metrics, &reply)) {
+            match parts
+                .out
+                .try_send(text(self.metrics, &reply, applied.trace.as_ref()))
+            {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     return Step::Break(Ending::lost(writer_end(&mut parts.writer).await));
@@ -259,7 +266,8 @@ impl<'a> Connection<'a> {
     async fn send_next_page(&self, out: &mpsc::Sender<Message>, progress: &mut Progress<'a>) {
         for message in next_page(self.store, &mut progress.catch_up, &mut progress.sweep).await {
             progress.window.sent(&message);
-            let _ = out.try_send(text(self.metrics, &message));
+            // A re-send from the database: the order's first trace is not kept.
+            let _ = out.try_send(text(self.metrics, &message, None));
         }
     }
 
@@ -329,11 +337,11 @@ impl<'a> Connection<'a> {
             );
             return Incoming::Nothing;
         };
-        match shared_protocol::decode::<ServerMessage>(text) {
-            Ok(message) => {
+        match shared_protocol::decode_traced::<ServerMessage>(text) {
+            Ok((message, trace)) => {
                 tracing::debug!(r#type = message.type_name(), order_id = ?message.order_id(), "received from Payments");
                 self.metrics.message("in", message.type_name());
-                Incoming::Message(message)
+                Incoming::Message(message, trace)
             }
             Err(DecodeError::TooLarge { .. }) => Incoming::TooLarge,
             Err(e) => {
@@ -351,7 +359,7 @@ struct Parts<'c> {
     out: mpsc::Sender<Message>,
     writer: JoinHandle<Lost>,
     /// New orders' requests, from the handle.
-    outbox: &'c mut mpsc::Receiver<ClientMessage>,
+    outbox: &'c mut mpsc::Receiver<Outgoing>,
     overflow: &'c Overflow,
     shutdown: &'c mut watch::Receiver<bool>,
 }
@@ -466,7 +474,8 @@ pub(super) enum Incoming {
     Pong(Bytes),
     Closed(Option<CloseReason>),
     TooLarge,
-    Message(ServerMessage),
+    /// A message, and the trace context it carried, if any.
+    Message(ServerMessage, Option<TraceContext>),
 }
 
 pub(super) fn close_code_for(e: &ProtocolError) -> CloseCode {

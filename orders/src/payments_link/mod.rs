@@ -24,7 +24,7 @@ use std::time::Duration;
 use awc::ws::CloseReason;
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use shared_protocol::ClientMessage;
+use shared_protocol::{ClientMessage, Message as _, TraceContext};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep};
 
@@ -106,7 +106,7 @@ pub enum LinkState {
 /// A cloneable, `Send` handle to the link.
 #[derive(Debug, Clone)]
 pub struct PaymentsLink {
-    outbox: mpsc::Sender<ClientMessage>,
+    outbox: mpsc::Sender<Outgoing>,
     overflow: Arc<Overflow>,
     state: watch::Receiver<LinkState>,
 }
@@ -181,8 +181,12 @@ impl PaymentsLink {
     /// link is behind, the request is dropped and the link, told the oldest dropped
     /// order, sends it from the database within one page walk; when the link is down,
     /// the next connection resumes every open order from the database.
+    ///
+    /// With traces on, a `send` span (a child of the caller's) stands for the request,
+    /// and the message carries its context to Payments.
     pub fn send(&self, message: ClientMessage, created_at: DateTime<Utc>) {
-        match self.outbox.try_send(message) {
+        let trace = send_span_context(&message);
+        match self.outbox.try_send(Outgoing { message, trace }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => self.overflow.record(created_at),
             Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -265,9 +269,29 @@ enum Lost {
     WriterFailed(String),
 }
 
+/// A request from the handle, with the trace context of the span that sent it.
+struct Outgoing {
+    message: ClientMessage,
+    trace: Option<TraceContext>,
+}
+
+/// The context of a `send` span for `message`, a child of the current span: `None`,
+/// and no span, when traces are off.
+fn send_span_context(message: &ClientMessage) -> Option<TraceContext> {
+    if !service_kit::trace_context::enabled() {
+        return None;
+    }
+    let span = tracing::info_span!(
+        "send",
+        otel.name = format!("send {}", message.type_name()),
+        order_id = message.order_id().map(|id| id.to_string()),
+    );
+    service_kit::trace_context::for_message(&span)
+}
+
 /// What reaches the link from the handle.
 struct Inbound {
-    outbox: mpsc::Receiver<ClientMessage>,
+    outbox: mpsc::Receiver<Outgoing>,
     overflow: Arc<Overflow>,
 }
 

@@ -7,9 +7,10 @@ use std::time::Duration;
 use awc::ws::Message;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::FuturesUnordered;
-use shared_protocol::{ClientMessage, Message as _, OrderId, ServerMessage};
+use shared_protocol::{ClientMessage, Message as _, OrderId, ServerMessage, TraceContext};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::{MAX_BATCH, MAX_IN_FLIGHT, MAX_OUTSTANDING, MAX_WAITING, SPARE};
 use crate::flow;
@@ -63,7 +64,7 @@ impl Window {
 /// batches grow, and the commits per message shrink. Messages for one order are
 /// applied one after another, in the order they arrived.
 pub(super) struct Pipeline<'a> {
-    pub(super) waiting: VecDeque<ServerMessage>,
+    pub(super) waiting: VecDeque<Received>,
     pub(super) busy: HashSet<OrderId>,
     pub(super) in_flight: FuturesUnordered<LocalBoxFuture<'a, Vec<Applied>>>,
     /// Write-queue slots promised to the replies of the batches in flight (at most one
@@ -72,11 +73,19 @@ pub(super) struct Pipeline<'a> {
     pub(super) reserved: usize,
 }
 
+/// A message read from Payments, and the trace context it carried, if any.
+pub(super) struct Received {
+    pub(super) message: ServerMessage,
+    pub(super) trace: Option<TraceContext>,
+}
+
 /// A message from Payments, applied (or not).
 pub(super) struct Applied {
     pub(super) order: Option<OrderId>,
     /// The reply to send, if any.
     pub(super) result: Result<Option<ClientMessage>, crate::store::StoreError>,
+    /// The context of the batch's span, for the reply (with traces on).
+    pub(super) trace: Option<TraceContext>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -120,7 +129,7 @@ impl<'a> Pipeline<'a> {
         let mut batch = Vec::new();
         let mut i = 0;
         while i < self.waiting.len() && batch.len() < limit {
-            let order = self.waiting[i].order_id();
+            let order = self.waiting[i].message.order_id();
             if order.is_some_and(|o| self.busy.contains(&o)) {
                 i += 1;
                 continue;
@@ -149,9 +158,31 @@ impl<'a> Pipeline<'a> {
     }
 }
 
-/// Applies a batch in one transaction; if that fails, each message on its own, so one
+/// Applies a batch in its span (with traces on: the child of its one message's
+/// context, or linked to each); the replies carry the span's context.
+pub(super) async fn apply(store: &Store, metrics: &Metrics, batch: Vec<Received>) -> Vec<Applied> {
+    let span = batch_span(&batch);
+    let trace = service_kit::trace_context::for_message(&span);
+    let batch = batch.into_iter().map(|r| r.message).collect();
+    let mut applied = apply_messages(store, metrics, batch).instrument(span).await;
+    if trace.is_some() {
+        for one in &mut applied {
+            one.trace.clone_from(&trace);
+        }
+    }
+    applied
+}
+
+/// The span of a batch from Payments ([`service_kit::trace_context::batch_span`]).
+fn batch_span(batch: &[Received]) -> tracing::Span {
+    let contexts: Vec<_> = batch.iter().map(|r| r.trace.as_ref()).collect();
+    let order = batch.first().and_then(|r| r.message.order_id());
+    service_kit::trace_context::batch_span("apply messages from Payments", &contexts, order)
+}
+
+/// Applies messages in one transaction; if that fails, each message on its own, so one
 /// message the database refuses (a poison message) cannot hold back the others.
-pub(super) async fn apply(
+async fn apply_messages(
     store: &Store,
     metrics: &Metrics,
     batch: Vec<ServerMessage>,
@@ -166,6 +197,7 @@ pub(super) async fn apply(
                     .map(|(order, reply)| Applied {
                         order,
                         result: Ok(reply),
+                        trace: None,
                     })
                     .collect();
             }
@@ -198,7 +230,11 @@ pub(super) async fn apply(
                 }
             }
         }
-        applied.push(Applied { order, result });
+        applied.push(Applied {
+            order,
+            result,
+            trace: None,
+        });
     }
     applied
 }

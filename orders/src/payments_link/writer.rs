@@ -4,18 +4,23 @@ use std::time::Duration;
 
 use awc::ws::Message;
 use futures_util::SinkExt;
-use shared_protocol::{ClientMessage, Message as _};
+use shared_protocol::{ClientMessage, Message as _, TraceContext};
 use tokio::sync::mpsc;
 
 use super::Lost;
 use super::connect::Framed;
 use crate::metrics::Metrics;
 
-/// The frame of a request, counted and logged.
-pub(super) fn text(metrics: &Metrics, message: &ClientMessage) -> Message {
+/// The frame of a request, with the trace context it continues (if any), counted and
+/// logged.
+pub(super) fn text(
+    metrics: &Metrics,
+    message: &ClientMessage,
+    trace: Option<&TraceContext>,
+) -> Message {
     tracing::debug!(r#type = message.type_name(), order_id = ?message.order_id(), "sending to Payments");
     metrics.message("out", message.type_name());
-    Message::Text(shared_protocol::encode(message).into())
+    Message::Text(shared_protocol::encode_traced(message, trace).into())
 }
 
 /// Writes queued frames to the socket, flushing when the queue runs dry, until the

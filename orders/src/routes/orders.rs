@@ -5,6 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use serde_json::json;
 use shared_protocol::{ClientMessage, OrderId};
+use tracing::Instrument;
 use utoipa::ToSchema;
 
 use crate::domain::{Incident, Invoice, Order};
@@ -71,7 +72,13 @@ pub async fn create(
     let key = idempotency_key(&req)?;
     let body = body::json_object(&req, payload, state.body_timeout).await?;
     let new = NewOrder::parse(&body).map_err(|e| ApiError::Validation(e.message))?;
-    match state.store.insert_order(&new, key.as_deref()).await? {
+    let span = service_kit::trace_context::traced(|| tracing::info_span!("insert_order"));
+    let inserted = state
+        .store
+        .insert_order(&new, key.as_deref())
+        .instrument(span)
+        .await?;
+    match inserted {
         Inserted::Created(order) => {
             tracing::info!(order_id = %order.id, amount = order.amount.minor(), currency = %order.currency.as_str(), "order created");
             state
