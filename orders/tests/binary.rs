@@ -60,6 +60,22 @@ fn production_refuses_the_development_token() {
     ));
 }
 
+/// Traces go over OTLP/HTTP with protobuf only: another protocol is refused at start,
+/// saying so, rather than exporting nothing without a word.
+#[test]
+fn an_otlp_protocol_other_than_http_protobuf_is_refused() {
+    for protocol in ["grpc", "http/json"] {
+        test_harness::process::assert_refuses_to_start(
+            env!("CARGO_BIN_EXE_orders"),
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+            ],
+            "is not supported: traces are exported over OTLP/HTTP with protobuf only",
+        );
+    }
+}
+
 /// Production needs the API token, and every secret at least 32 bytes long: without
 /// the token, anyone who reaches the port reads every order and its payment page.
 #[test]
