@@ -7,8 +7,10 @@
 //! - [`process`]: for tests that run a service's binary.
 //! - [`http`]: raw HTTP requests, for paths and methods a client library would not send.
 //! - [`tls`]: a CA and the certificates it signs, as PEM files, for TLS tests.
+//! - [`otlp::OtlpReceiver`]: an in-process OTLP/HTTP receiver of the services' traces.
 
 pub mod http;
+pub mod otlp;
 pub mod payments;
 pub mod postgres;
 pub mod process;
