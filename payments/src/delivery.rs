@@ -114,7 +114,8 @@ fn offer(outbox: &Outbox, text: &str) -> bool {
 fn queue(targets: &[(Uuid, Outbox)], send: Vec<Pending>) -> Vec<i64> {
     let mut unsent = Vec::new();
     for Pending { event, owner } in send {
-        let text = shared_protocol::encode(&event.message());
+        // With traces on, the delivery is a span of the trace that made the event.
+        let text = event.frame();
         let sent = match owner.and_then(|o| targets.iter().find(|(id, _)| *id == o)) {
             // Its order's connection is here: it goes there or waits for room.
             Some((connection, outbox)) => offer(outbox, &text).then_some(*connection),

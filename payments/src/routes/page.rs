@@ -17,6 +17,7 @@ use maud::{Markup, html};
 use service_kit::{error_chain, trace_context};
 use sha2::Digest;
 use shared_protocol::PaymentId;
+use tracing::Instrument;
 
 use crate::state::AppState;
 use crate::store::{Finished, PageFinished, StoreError, off_arbiter};
@@ -63,6 +64,16 @@ enum Action {
     Cancel,
 }
 
+impl Action {
+    /// The name of the action's span in traces.
+    fn span_name(self) -> &'static str {
+        match self {
+            Action::Complete => "customer pays",
+            Action::Cancel => "customer cancels",
+        }
+    }
+}
+
 async fn act(req: &HttpRequest, raw: &str, state: &AppState, action: Action) -> HttpResponse {
     if let Some(why) = cross_site(req, &state.public_url) {
         tracing::warn!(why, "refused a payment form posted from another site");
@@ -85,7 +96,11 @@ async fn act(req: &HttpRequest, raw: &str, state: &AppState, action: Action) -> 
 
 /// Pays or cancels through the store. With traces on, the request (tracing-actix-web's
 /// span, a trace of its own) is linked to the trace of the order's `initiate_payment`
-/// that the session kept, and its context is stored on the event.
+/// that the session kept, and its context is stored on the event, whose delivery
+/// continues it ([`crate::store::Event::frame`]). The store call has a span that names
+/// the order and the payment, never the page URL; no event is logged inside it, so its
+/// fields stay out of the logs, where the payment id (the page's capability) must not
+/// go. Without traces, no span is made and nothing is formatted.
 async fn finish(
     state: &AppState,
     payment_id: PaymentId,
@@ -93,6 +108,14 @@ async fn finish(
 ) -> Result<Finished, StoreError> {
     let request = tracing::Span::current();
     let traceparent = trace_context::of(&request).map(|remote| remote.traceparent);
+    let span = trace_context::traced(|| {
+        tracing::info_span!(
+            "page action",
+            otel.name = action.span_name(),
+            payment_id = %payment_id,
+            order_id = tracing::field::Empty,
+        )
+    });
     let store = state.store.clone();
     let work = async move {
         match action {
@@ -103,9 +126,12 @@ async fn finish(
     let PageFinished {
         finished,
         session_traceparent,
-    } = off_arbiter(work).await?;
+    } = off_arbiter(work.instrument(span.clone())).await?;
     if let Some(traceparent) = &session_traceparent {
         trace_context::add_link(&request, traceparent, None);
+    }
+    if let Finished::Now(event) | Finished::Already(event) = &finished {
+        span.record("order_id", tracing::field::display(event.order_id));
     }
     Ok(finished)
 }

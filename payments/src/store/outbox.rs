@@ -22,8 +22,9 @@ pub struct Event {
     pub state: PaymentOutcome,
     pub reason: Option<CancelReason>,
     /// The W3C `traceparent` of the request that made the event (the customer's Pay or
-    /// Cancel on the page), when traces were exported then; `None` for expired
-    /// sessions' events and Orders' cancels.
+    /// Cancel on the page), when traces were exported then: its delivery continues that
+    /// trace ([`Event::frame`]). `None` for expired sessions' events and Orders'
+    /// cancels.
     pub traceparent: Option<String>,
 }
 
@@ -36,6 +37,38 @@ impl Event {
             state: self.state,
             reason: self.reason,
         }
+    }
+
+    /// The event as delivery sends it, a `payment_state` frame. When traces are
+    /// exported, it carries the context of a "deliver payment_state" span, the child of
+    /// the request that made the event ([`Event::traceparent`]; a trace of its own
+    /// without one), so Orders' handling of the outcome and its ack join that trace.
+    /// Otherwise the plain message: no span made, nothing formatted.
+    pub fn frame(&self) -> String {
+        let span = self.delivery_span();
+        match service_kit::trace_context::for_message(&span) {
+            Some(trace) => shared_protocol::encode_traced(&self.message(), Some(&trace)),
+            None => shared_protocol::encode(&self.message()),
+        }
+    }
+
+    /// The span of one delivery of the event (disabled when traces are off). It names
+    /// the order, the payment and the event, never the page URL, and holds no log
+    /// event: the payment id, the page's capability, stays out of the logs.
+    fn delivery_span(&self) -> tracing::Span {
+        let span = service_kit::trace_context::traced(|| {
+            tracing::info_span!(
+                parent: None,
+                "deliver payment_state",
+                order_id = %self.order_id,
+                payment_id = %self.payment_id,
+                event_id = %self.event_id,
+            )
+        });
+        if let Some(traceparent) = &self.traceparent {
+            service_kit::trace_context::set_parent(&span, traceparent, None);
+        }
+        span
     }
 }
 
@@ -445,4 +478,27 @@ async fn count_attempts(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use shared_protocol::{EventId, OrderId, PaymentId, PaymentOutcome};
+
+    use super::Event;
+
+    /// Without an exporter, delivery sends the message as it always did, whatever the
+    /// event's stored trace: no span, no trace context on the frame.
+    #[test]
+    fn without_traces_a_frame_is_the_plain_message() {
+        let event = Event {
+            event_id: EventId(7),
+            order_id: OrderId::new(),
+            payment_id: PaymentId(uuid::Uuid::new_v4()),
+            state: PaymentOutcome::Fulfill,
+            reason: None,
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        };
+        assert!(!service_kit::trace_context::enabled());
+        assert_eq!(event.frame(), shared_protocol::encode(&event.message()));
+    }
 }
