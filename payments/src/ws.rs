@@ -370,7 +370,7 @@ async fn resume_next_page(
             }
             for (event, permit) in events.iter().zip(permits) {
                 tracing::debug!(event_id = %event.event_id, order_id = %event.order_id, %connection, "redelivering unacked event");
-                permit.send(Outgoing::Text(shared_protocol::encode(&event.message())));
+                permit.send(Outgoing::Text(event.frame()));
             }
             page.next
         }

@@ -98,9 +98,9 @@ async fn act(req: &HttpRequest, raw: &str, state: &AppState, action: Action) -> 
 /// span, a trace of its own) is linked to the trace of the order's `initiate_payment`
 /// that the session kept, and its context is stored on the event, whose delivery
 /// continues it ([`crate::store::Event::frame`]). The store call has a span that names
-/// the order and the payment, never the page URL; no event is logged inside it, so its
-/// fields stay out of the logs, where the payment id (the page's capability) must not
-/// go. Without traces, no span is made and nothing is formatted.
+/// the order, never the payment id nor the page URL: the payment id is the page's
+/// capability (whoever has it can pay or cancel), and the order id finds the session
+/// as well (one per order). Without traces, no span is made and nothing is formatted.
 async fn finish(
     state: &AppState,
     payment_id: PaymentId,
@@ -112,7 +112,6 @@ async fn finish(
         tracing::info_span!(
             "page action",
             otel.name = action.span_name(),
-            payment_id = %payment_id,
             order_id = tracing::field::Empty,
         )
     });

@@ -53,15 +53,14 @@ impl Event {
     }
 
     /// The span of one delivery of the event (disabled when traces are off). It names
-    /// the order, the payment and the event, never the page URL, and holds no log
-    /// event: the payment id, the page's capability, stays out of the logs.
+    /// the order and the event, never the payment id (the page's capability: whoever
+    /// has it can pay or cancel) nor the page URL.
     fn delivery_span(&self) -> tracing::Span {
         let span = service_kit::trace_context::traced(|| {
             tracing::info_span!(
                 parent: None,
                 "deliver payment_state",
                 order_id = %self.order_id,
-                payment_id = %self.payment_id,
                 event_id = %self.event_id,
             )
         });
