@@ -41,7 +41,14 @@ pub fn init(filter: &str, format: LogFormat, service: &str) -> anyhow::Result<Te
     let filter = EnvFilter::try_new(filter)?;
     let traces = tracer_provider(service)?;
     let otel = traces.as_ref().map(|provider| {
-        tracing_opentelemetry::layer().with_tracer(provider.tracer(service.to_owned()))
+        // Each span records only its name, fields and links: no thread, target or time
+        // busy and idle, which cost an allocation or a clock read for every span,
+        // sampled or not (at 1 % sampling they cost 8 % of the flows).
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(service.to_owned()))
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
     });
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     match format {
