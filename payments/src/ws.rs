@@ -554,9 +554,9 @@ fn protocol_error(connection: Uuid, e: &ProtocolError) -> CloseReason {
 /// The span of a batch of messages from Orders
 /// ([`service_kit::trace_context::batch_span`]).
 fn batch_span(messages: &[ClientMessage], traces: &[Option<TraceContext>]) -> tracing::Span {
-    let contexts: Vec<_> = traces.iter().map(Option::as_ref).collect();
+    let contexts = traces.iter().map(Option::as_ref);
     let order = messages.first().and_then(|m| m.order_id());
-    service_kit::trace_context::batch_span("answer messages from Orders", &contexts, order)
+    service_kit::trace_context::batch_span("answer messages from Orders", contexts, order)
 }
 
 /// Queues the replies in the order of the messages: each slot's own reply, or the

@@ -118,29 +118,30 @@ pub fn add_link_from(span: &tracing::Span, trace: &shared_protocol::TraceContext
 /// The span of a batch of messages from the other side (disabled when traces are
 /// off): the child of its message's context when it holds one message, else linked
 /// to each message's context. A batch has one span, not one parent per message.
-pub fn batch_span(
+pub fn batch_span<'c>(
     name: &'static str,
-    contexts: &[Option<&shared_protocol::TraceContext>],
+    contexts: impl ExactSizeIterator<Item = Option<&'c shared_protocol::TraceContext>>,
     order_id: Option<shared_protocol::OrderId>,
 ) -> tracing::Span {
     if !enabled() {
         return tracing::Span::none();
     }
+    let messages = contexts.len();
     let span = tracing::info_span!(
         "batch",
         otel.name = name,
-        messages = contexts.len(),
+        messages,
         order_id = tracing::field::Empty,
     );
-    if let Some(order) = order_id.filter(|_| contexts.len() == 1) {
+    if let Some(order) = order_id.filter(|_| messages == 1) {
         span.record("order_id", order.to_string());
     }
-    match contexts {
-        [Some(one)] => set_parent_from(&span, one),
-        _ => contexts
-            .iter()
-            .flatten()
-            .for_each(|cx| add_link_from(&span, cx)),
+    for cx in contexts.flatten() {
+        if messages == 1 {
+            set_parent_from(&span, cx);
+        } else {
+            add_link_from(&span, cx);
+        }
     }
     span
 }

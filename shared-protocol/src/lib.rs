@@ -168,15 +168,18 @@ pub fn encode_traced<M: Message>(message: &M, trace: Option<&TraceContext>) -> S
     struct Traced<'a, M> {
         #[serde(flatten)]
         message: &'a M,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        traceparent: Option<&'a str>,
+        traceparent: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         tracestate: Option<&'a str>,
     }
+    // Without a context, `encode` itself: no flattening on the path traces are off.
+    let Some(trace) = trace else {
+        return encode(message);
+    };
     let traced = Traced {
         message,
-        traceparent: trace.map(TraceContext::traceparent),
-        tracestate: trace.and_then(TraceContext::tracestate),
+        traceparent: trace.traceparent(),
+        tracestate: trace.tracestate(),
     };
     // As for `encode`: plain data, and flattening a struct-like message cannot fail.
     serde_json::to_string(&traced).expect("protocol messages always serialise")

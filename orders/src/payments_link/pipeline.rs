@@ -175,9 +175,9 @@ pub(super) async fn apply(store: &Store, metrics: &Metrics, batch: Vec<Received>
 
 /// The span of a batch from Payments ([`service_kit::trace_context::batch_span`]).
 fn batch_span(batch: &[Received]) -> tracing::Span {
-    let contexts: Vec<_> = batch.iter().map(|r| r.trace.as_ref()).collect();
+    let contexts = batch.iter().map(|r| r.trace.as_ref());
     let order = batch.first().and_then(|r| r.message.order_id());
-    service_kit::trace_context::batch_span("apply messages from Payments", &contexts, order)
+    service_kit::trace_context::batch_span("apply messages from Payments", contexts, order)
 }
 
 /// Applies messages in one transaction; if that fails, each message on its own, so one

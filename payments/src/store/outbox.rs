@@ -46,10 +46,8 @@ impl Event {
     /// Otherwise the plain message: no span made, nothing formatted.
     pub fn frame(&self) -> String {
         let span = self.delivery_span();
-        match service_kit::trace_context::for_message(&span) {
-            Some(trace) => shared_protocol::encode_traced(&self.message(), Some(&trace)),
-            None => shared_protocol::encode(&self.message()),
-        }
+        let trace = service_kit::trace_context::for_message(&span);
+        shared_protocol::encode_traced(&self.message(), trace.as_ref())
     }
 
     /// The span of one delivery of the event (disabled when traces are off). It names
