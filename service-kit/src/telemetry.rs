@@ -134,7 +134,7 @@ fn tracer_provider(service: &str) -> anyhow::Result<Option<SdkTracerProvider>> {
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build();
+    // tracing-actix-web reads an incoming traceparent with the global propagator.
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    opentelemetry::global::set_tracer_provider(provider.clone());
     Ok(Some(provider))
 }
