@@ -181,7 +181,8 @@ fn assert_no_payment_id(spans: &[Span], payment_id: &str) {
     }
 }
 
-/// Every span up to Payments' batch that applies the ack of the order's outcome.
+/// Every span up to Payments' batch that applies the ack of the order's outcome, once
+/// the parent of each span of both traces has arrived too.
 async fn wait_for_the_ack(otlp: &OtlpReceiver, order_id: &str) -> Vec<Span> {
     let delivered = |s: &Span| {
         s.name == "deliver payment_state"
@@ -193,17 +194,34 @@ async fn wait_for_the_ack(otlp: &OtlpReceiver, order_id: &str) -> Vec<Span> {
                 return false;
             };
             // Orders' batch under the delivery, and Payments' batch (the ack) under it.
-            spans.iter().any(|fulfil| {
+            let acked = spans.iter().any(|fulfil| {
                 fulfil.parent_span_id.as_deref() == Some(delivery.span_id.as_str())
-                    && spans
-                        .iter()
-                        .any(|ack| ack.parent_span_id.as_deref() == Some(fulfil.span_id.as_str()))
-            })
+                    && spans.iter().any(|ack| {
+                        ack.parent_span_id.as_deref() == Some(fulfil.span_id.as_str())
+                            && ack.service == "payments"
+                            && ack.name == "answer messages from Orders"
+                    })
+            });
+            acked && parents_arrived(spans, &[TRACE, &delivery.trace_id])
         },
         DEADLINE,
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Whether every span of `traces` has its parent among `spans` (but the root of the
+/// order's trace, whose parent is the test's request). Each service exports a span
+/// when it ends, in batches of its own: a request's span can arrive after the spans
+/// that its work caused in the other service.
+fn parents_arrived(spans: &[Span], traces: &[&str]) -> bool {
+    spans
+        .iter()
+        .filter(|s| traces.contains(&s.trace_id.as_str()))
+        .all(|s| match s.parent_span_id.as_deref() {
+            None | Some(PARENT) => true,
+            Some(parent) => spans.iter().any(|p| p.span_id == parent),
+        })
 }
 
 /// The order's trace: the test's request → Orders' HTTP span → the insert and the
