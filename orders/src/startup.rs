@@ -217,7 +217,7 @@ fn http_server(
                 .wrap(actix_web::middleware::from_fn(
                     service_kit::http_metrics::record,
                 ))
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<service_kit::http_span::ContinueTrace>::new())
                 .app_data(state.clone())
                 .app_data(http_metrics.clone())
                 .configure(routes::configure)

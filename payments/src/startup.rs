@@ -8,12 +8,10 @@ pub use service_kit::startup::StartupError;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::{App, HttpServer, web};
 use tokio::sync::watch;
-use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder, TracingLogger};
+use tracing_actix_web::TracingLogger;
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -27,34 +25,6 @@ use service_kit::error_chain;
 /// How long a graceful stop may take before connections are dropped (within the
 /// stop's whole budget, [`service_kit::startup::STOP_BUDGET`]).
 pub const SHUTDOWN_TIMEOUT_SECS: u64 = service_kit::startup::HTTP_STOP.as_secs();
-
-/// The request span of tracing-actix-web without the request's path: on Payments the
-/// path of a page holds its payment id, a bearer capability that must not reach the logs.
-/// The route (`/pay/{payment_id}/complete`) says which endpoint it was.
-pub struct RouteOnlySpan;
-
-impl RootSpanBuilder for RouteOnlySpan {
-    fn on_request_start(request: &ServiceRequest) -> tracing::Span {
-        let route = request
-            .match_pattern()
-            .unwrap_or_else(|| "(no route)".to_owned());
-        tracing::info_span!(
-            "HTTP request",
-            http.method = %request.method(),
-            http.route = %route,
-            http.status_code = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-            exception.message = tracing::field::Empty,
-        )
-    }
-
-    fn on_request_end<B: MessageBody>(
-        span: tracing::Span,
-        outcome: &Result<ServiceResponse<B>, actix_web::Error>,
-    ) {
-        DefaultRootSpanBuilder::on_request_end(span, outcome);
-    }
-}
 
 /// The service, built and listening.
 pub struct Application {
@@ -299,7 +269,7 @@ fn serve(
                 .wrap(actix_web::middleware::from_fn(
                     service_kit::http_metrics::record,
                 ))
-                .wrap(TracingLogger::<RouteOnlySpan>::new())
+                .wrap(TracingLogger::<service_kit::http_span::OwnTrace>::new())
                 .app_data(state.clone())
                 .app_data(http_metrics.clone())
                 .configure(routes::configure)

@@ -1,6 +1,6 @@
 //! The plumbing Orders and Payments share, so each service keeps only what is its own:
 //! the settings both read ([`config`]), logging set-up ([`telemetry`]), creating its database at start-up ([`database`]), migrations a rolling deploy can run ([`migrations`]),
-//! batching concurrent HTTP writes into one commit ([`group_commit`]), HTTP metrics by route ([`http_metrics`]), the HTTP server's limits ([`http_server`]), GET routes that answer HEAD ([`routing`]), why a service did not start ([`startup`]), the WebSocket's shared secret ([`token`]), TLS from PEM files that reloads ([`tls`]), and
+//! batching concurrent HTTP writes into one commit ([`group_commit`]), HTTP metrics by route ([`http_metrics`]), the span of each request ([`http_span`]), the HTTP server's limits ([`http_server`]), GET routes that answer HEAD ([`routing`]), why a service did not start ([`startup`]), the WebSocket's shared secret ([`token`]), TLS from PEM files that reloads ([`tls`]), and
 //! error chains for logs ([`error_chain`]).
 
 pub mod config;
@@ -8,6 +8,7 @@ pub mod database;
 mod durations;
 pub mod group_commit;
 pub mod http_metrics;
+pub mod http_span;
 pub mod http_server;
 pub mod migrations;
 mod open_error;
