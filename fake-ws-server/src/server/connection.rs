@@ -27,7 +27,7 @@ use super::closest::closest_diff;
 use super::command::Command;
 use super::handshake::HandshakeRequest;
 use super::rule::Rule;
-use super::state::{ConnState, MountedRule, Shared, wait_for, wait_or_fail};
+use super::state::{ConnState, MountedRule, Shared, fail_at_await, wait_for, wait_or_fail};
 use super::verify::fail_on_problems;
 use crate::matcher::Matcher;
 use crate::transcript::{FrameKind, TranscriptEntry};
@@ -67,8 +67,8 @@ impl<In, Out> Drop for ConnectionInner<In, Out> {
             &self.shared,
             Some(self.id),
             &format!(
-                "connection {} of the fake WebSocket server, taken at {},",
-                self.id, self.location
+                "{}: connection {} of the fake WebSocket server, taken here,",
+                self.location, self.id
             ),
         );
     }
@@ -163,14 +163,19 @@ where
     ///     .expect("the client is still connected");
     /// # }
     /// ```
-    pub async fn send(&self, message: Out) -> Result<(), SendError> {
+    #[track_caller]
+    pub fn send(
+        &self,
+        message: Out,
+    ) -> impl std::future::Future<Output = Result<(), SendError>> + '_ {
+        // Encoded here, not in the future: a panic points at the test's call.
         let frame = match self.inner.shared.config.codec.encode(&message) {
             Ok(payload) => payload.into_message(),
             Err(e) => panic!(
                 "the fake's codec could not encode the message to send: {e}; send a raw frame with send_text or send_binary instead"
             ),
         };
-        self.deliver(|done| Command::Send(frame, done)).await
+        self.deliver(|done| Command::Send(frame, done))
     }
 
     /// Sends a raw text frame; see [`Connection::send`] for the error.
@@ -352,7 +357,7 @@ where
     {
         let caller = Location::caller();
         let described = matcher.clone();
-        let next = self.wait_or_fail(
+        let next = self.try_wait(
             deadline,
             move |conn| {
                 let inbound = conn.take(|i| i.message.is_some())?;
@@ -373,9 +378,9 @@ where
             },
         );
         let id = self.inner.id;
-        async move {
-            match next.await {
-                Ok(message) => message,
+        fail_at_await(async move {
+            match next.await? {
+                Ok(message) => Ok(message),
                 Err(entry) => {
                     let failure = {
                         let state = self.inner.shared.lock();
@@ -389,10 +394,10 @@ where
                         }
                         conn.failure(what)
                     };
-                    panic!("{caller}: {failure}");
+                    Err(format!("{caller}: {failure}"))
                 }
             }
-        }
+        })
     }
 
     /// [`Connection::expect`] with a deadline of your choosing.
@@ -516,7 +521,7 @@ where
         Out: Sync,
     {
         let caller = Location::caller();
-        async move {
+        fail_at_await(async move {
             let id = self.inner.id;
             let before = self.inner.shared.lock().connections[id].inbound.len();
             let broke = wait_for(
@@ -530,9 +535,10 @@ where
                 let failure = self.inner.shared.lock().connections[id].failure(format!(
                     "expected silence for {duration:?} on connection {id}, but the client sent a frame."
                 ));
-                panic!("{caller}: {failure}");
+                return Err(format!("{caller}: {failure}"));
             }
-        }
+            Ok(())
+        })
     }
 
     /// Waits (up to the server's default deadline) until the transcript holds at least
@@ -663,9 +669,42 @@ where
     fn wait_or_fail_with<T>(
         &self,
         deadline: Duration,
-        mut check: impl FnMut(&mut ConnState<In>) -> Option<T> + Send + 'static,
+        check: impl FnMut(&mut ConnState<In>) -> Option<T> + Send + 'static,
         what: impl FnOnce(&ConnState<In>) -> String + Send + 'static,
     ) -> impl std::future::Future<Output = T> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+        T: Send + 'static,
+    {
+        fail_at_await(self.try_wait_with(deadline, check, what))
+    }
+
+    /// [`Connection::wait_or_fail`] that yields the failure instead of failing the test.
+    #[track_caller]
+    fn try_wait<T>(
+        &self,
+        deadline: Duration,
+        check: impl FnMut(&mut ConnState<In>) -> Option<T> + Send + 'static,
+        what: impl FnOnce(usize) -> String + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, String>> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+        T: Send + 'static,
+    {
+        self.try_wait_with(deadline, check, move |conn| what(conn.id))
+    }
+
+    /// [`Connection::wait_or_fail_with`] that yields the failure instead of failing the
+    /// test.
+    #[track_caller]
+    fn try_wait_with<T>(
+        &self,
+        deadline: Duration,
+        mut check: impl FnMut(&mut ConnState<In>) -> Option<T> + Send + 'static,
+        what: impl FnOnce(&ConnState<In>) -> String + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, String>> + Send + '_
     where
         In: Sync,
         Out: Sync,

@@ -145,6 +145,7 @@ where
         self.send_payload_fragmented(Payload::Text(text.into()), fragment_size, caller)
     }
 
+    #[track_caller]
     fn send_payload_fragmented(
         &self,
         payload: Payload,

@@ -83,7 +83,7 @@ pub use rule::{DEFAULT_PRIORITY, Rule};
 use accept::{Listening, accept_loop, bind};
 use admission::{Admission, MountedHandshakeRule};
 use command::Command;
-use state::{MountedRule, Shared, wait_for, wait_or_fail};
+use state::{MountedRule, Shared, fail_at_await, wait_for, wait_or_fail};
 use verify::{fail_on_problems, problems_of};
 
 /// How long every wait (`next_connection`, `expect`, `recv`, `wait_closed`, ...) waits
@@ -295,7 +295,7 @@ where
         deadline: Duration,
     ) -> impl std::future::Future<Output = Connection<In, Out>> + Send + '_ {
         let caller = Location::caller();
-        async move {
+        fail_at_await(async move {
             let id = wait_or_fail(
                 &self.shared,
                 &self.runtime,
@@ -313,9 +313,9 @@ where
                     )
                 },
             )
-            .await;
-            Connection::new(&self.shared, &self.runtime, id, caller)
-        }
+            .await?;
+            Ok(Connection::new(&self.shared, &self.runtime, id, caller))
+        })
     }
 
     /// How many WebSocket connections were accepted so far.
@@ -345,23 +345,20 @@ where
     ) -> impl std::future::Future<Output = Vec<Attempt>> + Send + '_ {
         let caller = Location::caller();
         let deadline = self.shared.config.deadline;
-        async move {
-            wait_or_fail(
-                &self.shared,
-                &self.runtime,
-                caller,
-                deadline,
-                |state| (state.attempts.len() >= n).then(|| state.attempts.clone()),
-                |state| {
-                    format!(
-                        "expected {n} connection attempts within {deadline:?}, got {}: {:#?}",
-                        state.attempts.len(),
-                        state.attempts
-                    )
-                },
-            )
-            .await
-        }
+        fail_at_await(wait_or_fail(
+            &self.shared,
+            &self.runtime,
+            caller,
+            deadline,
+            move |state| (state.attempts.len() >= n).then(|| state.attempts.clone()),
+            move |state| {
+                format!(
+                    "expected {n} connection attempts within {deadline:?}, got {}: {:#?}",
+                    state.attempts.len(),
+                    state.attempts
+                )
+            },
+        ))
     }
 
     /// Answers the next `n` upgrade requests with `status` instead of 101: the same as
@@ -562,7 +559,7 @@ impl<In, Out> Drop for FakeServer<In, Out> {
             &self.shared,
             None,
             &format!(
-                "the fake WebSocket server started at {}",
+                "{}: the fake WebSocket server started here",
                 self.shared.config.location
             ),
         );

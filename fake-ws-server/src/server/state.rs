@@ -13,8 +13,11 @@
 //! [`Command`], the [`Tls`] of its configuration), and every file that acts on it
 //! imports it, never the other way round.
 
+use std::future::Future;
 use std::panic::Location;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
@@ -238,11 +241,11 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// [`wait_for`] up to `deadline`, failing the test when it passes: returns what `check`
-/// yields; when the deadline passes first, panics at `caller` with what `failure` says
-/// of the state then (what did not happen within the deadline, and what did: the
-/// transcript, the handshake attempts). Every wait that fails the test when its
-/// deadline passes goes through here (`expect_silence` fails when something comes).
+/// [`wait_for`] up to `deadline`: returns what `check` yields; when the deadline passes
+/// first, `Err` with what `failure` says of the state then (what did not happen within
+/// the deadline, and what did: the transcript, the handshake attempts), after the
+/// `caller`'s location. Every wait that fails the test when its deadline passes goes
+/// through here, and [`AtAwait`] turns the `Err` into the test's failure.
 pub(super) async fn wait_or_fail<In, Out, T>(
     shared: &Shared<In, Out>,
     runtime: &Handle,
@@ -250,10 +253,44 @@ pub(super) async fn wait_or_fail<In, Out, T>(
     deadline: Duration,
     check: impl FnMut(&mut State<In, Out>) -> Option<T>,
     failure: impl FnOnce(&State<In, Out>) -> String,
-) -> T {
+) -> Result<T, String> {
     if let Some(value) = wait_for(shared, runtime, Some(deadline), check).await {
-        return value;
+        return Ok(value);
     }
     let failure = failure(&shared.lock());
-    panic!("{caller}: {failure}");
+    Err(format!("{caller}: {failure}"))
+}
+
+/// A wait of the test that fails it (panics) where the test awaits it: `fail_at_await`
+/// wraps a future that yields `Err(failure)` instead of panicking.
+///
+/// `#[track_caller]` cannot reach into an `async` block, but it does reach a hand-written
+/// `poll`: `.await` calls [`Future::poll`] from the test's own code, so the panic of a
+/// `#[track_caller]` `poll` is reported at the test's `.await` (unless something else
+/// polls it, such as `tokio::time::timeout` or `tokio::spawn`: then the location is
+/// theirs, and the message's first words still name the test's line).
+pub(super) struct AtAwait<'a, T> {
+    inner: Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>,
+}
+
+/// See [`AtAwait`].
+pub(super) fn fail_at_await<'a, T>(
+    wait: impl Future<Output = Result<T, String>> + Send + 'a,
+) -> AtAwait<'a, T> {
+    AtAwait {
+        inner: Box::pin(wait),
+    }
+}
+
+impl<T> Future for AtAwait<'_, T> {
+    type Output = T;
+
+    #[track_caller]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match self.inner.as_mut().poll(cx) {
+            Poll::Ready(Ok(value)) => Poll::Ready(value),
+            Poll::Ready(Err(failure)) => panic!("{failure}"),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }

@@ -12,6 +12,8 @@ use crate::transcript::render;
 
 /// Panics with every problem of the fake (`only: None`) or of one connection, unless
 /// the thread is already panicking. Reported connections are not reported again.
+/// `whose` begins with where the test started the server or took the connection: a
+/// drop has no caller in the test to point the panic at, so the message's first words do.
 pub(super) fn fail_on_problems<In, Out>(
     shared: &Shared<In, Out>,
     only: Option<usize>,
