@@ -23,11 +23,14 @@ pub enum FrameKind {
     Ping(Vec<u8>),
     /// A pong, with its payload.
     Pong(Vec<u8>),
-    /// A close frame.
+    /// A close frame. The client's is recorded as it was on the wire: a code RFC 6455
+    /// forbids (1006, say) is kept as sent, and noted as a protocol violation.
     Close {
-        /// The close code, `None` for a close frame without one.
+        /// The close code, `None` for a close frame without one (an empty payload,
+        /// which RFC 6455 reports as 1005, "no status"; or a 1-byte one, which is
+        /// invalid).
         code: Option<u16>,
-        /// The close reason, empty when there is none.
+        /// The close reason, empty when there is none (lossy if it was not UTF-8).
         reason: String,
     },
     /// A frame or message from the client over the fake's maximum frame or message
@@ -51,7 +54,8 @@ pub struct TranscriptEntry {
     pub direction: Direction,
     /// The frame.
     pub frame: FrameKind,
-    /// What the fake made of it: a decode error (contract violation), the rule that answered.
+    /// What the fake made of it: a decode error (contract violation), what RFC 6455
+    /// forbids in a close frame (protocol violation), the rule that answered.
     pub note: Option<String>,
 }
 
@@ -67,7 +71,11 @@ impl fmt::Display for TranscriptEntry {
             FrameKind::Binary(bytes) => write!(f, "binary ({} bytes)", bytes.len())?,
             FrameKind::Ping(_) => f.write_str("ping")?,
             FrameKind::Pong(_) => f.write_str("pong")?,
-            FrameKind::Close { code, reason } => write!(f, "close {code:?} {reason:?}")?,
+            FrameKind::Close {
+                code: Some(code),
+                reason,
+            } => write!(f, "close {code} {reason:?}")?,
+            FrameKind::Close { code: None, .. } => f.write_str("close without a code (1005)")?,
             FrameKind::Oversize { size, max } => {
                 write!(f, "over the size limit ({size} bytes, at most {max})")?
             }

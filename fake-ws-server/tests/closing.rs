@@ -56,6 +56,32 @@ async fn wait_closed_reports_the_clients_close_code() {
 }
 
 #[tokio::test]
+async fn the_fake_answers_the_clients_close_frame_before_it_ends_the_connection() {
+    // The close handshake a client sees: its close frame is answered with the same
+    // code, then the TCP connection ends (not a reset without a closing handshake).
+    let fake = Fake::builder().start().await;
+    for close in [
+        Some(CloseFrame {
+            code: 4000.into(),
+            reason: "done".into(),
+        }),
+        None,
+    ] {
+        let (mut client, conn) = open(&fake).await;
+        client.close(close.clone()).await.unwrap();
+        match client.next().await {
+            Some(Ok(Message::Close(answer))) => assert_eq!(answer, close),
+            other => panic!("expected the fake's close frame, got {other:?}"),
+        }
+        assert!(client.next().await.is_none());
+        assert_eq!(
+            conn.wait_closed().await.code(),
+            Some(4000).filter(|_| close.is_some())
+        );
+    }
+}
+
+#[tokio::test]
 async fn wait_closed_tells_a_close_without_code_a_drop_and_an_abort_apart() {
     let fake = Fake::builder().start().await;
     let mut client = connect(&fake.url()).await;

@@ -37,7 +37,8 @@ use crate::transcript::{FrameKind, TranscriptEntry};
 pub struct InvalidFrame {
     /// The frame as it came.
     pub frame: FrameKind,
-    /// Why it is not an `In` (the codec's error).
+    /// Why it is not an `In`: the codec's error, or what RFC 6455 forbids in a close
+    /// frame (a code such as 1006, see the crate's docs on close codes).
     pub error: String,
 }
 
@@ -470,7 +471,8 @@ where
     }
 
     /// Waits (up to the server's default deadline) for a frame from the client that is
-    /// not an `In` (a binary frame, or text that does not decode) and takes it, so a
+    /// not an `In` (a binary frame, or text that does not decode), or a close frame
+    /// RFC 6455 forbids (a code such as 1006, recorded as sent), and takes it, so a
     /// test of a misbehaving client can assert on it instead of failing at drop.
     #[track_caller]
     pub fn expect_invalid(&self) -> impl std::future::Future<Output = InvalidFrame> + Send + '_

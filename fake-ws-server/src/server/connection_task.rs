@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::{Error, Message};
 
 use super::closed::{Closed, SendError};
 use super::command::Command;
-use super::frames::{fragmented_entry, fragments, frame_kind, on_frame, on_oversize};
+use super::frames::{fragmented_entry, fragments, frame_kind, on_close, on_frame, on_oversize};
 use super::pongs::PongFilter;
 use super::state::Shared;
 use super::stream::Stream;
@@ -220,11 +220,20 @@ where
                 let _ = self.write_unrecorded(close).await;
                 return Next::End;
             }
-            None | Some(Err(_)) => return Next::End,
+            None | Some(Err(_)) => {
+                // A close frame tungstenite could not read (a 1-byte payload, say) is
+                // still how the client ended it.
+                if let Some(close) = self.ws.get_mut().take_close() {
+                    on_close(&self.shared, self.id, &close);
+                }
+                return Next::End;
+            }
             Some(Ok(frame)) => frame,
         };
         let closed = matches!(frame, Message::Close(_));
-        on_frame(&self.shared, self.id, frame, &self.commands);
+        // The close frame as it was on the wire, not as tungstenite changed it.
+        let wire = closed.then(|| self.ws.get_mut().take_close()).flatten();
+        on_frame(&self.shared, self.id, frame, wire, &self.commands);
         self.shared.notify.notify_waiters();
         if closed {
             // tungstenite answers the close; flush it, then the stream ends.

@@ -4,7 +4,9 @@
 //! ([`FakeServerBuilder::max_message_size`](super::FakeServerBuilder::max_message_size)),
 //! recorded as a contract violation and answered with a close 1009 ([`on_oversize`]); a
 //! message of the test is cut into [`fragments`]; and every frame shows in the
-//! transcript as its [`frame_kind`].
+//! transcript as its [`frame_kind`], except the client's close frame, recorded as it was
+//! on the wire ([`on_close`], with `wire`), since tungstenite changes what RFC 6455
+//! forbids in it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use super::closed::Closed;
 use super::command::Command;
 use super::rules::{fire, pick};
 use super::state::{Inbound, Shared};
+use super::wire::WireClose;
 use crate::codec::Payload;
 use crate::transcript::{Direction, FrameKind};
 
@@ -29,11 +32,13 @@ use crate::transcript::{Direction, FrameKind};
 const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Records a frame from the client: a data frame decoded and answered ([`on_data`]), a
-/// close frame as how the connection ended, any other as it came.
+/// close frame as it was on the wire (`wire`, which the stream saw; else as tungstenite
+/// read it) and as how the connection ended ([`on_close`]), any other as it came.
 pub(super) fn on_frame<In, Out>(
     shared: &Arc<Shared<In, Out>>,
     id: usize,
     frame: Message,
+    wire: Option<WireClose>,
     commands: &mpsc::UnboundedSender<Command>,
 ) where
     In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
@@ -47,21 +52,50 @@ pub(super) fn on_frame<In, Out>(
             }
         }
         Message::Close(frame) => {
-            let mut state = shared.lock();
-            let conn = &mut state.connections[id];
-            conn.record(Direction::FromClient, kind, None);
-            conn.closed = Some(match frame {
-                Some(f) => Closed::Frame {
-                    code: u16::from(f.code),
-                    reason: f.reason.as_str().to_owned(),
-                },
-                None => Closed::FrameWithoutCode,
+            let wire = wire.unwrap_or_else(|| match frame {
+                Some(f) => WireClose::from_parts(Some(u16::from(f.code)), f.reason.as_str()),
+                None => WireClose::from_parts(None, ""),
             });
+            on_close(shared, id, &wire);
         }
         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
             shared.lock().connections[id].record(Direction::FromClient, kind, None);
         }
     }
+}
+
+/// Records the client's close frame as it was on the wire, and how the connection
+/// ended: with its code and reason, or without a code (an empty payload, or a 1-byte
+/// one). What RFC 6455 forbids in it (a code such as 1006, see
+/// [`WireClose::problems`]) makes it a protocol violation too, which `expect_invalid`
+/// takes and the drop check reports. Also for a close frame tungstenite could not
+/// read (it ends the connection then, with no answer).
+pub(super) fn on_close<In, Out>(shared: &Shared<In, Out>, id: usize, wire: &WireClose) {
+    let (code, reason) = (wire.code(), wire.reason());
+    let problems = wire.problems().join("; ");
+    let mut state = shared.lock();
+    let conn = &mut state.connections[id];
+    let kind = FrameKind::Close {
+        code,
+        reason: reason.clone(),
+    };
+    if problems.is_empty() {
+        conn.record(Direction::FromClient, kind, None);
+    } else {
+        let note = format!("protocol violation: {problems}");
+        let entry = conn.record(Direction::FromClient, kind, Some(note));
+        conn.inbound.push(Inbound {
+            entry,
+            message: None,
+            error: Some(problems),
+            consumed: false,
+            handled: false,
+        });
+    }
+    conn.closed = Some(match code {
+        Some(code) => Closed::Frame { code, reason },
+        None => Closed::FrameWithoutCode,
+    });
 }
 
 /// Decodes a data frame from the client and records it, noted with the rule that

@@ -33,7 +33,7 @@
 //!   there and in the `command` channel only: neither imports the other;
 //! - plain types: `rule` ([`Rule`]), `admission` ([`HandshakeRule`], the admission
 //!   mode), `handshake` ([`HandshakeRequest`], [`Attempt`]), `closed` ([`Closed`],
-//!   [`SendError`]), `command`, `stream`, `pongs` and `tls`.
+//!   [`SendError`]), `command`, `stream`, `pongs` (over `wire`) and `tls`.
 //!
 //! Two files import this one back: `builder`, whose `start` makes the [`FakeServer`]
 //! that makes builders, and `tls`, which adds its feature's methods to both handles.
@@ -59,6 +59,7 @@ mod state;
 mod stream;
 mod tls;
 mod verify;
+mod wire;
 
 use std::fmt;
 use std::net::SocketAddr;

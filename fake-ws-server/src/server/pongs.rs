@@ -1,10 +1,13 @@
 //! [`PongFilter`]: what lets a stalled connection ([`Connection::stop_answering_pings`])
-//! go on reading and recording what the client sends while it answers no ping.
+//! go on reading and recording what the client sends while it answers no ping; and
+//! what sees the client's close frame as it was on the wire (`wire`).
 //!
 //! tungstenite answers every ping it reads with a pong, and has no switch for it. So
 //! the fake's byte stream sits under tungstenite's and follows the frames the fake
 //! writes (from the end of the handshake on): while the connection is stalled, it
-//! swallows every pong frame whole and lets every other frame through.
+//! swallows every pong frame whole and lets every other frame through. It follows the
+//! bytes it reads too ([`ClientFrames`]), and keeps the client's first close frame
+//! before tungstenite reads it ([`PongFilter::take_close`]).
 //!
 //! [`Connection::stop_answering_pings`]: super::Connection::stop_answering_pings
 
@@ -13,6 +16,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::wire::{ClientFrames, WireClose, header_len, payload_len};
 
 /// The opcode of a pong frame (RFC 6455, 5.5.3).
 const PONG: u8 = 0xA;
@@ -33,6 +38,8 @@ pub(super) struct PongFilter<S> {
     remaining: u64,
     /// The current frame is a pong being dropped.
     dropping: bool,
+    /// The frames read from the client.
+    reads: ClientFrames,
 }
 
 impl<S> PongFilter<S> {
@@ -45,6 +52,7 @@ impl<S> PongFilter<S> {
             pending: Vec::new(),
             remaining: 0,
             dropping: false,
+            reads: ClientFrames::default(),
         }
     }
 
@@ -63,32 +71,12 @@ impl<S> PongFilter<S> {
     pub(super) fn stall(&mut self, stalled: bool) {
         self.stalled = stalled;
     }
-}
 
-/// How long a frame header is, given its first bytes (at least 2 once known).
-fn header_len(header: &[u8]) -> usize {
-    if header.len() < 2 {
-        return 2;
-    }
-    let extended = match header[1] & 0x7f {
-        126 => 2,
-        127 => 8,
-        _ => 0,
-    };
-    let mask = if header[1] & 0x80 != 0 { 4 } else { 0 };
-    2 + extended + mask
-}
-
-/// The payload length a complete header announces.
-fn payload_len(header: &[u8]) -> u64 {
-    match header[1] & 0x7f {
-        126 => u64::from(u16::from_be_bytes([header[2], header[3]])),
-        127 => {
-            let mut bytes = [0; 8];
-            bytes.copy_from_slice(&header[2..10]);
-            u64::from_be_bytes(bytes)
-        }
-        short => u64::from(short),
+    /// The client's first close frame as it was on the wire, once it was read whole;
+    /// only once. Read before tungstenite reads it: when tungstenite yields a close
+    /// frame, or fails on one, this has it.
+    pub(super) fn take_close(&mut self) -> Option<WireClose> {
+        self.reads.take_close()
     }
 }
 
@@ -104,6 +92,17 @@ impl<S: AsyncWrite + Unpin> PongFilter<S> {
         }
         Poll::Ready(Ok(()))
     }
+
+    /// The frame held back is whole: writes it out now if the socket takes it, not
+    /// only at the next frame or flush. tungstenite does not always flush after a
+    /// frame: its answer to the client's close frame is its last write, with no flush.
+    fn send_whole(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        match self.poll_pending(cx) {
+            Poll::Ready(Err(e)) => Err(e),
+            // Not taken yet: the next frame or flush writes it.
+            Poll::Ready(Ok(())) | Poll::Pending => Ok(()),
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for PongFilter<S> {
@@ -112,7 +111,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for PongFilter<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        self.reads.feed(&buf.filled()[before..]);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -145,6 +147,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for PongFilter<S> {
                 ready!(Pin::new(&mut this.inner).poll_write(cx, &buf[..n]))?
             };
             this.remaining -= written as u64;
+            if this.remaining == 0 {
+                this.send_whole(cx)?;
+            }
             return Poll::Ready(Ok(written));
         }
         ready!(this.poll_pending(cx))?;
@@ -160,6 +165,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for PongFilter<S> {
             this.dropping = this.stalled && header[0] & 0x0f == PONG;
             if !this.dropping {
                 this.pending = header;
+            }
+            if this.remaining == 0 {
+                this.send_whole(cx)?;
             }
         }
         Poll::Ready(Ok(used))
