@@ -23,6 +23,9 @@ pub use server::{
 };
 pub use times::Times;
 pub use transcript::{Direction, FrameKind, TranscriptEntry};
+/// Renders a transcript ([`Connection::transcript`]) one frame a line, as failure
+/// messages show it.
+pub use transcript::render as render_transcript;
 
 /// The plain WebSocket client that the crate's own tests and test-harness's tests share;
 /// not part of the API.

@@ -107,11 +107,8 @@ where
             AttemptOutcome::Hung
         }
     };
-    shared.lock().attempts.push(Attempt {
-        at,
-        request: None,
-        outcome,
-    });
+    let attempt = Attempt::new(shared.config.started, at, None, outcome);
+    shared.lock().attempts.push(attempt);
     shared.notify.notify_waiters();
     None
 }
@@ -292,11 +289,9 @@ fn register<In, Out>(
     if state.epoch != epoch {
         return Err(request);
     }
-    state.attempts.push(Attempt {
-        at,
-        request: Some(request.clone()),
-        outcome: AttemptOutcome::Accepted,
-    });
+    let started = shared.config.started;
+    let attempt = Attempt::new(started, at, Some(request.clone()), AttemptOutcome::Accepted);
+    state.attempts.push(attempt);
     let id = state.connections.len();
     state.connections.push(ConnState::new(id, request));
     state.outbound.push(Some(commands.clone()));
@@ -309,10 +304,7 @@ fn record_attempt<In, Out>(
     request: Option<HandshakeRequest>,
     outcome: AttemptOutcome,
 ) {
-    shared.lock().attempts.push(Attempt {
-        at,
-        request,
-        outcome,
-    });
+    let attempt = Attempt::new(shared.config.started, at, request, outcome);
+    shared.lock().attempts.push(attempt);
     shared.notify.notify_waiters();
 }

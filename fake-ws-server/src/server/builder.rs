@@ -9,7 +9,7 @@
 use std::fmt;
 use std::panic::Location;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -73,7 +73,8 @@ where
 
     /// How long every wait of this server and its connections waits when not told
     /// otherwise (`next_connection`, `expect`, `expect_next`, `recv`, `expect_invalid`,
-    /// `wait_for_frames`, `wait_closed`); their `_within` variants take their own.
+    /// `wait_for_frames`, `wait_closed`, `expect_pong`, `wait_for_attempts`); their
+    /// `_within` variants take their own.
     /// Default [`DEFAULT_DEADLINE`](super::DEFAULT_DEADLINE), 5 s.
     pub fn default_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
@@ -249,6 +250,7 @@ impl<In, Out> FakeServerBuilder<In, Out> {
             tls: self.tls,
             deadline: self.deadline,
             location,
+            started: Instant::now(),
         };
         Shared::new(config, self.rules, self.handshake_rules)
     }

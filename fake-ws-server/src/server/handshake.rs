@@ -5,9 +5,12 @@
 //! them into the shared state (`state`); the server hands out the attempts, and each
 //! [`Connection`](super::Connection) its request.
 
-use std::time::Instant;
+use std::fmt;
+use std::time::{Duration, Instant};
 
 use tokio_tungstenite::tungstenite::handshake::server::Request;
+
+use super::closed::Closed;
 
 /// The upgrade request a client sent.
 #[derive(Debug, Clone)]
@@ -86,19 +89,44 @@ pub enum AttemptOutcome {
     Hung,
 }
 
-/// One handshake attempt, with when it happened.
+/// One handshake attempt, with when it happened. Its `Display` is one line of the
+/// attempts' log: `+0.051s Rejected 401 GET /ws`.
 #[derive(Debug, Clone)]
 pub struct Attempt {
     pub(super) at: Instant,
+    /// `at`, since the server started.
+    pub(super) since_start: Duration,
     pub(super) request: Option<HandshakeRequest>,
     pub(super) outcome: AttemptOutcome,
 }
 
 impl Attempt {
+    /// An attempt at `at` of the server started at `started`.
+    pub(super) fn new(
+        started: Instant,
+        at: Instant,
+        request: Option<HandshakeRequest>,
+        outcome: AttemptOutcome,
+    ) -> Self {
+        Attempt {
+            at,
+            since_start: at.saturating_duration_since(started),
+            request,
+            outcome,
+        }
+    }
+
     /// When the fake accepted the TCP connection (or began the handshake): compare
-    /// two attempts' times to measure a client's backoff.
+    /// two attempts' times to measure a client's backoff
+    /// ([`FakeServer::attempt_gaps`](super::FakeServer::attempt_gaps) does).
     pub fn at(&self) -> Instant {
         self.at
+    }
+
+    /// [`Attempt::at`] as the time since the server started (`start()`), as the
+    /// attempts' log shows it.
+    pub fn since_start(&self) -> Duration {
+        self.since_start
     }
 
     /// The upgrade request, if the fake read one (not for a refused or hung attempt,
@@ -119,4 +147,47 @@ impl Attempt {
             _ => None,
         }
     }
+}
+
+impl fmt::Display for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "+{:.3}s ", self.since_start.as_secs_f64())?;
+        let request = self.request.as_ref().map(|r| format!(" GET {}", r.path));
+        let request = request.as_deref().unwrap_or("");
+        match &self.outcome {
+            AttemptOutcome::Accepted => write!(f, "Accepted{request}"),
+            AttemptOutcome::Rejected(status) => write!(f, "Rejected {status}{request}"),
+            AttemptOutcome::Failed(why) => write!(f, "Failed{request}: {why}"),
+            AttemptOutcome::Refused => f.write_str("Refused (reset before the handshake)"),
+            AttemptOutcome::Hung => f.write_str("Hung (the handshake never answered)"),
+        }
+    }
+}
+
+/// The attempts' log, one attempt a line, with the gap since the one before, and for
+/// each accepted one its connection and how it stands (`closed[i]`: how connection
+/// `i` ended, `None` while open).
+pub(super) fn render_attempts(attempts: &[Attempt], closed: &[Option<Closed>]) -> String {
+    if attempts.is_empty() {
+        return "    (no attempts)".to_owned();
+    }
+    let mut connection = 0;
+    let mut lines = Vec::new();
+    for (i, attempt) in attempts.iter().enumerate() {
+        let mut line = format!("    {attempt}");
+        if i > 0 {
+            let gap = attempt.at.saturating_duration_since(attempts[i - 1].at);
+            line.push_str(&format!(" (gap {} ms)", gap.as_millis()));
+        }
+        if attempt.outcome == AttemptOutcome::Accepted {
+            let state = match closed.get(connection) {
+                Some(Some(how)) => format!("closed: {how}"),
+                _ => "open".to_owned(),
+            };
+            line.push_str(&format!(" → connection {connection}, {state}"));
+            connection += 1;
+        }
+        lines.push(line);
+    }
+    lines.join("\n")
 }

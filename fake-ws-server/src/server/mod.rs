@@ -26,6 +26,7 @@
 //!   drives one connection with; `closest`, the closest candidate of a failed
 //!   expectation; `verify`, what fails the test when the server or a connection handle
 //!   is dropped;
+//! - `attempts`: the log of connection attempts, and the waits and assertions on it;
 //! - the socket tasks' side, on the server's runtime: `accept`, the accept loop with
 //!   admission and the handshake; `connection_task`, one loop a connection, with
 //!   `frames` (what it does with a frame) and `rules` (which rule answers a message);
@@ -43,6 +44,7 @@
 
 mod accept;
 mod admission;
+mod attempts;
 mod builder;
 mod closed;
 mod closest;
@@ -309,8 +311,8 @@ where
                 },
                 |state| {
                     format!(
-                        "no WebSocket connection within {deadline:?}; handshake attempts so far: {:#?}",
-                        state.attempts
+                        "no WebSocket connection within {deadline:?}; the attempts so far:\n{}",
+                        attempts::attempt_log(state)
                     )
                 },
             )
@@ -324,42 +326,11 @@ where
         self.shared.lock().connections.len()
     }
 
-    /// Every handshake attempt so far, oldest first.
-    pub fn attempts(&self) -> Vec<Attempt> {
-        self.shared.lock().attempts.clone()
-    }
-
     /// Mounts a rule on the running server, for every connection (those open now and
     /// those to come), after the rules mounted before it of the same priority. It is
     /// verified (its [`Rule::expect`]) when the server is dropped.
     pub fn mount(&self, rule: Rule<In, Out>) {
         self.shared.lock().rules.push(MountedRule::new(rule, None));
-    }
-
-    /// Waits (up to the server's default deadline) until at least `n` connection attempts were
-    /// recorded (accepted, rejected, refused, hung or failed), and returns them all,
-    /// oldest first: for a test of a client's reconnects and backoff.
-    #[track_caller]
-    pub fn wait_for_attempts(
-        &self,
-        n: usize,
-    ) -> impl std::future::Future<Output = Vec<Attempt>> + Send + '_ {
-        let caller = Location::caller();
-        let deadline = self.shared.config.deadline;
-        fail_at_await(wait_or_fail(
-            &self.shared,
-            &self.runtime,
-            caller,
-            deadline,
-            move |state| (state.attempts.len() >= n).then(|| state.attempts.clone()),
-            move |state| {
-                format!(
-                    "expected {n} connection attempts within {deadline:?}, got {}: {:#?}",
-                    state.attempts.len(),
-                    state.attempts
-                )
-            },
-        ))
     }
 
     /// Answers the next `n` upgrade requests with `status` instead of 101: the same as

@@ -147,6 +147,8 @@ pub(super) struct Config<In, Out> {
     /// How long a wait waits when the test does not say (`default_deadline`).
     pub(super) deadline: Duration,
     pub(super) location: &'static Location<'static>,
+    /// When the server started: attempts' times are shown since then.
+    pub(super) started: Instant,
 }
 
 impl<In, Out> Shared<In, Out> {
