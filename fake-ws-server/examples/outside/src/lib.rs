@@ -1,0 +1,1 @@
+//! Nothing but tests: see `tests/` and this project's Cargo.toml.
