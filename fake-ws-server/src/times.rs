@@ -6,9 +6,9 @@ use std::ops::{Range, RangeFrom, RangeFull, RangeInclusive, RangeTo, RangeToIncl
 /// How many times a rule must fire, checked when the server (or, for a rule scoped to
 /// one connection, that connection's handle) is dropped: an exact count or a range.
 ///
-/// Made from a `usize` or any range of `usize`, so [`Rule::expect`](crate::Rule::expect)
-/// reads like wiremock's: `expect(2)`, `expect(1..)`, `expect(..=3)`, `expect(2..=4)`,
-/// `expect(2..5)`.
+/// Made from a `usize` or any range of `usize`, so [`Rule::times`](crate::Rule::times)
+/// reads like wiremock's `expect`: `times(2)`, `times(1..)`, `times(..=3)`,
+/// `times(2..=4)`, `times(2..5)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Times {
     min: usize,
@@ -49,7 +49,7 @@ impl From<Range<usize>> for Times {
     fn from(range: Range<usize>) -> Self {
         assert!(
             range.start < range.end,
-            "expect({range:?}) can never be met: the range is empty; use an exact count or a range such as 1..=3"
+            "times({range:?}) can never be met: the range is empty; use an exact count or a range such as 1..=3"
         );
         Times {
             min: range.start,
@@ -63,7 +63,7 @@ impl From<RangeInclusive<usize>> for Times {
     fn from(range: RangeInclusive<usize>) -> Self {
         assert!(
             range.start() <= range.end(),
-            "expect({range:?}) can never be met: the range is empty; use an exact count or a range such as 1..=3"
+            "times({range:?}) can never be met: the range is empty; use an exact count or a range such as 1..=3"
         );
         Times {
             min: *range.start(),
@@ -86,7 +86,7 @@ impl From<RangeTo<usize>> for Times {
     fn from(range: RangeTo<usize>) -> Self {
         assert!(
             range.end > 0,
-            "expect(..0) can never be met: use expect(0) for a rule that must not fire"
+            "times(..0) can never be met: use times(0) for a rule that must not fire"
         );
         Times {
             min: 0,

@@ -31,7 +31,7 @@ async fn it_matches_raw_json_and_answers_in_rules() {
                 json_includes!({"op": "subscribe", "args": {"channel": "ticker"}}),
                 |m: &Value| vec![json!({"event": "subscribed", "id": m["id"]})],
             )
-            .expect(1),
+            .times(1),
         )
         .start()
         .await;

@@ -90,16 +90,16 @@ async fn count_expectations_are_checked_with_the_rules_name_and_location() {
         .rule(
             Rule::when(typed("ping"), |_| vec![json!({"type": "pong"})])
                 .named("pong")
-                .expect(1..),
+                .times(1..),
         )
         .rule(
             Rule::when(typed("hello"), |_| Vec::new())
                 .named("greeting")
-                .expect(..=1),
+                .times(..=1),
         )
         .on(typed("never"), |_| Vec::new())
         .named("never sent")
-        .expect(1..=2)
+        .times(1..=2)
         .start()
         .await;
     let mut client = connect(&fake.url()).await;
@@ -136,7 +136,7 @@ async fn up_to_n_times_answers_n_times_then_falls_through_to_the_next_rule() {
     let fake: Fake = FakeServer::builder()
         .on(typed("ping"), |_| vec![json!({"n": "first"})])
         .up_to_n_times(2)
-        .expect(2)
+        .times(2)
         .on(typed("ping"), |_| vec![json!({"n": "then"})])
         .start()
         .await;
@@ -221,7 +221,7 @@ async fn rules_mounted_after_start_answer_open_connections() {
     send(&mut client, json!({"type": "ping", "n": 1})).await;
     conn.expect(typed("ping")).await;
 
-    fake.mount(Rule::when(typed("ping"), |_| vec![json!({"type": "pong"})]).expect(1));
+    fake.mount(Rule::when(typed("ping"), |_| vec![json!({"type": "pong"})]).times(1));
     send(&mut client, json!({"type": "ping", "n": 2})).await;
     assert_eq!(receive(&mut client).await, json!({"type": "pong"}));
     assert!(fake.problems().is_empty(), "{:#?}", fake.problems());
@@ -241,7 +241,7 @@ async fn a_rule_scoped_to_a_connection_answers_only_there_and_first() {
     conn.mount(
         Rule::when(typed("ping"), |_| vec![json!("scoped")])
             .named("only here")
-            .expect(2),
+            .times(2),
     );
     send(&mut first, json!({"type": "ping"})).await;
     assert_eq!(receive(&mut first).await, "scoped");

@@ -10,7 +10,7 @@ use fake_ws_server::{Matcher, Rule};
 #[tokio::test]
 async fn a_rule_answers_and_its_expected_count_is_checked() {
     let fake = Fake::builder()
-        .rule(Rule::when(subscribe_to("btc"), subscribed).expect(1))
+        .rule(Rule::when(subscribe_to("btc"), subscribed).times(1))
         .start()
         .await;
     let (mut client, _conn) = open(&fake).await;
@@ -25,7 +25,7 @@ async fn a_rule_answers_and_its_expected_count_is_checked() {
 
     // A rule that should have fired twice is reported.
     let strict = Fake::builder()
-        .rule(Rule::when(Matcher::any(), |_| Vec::new()).expect(2))
+        .rule(Rule::when(Matcher::any(), |_| Vec::new()).times(2))
         .start()
         .await;
     let (mut client, conn) = open(&strict).await;
@@ -60,7 +60,7 @@ async fn a_delayed_rule_answers_later() {
 async fn builder_shorthands_count_and_delay_the_rule_just_mounted() {
     let fake = Fake::builder()
         .on(subscribe_to("btc"), subscribed)
-        .expect(2)
+        .times(2)
         .delay(Duration::from_millis(200))
         .start()
         .await;

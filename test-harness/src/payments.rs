@@ -147,11 +147,11 @@ impl FakePaymentsBuilder {
     }
 
     /// The rule mounted last (by `on` or `rule`) must fire `times` times (a count or a
-    /// range, see [`Rule::expect`]), checked when the fake is dropped.
+    /// range, see [`Rule::times`]), checked when the fake is dropped.
     #[track_caller]
     pub fn expect(mut self, times: impl Into<fake_ws_server::Times>) -> Self {
         let rule = self.last_rule();
-        self.rules.push(rule.expect(times));
+        self.rules.push(rule.times(times));
         self
     }
 

@@ -167,7 +167,7 @@ async fn a_custom_rule_answers_first_and_its_expected_count_is_checked() {
                     "try later",
                 )]
             })
-            .expect(1),
+            .times(1),
         )
         .start()
         .await;
@@ -181,7 +181,7 @@ async fn a_custom_rule_answers_first_and_its_expected_count_is_checked() {
 
     // A rule that should have fired twice is reported.
     let strict = FakePayments::builder()
-        .rule(Rule::when(Matcher::any(), |_| Vec::new()).expect(2))
+        .rule(Rule::when(Matcher::any(), |_| Vec::new()).times(2))
         .start()
         .await;
     let (mut client, conn) = open(&strict).await;

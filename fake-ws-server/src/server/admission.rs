@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, StatusCode};
 
 use super::handshake::HandshakeRequest;
+use crate::times::Times;
 
 /// What the fake does with a new TCP connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +52,10 @@ pub struct HandshakeRule {
     status: StatusCode,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Option<String>,
-    limit: Option<usize>,
-    name: Option<String>,
+    pub(super) limit: Option<usize>,
+    pub(super) name: Option<String>,
+    /// How often it must answer, checked when the server is dropped.
+    pub(super) expected: Option<Times>,
     location: &'static Location<'static>,
 }
 
@@ -73,6 +76,7 @@ impl HandshakeRule {
             body: None,
             limit: None,
             name: None,
+            expected: None,
             location: Location::caller(),
         }
     }
@@ -117,10 +121,19 @@ impl HandshakeRule {
         self
     }
 
-    /// A name for the rule, shown in the attempts' log.
+    /// A name for the rule, shown in failure messages.
     #[must_use]
     pub fn named(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// The rule must answer (reject) `times` upgrade requests: a count or a range, as
+    /// [`Rule::times`](super::Rule::times). Checked when the server is dropped. It does
+    /// not limit how often it answers: that is [`HandshakeRule::up_to_n_times`].
+    #[must_use]
+    pub fn times(mut self, times: impl Into<Times>) -> Self {
+        self.expected = Some(times.into());
         self
     }
 }
@@ -133,6 +146,7 @@ impl fmt::Debug for HandshakeRule {
             .field("headers", &self.headers)
             .field("body", &self.body)
             .field("limit", &self.limit)
+            .field("expected", &self.expected)
             .field("location", &format_args!("{}", self.location))
             .finish()
     }
@@ -147,6 +161,25 @@ pub(super) struct MountedHandshakeRule {
 impl MountedHandshakeRule {
     pub(super) fn new(rule: HandshakeRule) -> Self {
         MountedHandshakeRule { rule, hits: 0 }
+    }
+
+    /// What fails the test at drop when the rule did not answer as often as its
+    /// [`HandshakeRule::times`] said.
+    pub(super) fn problem(&self) -> Option<String> {
+        let expected = self.rule.expected?;
+        if expected.contains(self.hits) {
+            return None;
+        }
+        let name = match &self.rule.name {
+            Some(name) => format!(" {name:?}"),
+            None => String::new(),
+        };
+        Some(format!(
+            "the handshake rule{name} rejecting with {} (mounted at {}) answered {} times, expected {expected}",
+            self.rule.status.as_u16(),
+            self.rule.location,
+            self.hits
+        ))
     }
 }
 

@@ -25,12 +25,18 @@ use crate::matcher::Matcher;
 use crate::response::Response;
 use crate::times::Times;
 
-/// The rule a builder's `expect`/`delay`/... applies to: the one mounted last.
-#[track_caller]
-fn last_rule<In, Out>(rules: &mut [Rule<In, Out>]) -> &mut Rule<In, Out> {
-    rules.last_mut().expect(
-        "expect/up_to_n_times/named/with_priority/delay apply to the rule mounted just before: mount one with `on` or `rule` first",
-    )
+/// Which kind of rule a builder mounted last: the one its modifiers (`times`, `named`,
+/// `up_to_n_times`, ...) apply to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Last {
+    Message,
+    Handshake,
+}
+
+/// The rule mounted last, of either kind.
+enum LastRule<'a, In, Out> {
+    Message(&'a mut Rule<In, Out>),
+    Handshake(&'a mut HandshakeRule),
 }
 
 /// Configures a [`FakeServer`].
@@ -46,6 +52,8 @@ pub struct FakeServerBuilder<In, Out> {
     pub(super) websocket: WebSocketConfig,
     pub(super) tls: Option<Arc<Tls>>,
     pub(super) deadline: Duration,
+    /// The kind of rule mounted last, if any.
+    last: Option<Last>,
 }
 
 impl<In, Out> FakeServerBuilder<In, Out>
@@ -68,6 +76,7 @@ where
             websocket: WebSocketConfig::default(),
             tls: None,
             deadline: super::DEFAULT_DEADLINE,
+            last: None,
         }
     }
 
@@ -103,14 +112,45 @@ where
     /// Mounts an automatic reply (see [`Rule`] for which rule answers a message).
     pub fn rule(mut self, rule: Rule<In, Out>) -> Self {
         self.rules.push(rule);
+        self.last = Some(Last::Message);
         self
     }
 
     /// Mounts a rule that rejects some upgrade requests (see [`HandshakeRule`]); rules
-    /// are tried in mount order.
+    /// are tried in mount order. The builder's `times`, `named` and `up_to_n_times`
+    /// then apply to it.
     pub fn handshake_rule(mut self, rule: HandshakeRule) -> Self {
         self.handshake_rules.push(rule);
+        self.last = Some(Last::Handshake);
         self
+    }
+
+    /// The rule mounted just before a modifier (`modifier`, for the panic), of either
+    /// kind.
+    #[track_caller]
+    fn last_rule(&mut self, modifier: &str) -> LastRule<'_, In, Out> {
+        let last = match self.last {
+            Some(Last::Message) => self.rules.last_mut().map(LastRule::Message),
+            Some(Last::Handshake) => self.handshake_rules.last_mut().map(LastRule::Handshake),
+            None => None,
+        };
+        last.unwrap_or_else(|| {
+            panic!(
+                "{modifier} applies to the rule mounted just before it: mount one with `on`, `rule` or `handshake_rule` first"
+            )
+        })
+    }
+
+    /// The message rule mounted just before a modifier that only message rules have
+    /// (`modifier`, for the panic).
+    #[track_caller]
+    fn last_message_rule(&mut self, modifier: &str) -> &mut Rule<In, Out> {
+        match self.last_rule(modifier) {
+            LastRule::Message(rule) => rule,
+            LastRule::Handshake(_) => panic!(
+                "{modifier} applies to message rules, and the rule mounted just before it is a handshake rule: mount the message rule with `on` or `rule` just before {modifier}"
+            ),
+        }
     }
 
     /// Shorthand for `rule(Rule::on(matcher).reply(reply))`: `reply` returns messages
@@ -128,41 +168,62 @@ where
         self.rule(rule)
     }
 
-    /// The rule mounted last (by `on` or `rule`) must fire `times` times (a count or a
-    /// range): see [`Rule::expect`].
+    /// The rule mounted just before (by `on`, `rule` or `handshake_rule`) must fire
+    /// `times` times (a count or a range): see [`Rule::times`] and
+    /// [`HandshakeRule::times`]. Panics when no rule was mounted before it.
     #[track_caller]
-    pub fn expect(mut self, times: impl Into<Times>) -> Self {
+    pub fn times(mut self, times: impl Into<Times>) -> Self {
         let times = times.into();
-        last_rule(&mut self.rules).expected = Some(times);
+        match self.last_rule("times") {
+            LastRule::Message(rule) => rule.expected = Some(times),
+            LastRule::Handshake(rule) => rule.expected = Some(times),
+        }
         self
     }
 
-    /// The rule mounted last answers only `n` times: see [`Rule::up_to_n_times`].
+    /// The old name of [`FakeServerBuilder::times`], kept for one release.
+    #[track_caller]
+    #[deprecated(note = "use `times`: `expect` is the connection's wait for a message")]
+    pub fn expect(self, times: impl Into<Times>) -> Self {
+        self.times(times)
+    }
+
+    /// The rule mounted just before (of either kind) answers only `n` times: see
+    /// [`Rule::up_to_n_times`] and [`HandshakeRule::up_to_n_times`].
     #[track_caller]
     pub fn up_to_n_times(mut self, n: usize) -> Self {
-        last_rule(&mut self.rules).limit = Some(n);
+        match self.last_rule("up_to_n_times") {
+            LastRule::Message(rule) => rule.limit = Some(n),
+            LastRule::Handshake(rule) => rule.limit = Some(n),
+        }
         self
     }
 
-    /// Names the rule mounted last: see [`Rule::named`].
+    /// Names the rule mounted just before (of either kind): see [`Rule::named`].
     #[track_caller]
     pub fn named(mut self, name: impl Into<String>) -> Self {
-        last_rule(&mut self.rules).name = Some(name.into());
+        let name = Some(name.into());
+        match self.last_rule("named") {
+            LastRule::Message(rule) => rule.name = name,
+            LastRule::Handshake(rule) => rule.name = name,
+        }
         self
     }
 
-    /// The priority of the rule mounted last: see [`Rule::with_priority`].
+    /// The priority of the message rule mounted just before: see
+    /// [`Rule::with_priority`]. Panics after a handshake rule (they have none).
     #[track_caller]
     pub fn with_priority(mut self, priority: u8) -> Self {
         check_priority(priority);
-        last_rule(&mut self.rules).priority = priority;
+        self.last_message_rule("with_priority").priority = priority;
         self
     }
 
-    /// The rule mounted last (by `on` or `rule`) answers after `delay`.
+    /// The message rule mounted just before (by `on` or `rule`) answers after `delay`.
+    /// Panics after a handshake rule (it answers at once).
     #[track_caller]
     pub fn delay(mut self, delay: Duration) -> Self {
-        last_rule(&mut self.rules).delay = Some(delay);
+        self.last_message_rule("delay").delay = Some(delay);
         self
     }
 

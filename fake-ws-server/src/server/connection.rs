@@ -573,7 +573,7 @@ where
     }
 
     /// Mounts a rule for this connection only: it answers before the server-wide rules
-    /// of the same priority, and its [`Rule::expect`] is verified when the last clone
+    /// of the same priority, and its [`Rule::times`] is verified when the last clone
     /// of this handle is dropped (or the server is, if that comes first).
     pub fn mount(&self, rule: Rule<In, Out>) {
         self.inner

@@ -98,7 +98,7 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
 /// every connection's transcript) when the client sent a message no expectation or
 /// rule looked at (unless [`lenient`](FakeServerBuilder::lenient)), sent a frame that
 /// is not a valid message, or a rule did not fire as often as its
-/// [`Rule::expect`] said. [`FakeServer::problems`] lists the same without panicking;
+/// [`Rule::times`] said. [`FakeServer::problems`] lists the same without panicking;
 /// [`FakeServer::shutdown`] stops the server first, then verifies.
 ///
 /// # Examples
@@ -166,7 +166,7 @@ where
     ///     .on(json_includes!({"type": "subscribe"}), |m| match m {
     ///         FromClient::Subscribe { topic } => vec![ToClient::Subscribed { topic: topic.clone() }],
     ///     })
-    ///     .expect(1..)
+    ///     .times(1..)
     ///     .start()
     ///     .await;
     ///
@@ -328,7 +328,7 @@ where
 
     /// Mounts a rule on the running server, for every connection (those open now and
     /// those to come), after the rules mounted before it of the same priority. It is
-    /// verified (its [`Rule::expect`]) when the server is dropped.
+    /// verified (its [`Rule::times`]) when the server is dropped.
     pub fn mount(&self, rule: Rule<In, Out>) {
         self.shared.lock().rules.push(MountedRule::new(rule, None));
     }

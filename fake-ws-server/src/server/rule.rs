@@ -104,8 +104,8 @@ impl<In, Out> Rule<In, Out> {
         self
     }
 
-    /// The rule must fire `times` times: an exact count (`expect(2)`) or a range
-    /// (`expect(1..)`, `expect(..=3)`, `expect(2..=4)`). Checked when the server is
+    /// The rule must fire `times` times: an exact count (`times(2)`) or a range
+    /// (`times(1..)`, `times(..=3)`, `times(2..=4)`). Checked when the server is
     /// dropped (a rule scoped to a connection: when that connection's handle is), with
     /// the rule's name and where it was made in the failure. It does not limit how
     /// often the rule answers: that is [`Rule::up_to_n_times`].
@@ -122,9 +122,9 @@ impl<In, Out> Rule<In, Out> {
     /// let ping = || Matcher::new("ping", |m: &String| m == "ping");
     /// let fake = FakeServer::<String, String>::builder()
     ///     // Answers the first ping only, and must have answered it at drop.
-    ///     .rule(Rule::when(ping(), |_| vec!["first".to_owned()]).up_to_n_times(1).expect(1))
+    ///     .rule(Rule::when(ping(), |_| vec!["first".to_owned()]).up_to_n_times(1).times(1))
     ///     // Answers the pings after that: at least one.
-    ///     .rule(Rule::when(ping(), |_| vec!["again".to_owned()]).named("later pings").expect(1..))
+    ///     .rule(Rule::when(ping(), |_| vec!["again".to_owned()]).named("later pings").times(1..))
     ///     .start()
     ///     .await;
     /// let (mut client, _) = tokio_tungstenite::connect_async(fake.url()).await.unwrap();
@@ -137,9 +137,18 @@ impl<In, Out> Rule<In, Out> {
     /// ```
     #[must_use]
     #[track_caller]
-    pub fn expect(mut self, times: impl Into<Times>) -> Self {
+    pub fn times(mut self, times: impl Into<Times>) -> Self {
         self.expected = Some(times.into());
         self
+    }
+
+    /// The old name of [`Rule::times`], kept for one release: `expect` also names the
+    /// connection's wait for a message, and `Option::expect` is always nearby.
+    #[must_use]
+    #[track_caller]
+    #[deprecated(note = "use `times`: `expect` is the connection's wait for a message")]
+    pub fn expect(self, times: impl Into<Times>) -> Self {
+        self.times(times)
     }
 
     /// The rule answers only the first `n` matching messages; later ones fall through

@@ -3,7 +3,8 @@
 //!
 //! It reads the shared state (`state`): frames from the client that nobody looked at
 //! (when strict), frames that are not valid messages, and rules that did not fire as
-//! often as they were told to ([`Rule::expect`](super::Rule::expect)); and it renders
+//! often as they were told to ([`Rule::times`](super::Rule::times), and
+//! [`HandshakeRule::times`](super::HandshakeRule::times)); and it renders
 //! them, with the transcripts, into one panic, never while the thread is already
 //! panicking.
 
@@ -79,6 +80,7 @@ pub(super) fn problems_of<In, Out>(shared: &Shared<In, Out>, only: Option<usize>
     }
     if only.is_none() {
         problems.extend(state.failures.iter().cloned());
+        problems.extend(state.handshake_rules.iter().filter_map(|r| r.problem()));
     }
     let reported = |id: usize| state.connections.get(id).is_some_and(|c| c.reported);
     problems.extend(rule_problems(&state.rules, only, reported));
