@@ -19,13 +19,13 @@ pub use matcher::Matcher;
 pub use response::Response;
 pub use server::{
     Attempt, AttemptOutcome, Closed, Connection, DEFAULT_DEADLINE, DEFAULT_PRIORITY, FakeServer,
-    FakeServerBuilder, HandshakeRequest, HandshakeRule, InvalidFrame, Rule, SendError,
+    FakeServerBuilder, Fault, HandshakeRequest, HandshakeRule, InvalidFrame, Rule, SendError,
 };
 pub use times::Times;
-pub use transcript::{Direction, FrameKind, TranscriptEntry};
 /// Renders a transcript ([`Connection::transcript`]) one frame a line, as failure
 /// messages show it.
 pub use transcript::render as render_transcript;
+pub use transcript::{Direction, FrameKind, TranscriptEntry};
 
 /// The plain WebSocket client that the crate's own tests and test-harness's tests share;
 /// not part of the API.

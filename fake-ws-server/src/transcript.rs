@@ -43,6 +43,10 @@ pub enum FrameKind {
         /// The limit it went over.
         max: usize,
     },
+    /// Bytes the fake wrote as they are, past its WebSocket library: a protocol fault
+    /// ([`Connection::send_fault`](crate::Connection::send_fault)), noted with what it
+    /// is.
+    Raw(Vec<u8>),
 }
 
 /// One line of a transcript.
@@ -55,7 +59,8 @@ pub struct TranscriptEntry {
     /// The frame.
     pub frame: FrameKind,
     /// What the fake made of it: a decode error (contract violation), what RFC 6455
-    /// forbids in a close frame (protocol violation), the rule that answered.
+    /// forbids in a close frame (protocol violation), the rule that answered, the
+    /// fault the fake sent.
     pub note: Option<String>,
 }
 
@@ -76,6 +81,7 @@ impl fmt::Display for TranscriptEntry {
                 reason,
             } => write!(f, "close {code} {reason:?}")?,
             FrameKind::Close { code: None, .. } => f.write_str("close without a code (1005)")?,
+            FrameKind::Raw(bytes) => write!(f, "raw ({} bytes)", bytes.len())?,
             FrameKind::Oversize { size, max } => {
                 write!(f, "over the size limit ({size} bytes, at most {max})")?
             }

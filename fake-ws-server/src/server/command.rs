@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::closed::SendError;
+use super::faults::Fault;
 use crate::codec::Payload;
 
 /// What a [`Connection`](super::Connection) handle (or the server, stopping) asks a
@@ -30,4 +31,6 @@ pub(super) enum Command {
     Ping(Vec<u8>, oneshot::Sender<usize>),
     /// Send a message in fragments of at most this many bytes.
     Fragmented(Payload, usize, oneshot::Sender<()>),
+    /// Write a protocol fault as raw bytes (`faults`); answers whether it was written.
+    Fault(Fault, oneshot::Sender<Result<(), SendError>>),
 }

@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::{Error, Message};
 
 use super::closed::{Closed, SendError};
 use super::command::Command;
+use super::faults::write_fault;
 use super::frames::{fragmented_entry, fragments, frame_kind, on_close, on_frame, on_oversize};
 use super::pongs::PongFilter;
 use super::state::Shared;
@@ -135,6 +136,12 @@ where
             Command::Ping(payload, done) => self.ping(payload, done).await,
             Command::Fragmented(payload, size, done) => {
                 self.write_fragmented(payload, size, done).await
+            }
+            Command::Fault(fault, done) => {
+                let (written, ended) =
+                    write_fault(&self.shared, self.id, &mut self.ws, fault).await;
+                let _ = done.send(written);
+                if ended { Next::End } else { Next::Continue }
             }
             Command::PingEvery(every, done) => {
                 self.pings = every.map(|every| {

@@ -52,6 +52,7 @@ mod command;
 mod connection;
 mod connection_task;
 mod controls;
+mod faults;
 mod frames;
 mod handshake;
 mod pongs;
@@ -80,6 +81,7 @@ pub use admission::HandshakeRule;
 pub use builder::FakeServerBuilder;
 pub use closed::{Closed, SendError};
 pub use connection::{Connection, InvalidFrame};
+pub use faults::Fault;
 pub use handshake::{Attempt, AttemptOutcome, HandshakeRequest};
 pub use rule::{DEFAULT_PRIORITY, Rule};
 

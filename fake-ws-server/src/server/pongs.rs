@@ -15,7 +15,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::wire::{ClientFrames, WireClose, header_len, payload_len};
 
@@ -91,6 +91,15 @@ impl<S: AsyncWrite + Unpin> PongFilter<S> {
             self.pending.drain(..n);
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// Writes `bytes` to the stream as they are, past the frame tracking, and flushes
+    /// them: for a protocol fault (`faults`). Only between whole frames (after
+    /// tungstenite flushed), so the tracking is not thrown off.
+    pub(super) async fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        debug_assert!(self.header.is_empty() && self.pending.is_empty() && self.remaining == 0);
+        self.inner.write_all(bytes).await?;
+        self.inner.flush().await
     }
 
     /// The frame held back is whole: writes it out now if the socket takes it, not
