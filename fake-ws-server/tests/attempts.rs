@@ -142,3 +142,30 @@ async fn the_transcript_renders_as_failure_messages_show_it() {
         "{rendered}"
     );
 }
+
+#[tokio::test]
+async fn wait_for_connections_waits_for_the_reconnect_without_checking_it() {
+    let fake = Fake::builder().start().await;
+    let (_first, conn) = open(&fake).await;
+    conn.abort().await;
+    // The client reconnects and resubscribes at once.
+    let mut second = connect(&fake.url()).await;
+    send(&mut second, &subscribe("btc")).await;
+    fake.wait_for_connections(2).await;
+    assert_eq!(fake.connection_count(), 2);
+    // Nothing was handed out, so nothing was checked yet: the test takes it now.
+    let reconnected = fake.next_connection().await;
+    assert_eq!(reconnected.index(), 1);
+    reconnected.expect(subscribe_to("btc")).await;
+
+    let message = panic_message(async move {
+        fake.wait_for_connections_within(3, SHORT).await;
+    })
+    .await;
+    assert!(
+        message.contains(
+            "expected 3 WebSocket connections (since the server started) within 200ms, got 2"
+        ),
+        "{message}"
+    );
+}

@@ -1,6 +1,7 @@
 //! The server's log of connection attempts, seen from the [`FakeServer`] handle: the
 //! attempts themselves, the gaps between them, the log as text, and waits and
-//! assertions on the attempts and connections to come (for a test of a client's
+//! assertions on the attempts and connections to come, none of which hands out a
+//! connection (for a test of a client's
 //! reconnects and backoff).
 //!
 //! The accept loop (`accept`) records every attempt in the shared state (`state`);
@@ -89,6 +90,45 @@ where
                 format!(
                     "expected {n} connection attempts (since the server started) within {deadline:?}, got {}:\n{}",
                     state.attempts.len(),
+                    attempt_log(state)
+                )
+            },
+        ))
+    }
+
+    /// Waits (up to the server's default deadline) until at least `n` WebSocket
+    /// connections were accepted **since the server started**, without handing any out:
+    /// "wait for the reconnect". Unlike `fake.next_connection().await;`, which hands out
+    /// a [`Connection`](super::Connection) whose drop, at the end of that statement,
+    /// checks the connection at once (and fails when the client already sent
+    /// something), this leaves every connection to a later
+    /// [`FakeServer::next_connection`], or to the server's own check at drop.
+    #[track_caller]
+    pub fn wait_for_connections(
+        &self,
+        n: usize,
+    ) -> impl std::future::Future<Output = ()> + Send + '_ {
+        self.wait_for_connections_within(n, self.shared.config.deadline)
+    }
+
+    /// [`FakeServer::wait_for_connections`] with a deadline of your choosing.
+    #[track_caller]
+    pub fn wait_for_connections_within(
+        &self,
+        n: usize,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = ()> + Send + '_ {
+        let caller = Location::caller();
+        fail_at_await(wait_or_fail(
+            &self.shared,
+            &self.runtime,
+            caller,
+            deadline,
+            move |state| (state.connections.len() >= n).then_some(()),
+            move |state| {
+                format!(
+                    "expected {n} WebSocket connections (since the server started) within {deadline:?}, got {}; the attempts:\n{}",
+                    state.connections.len(),
                     attempt_log(state)
                 )
             },
