@@ -7,27 +7,38 @@ use serde_json::Value;
 
 use crate::matcher::Matcher;
 
-/// Whether `actual` contains `expected`: an object contains every key of the expected
-/// object with a value that contains the expected one (recursively, other keys are
-/// ignored); arrays and scalars must be equal.
+/// Whether `actual` includes `expected`, as [`json_includes!`](crate::json_includes)
+/// matches: an object includes every key of the expected object with a value that
+/// includes the expected one (recursively, other keys are ignored); arrays and scalars
+/// must be equal. Unlike jest's `toMatchObject`, an array is compared whole: `[1, 2]`
+/// does not include `[1]`, and objects inside an array must be equal, not partial.
 ///
 /// # Examples
 ///
 /// ```
-/// use fake_ws_server::json_contains;
+/// use fake_ws_server::json_includes;
 /// use serde_json::json;
 ///
-/// let message = json!({"type": "subscribe", "topic": "btc", "id": 7});
-/// assert!(json_contains(&message, &json!({"type": "subscribe"})));
-/// assert!(!json_contains(&message, &json!({"type": "unsubscribe"})));
+/// let message = json!({"type": "subscribe", "topics": ["btc"], "id": 7});
+/// assert!(json_includes(&message, &json!({"type": "subscribe"})));
+/// assert!(!json_includes(&message, &json!({"type": "unsubscribe"})));
+/// assert!(json_includes(&message, &json!({"topics": ["btc"]})));
+/// assert!(!json_includes(&message, &json!({"topics": []})));
 /// ```
-pub fn json_contains(actual: &Value, expected: &Value) -> bool {
+pub fn json_includes(actual: &Value, expected: &Value) -> bool {
     match (actual, expected) {
         (Value::Object(actual), Value::Object(expected)) => expected
             .iter()
-            .all(|(key, wanted)| actual.get(key).is_some_and(|v| json_contains(v, wanted))),
+            .all(|(key, wanted)| actual.get(key).is_some_and(|v| json_includes(v, wanted))),
         _ => actual == expected,
     }
+}
+
+/// The old name of [`json_includes()`], kept for one release: one name for one thing,
+/// the same as the [`json_includes!`](crate::json_includes) matcher's.
+#[deprecated(note = "use `json_includes`, the name the matcher has too")]
+pub fn json_contains(actual: &Value, expected: &Value) -> bool {
+    json_includes(actual, expected)
 }
 
 /// The JSON a message is compared as: the message serialised; a string that holds
@@ -40,7 +51,7 @@ pub(crate) fn as_json<In: Serialize>(message: &In) -> Option<Value> {
 }
 
 impl<In: Serialize> Matcher<In> {
-    /// Matches a message whose JSON contains `expected` (see [`json_contains`]): for
+    /// Matches a message whose JSON includes `expected` (see [`json_includes()`]): for
     /// any `In` that serialises (typed messages, `serde_json::Value`, or `String` for
     /// raw text frames, whose text is parsed). A failed expectation with it shows a
     /// diff against the closest message. [`json_includes!`](crate::json_includes)
@@ -49,7 +60,7 @@ impl<In: Serialize> Matcher<In> {
         let description = format!("a message including {expected}");
         let wanted = expected.clone();
         Matcher::new(description, move |message: &In| {
-            as_json(message).is_some_and(|actual| json_contains(&actual, &wanted))
+            as_json(message).is_some_and(|actual| json_includes(&actual, &wanted))
         })
         .with_expected_json(expected)
     }

@@ -14,7 +14,9 @@ pub use codec::CborCodec;
 #[cfg(feature = "msgpack")]
 pub use codec::MsgPackCodec;
 pub use codec::{Codec, JsonCodec, Payload};
+#[allow(deprecated)]
 pub use json::json_contains;
+pub use json::json_includes;
 pub use matcher::Matcher;
 pub use response::Response;
 pub use server::{

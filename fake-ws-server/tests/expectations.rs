@@ -185,3 +185,21 @@ async fn a_failed_expectation_shows_a_diff_against_the_closest_message() {
         "diffed against an ack: {message}"
     );
 }
+
+#[tokio::test]
+async fn a_server_wide_allow_covers_every_connection() {
+    let fake = Fake::builder().start().await;
+    fake.allow(ack_of(1));
+    let (mut first, conn) = open(&fake).await;
+    let (mut second, other) = open(&fake).await;
+    send(&mut first, &Up::Ack { id: 1 }).await;
+    send(&mut second, &Up::Ack { id: 1 }).await;
+    send(&mut second, &Up::Ack { id: 2 }).await;
+    conn.wait_for_frames(1).await;
+    other.wait_for_frames(2).await;
+    let problems = fake.problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains(r#""id":2"#), "{problems:?}");
+    other.expect(ack_of(2)).await;
+    assert!(fake.problems().is_empty(), "{:?}", fake.problems());
+}

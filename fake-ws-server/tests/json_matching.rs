@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use fake_ws_server::{FakeServer, Rule, json_contains, json_includes};
+use fake_ws_server::{FakeServer, Rule, json_includes};
 use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -74,24 +74,38 @@ async fn a_non_matching_message_is_left_alone() {
 #[test]
 fn objects_match_a_subset_of_keys_recursively_and_arrays_and_scalars_exactly() {
     let actual = json!({"a": {"b": 1, "c": [1, 2]}, "d": "x", "e": null});
-    assert!(json_contains(&actual, &json!({})));
-    assert!(json_contains(&actual, &json!({"a": {"b": 1}})));
-    assert!(json_contains(
+    assert!(json_includes(&actual, &json!({})));
+    assert!(json_includes(&actual, &json!({"a": {"b": 1}})));
+    assert!(json_includes(
         &actual,
         &json!({"a": {"c": [1, 2]}, "e": null})
     ));
     assert!(
-        !json_contains(&actual, &json!({"a": {"c": [1]}})),
+        !json_includes(&actual, &json!({"a": {"c": [1]}})),
         "arrays are equal or not"
     );
-    assert!(!json_contains(&actual, &json!({"a": {"b": "1"}})));
+    assert!(!json_includes(&actual, &json!({"a": {"b": "1"}})));
     assert!(
-        !json_contains(&actual, &json!({"f": null})),
+        !json_includes(&actual, &json!({"f": null})),
         "a missing key is not null"
     );
-    assert!(json_contains(&json!(5), &json!(5)));
-    assert!(!json_contains(
+    assert!(json_includes(&json!(5), &json!(5)));
+    assert!(!json_includes(
         &json!([{"a": 1, "b": 2}]),
         &json!([{"a": 1}])
+    ));
+}
+
+#[test]
+#[allow(deprecated)]
+fn json_contains_is_the_old_name_of_json_includes() {
+    let actual = json!({"type": "subscribe", "topic": "btc"});
+    assert!(fake_ws_server::json_contains(
+        &actual,
+        &json!({"type": "subscribe"})
+    ));
+    assert!(!fake_ws_server::json_contains(
+        &actual,
+        &json!({"type": "ack"})
     ));
 }

@@ -35,6 +35,41 @@ async fn a_stalled_connection_answers_no_ping() {
     assert!(answer.is_err(), "a stalled fake answered: {answer:?}");
 }
 
+#[tokio::test]
+async fn resume_answering_pings_undoes_stop_answering_pings() {
+    let fake = Fake::builder().start().await;
+    let mut client = connect(&fake.url()).await;
+    let conn = fake.next_connection().await;
+    conn.stop_answering_pings();
+    client
+        .send(Message::Ping(b"unanswered".to_vec().into()))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_millis(300), client.next()).await;
+    assert!(answer.is_err(), "a stalled fake answered: {answer:?}");
+
+    conn.resume_answering_pings().await;
+    client
+        .send(Message::Ping(b"answered".to_vec().into()))
+        .await
+        .unwrap();
+    // Whether the held-back pong comes first is the pong filter's business; the new
+    // ping's pong must come.
+    let answered = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(frame) = client.next().await {
+            if frame.unwrap() == Message::Pong(b"answered".to_vec().into()) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(answered, Ok(true));
+    // Reading went on all along: a message after the stall is taken as usual.
+    send(&mut client, &subscribe("btc")).await;
+    conn.expect(subscribe_to("btc")).await;
+}
+
 /// Writes `subscribe` frames until one has not gone out after 500 ms: the socket
 /// buffers are full. Returns the topics that went out, and the blocked write.
 async fn write_until_blocked(

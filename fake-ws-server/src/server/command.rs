@@ -23,8 +23,8 @@ pub(super) enum Command {
     Abort(oneshot::Sender<()>),
     /// Read from the socket (`true`, which also answers pings again) or not (`false`).
     Read(bool, oneshot::Sender<()>),
-    /// Go on reading, but answer no ping.
-    Stall(oneshot::Sender<()>),
+    /// Go on reading, but answer no ping (`true`), or answer pings again (`false`).
+    Stall(bool, oneshot::Sender<()>),
     /// Ping the client every so often (`None`: stop).
     PingEvery(Option<Duration>, oneshot::Sender<()>),
     /// Ping the client once with this payload; answers with the ping's transcript entry.

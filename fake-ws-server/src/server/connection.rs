@@ -239,12 +239,20 @@ where
     /// test can see the client's pings and messages meanwhile; rules still answer
     /// messages. No awaiting needed: the connection's task takes commands before frames,
     /// so it holds for every ping the client writes after this call returns. Undone by
-    /// [`Connection::resume_reading`].
+    /// [`Connection::resume_answering_pings`] (and by [`Connection::resume_reading`],
+    /// which resumes both).
     pub fn stop_answering_pings(&self) {
         if let Some(commands) = &self.inner.commands {
             let (done, _) = oneshot::channel();
-            let _ = commands.send(Command::Stall(done));
+            let _ = commands.send(Command::Stall(true, done));
         }
+    }
+
+    /// Answers the client's pings again after [`Connection::stop_answering_pings`], and
+    /// returns once the connection's task does; whether the fake reads is left as it
+    /// is ([`Connection::resume_reading`] resumes both).
+    pub async fn resume_answering_pings(&self) {
+        self.command(|done| Command::Stall(false, done)).await;
     }
 
     /// Stops reading the socket, and returns once the connection's task has stopped:

@@ -128,8 +128,8 @@ where
                 let _ = done.send(());
                 Next::Continue
             }
-            Command::Stall(done) => {
-                self.ws.get_mut().stall(true);
+            Command::Stall(stall, done) => {
+                self.ws.get_mut().stall(stall);
                 let _ = done.send(());
                 Next::Continue
             }

@@ -85,6 +85,7 @@ pub use faults::Fault;
 pub use handshake::{Attempt, AttemptOutcome, HandshakeRequest};
 pub use rule::{DEFAULT_PRIORITY, Rule};
 
+use crate::matcher::Matcher;
 use accept::{Listening, accept_loop, bind};
 use admission::{Admission, MountedHandshakeRule};
 use command::Command;
@@ -333,6 +334,13 @@ where
     /// verified (its [`Rule::times`]) when the server is dropped.
     pub fn mount(&self, rule: Rule<In, Out>) {
         self.shared.lock().rules.push(MountedRule::new(rule, None));
+    }
+
+    /// Messages matching `matcher`, on any connection (open now or to come), need no
+    /// expectation: they never fail the test. [`Connection::allow`] does it for one
+    /// connection.
+    pub fn allow(&self, matcher: Matcher<In>) {
+        self.shared.lock().allowed.push(matcher);
     }
 
     /// Answers the next `n` upgrade requests with `status` instead of 101: the same as

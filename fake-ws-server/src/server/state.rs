@@ -121,6 +121,10 @@ pub(super) struct State<In, Out> {
     pub(super) admission: Admission,
     pub(super) handshake_rules: Vec<MountedHandshakeRule>,
     pub(super) rules: Vec<MountedRule<In, Out>>,
+    /// Messages that need no expectation on any connection ([`FakeServer::allow`]).
+    ///
+    /// [`FakeServer::allow`]: super::FakeServer::allow
+    pub(super) allowed: Vec<Matcher<In>>,
     pub(super) outbound: Vec<Option<mpsc::UnboundedSender<Command>>>,
     /// What went wrong on the server's side (a rule's reply the codec could not
     /// encode): fails the test at drop.
@@ -173,6 +177,7 @@ impl<In, Out> Shared<In, Out> {
                     .into_iter()
                     .map(|rule| MountedRule::new(rule, None))
                     .collect(),
+                allowed: Vec::new(),
                 outbound: Vec::new(),
                 failures: Vec::new(),
             }),

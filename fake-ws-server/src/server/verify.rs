@@ -60,7 +60,11 @@ pub(super) fn problems_of<In, Out>(shared: &Shared<In, Out>, only: Option<usize>
                 continue;
             }
             if let Some(message) = &inbound.message
-                && conn.allowed.iter().any(|a| a.matches(message))
+                && conn
+                    .allowed
+                    .iter()
+                    .chain(&state.allowed)
+                    .any(|a| a.matches(message))
             {
                 continue;
             }
