@@ -3,7 +3,7 @@
 # (parentbased_traceidratio 0.01) and on at 100 % (parentbased_always_on), both "on"
 # exporting over OTLP/HTTP to bench/otlp-sink.py (which takes and drops every export),
 # RUNS times each (3 by default), interleaved; then the medians (`loadgen summarize`)
-# and the ratios to "off". With BASELINE_ORDERS_BIN and BASELINE_PAYMENTS_BIN (a build
+# and the ratios to "off", of flows/s and of the services' CPU time per flow. With BASELINE_ORDERS_BIN and BASELINE_PAYMENTS_BIN (a build
 # from before traces, for example), those run first in each round, as "baseline".
 #
 #   bench/run-tracing-cost.sh                        # about 7 minutes on 2 cores
@@ -52,6 +52,13 @@ flows() {
     python3 -c 'import json, sys
 print(next(f["value"] for f in json.load(open(sys.argv[1]))["figures"] if f["name"] == "flows/s"))' "$1"
 }
+cpu_per_flow() {
+    python3 -c 'import json, sys
+r = json.load(open(sys.argv[1]))
+flows = next(f["value"] for f in r["figures"] if f["name"] == "flows completed")
+cpu = sum(s["cpu_seconds"] for s in r["services"] if s["name"] in ("orders", "payments"))
+print(1000 * cpu / flows)' "$1"
+}
 off=$(for f in "$dir"/off-*/report.json; do flows "$f"; done | median)
 {
     echo "| traces | flows/s (median of $runs) | ÷ off |"
@@ -60,6 +67,19 @@ off=$(for f in "$dir"/off-*/report.json; do flows "$f"; done | median)
         compgen -G "$dir/$set-*/report.json" >/dev/null || continue
         m=$(for f in "$dir"/"$set"-*/report.json; do flows "$f"; done | median)
         printf '| %s | %.0f | %.2f |\n' "$set" "$m" "$(echo "$m / $off" | bc -l)"
+    done
+    echo
+    # CPU per flow: the services' user + system CPU time over the flows they served.
+    # A closed loop's flows/s swings with whatever else the machine runs; the CPU a
+    # flow costs the services swings far less, and it is what tracing adds.
+    echo "| traces | services' CPU ms per flow (median of $runs) | ÷ off | off ÷ it |"
+    echo "|---|---:|---:|---:|"
+    off_cpu=$(for f in "$dir"/off-*/report.json; do cpu_per_flow "$f"; done | median)
+    for set in baseline off on-1pct on-100pct; do
+        compgen -G "$dir/$set-*/report.json" >/dev/null || continue
+        m=$(for f in "$dir"/"$set"-*/report.json; do cpu_per_flow "$f"; done | median)
+        printf '| %s | %.3f | %.2f | %.2f |\n' "$set" "$m" "$(echo "$m / $off_cpu" | bc -l)" \
+            "$(echo "$off_cpu / $m" | bc -l)"
     done
     echo
     cat "$dir/otlp-sink.log"

@@ -78,17 +78,23 @@ fn group(md: &mut String, key: &str, runs: &[Value]) {
     md.push('\n');
 }
 
-/// One service over the runs: its peak RSS, what it logged.
+/// One service over the runs: its peak RSS, its CPU time, what it logged.
 fn services(md: &mut String, runs: &[Value], service: &str) {
     let found = || runs.iter().filter_map(|r| find(&r["services"], service));
     let rss: Vec<f64> = found().filter_map(|s| s["peak_rss_mib"].as_f64()).collect();
+    let cpu: Vec<f64> = found().filter_map(|s| s["cpu_seconds"].as_f64()).collect();
     let sum = |field: &str| -> u64 { found().filter_map(|s| s[field].as_u64()).sum() };
     if !rss.is_empty() {
         let _ = writeln!(
             md,
-            "- {service}: peak RSS (VmHWM) median {} MiB (max {}); over all runs {} ERROR and {} WARN log lines, {} panics while running, {} at shutdown",
+            "- {service}: peak RSS (VmHWM) median {} MiB (max {}); CPU time median {} s; over all runs {} ERROR and {} WARN log lines, {} panics while running, {} at shutdown",
             fmt_num(median(&rss)),
             fmt_num(rss.iter().copied().fold(0.0, f64::max)),
+            if cpu.is_empty() {
+                "?".to_owned()
+            } else {
+                fmt_num(median(&cpu))
+            },
             sum("error_lines"),
             sum("warn_lines"),
             sum("panics"),

@@ -22,6 +22,10 @@ pub struct ServiceReport {
     pub peak_rss_mib: f64,
     /// The largest VmRSS seen by sampling every 100 ms, MiB.
     pub max_sampled_rss_mib: f64,
+    /// User and system CPU time of its processes, each read just before it was stopped
+    /// or killed, summed over its starts, seconds: what its work cost, whatever else
+    /// the machine was doing.
+    pub cpu_seconds: f64,
     /// How each process ended.
     pub exits: Vec<String>,
     pub log_lines: u64,
@@ -42,6 +46,8 @@ struct Process {
     log: PathBuf,
     max_rss_kib: Arc<AtomicU64>,
     hwm_kib: Arc<AtomicU64>,
+    /// utime + stime in clock ticks, as last read by `record_peak`.
+    cpu_ticks: AtomicU64,
     sampler: tokio::task::JoinHandle<()>,
 }
 
@@ -91,6 +97,7 @@ impl Service {
             log,
             max_rss_kib,
             hwm_kib,
+            cpu_ticks: AtomicU64::new(0),
             sampler,
         });
         Ok(())
@@ -169,16 +176,21 @@ impl Service {
         let mib = |kib: &AtomicU64| kib.load(Ordering::Relaxed) as f64 / 1024.0;
         report.peak_rss_mib = report.peak_rss_mib.max(mib(&process.hwm_kib));
         report.max_sampled_rss_mib = report.max_sampled_rss_mib.max(mib(&process.max_rss_kib));
+        report.cpu_seconds += process.cpu_ticks.load(Ordering::Relaxed) as f64 / USER_HZ;
         report.exits.push(how);
         scan_log(&process.log, report, stop_offset);
     }
 }
 
 impl Process {
-    /// Keeps the kernel's peak RSS (VmHWM) of the process before it goes.
+    /// Keeps the kernel's peak RSS (VmHWM) and the CPU time of the process before it
+    /// goes.
     fn record_peak(&self) {
         if let Some(kib) = read_status_kib(self.pid, "VmHWM:") {
             self.hwm_kib.fetch_max(kib, Ordering::Relaxed);
+        }
+        if let Some(ticks) = read_cpu_ticks(self.pid) {
+            self.cpu_ticks.fetch_max(ticks, Ordering::Relaxed);
         }
     }
 
@@ -208,6 +220,21 @@ fn read_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     line[field.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// The unit of `/proc/<pid>/stat`'s times: USER_HZ, which Linux fixes at 100 for
+/// user space whatever the kernel's own tick rate.
+const USER_HZ: f64 = 100.0;
+
+/// utime + stime of `/proc/<pid>/stat` (fields 14 and 15), in clock ticks.
+fn read_cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count from
+    // after it, where field 3 (the state) is the first.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// Counts lines, WARN/ERROR records and panics in a service log (JSON lines, with
