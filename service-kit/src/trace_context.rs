@@ -4,12 +4,9 @@
 //! Without an OTLP endpoint ([`crate::telemetry`]) there is no OpenTelemetry layer, and
 //! every function here returns at once: no span context is read or written.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::TraceContextExt;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Set once traces are exported: until then there is nothing to carry.
@@ -49,14 +46,22 @@ pub fn of(span: &tracing::Span) -> Option<Remote> {
         return None;
     }
     let cx = span.context();
-    if !cx.span().span_context().is_valid() {
+    let span_cx = cx.span().span_context().clone();
+    if !span_cx.is_valid() {
         return None;
     }
-    let mut carrier = HashMap::new();
-    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    // W3C Trace Context level 1, written directly: what TraceContextPropagator's
+    // inject writes, without its map of owned strings.
+    let traceparent = format!(
+        "00-{}-{}-{:02x}",
+        span_cx.trace_id(),
+        span_cx.span_id(),
+        span_cx.trace_flags().to_u8() & TraceFlags::SAMPLED.to_u8()
+    );
+    let tracestate = Some(span_cx.trace_state().header()).filter(|s| !s.is_empty());
     Some(Remote {
-        traceparent: carrier.remove("traceparent")?,
-        tracestate: carrier.remove("tracestate").filter(|s| !s.is_empty()),
+        traceparent,
+        tracestate,
     })
 }
 
@@ -65,16 +70,32 @@ pub fn current() -> Option<Remote> {
     of(&tracing::Span::current())
 }
 
-/// The OpenTelemetry context a remote `traceparent` (and `tracestate`) stand for, if
-/// they are valid.
-fn extract(traceparent: &str, tracestate: Option<&str>) -> Option<opentelemetry::Context> {
-    let mut carrier = HashMap::with_capacity(2);
-    carrier.insert("traceparent".to_owned(), traceparent.to_owned());
-    if let Some(state) = tracestate {
-        carrier.insert("tracestate".to_owned(), state.to_owned());
-    }
-    let cx = TraceContextPropagator::new().extract(&carrier);
-    cx.span().span_context().is_valid().then_some(cx)
+/// The span context a remote `traceparent` (and `tracestate`) stand for, if they are
+/// valid: checked as [`shared_protocol::TraceContext::parse`] checks a message's, so a
+/// header and a message are held to the same rules.
+fn extract(traceparent: &str, tracestate: Option<&str>) -> Option<SpanContext> {
+    let valid = shared_protocol::TraceContext::parse(traceparent, tracestate)?;
+    remote_span_context(&valid)
+}
+
+/// The remote span context of a valid trace context (`version-traceid-parentid-flags`).
+fn remote_span_context(trace: &shared_protocol::TraceContext) -> Option<SpanContext> {
+    let traceparent = trace.traceparent();
+    let trace_id = TraceId::from_hex(traceparent.get(3..35)?).ok()?;
+    let span_id = SpanId::from_hex(traceparent.get(36..52)?).ok()?;
+    let flags = u8::from_str_radix(traceparent.get(53..55)?, 16).ok()?;
+    let state = trace
+        .tracestate()
+        .and_then(|s| s.parse::<TraceState>().ok())
+        .unwrap_or_default();
+    let span_cx = SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::new(flags & TraceFlags::SAMPLED.to_u8()),
+        true,
+        state,
+    );
+    span_cx.is_valid().then_some(span_cx)
 }
 
 /// Makes `span` (not yet entered) a child of the remote context; nothing when traces
@@ -83,8 +104,8 @@ pub fn set_parent(span: &tracing::Span, traceparent: &str, tracestate: Option<&s
     if !enabled() {
         return;
     }
-    if let Some(cx) = extract(traceparent, tracestate) {
-        let _ = span.set_parent(cx);
+    if let Some(remote) = extract(traceparent, tracestate) {
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
     }
 }
 
@@ -94,8 +115,8 @@ pub fn add_link(span: &tracing::Span, traceparent: &str, tracestate: Option<&str
     if !enabled() {
         return;
     }
-    if let Some(cx) = extract(traceparent, tracestate) {
-        span.add_link(cx.span().span_context().clone());
+    if let Some(remote) = extract(traceparent, tracestate) {
+        span.add_link(remote);
     }
 }
 
@@ -107,12 +128,22 @@ pub fn for_message(span: &tracing::Span) -> Option<shared_protocol::TraceContext
 
 /// Makes `span` (not yet entered) a child of a message's trace context.
 pub fn set_parent_from(span: &tracing::Span, trace: &shared_protocol::TraceContext) {
-    set_parent(span, trace.traceparent(), trace.tracestate());
+    if !enabled() {
+        return;
+    }
+    if let Some(remote) = remote_span_context(trace) {
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+    }
 }
 
 /// Links `span` to a message's trace context.
 pub fn add_link_from(span: &tracing::Span, trace: &shared_protocol::TraceContext) {
-    add_link(span, trace.traceparent(), trace.tracestate());
+    if !enabled() {
+        return;
+    }
+    if let Some(remote) = remote_span_context(trace) {
+        span.add_link(remote);
+    }
 }
 
 /// The span of a batch of messages from the other side (disabled when traces are
