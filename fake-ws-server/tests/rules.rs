@@ -82,3 +82,24 @@ async fn builder_shorthands_count_and_delay_the_rule_just_mounted() {
     receive(&mut client).await;
     assert!(fake.problems().is_empty(), "{:?}", fake.problems());
 }
+
+#[tokio::test]
+async fn a_message_a_rule_answered_is_passed_over_by_expect_next_and_recv() {
+    let fake = Fake::builder()
+        .on(subscribe_to("btc"), subscribed)
+        .start()
+        .await;
+    let (mut client, conn) = open(&fake).await;
+    send(&mut client, &subscribe("btc")).await;
+    send(&mut client, &Up::Ack { id: 1 }).await;
+    send(&mut client, &subscribe("btc")).await;
+    send(&mut client, &Up::Ack { id: 2 }).await;
+    receive(&mut client).await;
+    // The answered subscribe is the rule's: the next message is the ack.
+    assert_eq!(conn.expect_next(ack_of(1)).await, Up::Ack { id: 1 });
+    assert_eq!(conn.recv().await, Some(Up::Ack { id: 2 }));
+    // `expect` can still take an answered message, to assert that it came.
+    assert_eq!(conn.expect(subscribe_to("btc")).await, subscribe("btc"));
+    client.close(None).await.unwrap();
+    assert_eq!(conn.recv().await, None);
+}

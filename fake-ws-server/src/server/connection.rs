@@ -340,7 +340,9 @@ where
     /// earlier `expect` or `recv` took, and takes it: it must match `matcher`, or the
     /// test fails at once, showing what came instead (as opposed to
     /// [`Connection::expect`], which takes the first match wherever it is). Frames that
-    /// are not messages (invalid ones) are not in the way.
+    /// are not messages (invalid ones) are not in the way, and neither are messages a
+    /// rule answered: those are the rule's ([`Connection::expect`] can still take one,
+    /// to assert that it came).
     #[track_caller]
     pub fn expect_next(
         &self,
@@ -369,7 +371,7 @@ where
         let next = self.try_wait(
             deadline,
             move |conn| {
-                let inbound = conn.take(|i| i.message.is_some())?;
+                let inbound = conn.take(|i| i.message.is_some() && !i.handled)?;
                 let message = inbound.message.clone()?;
                 if matcher.matches(&message) {
                     Some(Ok(message))
@@ -442,7 +444,8 @@ where
     }
 
     /// The next message not yet taken, whatever it is: `Some(message)`, or `None` once
-    /// the connection has ended and nothing is left. Waits up to the server's default
+    /// the connection has ended and nothing is left. Messages a rule answered are the
+    /// rule's: `recv` passes over them, as [`Connection::expect_next`] does. Waits up to the server's default
     /// deadline; when it passes with neither, the test fails there with the transcript
     /// (like every wait; it never returns `None` for "nothing yet").
     #[track_caller]
@@ -466,7 +469,7 @@ where
     {
         self.wait_or_fail(
             deadline,
-            |conn| match conn.take(|i| i.message.is_some()) {
+            |conn| match conn.take(|i| i.message.is_some() && !i.handled) {
                 Some(inbound) => Some(inbound.message.clone()),
                 None => conn.closed.as_ref().map(|_| None),
             },

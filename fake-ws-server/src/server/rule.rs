@@ -25,7 +25,11 @@ pub const DEFAULT_PRIORITY: u8 = 5;
 /// [`Rule::up_to_n_times`]), the one with the highest priority (the lowest number,
 /// [`Rule::with_priority`]); on equal priority a rule scoped to the connection
 /// ([`Connection::mount`](super::Connection::mount)) before a server-wide one, then
-/// the one mounted first. A message a rule answered needs no `expect`.
+/// the one mounted first. A message a rule answered needs no `expect`, and is the
+/// rule's: [`Connection::expect_next`](super::Connection::expect_next) and
+/// [`Connection::recv`](super::Connection::recv), which take the next message, pass over
+/// it; [`Connection::expect`](super::Connection::expect) can still take it, to assert
+/// that it came.
 pub struct Rule<In, Out> {
     pub(super) matcher: Matcher<In>,
     pub(super) reply: Reply<In, Out>,
