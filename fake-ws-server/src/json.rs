@@ -1,4 +1,4 @@
-//! The partial-JSON matcher: [`json_includes!`](crate::json_includes) and
+//! The partial-JSON matcher: [`json_includes!`](macro@crate::json_includes) and
 //! [`Matcher::json_includes`], matching a message whose JSON contains an expected
 //! value, as jest's `toMatchObject` and wiremock's `body_partial_json` do.
 
@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::matcher::Matcher;
 
-/// Whether `actual` includes `expected`, as [`json_includes!`](crate::json_includes)
+/// Whether `actual` includes `expected`, as [`json_includes!`](macro@crate::json_includes)
 /// matches: an object includes every key of the expected object with a value that
 /// includes the expected one (recursively, other keys are ignored); arrays and scalars
 /// must be equal. Unlike jest's `toMatchObject`, an array is compared whole: `[1, 2]`
@@ -35,7 +35,7 @@ pub fn json_includes(actual: &Value, expected: &Value) -> bool {
 }
 
 /// The old name of [`json_includes()`], kept for one release: one name for one thing,
-/// the same as the [`json_includes!`](crate::json_includes) matcher's.
+/// the same as the [`json_includes!`](macro@crate::json_includes) matcher's.
 #[deprecated(note = "use `json_includes`, the name the matcher has too")]
 pub fn json_contains(actual: &Value, expected: &Value) -> bool {
     json_includes(actual, expected)
@@ -54,7 +54,7 @@ impl<In: Serialize> Matcher<In> {
     /// Matches a message whose JSON includes `expected` (see [`json_includes()`]): for
     /// any `In` that serialises (typed messages, `serde_json::Value`, or `String` for
     /// raw text frames, whose text is parsed). A failed expectation with it shows a
-    /// diff against the closest message. [`json_includes!`](crate::json_includes)
+    /// diff against the closest message. [`json_includes!`](macro@crate::json_includes)
     /// writes it with `json!` syntax.
     pub fn json_includes(expected: Value) -> Self {
         let description = format!("a message including {expected}");
