@@ -14,7 +14,12 @@ const SHORT: Duration = Duration::from_millis(50);
 
 /// Runs `test` on this thread with `futures_executor`, expecting it to panic: the
 /// panic's location and message.
+///
+/// The panic hook is global and `cargo test` runs tests on threads of one process: one
+/// test at a time holds it, or one's `take_hook` would remove another's.
 fn panic_of(test: impl std::future::Future<Output = ()>) -> (String, u32, String) {
+    static HOOK: Mutex<()> = Mutex::new(());
+    let _hook = HOOK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let seen: Arc<Mutex<Option<(String, u32)>>> = Arc::default();
     let previous = Arc::new(panic::take_hook());
     let this = std::thread::current().id();
