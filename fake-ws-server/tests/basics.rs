@@ -206,3 +206,26 @@ fn handles_are_send_and_sync() {
     assert_send(&fake.next_connection_within(Duration::from_millis(1)));
     assert_send_sync::<fake_ws_server::Connection<Up, Down>>();
 }
+
+#[tokio::test]
+async fn the_query_of_the_upgrade_is_kept_and_json_needs_no_turbofish() {
+    let fake = FakeServer::json().start().await;
+    let _client = connect(format!("{}?token=abc&v=2", fake.url())).await;
+    let conn = fake.next_connection().await;
+    assert_eq!(conn.request().path(), "/ws");
+    assert_eq!(conn.request().query(), Some("token=abc&v=2"));
+    let _plain = connect(fake.url()).await;
+    assert_eq!(fake.next_connection().await.request().query(), None);
+}
+
+#[tokio::test]
+async fn the_101_carries_the_builders_headers() {
+    let fake = Fake::builder()
+        .response_header("x-session", "s-42")
+        .start()
+        .await;
+    let (_client, response) = tokio_tungstenite::connect_async(fake.url()).await.unwrap();
+    assert_eq!(response.status(), 101);
+    assert_eq!(response.headers()["x-session"], "s-42");
+    fake.next_connection().await;
+}

@@ -263,6 +263,9 @@ fn answer_upgrade<In, Out>(
                 .extend(headers.into_iter().map(|(n, v)| (Some(n), v)));
             return Err(error);
         }
+        for (name, value) in &shared.config.response_headers {
+            response.headers_mut().append(name.clone(), value.clone());
+        }
         if let Some(wanted) = &shared.config.subprotocol
             && handshake.subprotocols().iter().any(|p| p == wanted)
             && let Ok(value) = HeaderValue::from_str(wanted)

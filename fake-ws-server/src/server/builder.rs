@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::FakeServer;
@@ -44,6 +45,7 @@ enum LastRule<'a, In, Out> {
 pub struct FakeServerBuilder<In, Out> {
     pub(super) path: String,
     pub(super) subprotocol: Option<String>,
+    pub(super) response_headers: Vec<(HeaderName, HeaderValue)>,
     pub(super) codec: Arc<dyn Codec<In, Out>>,
     pub(super) rules: Vec<Rule<In, Out>>,
     pub(super) handshake_rules: Vec<HandshakeRule>,
@@ -68,6 +70,7 @@ where
         FakeServerBuilder {
             path: "/ws".into(),
             subprotocol: None,
+            response_headers: Vec::new(),
             codec: Arc::new(JsonCodec),
             rules: Vec::new(),
             handshake_rules: Vec::new(),
@@ -99,6 +102,21 @@ where
     /// The subprotocol to select when the client offers it.
     pub fn subprotocol(mut self, name: impl Into<String>) -> Self {
         self.subprotocol = Some(name.into());
+        self
+    }
+
+    /// A header of every 101 Switching Protocols the fake answers (a session id, a
+    /// server version: what the client under test may read from the upgrade's
+    /// response). Panics when the name or value is not a valid HTTP header.
+    #[track_caller]
+    pub fn response_header(mut self, name: &str, value: &str) -> Self {
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .ok()
+            .zip(HeaderValue::from_str(value).ok())
+            .unwrap_or_else(|| {
+                panic!("response_header({name:?}, {value:?}): not a valid HTTP header; use a token name and a visible ASCII value")
+            });
+        self.response_headers.push(header);
         self
     }
 
@@ -304,6 +322,7 @@ impl<In, Out> FakeServerBuilder<In, Out> {
         let config = Config {
             path: self.path,
             subprotocol: self.subprotocol,
+            response_headers: self.response_headers,
             codec: self.codec,
             strict: self.strict,
             small_buffers: self.small_buffers,

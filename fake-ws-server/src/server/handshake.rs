@@ -16,6 +16,7 @@ use super::closed::Closed;
 #[derive(Debug, Clone)]
 pub struct HandshakeRequest {
     path: String,
+    query: Option<String>,
     headers: Vec<(String, String)>,
 }
 
@@ -23,6 +24,7 @@ impl HandshakeRequest {
     pub(super) fn from_request(request: &Request) -> Self {
         HandshakeRequest {
             path: request.uri().path().to_owned(),
+            query: request.uri().query().map(str::to_owned),
             headers: request
                 .headers()
                 .iter()
@@ -39,6 +41,12 @@ impl HandshakeRequest {
     /// The path of the request's URI (without the query).
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The query of the request's URI, without the `?` (`token=abc&v=2`), if it had
+    /// one: upgrades are matched on the path alone, so `/ws?token=abc` reaches `/ws`.
+    pub fn query(&self) -> Option<&str> {
+        self.query.as_deref()
     }
 
     /// The first value of a header, by case-insensitive name.

@@ -496,6 +496,14 @@ where
     }
 }
 
+impl FakeServer<serde_json::Value, serde_json::Value> {
+    /// A builder for a fake that speaks JSON both ways as `serde_json::Value`: the same
+    /// as `FakeServer::<Value, Value>::builder()`, without the turbofish.
+    pub fn json() -> FakeServerBuilder<serde_json::Value, serde_json::Value> {
+        FakeServerBuilder::new()
+    }
+}
+
 impl<In, Out> FakeServer<In, Out> {
     /// Closes the listener and drops every connection abruptly (a reset); returns the
     /// accept task, which owns the listener, so a caller can wait for the port to close.

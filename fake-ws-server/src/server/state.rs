@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::admission::{Admission, HandshakeRule, MountedHandshakeRule};
@@ -142,6 +143,8 @@ pub(super) struct Shared<In, Out> {
 pub(super) struct Config<In, Out> {
     pub(super) path: String,
     pub(super) subprotocol: Option<String>,
+    /// Headers of every 101 Switching Protocols.
+    pub(super) response_headers: Vec<(HeaderName, HeaderValue)>,
     pub(super) codec: Arc<dyn Codec<In, Out>>,
     pub(super) strict: bool,
     pub(super) small_buffers: bool,
