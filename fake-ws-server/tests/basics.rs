@@ -229,3 +229,22 @@ async fn the_101_carries_the_builders_headers() {
     assert_eq!(response.headers()["x-session"], "s-42");
     fake.next_connection().await;
 }
+
+#[tokio::test]
+async fn a_broadcast_reaches_every_open_connection() {
+    let fake = Fake::builder().start().await;
+    let (mut first, _conn) = open(&fake).await;
+    let (mut second, other) = open(&fake).await;
+    let price = Down::Price {
+        topic: "btc".into(),
+        price: 7,
+    };
+    assert_eq!(fake.broadcast(price.clone()).await, 2);
+    assert_eq!(receive(&mut first).await, price);
+    assert_eq!(receive(&mut second).await, price);
+
+    second.close(None).await.unwrap();
+    other.wait_closed().await;
+    assert_eq!(fake.broadcast(price.clone()).await, 1);
+    assert_eq!(receive(&mut first).await, price);
+}

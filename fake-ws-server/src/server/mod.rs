@@ -329,6 +329,38 @@ where
         self.shared.lock().connections.len()
     }
 
+    /// Sends `message` (encoded once by the server's codec) to every connection open
+    /// when it is called, whether the test took it or not, and returns to how many it
+    /// was written: those that ended meanwhile, or after the fake's close frame, are
+    /// skipped. Panics at the call when the codec cannot encode the message.
+    #[track_caller]
+    pub fn broadcast(&self, message: Out) -> impl std::future::Future<Output = usize> + '_ {
+        let frame = match self.shared.config.codec.encode(&message) {
+            Ok(payload) => payload.into_message(),
+            Err(e) => panic!("the fake's codec could not encode the message to broadcast: {e}"),
+        };
+        let senders: Vec<_> = self
+            .shared
+            .lock()
+            .outbound
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
+        async move {
+            let mut written = 0;
+            for sender in senders {
+                let (done, wait) = oneshot::channel();
+                if sender.send(Command::Send(frame.clone(), done)).is_ok()
+                    && matches!(wait.await, Ok(Ok(())))
+                {
+                    written += 1;
+                }
+            }
+            written
+        }
+    }
+
     /// Mounts a rule on the running server, for every connection (those open now and
     /// those to come), after the rules mounted before it of the same priority. It is
     /// verified (its [`Rule::times`]) when the server is dropped.
