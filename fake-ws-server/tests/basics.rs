@@ -248,3 +248,21 @@ async fn a_broadcast_reaches_every_open_connection() {
     assert_eq!(fake.broadcast(price.clone()).await, 1);
     assert_eq!(receive(&mut first).await, price);
 }
+
+#[tokio::test]
+async fn one_fake_serves_more_than_one_path() {
+    let fake = Fake::builder()
+        .path("/prices")
+        .also_path("/orders")
+        .start()
+        .await;
+    assert_eq!(fake.url(), fake.url_for("/prices"));
+    let _prices = connect(fake.url()).await;
+    let _orders = connect(fake.url_for("/orders")).await;
+    assert_eq!(fake.next_connection().await.request().path(), "/prices");
+    assert_eq!(fake.next_connection().await.request().path(), "/orders");
+    match try_connect(fake.url_for("/elsewhere")).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 404),
+        other => panic!("expected 404, got {other:?}"),
+    }
+}

@@ -238,7 +238,10 @@ fn answer_upgrade<In, Out>(
     #[allow(clippy::result_large_err)]
     move |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
         let handshake = HandshakeRequest::from_request(request);
-        let rejection = if request.uri().path() != shared.config.path {
+        let path = request.uri().path();
+        let served =
+            path == shared.config.path || shared.config.more_paths.iter().any(|p| p == path);
+        let rejection = if !served {
             Some(Rejection {
                 status: StatusCode::NOT_FOUND,
                 headers: Vec::new(),

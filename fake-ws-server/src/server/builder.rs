@@ -44,6 +44,7 @@ enum LastRule<'a, In, Out> {
 #[must_use]
 pub struct FakeServerBuilder<In, Out> {
     pub(super) path: String,
+    pub(super) more_paths: Vec<String>,
     pub(super) subprotocol: Option<String>,
     pub(super) response_headers: Vec<(HeaderName, HeaderValue)>,
     pub(super) codec: Arc<dyn Codec<In, Out>>,
@@ -69,6 +70,7 @@ where
     pub fn new() -> Self {
         FakeServerBuilder {
             path: "/ws".into(),
+            more_paths: Vec::new(),
             subprotocol: None,
             response_headers: Vec::new(),
             codec: Arc::new(JsonCodec),
@@ -96,6 +98,17 @@ where
     /// The path WebSocket upgrades are accepted on (others get 404). Default `/ws`.
     pub fn path(mut self, path: impl Into<String>) -> Self {
         self.path = path.into();
+        self
+    }
+
+    /// One more path upgrades are accepted on, besides [`FakeServerBuilder::path`]:
+    /// for a client that opens several sockets (`/prices`, `/orders`) on one server.
+    /// [`FakeServer::url_for`] gives its URL, and [`HandshakeRequest::path`] says
+    /// which one a connection took.
+    ///
+    /// [`HandshakeRequest::path`]: super::HandshakeRequest::path
+    pub fn also_path(mut self, path: impl Into<String>) -> Self {
+        self.more_paths.push(path.into());
         self
     }
 
@@ -321,6 +334,7 @@ impl<In, Out> FakeServerBuilder<In, Out> {
     pub(super) fn into_shared(self, location: &'static Location<'static>) -> Shared<In, Out> {
         let config = Config {
             path: self.path,
+            more_paths: self.more_paths,
             subprotocol: self.subprotocol,
             response_headers: self.response_headers,
             codec: self.codec,

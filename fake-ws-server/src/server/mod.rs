@@ -233,15 +233,18 @@ where
 
     /// `ws://127.0.0.1:PORT/ws`, or `wss://` with `FakeServerBuilder::tls` (cargo feature `tls`).
     pub fn url(&self) -> String {
+        self.url_for(&self.shared.config.path)
+    }
+
+    /// The URL of `path` on this fake: `ws://127.0.0.1:PORT{path}` (or `wss://`), for a
+    /// path of [`FakeServerBuilder::also_path`] (any other is answered with 404).
+    pub fn url_for(&self, path: &str) -> String {
         let scheme = if self.shared.config.tls.is_some() {
             "wss"
         } else {
             "ws"
         };
-        format!(
-            "{scheme}://127.0.0.1:{}{}",
-            self.port, self.shared.config.path
-        )
+        format!("{scheme}://127.0.0.1:{}{path}", self.port)
     }
 
     /// The port the fake listens on, on 127.0.0.1.

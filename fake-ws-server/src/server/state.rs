@@ -142,6 +142,10 @@ pub(super) struct Shared<In, Out> {
 /// What the builder set, fixed for the server's life.
 pub(super) struct Config<In, Out> {
     pub(super) path: String,
+    /// More paths upgrades are accepted on ([`FakeServerBuilder::also_path`]).
+    ///
+    /// [`FakeServerBuilder::also_path`]: super::FakeServerBuilder::also_path
+    pub(super) more_paths: Vec<String>,
     pub(super) subprotocol: Option<String>,
     /// Headers of every 101 Switching Protocols.
     pub(super) response_headers: Vec<(HeaderName, HeaderValue)>,
