@@ -108,7 +108,7 @@ impl<'a> Connection<'a> {
             shutdown,
         };
         let ending = self.serve(&mut parts).await;
-        close(parts.out, parts.writer, ending.close).await;
+        close(parts.out, parts.writer, &mut parts.stream, ending.close).await;
         ending.end
     }
 
@@ -444,28 +444,48 @@ impl Timers {
     }
 }
 
-/// Lets the writer send what is queued and then `reason`'s close frame, for at most
-/// [`CLOSE_WAIT`].
+/// Lets the writer send what is queued and then `reason`'s close frame, then waits for
+/// Payments' close frame (or the end of the stream), all within [`CLOSE_WAIT`].
+///
+/// Waiting for the answer is RFC 6455's order (§7.1.1: the server closes the TCP
+/// connection first), and it matters here: a socket closed with Payments' replies still
+/// unread in it is reset by the kernel, and the reset can destroy the close frame in
+/// Payments' receive buffer before Payments reads it, so that Payments sees a dropped
+/// connection, not 1001.
 async fn close(
     out: mpsc::Sender<Message>,
     mut writer: JoinHandle<Lost>,
+    stream: &mut SplitStream<Framed>,
     reason: Option<CloseReason>,
 ) {
     if writer.is_finished() {
         return;
     }
     let wait = async {
-        if let Some(reason) = reason {
-            // Behind whatever is queued: Payments reads the requests, then the close.
-            if out.send(Message::Close(Some(reason))).await.is_err() {
-                return;
-            }
+        let Some(reason) = reason else {
+            drop(out);
+            let _ = (&mut writer).await;
+            return;
+        };
+        // Behind whatever is queued: Payments reads the requests, then the close.
+        if out.send(Message::Close(Some(reason))).await.is_err() {
+            return;
         }
         drop(out);
         let _ = (&mut writer).await;
+        until_peer_closes(stream).await;
     };
     if tokio::time::timeout(CLOSE_WAIT, wait).await.is_err() {
         writer.abort();
+    }
+}
+
+/// Reads and drops frames until Payments' close frame, an error or the end.
+async fn until_peer_closes(stream: &mut SplitStream<Framed>) {
+    while let Some(frame) = stream.next().await {
+        if matches!(frame, Ok(Frame::Close(_)) | Err(_)) {
+            return;
+        }
     }
 }
 

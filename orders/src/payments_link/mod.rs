@@ -64,8 +64,8 @@ const PAGE: i64 = 256;
 const MAX_OUTSTANDING: usize = 512;
 /// Write-queue slots kept for pings and pongs.
 const SPARE: usize = 16;
-/// How long the writer may take to send what is queued and the close frame (within
-/// [`STOP_WAIT`]).
+/// How long the writer may take to send what is queued and the close frame, and
+/// Payments to answer it (within [`STOP_WAIT`]).
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// A connection that stayed up this long resets the reconnect backoff; one that drops
 /// sooner counts as a failure, so a peer that accepts and then fails cannot make the
