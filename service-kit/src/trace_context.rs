@@ -70,14 +70,6 @@ pub fn current() -> Option<Remote> {
     of(&tracing::Span::current())
 }
 
-/// The span context a remote `traceparent` (and `tracestate`) stand for, if they are
-/// valid: checked as [`shared_protocol::TraceContext::parse`] checks a message's, so a
-/// header and a message are held to the same rules.
-fn extract(traceparent: &str, tracestate: Option<&str>) -> Option<SpanContext> {
-    let valid = shared_protocol::TraceContext::parse(traceparent, tracestate)?;
-    remote_span_context(&valid)
-}
-
 /// The remote span context of a valid trace context (`version-traceid-parentid-flags`).
 fn remote_span_context(trace: &shared_protocol::TraceContext) -> Option<SpanContext> {
     let traceparent = trace.traceparent();
@@ -99,24 +91,26 @@ fn remote_span_context(trace: &shared_protocol::TraceContext) -> Option<SpanCont
 }
 
 /// Makes `span` (not yet entered) a child of the remote context; nothing when traces
-/// are off or the context is not valid.
+/// are off or the context is not valid (checked as
+/// [`shared_protocol::TraceContext::parse`] checks a message's, so a header and a
+/// message are held to the same rules).
 pub fn set_parent(span: &tracing::Span, traceparent: &str, tracestate: Option<&str>) {
-    if !enabled() {
-        return;
-    }
-    if let Some(remote) = extract(traceparent, tracestate) {
-        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+    if let Some(trace) = enabled()
+        .then(|| shared_protocol::TraceContext::parse(traceparent, tracestate))
+        .flatten()
+    {
+        set_parent_from(span, &trace);
     }
 }
 
 /// Links `span` to the remote context; nothing when traces are off or the context is
-/// not valid.
+/// not valid (checked as in [`set_parent`]).
 pub fn add_link(span: &tracing::Span, traceparent: &str, tracestate: Option<&str>) {
-    if !enabled() {
-        return;
-    }
-    if let Some(remote) = extract(traceparent, tracestate) {
-        span.add_link(remote);
+    if let Some(trace) = enabled()
+        .then(|| shared_protocol::TraceContext::parse(traceparent, tracestate))
+        .flatten()
+    {
+        add_link_from(span, &trace);
     }
 }
 
