@@ -461,19 +461,19 @@ async fn close(
     if writer.is_finished() {
         return;
     }
+    let sends_close = reason.is_some();
     let wait = async {
-        let Some(reason) = reason else {
-            drop(out);
-            let _ = (&mut writer).await;
-            return;
-        };
-        // Behind whatever is queued: Payments reads the requests, then the close.
-        if out.send(Message::Close(Some(reason))).await.is_err() {
-            return;
+        if let Some(reason) = reason {
+            // Behind whatever is queued: Payments reads the requests, then the close.
+            if out.send(Message::Close(Some(reason))).await.is_err() {
+                return;
+            }
         }
         drop(out);
         let _ = (&mut writer).await;
-        until_peer_closes(stream).await;
+        if sends_close {
+            until_peer_closes(stream).await;
+        }
     };
     if tokio::time::timeout(CLOSE_WAIT, wait).await.is_err() {
         writer.abort();
