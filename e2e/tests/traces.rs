@@ -18,6 +18,8 @@ const TOKEN: &str = "trace-test-token-of-at-least-32-bytes";
 /// The trace and the parent span of the test's own `traceparent` on `POST /orders`.
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00f067aa0ba902b7";
+/// The trace of an order whose caller did not sample it.
+const UNSAMPLED_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 
 /// A service process, stopped with SIGTERM (so it flushes its spans) when dropped.
 struct Service(Child);
@@ -127,9 +129,11 @@ async fn one_order_is_one_trace_and_its_pay_a_linked_one() {
     })
     .await;
 
+    let unsampled = create_unsampled_order(&http, &orders).await;
     let (order_id, payment_id) = run_one_order(&http, &orders).await;
     let spans = wait_for_the_ack(&otlp, &order_id).await;
     assert_no_payment_id(&spans, &payment_id);
+    assert_nothing_of(&spans, &unsampled);
 
     let pay_trace = assert_the_order_trace(&spans, &order_id);
     assert_the_pay_trace(&spans, &pay_trace, &order_id);
@@ -165,6 +169,46 @@ async fn run_one_order(http: &reqwest::Client, orders: &str) -> (String, String)
     assert_eq!(invoice.status(), 200);
     let payment_id = page.rsplit('/').next().unwrap().to_owned();
     (id, payment_id)
+}
+
+/// Creates an order whose caller's `traceparent` says "not sampled", and waits for
+/// its page: four messages went across the link and back for it. Returns its id.
+async fn create_unsampled_order(http: &reqwest::Client, orders: &str) -> String {
+    let created: Value = http
+        .post(format!("{orders}/orders"))
+        .header("traceparent", format!("00-{UNSAMPLED_TRACE}-{PARENT}-00"))
+        .json(&json!({"amount": 500, "currency": "EUR"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().expect("an order id").to_owned();
+    wait_json(http, &format!("{orders}/orders/{id}"), |o| {
+        o["status"] == "awaiting_payment"
+    })
+    .await;
+    id
+}
+
+/// An unsampled order stays unsampled on both sides: neither service exported a span
+/// of its trace, and Payments did not start a trace of its own for it (the messages
+/// carried the unsampled context; with none, Payments' sampler, always on here, would
+/// have sampled its batches). Its spans ended before the sampled order started, so
+/// they would have been exported before the sampled order's last ones.
+fn assert_nothing_of(spans: &[Span], order_id: &str) {
+    let exported: Vec<&Span> = spans
+        .iter()
+        .filter(|s| {
+            s.trace_id == UNSAMPLED_TRACE
+                || s.attributes.get("order_id").map(String::as_str) == Some(order_id)
+        })
+        .collect();
+    assert!(
+        exported.is_empty(),
+        "spans of the unsampled order: {exported:#?}"
+    );
 }
 
 /// The payment id is the page's capability (whoever has it can pay or cancel): no

@@ -16,6 +16,7 @@ use std::time::Duration;
 use service_kit::error_chain;
 use shared_protocol::{
     Amount, ClientMessage, Currency, ErrorCode, EventId, Message, OrderId, ServerMessage,
+    TraceContext,
 };
 use uuid::Uuid;
 
@@ -25,6 +26,7 @@ use crate::store::{Batch, Event, Finished, Session, SessionState, Store, StoreEr
 pub const METHODS: [&str; 3] = ["credit_card", "paypal", "bank_transfer"];
 
 /// What answering needs to know besides the message.
+#[derive(Clone, Copy)]
 pub struct Context<'a> {
     pub store: &'a Store,
     pub ttl: Duration,
@@ -32,6 +34,10 @@ pub struct Context<'a> {
     pub public_url: &'a str,
     /// The connection the message came on.
     pub connection: Uuid,
+    /// The trace context of the batch (its span's, or its one message's when the
+    /// batch has no span): a new session keeps it for the customer's Pay to link to.
+    /// `None` when traces are off.
+    pub trace: Option<&'a TraceContext>,
 }
 
 /// The reply (or replies) to one message. Never fails: a storage failure is answered
@@ -180,10 +186,7 @@ impl Segment {
         let initiated = if self.initiates.is_empty() {
             HashMap::new()
         } else {
-            // The batch's span (ws.rs runs `answer_batch` in it): a new session keeps
-            // its trace for the customer's Pay to link to. `None` when traces are off.
-            let trace = service_kit::trace_context::current();
-            let traceparent = trace.as_ref().map(|t| t.traceparent.as_str());
+            let traceparent = ctx.trace.map(TraceContext::traceparent);
             by_order(
                 batch
                     .initiate(&self.initiates, ctx.ttl, ctx.connection, traceparent)

@@ -35,6 +35,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
 use service_kit::error_chain;
+use service_kit::trace_context::Traced;
 use shared_protocol::{
     ClientMessage, DecodeError, MAX_MESSAGE_BYTES, Message, SUBPROTOCOL, ServerMessage,
     TraceContext,
@@ -336,6 +337,7 @@ fn context(state: &AppState, connection: Uuid) -> Context<'_> {
         ttl: state.config.payment_ttl,
         public_url: &state.public_url,
         connection,
+        trace: None,
     }
 }
 
@@ -418,12 +420,15 @@ async fn on_frames(
     let (answers, trace) = if inbound.messages.is_empty() {
         (Vec::new(), None)
     } else {
-        let span = batch_span(&inbound.messages, &inbound.traces);
-        let trace = service_kit::trace_context::for_message(&span);
-        let answers = flow::answer_batch(ctx, inbound.messages)
+        let Traced { span, context } = batch_trace(&inbound.messages, &inbound.traces);
+        let ctx = Context {
+            trace: context.as_ref(),
+            ..*ctx
+        };
+        let answers = flow::answer_batch(&ctx, inbound.messages)
             .instrument(span)
             .await;
-        (answers, trace)
+        (answers, context)
     };
     send_replies(outbox, inbound.slots, answers, trace.as_ref()).await?;
     Ok(inbound.end)
@@ -551,12 +556,12 @@ fn protocol_error(connection: Uuid, e: &ProtocolError) -> CloseReason {
     }
 }
 
-/// The span of a batch of messages from Orders
-/// ([`service_kit::trace_context::batch_span`]).
-fn batch_span(messages: &[ClientMessage], traces: &[Option<TraceContext>]) -> tracing::Span {
+/// The span of a batch of messages from Orders, and the context its replies carry
+/// ([`service_kit::trace_context::batch_trace`]: no span in an unsampled trace).
+fn batch_trace(messages: &[ClientMessage], traces: &[Option<TraceContext>]) -> Traced {
     let contexts = traces.iter().map(Option::as_ref);
     let order = messages.first().and_then(|m| m.order_id());
-    service_kit::trace_context::batch_span("answer messages from Orders", contexts, order)
+    service_kit::trace_context::batch_trace("answer messages from Orders", contexts, order)
 }
 
 /// Queues the replies in the order of the messages: each slot's own reply, or the

@@ -8,7 +8,8 @@
 //! `parentbased_always_on`). Without an endpoint nothing is exported and no
 //! OpenTelemetry layer is installed, so tracing costs what logging alone does. Spans
 //! carry their fields, and the log events in them (those `filter` lets through) as span
-//! events.
+//! events. In a trace that is not sampled, spans made only for traces are not made at
+//! all ([`crate::trace_context`]).
 
 use std::time::Duration;
 
@@ -75,7 +76,7 @@ pub fn init(filter: &str, format: LogFormat, service: &str) -> anyhow::Result<Te
             .try_init()?,
     }
     if traces.is_some() {
-        crate::trace_context::enable();
+        crate::trace_context::enable(sampler_follows_parent());
         tracing::info!(service, "exporting traces over OTLP/HTTP");
     }
     Ok(Telemetry { traces })
@@ -96,6 +97,15 @@ impl Telemetry {
             Err(e) => tracing::warn!(error = %e, "the trace exporter's shutdown failed"),
         }
     }
+}
+
+/// Whether the sampler of `OTEL_TRACES_SAMPLER` follows a parent's decision: the
+/// default (`parentbased_always_on`) and every `parentbased_*` one do.
+fn sampler_follows_parent() -> bool {
+    std::env::var("OTEL_TRACES_SAMPLER").map_or(true, |sampler| {
+        let sampler = sampler.trim();
+        sampler.is_empty() || sampler.starts_with("parentbased_")
+    })
 }
 
 /// Whether an OTLP endpoint for traces is configured.

@@ -53,6 +53,12 @@ impl TraceContext {
     pub fn tracestate(&self) -> Option<&str> {
         self.tracestate.as_deref()
     }
+
+    /// Whether the sender sampled its trace: the `sampled` bit of the flags.
+    pub fn sampled(&self) -> bool {
+        // `parse` checked that the flags are two lower-case hex digits.
+        u8::from_str_radix(&self.traceparent[53..55], 16).is_ok_and(|flags| flags & 1 == 1)
+    }
 }
 
 /// The 55 characters of a valid `traceparent`, or `None`.
@@ -107,8 +113,15 @@ mod tests {
             trace.tracestate(),
             Some("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE")
         );
+        assert!(trace.sampled());
         let unsampled = VALID.replace("-01", "-00");
-        assert!(TraceContext::parse(&unsampled, None).is_some());
+        let unsampled = TraceContext::parse(&unsampled, None).expect("valid");
+        assert!(!unsampled.sampled());
+        // Only the lowest bit says "sampled"; the others are for later versions.
+        let other_flags = VALID.replace("-01", "-fe");
+        assert!(!TraceContext::parse(&other_flags, None).unwrap().sampled());
+        let both = VALID.replace("-01", "-03");
+        assert!(TraceContext::parse(&both, None).unwrap().sampled());
     }
 
     #[test]

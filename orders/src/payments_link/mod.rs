@@ -183,7 +183,8 @@ impl PaymentsLink {
     /// the next connection resumes every open order from the database.
     ///
     /// With traces on, a `send` span (a child of the caller's) stands for the request,
-    /// and the message carries its context to Payments.
+    /// and the message carries its context to Payments (in an unsampled trace, the
+    /// caller's context, unsampled, and no span).
     pub fn send(&self, message: ClientMessage, created_at: DateTime<Utc>) {
         let trace = send_span_context(&message);
         match self.outbox.try_send(Outgoing { message, trace }) {
@@ -276,17 +277,17 @@ struct Outgoing {
 }
 
 /// The context of a `send` span for `message`, a child of the current span: `None`,
-/// and no span, when traces are off.
+/// and no span, when traces are off; in an unsampled trace, no span and the current
+/// span's context ([`service_kit::trace_context::traced_with_context`]).
 fn send_span_context(message: &ClientMessage) -> Option<TraceContext> {
-    if !service_kit::trace_context::enabled() {
-        return None;
-    }
-    let span = tracing::info_span!(
-        "send",
-        otel.name = format!("send {}", message.type_name()),
-        order_id = message.order_id().map(|id| id.to_string()),
-    );
-    service_kit::trace_context::for_message(&span)
+    service_kit::trace_context::traced_with_context(|| {
+        tracing::info_span!(
+            "send",
+            otel.name = format!("send {}", message.type_name()),
+            order_id = message.order_id().map(|id| id.to_string()),
+        )
+    })
+    .context
 }
 
 /// What reaches the link from the handle.

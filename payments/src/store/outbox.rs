@@ -43,18 +43,13 @@ impl Event {
     /// exported, it carries the context of a "deliver payment_state" span, the child of
     /// the request that made the event ([`Event::traceparent`]; a trace of its own
     /// without one), so Orders' handling of the outcome and its ack join that trace.
-    /// Otherwise the plain message: no span made, nothing formatted.
+    /// When that request's trace was not sampled, no span is made and the frame carries
+    /// the stored context, unsampled. Otherwise the plain message: no span made,
+    /// nothing formatted.
     pub fn frame(&self) -> String {
-        let span = self.delivery_span();
-        let trace = service_kit::trace_context::for_message(&span);
-        shared_protocol::encode_traced(&self.message(), trace.as_ref())
-    }
-
-    /// The span of one delivery of the event (disabled when traces are off). It names
-    /// the order and the event, never the payment id (the page's capability: whoever
-    /// has it can pay or cancel) nor the page URL.
-    fn delivery_span(&self) -> tracing::Span {
-        let span = service_kit::trace_context::traced(|| {
+        let delivery = service_kit::trace_context::traced_from(self.traceparent.as_deref(), || {
+            // It names the order and the event, never the payment id (the page's
+            // capability: whoever has it can pay or cancel) nor the page URL.
             tracing::info_span!(
                 parent: None,
                 "deliver payment_state",
@@ -62,10 +57,7 @@ impl Event {
                 event_id = %self.event_id,
             )
         });
-        if let Some(traceparent) = &self.traceparent {
-            service_kit::trace_context::set_parent(&span, traceparent, None);
-        }
-        span
+        shared_protocol::encode_traced(&self.message(), delivery.context.as_ref())
     }
 }
 
