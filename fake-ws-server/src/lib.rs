@@ -4,6 +4,7 @@
 mod codec;
 mod json;
 mod matcher;
+mod record;
 mod response;
 mod server;
 mod times;
@@ -18,6 +19,10 @@ pub use codec::{Codec, JsonCodec, Payload};
 pub use json::json_contains;
 pub use json::json_includes;
 pub use matcher::Matcher;
+pub use record::{
+    RecordedFrame, RecordedKind, Recording, RecordingError, RecordingProxy, RecordingProxyBuilder,
+    Sender,
+};
 pub use response::Response;
 pub use server::{
     Attempt, AttemptOutcome, Closed, Connection, DEFAULT_DEADLINE, DEFAULT_PRIORITY, FakeServer,
