@@ -23,6 +23,7 @@ use super::admission::{Admission, Rejection, rejection};
 use super::closed::Closed;
 use super::command::Command;
 use super::connection_task::{Filtered, reset, run_connection};
+use super::frames::greet;
 use super::handshake::{Attempt, AttemptOutcome, HandshakeRequest};
 use super::pongs::PongFilter;
 use super::state::{ConnState, Shared};
@@ -163,6 +164,9 @@ where
             return;
         }
     };
+    // Greeted before the waiters wake: a connection the recording lacks is a
+    // problem by the time `next_connection` hands it out.
+    greet(&shared, id, &commands_tx);
     shared.notify.notify_waiters();
     run_connection(shared.clone(), id, ws, commands, commands_tx).await;
     let mut state = shared.lock();

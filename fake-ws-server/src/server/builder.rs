@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::FakeServer;
 use super::admission::HandshakeRule;
+use super::replay::{Replay, Replayer};
 use super::rule::{Rule, check_priority};
 use super::state::{Config, Shared};
 use super::tls::Tls;
@@ -55,6 +56,7 @@ pub struct FakeServerBuilder<In, Out> {
     pub(super) websocket: WebSocketConfig,
     pub(super) tls: Option<Arc<Tls>>,
     pub(super) deadline: Duration,
+    pub(super) replay: Option<Replay>,
     /// The kind of rule mounted last, if any.
     last: Option<Last>,
 }
@@ -81,6 +83,7 @@ where
             websocket: WebSocketConfig::default(),
             tls: None,
             deadline: super::DEFAULT_DEADLINE,
+            replay: None,
             last: None,
         }
     }
@@ -293,6 +296,24 @@ where
         self
     }
 
+    /// Replays a recording ([`Replay`], made by a
+    /// [`RecordingProxy`](crate::RecordingProxy)): connection `i` of the fake plays the
+    /// server of the recording's connection `i`. When it opens, the server's frames
+    /// recorded before the client's first are sent; each client message that matches
+    /// the next recorded client frame is answered with the server's frames recorded
+    /// after it (with the recorded delays unless [`Replay::without_delays`]), and needs
+    /// no `expect`. A message that does not match fails the test at drop (and is in
+    /// [`FakeServer::problems`]) with a diff of the recorded message against it, its
+    /// place in the recording and the transcript; the connection answers nothing more.
+    /// So does a connection the recording does not have, and, at drop, a recording
+    /// the client stopped short of (recorded client messages that never came; a
+    /// recorded close from the client is not waited for). A rule that matches a
+    /// message answers it instead of the replay, which then does not advance.
+    pub fn replay(mut self, replay: Replay) -> Self {
+        self.replay = Some(replay);
+        self
+    }
+
     /// Binds `127.0.0.1:0` and starts serving, on a thread and runtime of the fake's
     /// own (so the test may use any executor). Failures found when the server is
     /// dropped point at the line that called `start`.
@@ -346,7 +367,8 @@ impl<In, Out> FakeServerBuilder<In, Out> {
             location,
             started: Instant::now(),
         };
-        Shared::new(config, self.rules, self.handshake_rules)
+        let replay = self.replay.map(Replayer::new);
+        Shared::new(config, self.rules, self.handshake_rules, replay)
     }
 }
 

@@ -36,7 +36,7 @@ pub(super) fn closest_diff<In>(conn: &ConnState<In>, matcher: &Matcher<In>) -> O
 }
 
 /// Pretty JSON: one line a key, so the diff points at the key that differs.
-fn pretty(value: &Value) -> String {
+pub(super) fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }
 
@@ -45,7 +45,7 @@ fn similarity(a: &str, b: &str) -> f32 {
 }
 
 /// A line diff, one line a line of pretty JSON: `-` only expected, `+` only received.
-fn diff(expected: &str, actual: &str) -> String {
+pub(super) fn diff(expected: &str, actual: &str) -> String {
     TextDiff::from_lines(expected, actual)
         .iter_all_changes()
         .map(|change| {

@@ -23,9 +23,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use super::closed::Closed;
 use super::command::Command;
 use super::rules::{fire, pick};
-use super::state::{Inbound, Shared};
+use super::state::{Inbound, Shared, State};
 use super::wire::WireClose;
 use crate::codec::Payload;
+use crate::response::Response;
 use crate::transcript::{Direction, FrameKind};
 
 /// The close code for a message too big to process (RFC 6455, 7.4.1).
@@ -125,6 +126,7 @@ fn on_data<In, Out>(
         note = Some(described);
         answer = Some((reply, delay));
     }
+    let replayed = answer.is_none() && state.replay.is_some();
     let conn = &mut state.connections[id];
     let entry = conn.record(Direction::FromClient, kind, note);
     conn.inbound.push(Inbound {
@@ -132,11 +134,65 @@ fn on_data<In, Out>(
         message: message.clone(),
         error,
         consumed: false,
-        handled: answer.is_some(),
+        handled: answer.is_some() || replayed,
     });
+    let replay = replayed
+        .then(|| replay(&mut state, id, entry, &payload))
+        .flatten();
     drop(state);
     if let (Some((reply, delay)), Some(message)) = (answer, message) {
         fire(shared, id, reply(&message), delay, commands);
+    }
+    if let Some(response) = replay {
+        fire(shared, id, response, None, commands);
+    }
+}
+
+/// The replay's answer to the client's frame `entry` on connection `id`, noted in the
+/// transcript; a frame that leaves the recording is a failure, reported at drop.
+fn replay<In, Out>(
+    state: &mut State<In, Out>,
+    id: usize,
+    entry: usize,
+    payload: &Payload,
+) -> Option<Response<Out>> {
+    let State {
+        replay,
+        connections,
+        failures,
+        ..
+    } = state;
+    let conn = &mut connections[id];
+    let (answer, note) = match replay.as_mut()?.answer(id, payload, &conn.transcript) {
+        Ok(Some(response)) => (Some(response), "answered by the replay"),
+        Ok(None) => (None, "not answered: the client had left the recording"),
+        Err(failure) => {
+            failures.push(failure);
+            (None, "left the recording")
+        }
+    };
+    conn.transcript[entry].note = Some(note.to_owned());
+    answer
+}
+
+/// What a replaying fake sends on connection `id` as it opens: the server's frames
+/// recorded before the client's first. A connection the recording does not have is a
+/// failure, reported at drop.
+pub(super) fn greet<In: 'static, Out: 'static>(
+    shared: &Shared<In, Out>,
+    id: usize,
+    commands: &mpsc::UnboundedSender<Command>,
+) {
+    let mut state = shared.lock();
+    let Some(replay) = state.replay.as_mut() else {
+        return;
+    };
+    match replay.greeting(id) {
+        Ok(response) => {
+            drop(state);
+            fire(shared, id, response, None, commands);
+        }
+        Err(failure) => state.failures.push(failure),
     }
 }
 

@@ -56,6 +56,7 @@ mod faults;
 mod frames;
 mod handshake;
 mod pongs;
+mod replay;
 mod rule;
 mod rules;
 mod state;
@@ -83,6 +84,7 @@ pub use closed::{Closed, SendError};
 pub use connection::{Connection, InvalidFrame};
 pub use faults::Fault;
 pub use handshake::{Attempt, AttemptOutcome, HandshakeRequest};
+pub use replay::Replay;
 pub use rule::{DEFAULT_PRIORITY, Rule};
 
 use crate::matcher::Matcher;

@@ -30,6 +30,7 @@ use super::admission::{Admission, HandshakeRule, MountedHandshakeRule};
 use super::closed::Closed;
 use super::command::Command;
 use super::handshake::{Attempt, HandshakeRequest};
+use super::replay::Replayer;
 use super::rule::Rule;
 use super::tls::Tls;
 use crate::codec::Codec;
@@ -130,6 +131,10 @@ pub(super) struct State<In, Out> {
     /// What went wrong on the server's side (a rule's reply the codec could not
     /// encode): fails the test at drop.
     pub(super) failures: Vec<String>,
+    /// The recording the fake replays ([`FakeServerBuilder::replay`]), if any.
+    ///
+    /// [`FakeServerBuilder::replay`]: super::FakeServerBuilder::replay
+    pub(super) replay: Option<Replayer>,
 }
 
 /// The state, the wake-up of every waiter when it changes, and the fixed configuration.
@@ -169,6 +174,7 @@ impl<In, Out> Shared<In, Out> {
         config: Config<In, Out>,
         rules: Vec<Rule<In, Out>>,
         handshake_rules: Vec<HandshakeRule>,
+        replay: Option<Replayer>,
     ) -> Self {
         Shared {
             state: Mutex::new(State {
@@ -187,6 +193,7 @@ impl<In, Out> Shared<In, Out> {
                 allowed: Vec::new(),
                 outbound: Vec::new(),
                 failures: Vec::new(),
+                replay,
             }),
             notify: Notify::new(),
             config,

@@ -84,6 +84,9 @@ pub(super) fn problems_of<In, Out>(shared: &Shared<In, Out>, only: Option<usize>
     }
     if only.is_none() {
         problems.extend(state.failures.iter().cloned());
+        if let Some(replay) = &state.replay {
+            problems.extend(replay.unfinished(state.connections.len()));
+        }
         problems.extend(state.handshake_rules.iter().filter_map(|r| r.problem()));
     }
     let reported = |id: usize| state.connections.get(id).is_some_and(|c| c.reported);
