@@ -34,6 +34,8 @@ pub struct Stack {
     databases: Option<(String, String)>,
     /// The link over mutual TLS, when set.
     tls: Option<StackTls>,
+    /// Where Orders connects instead of Payments (a recording proxy), when set.
+    link_via: Option<String>,
     payments: Option<payments::AppHandle>,
     orders: Option<orders::AppHandle>,
 }
@@ -55,7 +57,35 @@ impl Stack {
     }
 
     async fn spawn_with(databases: Option<(String, String)>, tls: Option<StackTls>) -> Stack {
-        let mut stack = Stack {
+        let mut stack = Stack::unstarted(databases, tls);
+        stack.start_payments().await;
+        stack.start_orders().await;
+        stack.wait_ready().await;
+        stack
+    }
+
+    /// Payments alone, on a fresh database: [`Stack::start_orders_via`] starts Orders.
+    pub async fn spawn_payments() -> Stack {
+        let mut stack = Stack::unstarted(None, None);
+        stack.start_payments().await;
+        stack
+    }
+
+    /// Payments' WebSocket URL, where Orders connects unless told otherwise.
+    pub fn payments_ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.payments_port)
+    }
+
+    /// Starts Orders with its link to `url` (a proxy in front of
+    /// [`Stack::payments_ws_url`]) instead of Payments, and waits until it is ready.
+    pub async fn start_orders_via(&mut self, url: String) {
+        self.link_via = Some(url);
+        self.start_orders().await;
+        self.wait_ready().await;
+    }
+
+    fn unstarted(databases: Option<(String, String)>, tls: Option<StackTls>) -> Stack {
+        Stack {
             orders_db: TestDatabase::unborn("e2e_orders"),
             payments_db: TestDatabase::unborn("e2e_payments"),
             payments_port: 0,
@@ -66,13 +96,10 @@ impl Stack {
                 .expect("http client"),
             databases,
             tls,
+            link_via: None,
             payments: None,
             orders: None,
-        };
-        stack.start_payments().await;
-        stack.start_orders().await;
-        stack.wait_ready().await;
-        stack
+        }
     }
 
     /// Starts Payments (on its previous port after the first start).
@@ -114,6 +141,9 @@ impl Stack {
             config.payments_ca = Some(tls.payments_ca.clone());
             config.tls_client_cert = Some(tls.orders_cert.clone());
             config.tls_client_key = Some(tls.orders_key.clone());
+        }
+        if let Some(url) = &self.link_via {
+            config.payments_ws_url = url.clone();
         }
         config.common.payments_token = "e2e-token".into();
         config.common.heartbeat_interval = Duration::from_millis(500);

@@ -21,3 +21,6 @@ pub use fake_ws_server::{
     FakeServerBuilder, FrameKind, HandshakeRequest, HandshakeRule, InvalidFrame, JsonCodec,
     Matcher, Payload, Response, Rule, SendError, Times, TranscriptEntry,
 };
+/// Record and replay (fake-ws-server's README, "Record and replay"): a proxy that
+/// records Orders talking to the real Payments, and the recording played back as a fake.
+pub use fake_ws_server::{RecordedKind, Recording, RecordingProxy, Replay, Sender};
