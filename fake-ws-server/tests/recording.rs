@@ -190,3 +190,24 @@ fn a_line_that_is_not_a_frame_says_where() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn an_upstream_that_hangs_is_given_up_after_the_deadline() {
+    let server = FakeServer::json().start().await;
+    server.hang_connections();
+    let proxy = RecordingProxy::builder(server.url())
+        .default_deadline(std::time::Duration::from_millis(200))
+        .start()
+        .await;
+    let mut client = connect(proxy.url()).await;
+    let frame = client.next().await.unwrap().unwrap();
+    assert!(
+        matches!(&frame, Message::Close(Some(f)) if u16::from(f.code) == 1011),
+        "{frame:?}"
+    );
+    let error = proxy.recording().unwrap_err().to_string();
+    assert!(
+        error.ends_with("no WebSocket connection within 200ms"),
+        "{error}"
+    );
+}

@@ -63,7 +63,8 @@ impl RecordingProxyBuilder {
         self
     }
 
-    /// How long [`RecordingProxy::wait_for_frames`] waits (default
+    /// How long [`RecordingProxy::wait_for_frames`] waits, and how long the client's
+    /// upgrade and the connection to the upstream may each take (default
     /// [`DEFAULT_DEADLINE`](crate::DEFAULT_DEADLINE), 5 s).
     pub fn default_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
@@ -100,7 +101,7 @@ impl RecordingProxyBuilder {
             limits: (self.max_frame_size, self.max_total_size),
             upstream: self.upstream,
         });
-        handle.spawn(accept_loop(shared.clone(), listener));
+        handle.spawn(accept_loop(shared.clone(), listener, self.deadline));
         RecordingProxy {
             url: format!("ws://127.0.0.1:{port}{path}"),
             shared,
@@ -285,16 +286,17 @@ fn upstream_path(url: &str) -> String {
     }
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, deadline: Duration) {
     while let Ok((stream, _)) = listener.accept().await {
-        tokio::spawn(proxy_connection(shared.clone(), stream));
+        tokio::spawn(proxy_connection(shared.clone(), stream, deadline));
     }
 }
 
 type Upstream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// One client connection: the upgrade, the upstream connection, then forwarding.
-async fn proxy_connection(shared: Arc<Shared>, stream: TcpStream) {
+/// One client connection: the upgrade, the upstream connection, then forwarding. The
+/// client's upgrade and the upstream's each get `deadline`.
+async fn proxy_connection(shared: Arc<Shared>, stream: TcpStream, deadline: Duration) {
     let mut headers = HeaderMap::new();
     // tungstenite's callback type: its error is an HTTP response, large by nature.
     #[allow(clippy::result_large_err)]
@@ -313,8 +315,9 @@ async fn proxy_connection(shared: Arc<Shared>, stream: TcpStream) {
         }
         Ok(response)
     };
-    let Ok(mut client) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
-        return;
+    let upgrade = tokio_tungstenite::accept_hdr_async(stream, callback);
+    let Ok(Ok(mut client)) = tokio::time::timeout(deadline, upgrade).await else {
+        return; // not a WebSocket client, or too slow to be one
     };
     let index = {
         let mut state = shared.lock();
@@ -322,7 +325,13 @@ async fn proxy_connection(shared: Arc<Shared>, stream: TcpStream) {
         state.connections - 1
     };
     let started = Instant::now();
-    let upstream = match connect_upstream(&shared.upstream, headers).await {
+    let connect = tokio::time::timeout(deadline, connect_upstream(&shared.upstream, headers));
+    let upstream = match connect.await {
+        Ok(Ok(upstream)) => Ok(upstream),
+        Err(_) => Err(format!("no WebSocket connection within {deadline:?}")),
+        Ok(Err(error)) => Err(error),
+    };
+    let upstream = match upstream {
         Ok(upstream) => upstream,
         Err(error) => {
             shared.fail(RecordingError::Upstream {

@@ -29,7 +29,7 @@ use crate::transcript::{TranscriptEntry, render};
 ///
 /// ```
 /// use fake_ws_server::{FakeServer, Recording, Replay};
-/// use fake_ws_server::testing::{connect, receive_text, send_frame};
+/// use futures_util::{SinkExt, StreamExt};
 /// use tokio_tungstenite::tungstenite::Message;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -43,11 +43,13 @@ use crate::transcript::{TranscriptEntry, render};
 ///     .replay(Replay::new(recording).echo_fields(["/id"]).without_delays())
 ///     .start()
 ///     .await;
-/// let mut client = connect(fake.url()).await;
-/// assert_eq!(receive_text(&mut client).await, r#"{"type":"welcome"}"#);
-/// send_frame(&mut client, Message::text(r#"{"type":"join","id":"b2"}"#)).await;
+/// let (mut client, _) = tokio_tungstenite::connect_async(fake.url()).await.unwrap();
+/// let greeting = client.next().await.unwrap().unwrap();
+/// assert_eq!(greeting, Message::text(r#"{"type":"welcome"}"#));
+/// client.send(Message::text(r#"{"type":"join","id":"b2"}"#)).await.unwrap();
 /// // The recorded answer, with the client's id where the recording had "a1".
-/// assert_eq!(receive_text(&mut client).await, r#"{"id":"b2","type":"joined"}"#);
+/// let joined = client.next().await.unwrap().unwrap();
+/// assert_eq!(joined, Message::text(r#"{"id":"b2","type":"joined"}"#));
 /// # }
 /// ```
 #[derive(Debug, Clone)]
