@@ -49,7 +49,8 @@ pub struct RecordingProxyBuilder {
 impl RecordingProxyBuilder {
     /// The largest frame the recording holds, in bytes of payload (default 1 MiB). A
     /// bigger one stops the recording with [`RecordingError::FrameTooBig`] and closes
-    /// its connection with 1009, unforwarded.
+    /// its connection with 1009, unforwarded (and every other connection at its next
+    /// frame).
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
         self.max_frame_size = bytes;
         self
@@ -57,7 +58,8 @@ impl RecordingProxyBuilder {
 
     /// The largest recording, in bytes of JSON lines (default 16 MiB). A frame that
     /// would go past it stops the recording with [`RecordingError::TooBig`] and closes
-    /// its connection with 1009, unforwarded.
+    /// its connection with 1009, unforwarded (and every other connection at its next
+    /// frame).
     pub fn max_total_size(mut self, bytes: usize) -> Self {
         self.max_total_size = bytes;
         self
