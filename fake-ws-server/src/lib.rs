@@ -25,6 +25,7 @@ pub use record::{
 };
 pub use response::Response;
 pub use server::Replay;
+pub use server::Impairment;
 pub use server::{
     Attempt, AttemptOutcome, Closed, Connection, DEFAULT_DEADLINE, DEFAULT_PRIORITY, FakeServer,
     FakeServerBuilder, Fault, HandshakeRequest, HandshakeRule, InvalidFrame, Rule, SendError,

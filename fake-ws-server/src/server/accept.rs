@@ -25,6 +25,7 @@ use super::command::Command;
 use super::connection_task::{Filtered, reset, run_connection};
 use super::frames::greet;
 use super::handshake::{Attempt, AttemptOutcome, HandshakeRequest};
+use super::link::{Link, LinkControl};
 use super::pongs::PongFilter;
 use super::state::{ConnState, Shared};
 use super::stream::Stream;
@@ -155,7 +156,11 @@ where
         return;
     };
     let (commands_tx, commands) = mpsc::unbounded_channel();
-    let id = match register(&shared, epoch, at, request, &commands_tx) {
+    let ends = Ends {
+        commands: commands_tx.clone(),
+        link: ws.get_ref().inner().control(),
+    };
+    let id = match register(&shared, epoch, at, request, ends) {
         Ok(id) => id,
         Err(request) => {
             reset(ws);
@@ -204,7 +209,7 @@ where
     };
     let seen: Arc<Mutex<Seen>> = Arc::default();
     let result = tokio_tungstenite::accept_hdr_async_with_config(
-        PongFilter::new(stream),
+        PongFilter::new(Link::new(stream)),
         answer_upgrade(shared.clone(), seen.clone()),
         Some(shared.config.websocket),
     )
@@ -285,15 +290,21 @@ fn answer_upgrade<In, Out>(
     }
 }
 
-/// Gives a connection accepted `at` its entry in the shared state, with the sender of
-/// its command channel, and records its attempt as accepted; `Err`, handing the request
-/// back, when the server stopped since the handshake began (in `epoch`).
+/// What a connection's handle drives it with: its task's command channel, and its link.
+struct Ends {
+    commands: mpsc::UnboundedSender<Command>,
+    link: Arc<LinkControl>,
+}
+
+/// Gives a connection accepted `at` its entry in the shared state, with its [`Ends`],
+/// and records its attempt as accepted; `Err`, handing the request back, when the
+/// server stopped since the handshake began (in `epoch`).
 fn register<In, Out>(
     shared: &Shared<In, Out>,
     epoch: u64,
     at: Instant,
     request: HandshakeRequest,
-    commands: &mpsc::UnboundedSender<Command>,
+    ends: Ends,
 ) -> Result<usize, HandshakeRequest> {
     let mut state = shared.lock();
     if state.epoch != epoch {
@@ -303,8 +314,10 @@ fn register<In, Out>(
     let attempt = Attempt::new(started, at, Some(request.clone()), AttemptOutcome::Accepted);
     state.attempts.push(attempt);
     let id = state.connections.len();
-    state.connections.push(ConnState::new(id, request));
-    state.outbound.push(Some(commands.clone()));
+    let mut conn = ConnState::new(id, request);
+    conn.link = ends.link;
+    state.connections.push(conn);
+    state.outbound.push(Some(ends.commands));
     Ok(id)
 }
 

@@ -23,15 +23,16 @@ use super::closed::{Closed, SendError};
 use super::command::Command;
 use super::faults::write_fault;
 use super::frames::{fragmented_entry, fragments, frame_kind, on_close, on_frame, on_oversize};
+use super::link::Link;
 use super::pongs::PongFilter;
 use super::state::Shared;
 use super::stream::Stream;
 use crate::codec::Payload;
 use crate::transcript::Direction;
 
-/// What a connection's WebSocket runs over: its stream, under the filter that lets a
-/// stalled connection answer no ping.
-pub(super) type Filtered = PongFilter<Stream>;
+/// What a connection's WebSocket runs over: its stream, through its impairable link,
+/// under the filter that lets a stalled connection answer no ping.
+pub(super) type Filtered = PongFilter<Link<Stream>>;
 
 /// The task of connection `id`: its WebSocket, and what the test told it to do.
 struct Task<In, Out> {
@@ -90,17 +91,36 @@ pub(super) async fn run_connection<In, Out>(
             _ = async { pings.as_mut().expect("guarded").tick().await }, if pings.is_some() => {
                 task.ping_tick().await
             }
-            frame = ws.next(), if *reading => task.on_read(frame).await,
+            frame = next_frame(ws, *reading) => task.on_read(frame).await,
         };
         match next {
             Next::Continue => {}
-            Next::End => return,
+            Next::End => {
+                // What an impaired link still holds (the answer to a close) goes on.
+                let within = task.shared.config.deadline;
+                task.ws.get_mut().inner_mut().finish(within).await;
+                return;
+            }
             Next::Abort(done) => {
                 task.abort(done);
                 return;
             }
         }
     }
+}
+
+/// The next frame from the client while the task reads; while it does not, it lets
+/// out what an impaired link holds (`link`), and never yields.
+async fn next_frame(
+    ws: &mut WebSocketStream<Filtered>,
+    reading: bool,
+) -> Option<Result<Message, Error>> {
+    if reading {
+        return ws.next().await;
+    }
+    let link = ws.get_mut().inner_mut();
+    let _ = std::future::poll_fn(|cx| link.poll_drain(cx)).await;
+    std::future::pending().await
 }
 
 impl<In, Out> Task<In, Out>
@@ -290,6 +310,7 @@ impl<In, Out> Task<In, Out> {
 /// Drops the TCP connection with a RST instead of a FIN: the abrupt end a crashed
 /// peer produces.
 pub(super) fn reset(ws: WebSocketStream<Filtered>) {
-    let _ = socket2::SockRef::from(ws.get_ref().inner().tcp()).set_linger(Some(Duration::ZERO));
+    let _ =
+        socket2::SockRef::from(ws.get_ref().inner().inner().tcp()).set_linger(Some(Duration::ZERO));
     drop(ws);
 }

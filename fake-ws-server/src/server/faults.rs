@@ -183,7 +183,7 @@ pub(super) async fn write_fault<In, Out>(
     let stream = ws.get_mut();
     if fault.resets() {
         // Out at once, not held back by Nagle past the reset that discards it.
-        let _ = stream.inner().tcp().set_nodelay(true);
+        let _ = stream.inner().inner().tcp().set_nodelay(true);
     }
     if stream.write_raw(&bytes).await.is_err() {
         return (Err(SendError::Closed(Closed::Dropped)), true);
@@ -194,7 +194,7 @@ pub(super) async fn write_fault<In, Out>(
     conn.record(Direction::ToClient, FrameKind::Raw(bytes), Some(note));
     if fault.resets() {
         // The socket is closed when the task drops it, as a reset.
-        let tcp = socket2::SockRef::from(stream.inner().tcp());
+        let tcp = socket2::SockRef::from(stream.inner().inner().tcp());
         let _ = tcp.set_linger(Some(Duration::ZERO));
         conn.closed.get_or_insert(Closed::Aborted);
     }

@@ -55,6 +55,8 @@ mod controls;
 mod faults;
 mod frames;
 mod handshake;
+mod impairment;
+mod link;
 mod pongs;
 mod replay;
 mod rule;
@@ -85,6 +87,7 @@ pub use connection::{Connection, InvalidFrame};
 pub use faults::Fault;
 pub use handshake::{Attempt, AttemptOutcome, HandshakeRequest};
 pub use replay::Replay;
+pub use impairment::Impairment;
 pub use rule::{DEFAULT_PRIORITY, Rule};
 
 use crate::matcher::Matcher;

@@ -61,6 +61,11 @@ impl<S> PongFilter<S> {
         &self.inner
     }
 
+    /// The stream underneath, to change.
+    pub(super) fn inner_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
     /// Starts following frames: call once the handshake is done (nothing of it is
     /// buffered then), before the first frame is written.
     pub(super) fn track(&mut self) {

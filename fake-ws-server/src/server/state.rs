@@ -31,6 +31,7 @@ use super::closed::Closed;
 use super::command::Command;
 use super::handshake::{Attempt, HandshakeRequest};
 use super::replay::Replayer;
+use super::link::LinkControl;
 use super::rule::Rule;
 use super::tls::Tls;
 use crate::codec::Codec;
@@ -62,6 +63,8 @@ pub(super) struct ConnState<In> {
     pub(super) claimed: bool,
     /// Its problems already failed the test (when its handle was dropped).
     pub(super) reported: bool,
+    /// What its handle impairs its link with (`impairment`).
+    pub(super) link: Arc<LinkControl>,
 }
 
 impl<In> ConnState<In> {
@@ -77,6 +80,7 @@ impl<In> ConnState<In> {
             closed: None,
             claimed: false,
             reported: false,
+            link: Arc::default(),
         }
     }
 
