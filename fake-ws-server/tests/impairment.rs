@@ -222,3 +222,28 @@ async fn the_close_handshake_completes_through_latency() {
         fake_ws_server::Closed::FrameWithoutCode
     );
 }
+
+#[tokio::test]
+async fn the_builders_impairment_slows_every_connection_after_its_handshake() {
+    // Long enough that a handshake through it (two round trips' worth) stands out
+    // from a slow machine's.
+    let latency = Duration::from_millis(300);
+    let fake = Fake::builder()
+        .impairment(Impairment::latency(latency))
+        .start()
+        .await;
+    for _ in 0..2 {
+        let connecting = Instant::now();
+        let (mut client, conn) = open(&fake).await;
+        // The handshake is not slowed (it would take twice the latency).
+        assert!(
+            connecting.elapsed() < 2 * latency,
+            "{:?}",
+            connecting.elapsed()
+        );
+        let sent = Instant::now();
+        conn.send(price(1)).await.unwrap();
+        assert_eq!(receive(&mut client).await, price(1));
+        assert!(sent.elapsed() + SLACK >= latency, "{:?}", sent.elapsed());
+    }
+}

@@ -315,6 +315,9 @@ fn register<In, Out>(
     state.attempts.push(attempt);
     let id = state.connections.len();
     let mut conn = ConnState::new(id, request);
+    if let Some(impairment) = shared.config.impairment {
+        ends.link.impair(Some(impairment));
+    }
     conn.link = ends.link;
     state.connections.push(conn);
     state.outbound.push(Some(ends.commands));

@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use super::FakeServer;
 use super::admission::HandshakeRule;
 use super::replay::{Replay, Replayer};
+use super::impairment::Impairment;
 use super::rule::{Rule, check_priority};
 use super::state::{Config, Shared};
 use super::tls::Tls;
@@ -57,6 +58,7 @@ pub struct FakeServerBuilder<In, Out> {
     pub(super) tls: Option<Arc<Tls>>,
     pub(super) deadline: Duration,
     pub(super) replay: Option<Replay>,
+    pub(super) impairment: Option<Impairment>,
     /// The kind of rule mounted last, if any.
     last: Option<Last>,
 }
@@ -84,6 +86,7 @@ where
             tls: None,
             deadline: super::DEFAULT_DEADLINE,
             replay: None,
+            impairment: None,
             last: None,
         }
     }
@@ -314,6 +317,19 @@ where
         self
     }
 
+    /// Every connection starts impaired with `impairment` (latency, jitter, a bandwidth
+    /// limit), from the end of its handshake on: the handshake itself is not slowed, so
+    /// connecting stays quick and the admission controls keep their timing. The same as
+    /// calling [`Connection::impair`] on each connection before anything is sent, with
+    /// no race; a connection's own `impair` or `clear_impairment` replaces it. Off by
+    /// default (and kept across `restart`).
+    ///
+    /// [`Connection::impair`]: super::Connection::impair
+    pub fn impairment(mut self, impairment: Impairment) -> Self {
+        self.impairment = Some(impairment);
+        self
+    }
+
     /// Binds `127.0.0.1:0` and starts serving, on a thread and runtime of the fake's
     /// own (so the test may use any executor). Failures found when the server is
     /// dropped point at the line that called `start`.
@@ -364,6 +380,7 @@ impl<In, Out> FakeServerBuilder<In, Out> {
             websocket: self.websocket,
             tls: self.tls,
             deadline: self.deadline,
+            impairment: self.impairment,
             location,
             started: Instant::now(),
         };

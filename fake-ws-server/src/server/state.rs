@@ -31,6 +31,7 @@ use super::closed::Closed;
 use super::command::Command;
 use super::handshake::{Attempt, HandshakeRequest};
 use super::replay::Replayer;
+use super::impairment::Impairment;
 use super::link::LinkControl;
 use super::rule::Rule;
 use super::tls::Tls;
@@ -166,6 +167,8 @@ pub(super) struct Config<In, Out> {
     pub(super) tls: Option<Arc<Tls>>,
     /// How long a wait waits when the test does not say (`default_deadline`).
     pub(super) deadline: Duration,
+    /// What every connection's link starts impaired with (`impairment`).
+    pub(super) impairment: Option<Impairment>,
     pub(super) location: &'static Location<'static>,
     /// When the server started: attempts' times are shown since then.
     pub(super) started: Instant,
