@@ -15,6 +15,10 @@ use serde::de::DeserializeOwned;
 use super::connection::Connection;
 use super::link::LinkControl;
 
+/// The longest a link delays anything, whatever the settings: a day (so no setting
+/// overflows a clock).
+const MAX_DELAY: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Latency, jitter and a bandwidth limit for a connection's traffic, both ways
 /// ([`Connection::impair`]). Built from [`Impairment::latency`] (or
 /// `Impairment::default()`, a clean link), then [`Impairment::jitter`] and
@@ -25,6 +29,7 @@ use super::link::LinkControl;
 /// (bytes queue behind one another, as on a wire) and then `latency` plus a random
 /// extra of up to `jitter` passed. Order is kept, as on TCP: no byte overtakes one
 /// before it. The latency is one-way, so a ping's round trip takes at least twice it.
+/// Each delay (the wire's, and latency with jitter) is capped at a day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Impairment {
     latency: Duration,
@@ -70,7 +75,8 @@ impl Impairment {
     /// How long the wire takes to carry `bytes` bytes.
     pub(super) fn transmit_time(&self, bytes: usize) -> Duration {
         match self.bandwidth {
-            Some(rate) => Duration::from_secs_f64(bytes as f64 / rate as f64),
+            Some(rate) => Duration::try_from_secs_f64(bytes as f64 / rate as f64)
+                .map_or(MAX_DELAY, |time| time.min(MAX_DELAY)),
             None => Duration::ZERO,
         }
     }
@@ -84,7 +90,9 @@ impl Impairment {
         } else {
             rand::random_range(0..=jitter)
         };
-        self.latency + Duration::from_nanos(extra)
+        self.latency
+            .saturating_add(Duration::from_nanos(extra))
+            .min(MAX_DELAY)
     }
 }
 
@@ -207,5 +215,27 @@ where
     /// flows again. Does nothing on a link that is not blackholed.
     pub fn heal(&self) {
         self.link().blackhole(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delays_stay_within_the_settings_and_a_day() {
+        let impairment = Impairment::latency(Duration::from_millis(10))
+            .jitter(Duration::from_millis(5))
+            .bandwidth(1000);
+        for _ in 0..100 {
+            let delay = impairment.delay();
+            assert!(delay >= Duration::from_millis(10) && delay <= Duration::from_millis(15));
+        }
+        assert_eq!(impairment.transmit_time(500), Duration::from_millis(500));
+        let extreme = Impairment::latency(Duration::MAX)
+            .jitter(Duration::MAX)
+            .bandwidth(1);
+        assert_eq!(extreme.delay(), MAX_DELAY);
+        assert_eq!(extreme.transmit_time(usize::MAX), MAX_DELAY);
     }
 }
