@@ -4,7 +4,8 @@
 //! It sends, closes, aborts, stops and resumes reading and pings by [`Command`]s to its
 //! connection's task (`connection_task`), through the channel the shared state (`state`)
 //! keeps, and waits on that state for what the client sent: it never imports the task.
-//! `controls` adds pings, pongs and fragments. When its last clone is dropped, `verify`
+//! `controls` adds pings, pongs and fragments; `impairment`, a slow or blackholed
+//! link (which it changes directly, not by a command). When its last clone is dropped, `verify`
 //! checks that connection.
 //!
 //! Over 400 lines on purpose: it is one concern, everything a test does with one
