@@ -24,8 +24,8 @@ pub use record::{
     Sender,
 };
 pub use response::Response;
-pub use server::Replay;
 pub use server::Impairment;
+pub use server::Replay;
 pub use server::{
     Attempt, AttemptOutcome, Closed, Connection, DEFAULT_DEADLINE, DEFAULT_PRIORITY, FakeServer,
     FakeServerBuilder, Fault, HandshakeRequest, HandshakeRule, InvalidFrame, Rule, SendError,

@@ -18,8 +18,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::FakeServer;
 use super::admission::HandshakeRule;
-use super::replay::{Replay, Replayer};
 use super::impairment::Impairment;
+use super::replay::{Replay, Replayer};
 use super::rule::{Rule, check_priority};
 use super::state::{Config, Shared};
 use super::tls::Tls;

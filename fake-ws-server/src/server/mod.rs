@@ -86,8 +86,8 @@ pub use closed::{Closed, SendError};
 pub use connection::{Connection, InvalidFrame};
 pub use faults::Fault;
 pub use handshake::{Attempt, AttemptOutcome, HandshakeRequest};
-pub use replay::Replay;
 pub use impairment::Impairment;
+pub use replay::Replay;
 pub use rule::{DEFAULT_PRIORITY, Rule};
 
 use crate::matcher::Matcher;
