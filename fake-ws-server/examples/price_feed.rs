@@ -5,9 +5,12 @@
 //! sends `{"type": "subscribe", "topic": ...}` for each of its topics, and hands every
 //! `{"type": "price", ...}` the server sends to its caller. When the connection drops
 //! (or cannot be made) it waits, doubling the wait from `initial` up to `max` (reset
-//! after a connection succeeds), reconnects and subscribes again. The tests below put
+//! after a connection succeeds), reconnects and subscribes again. A connection that
+//! stays silent for `idle` is taken for dead too: an unplugged cable sends no FIN, and
+//! a client that only waits for the next frame would wait forever. The tests below put
 //! the fake in the server's place: they drop the connection and see the client come
-//! back and send its subscriptions again, and take the server down for a while and
+//! back and send its subscriptions again, unplug the cable (the fake's blackhole) and
+//! see the client notice the silence, and take the server down for a while and
 //! measure the client's backoff from the fake's log of attempts.
 //!
 //! Run the client against a server of your own:
@@ -49,13 +52,25 @@ pub struct Backoff {
     pub max: Duration,
 }
 
+/// The client's timing.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// The waits between tries.
+    pub backoff: Backoff,
+    /// How long a connection may stay silent (no frame at all) before the client takes
+    /// it for dead and reconnects.
+    pub idle: Duration,
+}
+
 /// Runs the client until the receiver of `prices` is dropped: connects to `url`,
 /// subscribes to `topics`, sends every price to `prices`, and reconnects (with
-/// `backoff`) and resubscribes whenever the connection drops.
-pub async fn run(url: String, topics: Vec<String>, backoff: Backoff, prices: mpsc::Sender<Update>) {
+/// `timing.backoff`) and resubscribes whenever the connection drops or stays silent
+/// for `timing.idle`.
+pub async fn run(url: String, topics: Vec<String>, timing: Timing, prices: mpsc::Sender<Update>) {
+    let backoff = timing.backoff;
     let mut wait = backoff.initial;
     loop {
-        match session(&url, &topics, &prices).await {
+        match session(&url, &topics, timing.idle, &prices).await {
             // The caller is gone: so is the client.
             Ok(Ended::Unwanted) => return,
             // It was connected: the next failure starts the backoff over.
@@ -77,10 +92,12 @@ enum Ended {
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// One connection: subscribe, then forward prices until it ends.
+/// One connection: subscribe, then forward prices until it ends or is silent for
+/// `idle`.
 async fn session(
     url: &str,
     topics: &[String],
+    idle: Duration,
     prices: &mpsc::Sender<Update>,
 ) -> Result<Ended, Error> {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
@@ -91,7 +108,8 @@ async fn session(
         ws.send(Message::Text(serde_json::to_string(&subscribe)?.into()))
             .await?;
     }
-    while let Some(frame) = ws.next().await {
+    // A timeout (silence) ends the session like a drop does.
+    while let Ok(Some(frame)) = tokio::time::timeout(idle, ws.next()).await {
         let Ok(Message::Text(text)) = frame else {
             // Pings are answered by tungstenite; an error ends the session.
             if frame.is_err() {
@@ -117,11 +135,14 @@ async fn main() {
         .unwrap_or_else(|| "ws://127.0.0.1:9000/ws".into());
     let topics: Vec<String> = args.collect();
     let (tx, mut rx) = mpsc::channel(64);
-    let backoff = Backoff {
-        initial: Duration::from_millis(100),
-        max: Duration::from_secs(10),
+    let timing = Timing {
+        backoff: Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+        },
+        idle: Duration::from_secs(30),
     };
-    tokio::spawn(run(url, topics, backoff, tx));
+    tokio::spawn(run(url, topics, timing, tx));
     while let Some(Update::Price { topic, price }) = rx.recv().await {
         println!("{topic} {price}");
     }
@@ -139,11 +160,19 @@ mod tests {
         max: Duration::from_millis(400),
     };
 
+    /// Short, so that a test of a silent connection is quick; the fake sends a price
+    /// only when a test says so, so the tests that keep a connection wait less than it.
+    const IDLE: Duration = Duration::from_millis(1500);
+
     /// Starts the client against `fake`; the prices it receives come out of the receiver.
     fn start_client(fake: &Fake) -> mpsc::Receiver<Update> {
         let (tx, rx) = mpsc::channel(16);
         let topics = vec!["BTC-USD".to_owned(), "ETH-USD".to_owned()];
-        tokio::spawn(run(fake.url(), topics, BACKOFF, tx));
+        let timing = Timing {
+            backoff: BACKOFF,
+            idle: IDLE,
+        };
+        tokio::spawn(run(fake.url(), topics, timing, tx));
         rx
     }
 
@@ -181,6 +210,26 @@ mod tests {
         let second = fake.next_connection().await;
         assert_eq!(second.index(), 1);
         subscribed_and_served(&second, &mut rx).await;
+    }
+
+    #[tokio::test]
+    async fn when_the_cable_is_pulled_it_notices_the_silence_and_reconnects() {
+        let fake = Fake::builder().start().await;
+        let mut rx = start_client(&fake);
+        let first = fake.next_connection().await;
+        subscribed_and_served(&first, &mut rx).await;
+
+        // Unplugged: nothing passes either way, and no FIN, RST or close frame tells
+        // the client. Only its idle timeout can: it reconnects on a second connection
+        // while the first one is still open on the fake's side.
+        first.blackhole();
+        let second = fake.next_connection().await;
+        assert_eq!(second.index(), 1);
+        subscribed_and_served(&second, &mut rx).await;
+        // Plugged back in: the first connection's end (the client gave up on it) now
+        // reaches the fake.
+        first.heal();
+        first.wait_closed().await;
     }
 
     #[tokio::test]
