@@ -8,6 +8,7 @@ mod record;
 mod response;
 mod server;
 mod times;
+mod timing;
 mod transcript;
 
 #[cfg(feature = "cbor")]
@@ -31,6 +32,7 @@ pub use server::{
     FakeServerBuilder, Fault, HandshakeRequest, HandshakeRule, InvalidFrame, Rule, SendError,
 };
 pub use times::Times;
+pub use timing::{Backoff, Tolerance};
 /// Renders a transcript ([`Connection::transcript`]) one frame a line, as failure
 /// messages show it.
 pub use transcript::render as render_transcript;

@@ -52,7 +52,8 @@ pub enum FrameKind {
 /// One line of a transcript.
 #[derive(Debug, Clone)]
 pub struct TranscriptEntry {
-    /// Time since the connection was accepted.
+    /// Time since the connection was accepted, on the test's clock (virtual when the
+    /// test paused it).
     pub at: Duration,
     /// Who sent it.
     pub direction: Direction,

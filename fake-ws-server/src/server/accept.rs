@@ -7,7 +7,9 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -93,7 +95,7 @@ where
     In: Send + 'static,
     Out: Send + 'static,
 {
-    let at = Instant::now();
+    let at = shared.config.clock.now();
     let (admission, epoch) = {
         let state = shared.lock();
         (state.admission, state.epoch)
@@ -151,7 +153,7 @@ where
     In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
     Out: Serialize + Send + 'static,
 {
-    let at = Instant::now();
+    let at = shared.config.clock.now();
     let Some((ws, request)) = upgrade(&shared, stream, at).await else {
         return;
     };
@@ -314,7 +316,7 @@ fn register<In, Out>(
     let attempt = Attempt::new(started, at, Some(request.clone()), AttemptOutcome::Accepted);
     state.attempts.push(attempt);
     let id = state.connections.len();
-    let mut conn = ConnState::new(id, request);
+    let mut conn = ConnState::new(id, request, shared.config.clock.clone());
     if let Some(impairment) = shared.config.impairment {
         ends.link.impair(Some(impairment));
     }

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use super::FakeServer;
 use super::handshake::{Attempt, render_attempts};
 use super::state::{State, fail_at_await, wait_for, wait_or_fail};
+use crate::timing::{Backoff, Tolerance, gap_table};
 
 /// The attempts' log of the server whose state is `state`: one attempt a line, times
 /// since the server started, the gaps, and how every accepted connection stands.
@@ -179,5 +180,44 @@ where
                 )),
             }
         })
+    }
+}
+
+impl<In, Out> FakeServer<In, Out>
+where
+    In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
+    Out: Serialize + Send + 'static,
+{
+    /// Fails the test unless every gap between attempts so far
+    /// ([`FakeServer::attempt_gaps`]) is `backoff`'s, within `tolerance`: the `n`th gap
+    /// against [`Backoff::gap`]`(n)`. At least two attempts are needed (one gap). The
+    /// failure shows expected against actual, gap by gap, and the attempts' log.
+    ///
+    /// Gaps are on the test's clock: with paused time, the client's virtual delays.
+    #[track_caller]
+    pub fn assert_backoff(&self, backoff: Backoff, tolerance: Tolerance) {
+        let caller = Location::caller();
+        let gaps = self.attempt_gaps();
+        let failure = if gaps.is_empty() {
+            Some(format!(
+                "{caller}: expected a backoff of {backoff}, but there were {} attempts, no gap to check; the attempts:\n{}",
+                self.attempts().len(),
+                self.attempt_log()
+            ))
+        } else {
+            let pairs = gaps
+                .iter()
+                .enumerate()
+                .map(|(n, gap)| (backoff.gap(n), *gap));
+            gap_table("gap", pairs, tolerance).map(|table| {
+                format!(
+                    "{caller}: the gaps between attempts are not a backoff of {backoff} {tolerance}:\n{table}\nthe attempts:\n{}",
+                    self.attempt_log()
+                )
+            })
+        };
+        if let Some(message) = failure {
+            panic!("{message}");
+        }
     }
 }

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::panic::Location;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::FakeServer;
 use super::admission::HandshakeRule;
+use super::clock::Clock;
 use super::impairment::Impairment;
 use super::replay::{Replay, Replayer};
 use super::rule::{Rule, check_priority};
@@ -368,7 +369,9 @@ where
 impl<In, Out> FakeServerBuilder<In, Out> {
     /// The shared state of the server this builder starts at `location`: the settings
     /// become its fixed configuration, the rules are mounted.
+    /// Times are on the clock of the runtime that runs this (the test's).
     pub(super) fn into_shared(self, location: &'static Location<'static>) -> Shared<In, Out> {
+        let clock = Clock::of_caller();
         let config = Config {
             path: self.path,
             more_paths: self.more_paths,
@@ -382,7 +385,8 @@ impl<In, Out> FakeServerBuilder<In, Out> {
             deadline: self.deadline,
             impairment: self.impairment,
             location,
-            started: Instant::now(),
+            started: clock.now(),
+            clock,
         };
         let replay = self.replay.map(Replayer::new);
         Shared::new(config, self.rules, self.handshake_rules, replay)

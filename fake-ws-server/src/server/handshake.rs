@@ -6,7 +6,9 @@
 //! [`Connection`](super::Connection) its request.
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio_tungstenite::tungstenite::handshake::server::Request;
 
@@ -126,7 +128,9 @@ impl Attempt {
 
     /// When the fake accepted the TCP connection (or began the handshake): compare
     /// two attempts' times to measure a client's backoff
-    /// ([`FakeServer::attempt_gaps`](super::FakeServer::attempt_gaps) does).
+    /// ([`FakeServer::attempt_gaps`](super::FakeServer::attempt_gaps) does). On the
+    /// clock of the runtime that started the server (the test's): virtual time when the
+    /// test paused it.
     pub fn at(&self) -> Instant {
         self.at
     }

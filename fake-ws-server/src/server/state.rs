@@ -18,7 +18,11 @@ use std::panic::Location;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::clock::Clock;
 
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, mpsc};
@@ -55,6 +59,8 @@ pub(super) struct Inbound<In> {
 pub(super) struct ConnState<In> {
     pub(super) id: usize,
     pub(super) started: Instant,
+    /// The test's clock, which stamps the transcript.
+    pub(super) clock: Clock,
     pub(super) request: HandshakeRequest,
     pub(super) transcript: Vec<TranscriptEntry>,
     pub(super) inbound: Vec<Inbound<In>>,
@@ -69,11 +75,13 @@ pub(super) struct ConnState<In> {
 }
 
 impl<In> ConnState<In> {
-    /// Connection `id`, accepted just now with `request`: nothing sent or received yet.
-    pub(super) fn new(id: usize, request: HandshakeRequest) -> Self {
+    /// Connection `id`, accepted just now with `request`: nothing sent or received yet;
+    /// its times are on `clock`.
+    pub(super) fn new(id: usize, request: HandshakeRequest, clock: Clock) -> Self {
         ConnState {
             id,
-            started: Instant::now(),
+            started: clock.now(),
+            clock,
             request,
             transcript: Vec::new(),
             inbound: Vec::new(),
@@ -103,7 +111,7 @@ impl<In> ConnState<In> {
         note: Option<String>,
     ) -> usize {
         self.transcript.push(TranscriptEntry {
-            at: self.started.elapsed(),
+            at: self.clock.now().saturating_duration_since(self.started),
             direction,
             frame,
             note,
@@ -172,6 +180,9 @@ pub(super) struct Config<In, Out> {
     pub(super) location: &'static Location<'static>,
     /// When the server started: attempts' times are shown since then.
     pub(super) started: Instant,
+    /// The clock of the runtime that started the server (the test's), which stamps
+    /// attempts and transcripts.
+    pub(super) clock: Clock,
 }
 
 impl<In, Out> Shared<In, Out> {
