@@ -11,7 +11,9 @@
 //! the fake in the server's place: they drop the connection and see the client come
 //! back and send its subscriptions again, unplug the cable (the fake's blackhole) and
 //! see the client notice the silence, and take the server down for a while and
-//! measure the client's backoff from the fake's log of attempts.
+//! measure the client's backoff from the fake's log of attempts; and, with paused
+//! tokio time, check the whole backoff schedule (50 ms doubling to 400 ms) with
+//! `assert_backoff`, in virtual time.
 //!
 //! Run the client against a server of your own:
 //! `cargo run -p fake-ws-server --example price_feed -- ws://127.0.0.1:9000/ws BTC-USD`.
@@ -58,8 +60,8 @@ pub struct Timing {
     /// The waits between tries.
     pub backoff: Backoff,
     /// How long a connection may stay silent (no frame at all) before the client takes
-    /// it for dead and reconnects.
-    pub idle: Duration,
+    /// it for dead and reconnects; `None`: as long as it likes.
+    pub idle: Option<Duration>,
 }
 
 /// Runs the client until the receiver of `prices` is dropped: connects to `url`,
@@ -97,7 +99,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 async fn session(
     url: &str,
     topics: &[String],
-    idle: Duration,
+    idle: Option<Duration>,
     prices: &mpsc::Sender<Update>,
 ) -> Result<Ended, Error> {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
@@ -109,7 +111,7 @@ async fn session(
             .await?;
     }
     // A timeout (silence) ends the session like a drop does.
-    while let Ok(Some(frame)) = tokio::time::timeout(idle, ws.next()).await {
+    while let Some(Some(frame)) = next_within(&mut ws, idle).await {
         let Ok(Message::Text(text)) = frame else {
             // Pings are answered by tungstenite; an error ends the session.
             if frame.is_err() {
@@ -127,6 +129,17 @@ async fn session(
     Ok(Ended::Dropped)
 }
 
+/// The next frame of `ws`, or `None` after `idle` of silence.
+async fn next_within<S: StreamExt + Unpin>(
+    ws: &mut S,
+    idle: Option<Duration>,
+) -> Option<Option<S::Item>> {
+    match idle {
+        Some(idle) => tokio::time::timeout(idle, ws.next()).await.ok(),
+        None => Some(ws.next().await),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -140,7 +153,7 @@ async fn main() {
             initial: Duration::from_millis(100),
             max: Duration::from_secs(10),
         },
-        idle: Duration::from_secs(30),
+        idle: Some(Duration::from_secs(30)),
     };
     tokio::spawn(run(url, topics, timing, tx));
     while let Some(Update::Price { topic, price }) = rx.recv().await {
@@ -151,7 +164,10 @@ async fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fake_ws_server::{AttemptOutcome, Connection, FakeServer, json_includes};
+    use fake_ws_server::{
+        AttemptOutcome, Backoff as ExpectedBackoff, Connection, FakeServer, Tolerance,
+        json_includes,
+    };
 
     type Fake = FakeServer<Request, Update>;
 
@@ -162,15 +178,20 @@ mod tests {
 
     /// Short, so that a test of a silent connection is quick; the fake sends a price
     /// only when a test says so, so the tests that keep a connection wait less than it.
-    const IDLE: Duration = Duration::from_millis(1500);
+    const IDLE: Option<Duration> = Some(Duration::from_millis(1500));
 
     /// Starts the client against `fake`; the prices it receives come out of the receiver.
     fn start_client(fake: &Fake) -> mpsc::Receiver<Update> {
+        start_client_idle(fake, IDLE)
+    }
+
+    /// [`start_client`] with its idle timeout.
+    fn start_client_idle(fake: &Fake, idle: Option<Duration>) -> mpsc::Receiver<Update> {
         let (tx, rx) = mpsc::channel(16);
         let topics = vec!["BTC-USD".to_owned(), "ETH-USD".to_owned()];
         let timing = Timing {
             backoff: BACKOFF,
-            idle: IDLE,
+            idle,
         };
         tokio::spawn(run(fake.url(), topics, timing, tx));
         rx
@@ -261,5 +282,33 @@ mod tests {
         fake.restart().await;
         let back = fake.next_connection().await;
         subscribed_and_served(&back, &mut rx).await;
+    }
+
+    /// With paused time the client's sleeps pass at once, and the fake stamps attempts
+    /// on the test's (virtual) clock: the gaps are the backoff to the millisecond, so
+    /// the tolerance can be tight without making the test flaky.
+    #[tokio::test(start_paused = true)]
+    async fn its_backoff_doubles_up_to_the_cap_in_virtual_time() {
+        let fake = Fake::builder().start().await;
+        fake.refuse_connections();
+        // No idle timeout: a paused runtime moves its clock to the next timer whenever
+        // it waits, so the timeout would fire while the fake is still reading the
+        // subscriptions, and the client would reconnect.
+        let _rx = start_client_idle(&fake, None);
+        // Refused, then 50, 100, 200, 400, 400 ms later: refused again.
+        fake.wait_for_attempts(6).await;
+        fake.assert_backoff(
+            ExpectedBackoff::exponential(BACKOFF.initial)
+                .factor(2.0)
+                .cap(BACKOFF.max),
+            Tolerance::percent(5),
+        );
+
+        fake.accept_connections();
+        let back = fake.next_connection().await;
+        back.expect_next(json_includes!({"type": "subscribe", "topic": "BTC-USD"}))
+            .await;
+        back.expect_next(json_includes!({"type": "subscribe", "topic": "ETH-USD"}))
+            .await;
     }
 }
