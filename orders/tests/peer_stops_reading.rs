@@ -117,7 +117,7 @@ async fn a_payments_that_stops_reading_is_dropped_after_the_peer_timeout_and_not
         lost[0]
     );
     // Writes cannot block before the fake stopped reading, and then wait PEER_TIMEOUT.
-    let dropped_after = fake.attempts()[1].at() - stopped_reading;
+    let dropped_after = fake.attempts()[1].at().into_std() - stopped_reading;
     assert!(
         dropped_after >= PEER_TIMEOUT,
         "dropped {dropped_after:?} after the fake stopped reading, before PEER_TIMEOUT"
