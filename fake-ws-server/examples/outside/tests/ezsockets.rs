@@ -2,7 +2,7 @@
 //! timing across an outage, its close handshake both ways, its heartbeat, and what it
 //! does with a 401. Each test's comment says what the fake showed.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use ezsockets::client::ClientCloseMode;
@@ -10,6 +10,7 @@ use ezsockets::{ClientConfig, ClientExt, CloseCode, CloseFrame, SocketConfig, WS
 use fake_ws_server::{AttemptOutcome, Closed, FakeServer, FrameKind, HandshakeRule, json_includes};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 type Fake = FakeServer<Value, Value>;
 
