@@ -156,6 +156,11 @@ async fn a_forbidden_close_code_nobody_took_fails_the_drop_check() {
         problems[0].contains("forbidden close code 1006"),
         "{problems:?}"
     );
+    assert!(
+        problems[0].contains("protocol violation, a close frame RFC 6455 forbids")
+            && !problems[0].contains("contract violation"),
+        "{problems:?}"
+    );
     let message = panic_message(async move { drop(fake) }).await;
     assert!(message.contains("forbidden close code 1006"), "{message}");
     assert!(message.contains("close 1006"), "{message}");

@@ -9,7 +9,7 @@
 //! panicking.
 
 use super::state::{MountedRule, Shared};
-use crate::transcript::render;
+use crate::transcript::{FrameKind, render};
 
 /// Panics with every problem of the fake (`only: None`) or of one connection, unless
 /// the thread is already panicking. Reported connections are not reported again.
@@ -70,8 +70,15 @@ pub(super) fn problems_of<In, Out>(shared: &Shared<In, Out>, only: Option<usize>
             }
             let entry = &conn.transcript[inbound.entry];
             if let Some(error) = &inbound.error {
+                // A close frame is the protocol's, not the messages' contract: what it
+                // breaks is RFC 6455.
+                let problem = if matches!(entry.frame, FrameKind::Close { .. }) {
+                    "protocol violation, a close frame RFC 6455 forbids"
+                } else {
+                    "contract violation, a frame that is not a valid message"
+                };
                 problems.push(format!(
-                    "connection {}: contract violation, a frame that is not a valid message ({error}): {entry}",
+                    "connection {}: {problem} ({error}): {entry}",
                     conn.id
                 ));
             } else if shared.config.strict && !inbound.handled {
