@@ -122,6 +122,33 @@ async fn the_root_certificate_der_is_enough_for_a_client_of_its_own() {
     conn.expect(common::subscribe_to("x")).await;
 }
 
+/// A client that opens TCP and never starts TLS is given the server's default
+/// deadline, not a fixed one: here 200 ms, so the failed attempt is there long before
+/// the 5 s the deadline is by default.
+#[tokio::test]
+async fn a_tls_handshake_that_never_starts_fails_at_the_default_deadline() {
+    let server = Fake::builder()
+        .tls()
+        .default_deadline(Duration::from_millis(200))
+        .start()
+        .await;
+    let addr = server.url()["wss://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let _silent = TcpStream::connect(addr).await.expect("TCP connects");
+
+    let attempts = server
+        .wait_for_attempts_within(1, Duration::from_secs(3))
+        .await;
+    assert!(
+        matches!(attempts[0].outcome(), AttemptOutcome::Failed(why)
+            if why.contains("no TLS handshake within 200ms")),
+        "{attempts:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_client_that_trusts_another_root_fails_and_the_attempt_is_recorded() {
     let server = Fake::builder().tls().start().await;

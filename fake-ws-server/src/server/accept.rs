@@ -200,7 +200,7 @@ where
 {
     let stream = match &shared.config.tls {
         None => Stream::Plain(stream),
-        Some(tls) => match tls.accept(stream).await {
+        Some(tls) => match tls.accept(stream, shared.config.deadline).await {
             Ok(stream) => stream,
             Err(e) => {
                 let outcome = AttemptOutcome::Failed(format!("TLS handshake: {e}"));

@@ -43,6 +43,7 @@ impl Tls {
 #[cfg(feature = "tls")]
 mod with_tls {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     use rustls::crypto::CryptoProvider;
@@ -50,7 +51,7 @@ mod with_tls {
     use serde::Serialize;
     use serde::de::DeserializeOwned;
 
-    use super::super::{DEFAULT_DEADLINE, FakeServer, FakeServerBuilder};
+    use super::super::{FakeServer, FakeServerBuilder};
     use super::*;
 
     /// A server's certificates and what serves them.
@@ -103,14 +104,19 @@ mod with_tls {
             }
         }
 
-        /// The TLS handshake over an accepted connection, within [`DEFAULT_DEADLINE`].
-        pub(in crate::server) async fn accept(&self, tcp: TcpStream) -> io::Result<Stream> {
-            match tokio::time::timeout(DEFAULT_DEADLINE, self.acceptor.accept(tcp)).await {
+        /// The TLS handshake over an accepted connection, within `deadline` (the
+        /// server's default deadline).
+        pub(in crate::server) async fn accept(
+            &self,
+            tcp: TcpStream,
+            deadline: Duration,
+        ) -> io::Result<Stream> {
+            match tokio::time::timeout(deadline, self.acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => Ok(Stream::Tls(Box::new(tls))),
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("no TLS handshake within {DEFAULT_DEADLINE:?}"),
+                    format!("no TLS handshake within {deadline:?}"),
                 )),
             }
         }
@@ -125,7 +131,9 @@ mod with_tls {
         /// for `127.0.0.1` and `localhost` signed by a root generated for this server
         /// alone. Give the client [`FakeServer::tls_client_config`] or
         /// [`FakeServer::root_certificate_der`] to trust.
-        /// A failed TLS handshake is recorded as a failed [`Attempt`](crate::Attempt).
+        /// A failed TLS handshake, or none within the server's default deadline
+        /// ([`FakeServerBuilder::default_deadline`]), is recorded as a failed
+        /// [`Attempt`](crate::Attempt).
         pub fn tls(mut self) -> Self {
             self.tls = Some(Arc::new(Tls::generate()));
             self
