@@ -35,7 +35,11 @@ pub(super) enum Tls {}
 
 #[cfg(not(feature = "tls"))]
 impl Tls {
-    pub(super) async fn accept(&self, _tcp: TcpStream) -> io::Result<Stream> {
+    pub(super) async fn accept(
+        &self,
+        _tcp: TcpStream,
+        _deadline: std::time::Duration,
+    ) -> io::Result<Stream> {
         match *self {}
     }
 }
