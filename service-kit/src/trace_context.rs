@@ -74,22 +74,37 @@ pub struct Traced {
     pub context: Option<TraceContext>,
 }
 
+impl Traced {
+    /// Traces are off: no span, no context.
+    fn off() -> Traced {
+        Traced {
+            span: tracing::Span::none(),
+            context: None,
+        }
+    }
+}
+
 /// `make()`'s span (traces on and it may be sampled) with its context; otherwise no
 /// span, and the current span's context.
 pub fn traced_with_context(make: impl FnOnce() -> tracing::Span) -> Traced {
     if !enabled() {
-        return Traced {
-            span: tracing::Span::none(),
-            context: None,
-        };
+        return Traced::off();
     }
-    let span = traced(make);
-    let context = if span.is_disabled() {
-        for_message(&tracing::Span::current())
+    // The current span's context is read once: it decides, and without a span it is
+    // the one carried.
+    let current = tracing::Span::current().context();
+    let current = current.span();
+    let parent = current.span_context();
+    if may_sample_under(parent) {
+        let span = make();
+        let context = for_message(&span);
+        Traced { span, context }
     } else {
-        for_message(&span)
-    };
-    Traced { span, context }
+        Traced {
+            span: tracing::Span::none(),
+            context: message_context(parent),
+        }
+    }
 }
 
 /// `make()`'s span (not yet entered; it should have no contextual parent), the child of
@@ -97,10 +112,7 @@ pub fn traced_with_context(make: impl FnOnce() -> tracing::Span) -> Traced {
 /// and then the stored context itself. Without a `traceparent`, a trace of its own.
 pub fn traced_from(traceparent: Option<&str>, make: impl FnOnce() -> tracing::Span) -> Traced {
     if !enabled() {
-        return Traced {
-            span: tracing::Span::none(),
-            context: None,
-        };
+        return Traced::off();
     }
     let parent = traceparent.and_then(|t| TraceContext::parse(t, None));
     if let Some(parent) = parent.as_ref().filter(|p| !may_follow(p)) {
@@ -134,8 +146,11 @@ pub fn of(span: &tracing::Span) -> Option<Remote> {
     if !enabled() {
         return None;
     }
-    let cx = span.context();
-    let span_cx = cx.span().span_context().clone();
+    remote_of(span.context().span().span_context())
+}
+
+/// A span context as W3C strings; `None` when it is not valid.
+fn remote_of(span_cx: &SpanContext) -> Option<Remote> {
     if !span_cx.is_valid() {
         return None;
     }
@@ -152,11 +167,6 @@ pub fn of(span: &tracing::Span) -> Option<Remote> {
         traceparent,
         tracestate,
     })
-}
-
-/// The context of the current span.
-pub fn current() -> Option<Remote> {
-    of(&tracing::Span::current())
 }
 
 /// The remote span context of a valid trace context (`version-traceid-parentid-flags`).
@@ -205,7 +215,15 @@ pub fn add_link(span: &tracing::Span, traceparent: &str, tracestate: Option<&str
 
 /// The context of `span` as a `payments.v1` message carries it.
 pub fn for_message(span: &tracing::Span) -> Option<TraceContext> {
-    let remote = of(span)?;
+    if !enabled() {
+        return None;
+    }
+    message_context(span.context().span().span_context())
+}
+
+/// A span context as a message carries it.
+fn message_context(span_cx: &SpanContext) -> Option<TraceContext> {
+    let remote = remote_of(span_cx)?;
     TraceContext::parse(&remote.traceparent, remote.tracestate.as_deref())
 }
 
@@ -273,10 +291,7 @@ pub fn batch_trace<'c>(
     order_id: Option<shared_protocol::OrderId>,
 ) -> Traced {
     if !enabled() {
-        return Traced {
-            span: tracing::Span::none(),
-            context: None,
-        };
+        return Traced::off();
     }
     if contexts.len() == 1
         && let Some(Some(only)) = contexts.clone().next()
