@@ -144,19 +144,9 @@ async fn one_order_is_one_trace_and_its_pay_a_linked_one() {
 /// Creates an order (continuing the test's trace), pays its page, reads its invoice;
 /// returns the order's id and its payment's.
 async fn run_one_order(http: &reqwest::Client, orders: &str) -> (String, String) {
-    let created: Value = http
-        .post(format!("{orders}/orders"))
-        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
-        .json(&json!({"amount": 1999, "currency": "EUR"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().expect("an order id").to_owned();
+    let traceparent = format!("00-{TRACE}-{PARENT}-01");
+    let (id, order) = create_order_to_its_page(http, orders, &traceparent, 1999).await;
     let order_url = format!("{orders}/orders/{id}");
-    let order = wait_json(http, &order_url, |o| o["status"] == "awaiting_payment").await;
     let page = order["payment_url"].as_str().unwrap();
     let paid = http.post(format!("{page}/complete")).send().await.unwrap();
     assert_eq!(paid.status(), 303);
@@ -174,10 +164,24 @@ async fn run_one_order(http: &reqwest::Client, orders: &str) -> (String, String)
 /// Creates an order whose caller's `traceparent` says "not sampled", and waits for
 /// its page: four messages went across the link and back for it. Returns its id.
 async fn create_unsampled_order(http: &reqwest::Client, orders: &str) -> String {
+    let traceparent = format!("00-{UNSAMPLED_TRACE}-{PARENT}-00");
+    create_order_to_its_page(http, orders, &traceparent, 500)
+        .await
+        .0
+}
+
+/// `POST /orders` of `amount` EUR with `traceparent`, then waits for its page; returns
+/// the order's id and the order as it then reads.
+async fn create_order_to_its_page(
+    http: &reqwest::Client,
+    orders: &str,
+    traceparent: &str,
+    amount: u32,
+) -> (String, Value) {
     let created: Value = http
         .post(format!("{orders}/orders"))
-        .header("traceparent", format!("00-{UNSAMPLED_TRACE}-{PARENT}-00"))
-        .json(&json!({"amount": 500, "currency": "EUR"}))
+        .header("traceparent", traceparent)
+        .json(&json!({"amount": amount, "currency": "EUR"}))
         .send()
         .await
         .unwrap()
@@ -185,11 +189,9 @@ async fn create_unsampled_order(http: &reqwest::Client, orders: &str) -> String 
         .await
         .unwrap();
     let id = created["id"].as_str().expect("an order id").to_owned();
-    wait_json(http, &format!("{orders}/orders/{id}"), |o| {
-        o["status"] == "awaiting_payment"
-    })
-    .await;
-    id
+    let order_url = format!("{orders}/orders/{id}");
+    let order = wait_json(http, &order_url, |o| o["status"] == "awaiting_payment").await;
+    (id, order)
 }
 
 /// An unsampled order stays unsampled on both sides: neither service exported a span
