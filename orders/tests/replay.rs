@@ -43,6 +43,23 @@ async fn replaying(recording: Recording) -> FakeServer<Value, Value> {
         .await
 }
 
+/// Orders, started while `fake` refuses connections, creates the recorded order (its
+/// amount and currency are compared); then the fake accepts Orders' connection.
+async fn order_while_the_link_is_down(
+    fake: &FakeServer<Value, Value>,
+) -> (
+    TestApp,
+    helpers::Order,
+    test_harness::Connection<Value, Value>,
+) {
+    fake.refuse_connections();
+    let app = TestApp::spawn(&fake.url()).await;
+    let order = app.create_order(1999, "EUR").await;
+    fake.accept_connections();
+    let conn = fake.next_connection().await;
+    (app, order, conn)
+}
+
 fn of_type(kind: &'static str) -> Matcher<Value> {
     Matcher::new(kind, move |m: &Value| m["type"] == kind)
 }
@@ -57,12 +74,7 @@ async fn an_order_is_paid_as_the_recorded_payments_said() {
     // `POST /orders` and by that walk when it is still running (Orders sends at least
     // once; Payments takes a repeat as one), and a replay takes the repeat for a
     // client that left the recording.
-    fake.refuse_connections();
-    let app = TestApp::spawn(&fake.url()).await;
-    // The amount and currency of the recorded order: they are compared.
-    let order = app.create_order(1999, "EUR").await;
-    fake.accept_connections();
-    let conn = fake.next_connection().await;
+    let (app, order, conn) = order_while_the_link_is_down(&fake).await;
 
     let fulfilled = app.wait_for_status(order.id(), "fulfilled").await;
     assert_eq!(fulfilled.0["payment_method"], "credit_card");
@@ -97,11 +109,7 @@ async fn an_order_that_leaves_the_recording_fails_with_the_diff() {
         .collect();
     let fake = replaying(Recording::new(frames)).await;
     // Created while the link is down, so it is sent once (see the test above).
-    fake.refuse_connections();
-    let app = TestApp::spawn(&fake.url()).await;
-    let order = app.create_order(1999, "EUR").await;
-    fake.accept_connections();
-    let conn = fake.next_connection().await;
+    let (app, order, conn) = order_while_the_link_is_down(&fake).await;
     conn.expect(of_type("select_payment_method")).await;
 
     let problems = fake.problems();
