@@ -11,8 +11,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -69,8 +67,8 @@ pub(super) async fn accept_loop<In, Out>(
     listener: TcpListener,
     mut stop: oneshot::Receiver<()>,
 ) where
-    In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
-    Out: Serialize + Send + 'static,
+    In: fmt::Debug + Clone + Send + 'static,
+    Out: Send + 'static,
 {
     loop {
         tokio::select! {
@@ -150,8 +148,8 @@ fn reset_tcp(stream: TcpStream) {
 
 async fn handle_connection<In, Out>(shared: Arc<Shared<In, Out>>, stream: TcpStream, epoch: u64)
 where
-    In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
-    Out: Serialize + Send + 'static,
+    In: fmt::Debug + Clone + Send + 'static,
+    Out: Send + 'static,
 {
     let at = shared.config.clock.now();
     let Some((ws, request)) = upgrade(&shared, stream, at).await else {

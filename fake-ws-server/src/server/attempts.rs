@@ -11,9 +11,6 @@ use std::fmt;
 use std::panic::Location;
 use std::time::Duration;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
 use super::FakeServer;
 use super::handshake::{Attempt, render_attempts};
 use super::state::{State, fail_at_await, wait_for, wait_or_fail};
@@ -28,8 +25,8 @@ pub(super) fn attempt_log<In, Out>(state: &State<In, Out>) -> String {
 
 impl<In, Out> FakeServer<In, Out>
 where
-    In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
-    Out: Serialize + Send + 'static,
+    In: fmt::Debug + Clone + Send + 'static,
+    Out: Send + 'static,
 {
     /// Every handshake attempt so far, oldest first, accepted ones included.
     pub fn attempts(&self) -> Vec<Attempt> {
@@ -185,8 +182,8 @@ where
 
 impl<In, Out> FakeServer<In, Out>
 where
-    In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
-    Out: Serialize + Send + 'static,
+    In: fmt::Debug + Clone + Send + 'static,
+    Out: Send + 'static,
 {
     /// Fails the test unless every gap between attempts so far
     /// ([`FakeServer::attempt_gaps`]) is `backoff`'s, within `tolerance`: the `n`th gap

@@ -73,12 +73,25 @@ where
     /// strict, and the [`DEFAULT_DEADLINE`](crate::DEFAULT_DEADLINE). The same as
     /// [`FakeServer::builder`].
     pub fn new() -> Self {
+        Self::with_codec(JsonCodec)
+    }
+}
+
+impl<In, Out> FakeServerBuilder<In, Out>
+where
+    In: fmt::Debug + Clone + Send + 'static,
+    Out: Send + 'static,
+{
+    /// A builder with the defaults of [`FakeServerBuilder::new`] but `codec` instead of
+    /// [`JsonCodec`], for message types without serde (protobuf, a hand-written binary
+    /// format): the same as [`FakeServer::builder_with_codec`].
+    pub fn with_codec(codec: impl Codec<In, Out>) -> Self {
         FakeServerBuilder {
             path: "/ws".into(),
             more_paths: Vec::new(),
             subprotocol: None,
             response_headers: Vec::new(),
-            codec: Arc::new(JsonCodec),
+            codec: Arc::new(codec),
             rules: Vec::new(),
             handshake_rules: Vec::new(),
             strict: true,

@@ -17,8 +17,6 @@ use std::panic::Location;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
@@ -86,8 +84,8 @@ impl<In, Out> Clone for Connection<In, Out> {
 
 impl<In, Out> Connection<In, Out>
 where
-    In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
-    Out: Serialize + Send + 'static,
+    In: fmt::Debug + Clone + Send + 'static,
+    Out: Send + 'static,
 {
     /// The handle of connection `id`, taken by the test at `location`.
     pub(super) fn new(

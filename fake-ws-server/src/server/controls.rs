@@ -10,8 +10,6 @@ use std::fmt;
 use std::panic::Location;
 use std::time::Duration;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use super::command::Command;
@@ -25,8 +23,8 @@ const MAX_CONTROL_PAYLOAD: usize = 125;
 
 impl<In, Out> Connection<In, Out>
 where
-    In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
-    Out: Serialize + Send + 'static,
+    In: fmt::Debug + Clone + Send + 'static,
+    Out: Send + 'static,
 {
     /// Sends a ping frame carrying `payload` (at most 125 bytes) and returns once it is
     /// written; [`Connection::expect_pong`] then waits for the client's answer. Pings

@@ -11,8 +11,6 @@ use std::fmt;
 use std::time::Duration;
 
 use futures_util::SinkExt;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Error;
@@ -112,8 +110,8 @@ impl fmt::Display for Fault {
 
 impl<In, Out> Connection<In, Out>
 where
-    In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
-    Out: Serialize + Send + 'static,
+    In: fmt::Debug + Clone + Send + 'static,
+    Out: Send + 'static,
 {
     /// Sends the client a frame that breaks RFC 6455 (a [`Fault`]), as raw bytes past
     /// tungstenite, after every frame sent before it, and waits until it is written;

@@ -11,8 +11,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::error::CapacityError;
@@ -42,8 +40,8 @@ pub(super) fn on_frame<In, Out>(
     wire: Option<WireClose>,
     commands: &mpsc::UnboundedSender<Command>,
 ) where
-    In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
-    Out: Serialize + Send + 'static,
+    In: fmt::Debug + Clone + Send + 'static,
+    Out: Send + 'static,
 {
     let kind = frame_kind(&frame);
     match frame {
@@ -108,8 +106,8 @@ fn on_data<In, Out>(
     payload: Payload,
     commands: &mpsc::UnboundedSender<Command>,
 ) where
-    In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
-    Out: Serialize + Send + 'static,
+    In: fmt::Debug + Clone + Send + 'static,
+    Out: Send + 'static,
 {
     let mut state = shared.lock();
     let (message, error) = match shared.config.codec.decode(&payload) {

@@ -9,9 +9,6 @@ use std::panic::Location;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
 use super::connection::Connection;
 use super::link::LinkControl;
 
@@ -108,8 +105,8 @@ impl fmt::Display for Impairment {
 
 impl<In, Out> Connection<In, Out>
 where
-    In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
-    Out: Serialize + Send + 'static,
+    In: fmt::Debug + Clone + Send + 'static,
+    Out: Send + 'static,
 {
     /// The connection's link.
     fn link(&self) -> Arc<LinkControl> {

@@ -5,9 +5,6 @@ use std::fmt;
 use std::panic::Location;
 use std::time::Duration;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
 use super::Connection;
 use crate::matcher::Matcher;
 use crate::timing::{Tolerance, gap_table};
@@ -15,8 +12,8 @@ use crate::transcript::{Direction, FrameKind};
 
 impl<In, Out> Connection<In, Out>
 where
-    In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
-    Out: Serialize + Send + 'static,
+    In: fmt::Debug + Clone + Send + 'static,
+    Out: Send + 'static,
 {
     /// Fails the test unless the client's pings on this connection so far came every
     /// `every`, within `tolerance`: `assert_ping_interval(Duration::from_secs(30),

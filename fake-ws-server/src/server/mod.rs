@@ -92,6 +92,7 @@ pub use impairment::Impairment;
 pub use replay::Replay;
 pub use rule::{DEFAULT_PRIORITY, Rule};
 
+use crate::codec::Codec;
 use crate::matcher::Matcher;
 use accept::{Listening, accept_loop, bind};
 use admission::{Admission, MountedHandshakeRule};
@@ -141,8 +142,8 @@ pub struct FakeServer<In, Out> {
 
 impl<In, Out> FakeServer<In, Out>
 where
-    In: DeserializeOwned + fmt::Debug + Clone + Send + 'static,
-    Out: Serialize + Send + 'static,
+    In: fmt::Debug + Clone + Send + 'static,
+    Out: Send + 'static,
 {
     /// A builder with defaults: path `/ws`, [`JsonCodec`](crate::JsonCodec), no rules,
     /// strict, every wait up to [`DEFAULT_DEADLINE`]. `In` is what the client sends,
@@ -189,8 +190,22 @@ where
     /// assert_eq!(answer.to_text().unwrap(), r#"{"type":"subscribed","topic":"BTC"}"#);
     /// # }
     /// ```
-    pub fn builder() -> FakeServerBuilder<In, Out> {
+    pub fn builder() -> FakeServerBuilder<In, Out>
+    where
+        In: DeserializeOwned,
+        Out: Serialize,
+    {
         FakeServerBuilder::new()
+    }
+
+    /// A builder with the same defaults as [`FakeServer::builder`], but messages cross
+    /// the wire through `codec` instead of [`JsonCodec`](crate::JsonCodec), so `In` and
+    /// `Out` need no serde: protobuf types, a hand-written binary format. Everything but
+    /// the JSON matchers (`json_includes!`, [`Matcher::json_includes`]) works the same.
+    ///
+    /// [`Matcher::json_includes`]: crate::Matcher::json_includes
+    pub fn builder_with_codec(codec: impl Codec<In, Out>) -> FakeServerBuilder<In, Out> {
+        FakeServerBuilder::with_codec(codec)
     }
 
     async fn launch(

@@ -52,8 +52,6 @@ mod with_tls {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     use rustls::crypto::CryptoProvider;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    use serde::Serialize;
-    use serde::de::DeserializeOwned;
 
     use super::super::{FakeServer, FakeServerBuilder};
     use super::*;
@@ -128,8 +126,8 @@ mod with_tls {
 
     impl<In, Out> FakeServerBuilder<In, Out>
     where
-        In: DeserializeOwned + std::fmt::Debug + Clone + Send + 'static,
-        Out: Serialize + Send + 'static,
+        In: std::fmt::Debug + Clone + Send + 'static,
+        Out: Send + 'static,
     {
         /// Serves `wss://` instead of `ws://` (cargo feature `tls`), with a certificate
         /// for `127.0.0.1` and `localhost` signed by a root generated for this server
