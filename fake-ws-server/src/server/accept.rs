@@ -48,9 +48,13 @@ pub(super) struct Listening {
     pub(super) task: JoinHandle<()>,
 }
 
-/// Listens on `127.0.0.1:port` (`0`: a free port), with small buffers if asked.
-pub(super) async fn bind(port: u16, small_buffers: bool) -> std::io::Result<TcpListener> {
-    let socket = TcpSocket::new_v4()?;
+/// Listens on `addr` (port `0`: a free port), with small buffers if asked.
+pub(super) async fn bind(addr: SocketAddr, small_buffers: bool) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     if small_buffers {
         // Set on the listener, before `listen`: accepted sockets inherit both, and the
@@ -58,7 +62,7 @@ pub(super) async fn bind(port: u16, small_buffers: bool) -> std::io::Result<TcpL
         socket.set_recv_buffer_size(SMALL_RECEIVE_BUFFER)?;
         socket2::SockRef::from(&socket).set_tcp_mss(SMALL_MSS)?;
     }
-    socket.bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
+    socket.bind(addr)?;
     socket.listen(128)
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::FakeServer;
 use super::handshake::{Attempt, render_attempts};
-use super::state::{State, fail_at_await, wait_for, wait_or_fail};
+use super::state::{State, fail_at_await, wait_for, wait_or_fail, without_location};
 use crate::timing::{Backoff, Tolerance, gap_table};
 
 /// The attempts' log of the server whose state is `state`: one attempt a line, times
@@ -116,8 +116,29 @@ where
         n: usize,
         deadline: Duration,
     ) -> impl std::future::Future<Output = ()> + Send + '_ {
+        fail_at_await(self.connections_attempt(n, deadline))
+    }
+
+    /// [`FakeServer::wait_for_connections_within`] that returns the failure (`Err`,
+    /// with the attempts' log and without the caller's location) instead of failing
+    /// the test.
+    #[track_caller]
+    pub fn try_wait_for_connections_within(
+        &self,
+        n: usize,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send + '_ {
+        without_location(Location::caller(), self.connections_attempt(n, deadline))
+    }
+
+    #[track_caller]
+    fn connections_attempt(
+        &self,
+        n: usize,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send + '_ {
         let caller = Location::caller();
-        fail_at_await(wait_or_fail(
+        wait_or_fail(
             &self.shared,
             &self.runtime,
             caller,
@@ -130,7 +151,7 @@ where
                     attempt_log(state)
                 )
             },
-        ))
+        )
     }
 
     /// Fails the test if the client tries to connect (any attempt, whatever its

@@ -7,6 +7,7 @@
 //! and [`FakeServerBuilder::start`] makes the server, one concern seen from both ends.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::panic::Location;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +47,7 @@ enum LastRule<'a, In, Out> {
 /// Configures a [`FakeServer`].
 #[must_use]
 pub struct FakeServerBuilder<In, Out> {
+    pub(super) bind: SocketAddr,
     pub(super) path: String,
     pub(super) more_paths: Vec<String>,
     pub(super) subprotocol: Option<String>,
@@ -87,6 +89,7 @@ where
     /// format): the same as [`FakeServer::builder_with_codec`].
     pub fn with_codec(codec: impl Codec<In, Out>) -> Self {
         FakeServerBuilder {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             path: "/ws".into(),
             more_paths: Vec::new(),
             subprotocol: None,
@@ -112,6 +115,32 @@ where
     /// Default [`DEFAULT_DEADLINE`](super::DEFAULT_DEADLINE), 5 s.
     pub fn default_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
+        self
+    }
+
+    /// The address to listen on, instead of `127.0.0.1` and a free port: a port of
+    /// your choosing (`restart` binds it again), or all interfaces (`0.0.0.0`) for a
+    /// fake in a container. Port 0 still takes a free port; [`FakeServer::port`] says
+    /// which. [`FakeServer::url`] names `127.0.0.1` when the address is unspecified
+    /// (`0.0.0.0` or `::`), the address itself otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use fake_ws_server::FakeServer;
+    /// use std::net::SocketAddr;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let fake = FakeServer::json().bind(SocketAddr::from(([0, 0, 0, 0], 0))).start().await;
+    /// assert_eq!(fake.url(), format!("ws://127.0.0.1:{}/ws", fake.port()));
+    /// let (_client, response) = tokio_tungstenite::connect_async(fake.url()).await.unwrap();
+    /// assert_eq!(response.status(), 101);
+    /// # fake.wait_for_connections(1).await;
+    /// # }
+    /// ```
+    pub fn bind(mut self, addr: impl Into<SocketAddr>) -> Self {
+        self.bind = addr.into();
         self
     }
 
@@ -344,7 +373,7 @@ where
         self
     }
 
-    /// Binds `127.0.0.1:0` and starts serving, on a thread and runtime of the fake's
+    /// Binds `127.0.0.1:0` (or the address of [`FakeServerBuilder::bind`]) and starts serving, on a thread and runtime of the fake's
     /// own (so the test may use any executor). Failures found when the server is
     /// dropped point at the line that called `start`.
     ///
@@ -386,6 +415,7 @@ impl<In, Out> FakeServerBuilder<In, Out> {
     pub(super) fn into_shared(self, location: &'static Location<'static>) -> Shared<In, Out> {
         let clock = Clock::of_caller();
         let config = Config {
+            bind: self.bind,
             path: self.path,
             more_paths: self.more_paths,
             subprotocol: self.subprotocol,

@@ -26,7 +26,9 @@ use super::closest::closest_diff;
 use super::command::Command;
 use super::handshake::HandshakeRequest;
 use super::rule::Rule;
-use super::state::{ConnState, MountedRule, Shared, fail_at_await, wait_for, wait_or_fail};
+use super::state::{
+    ConnState, MountedRule, Shared, fail_at_await, wait_for, wait_or_fail, without_location,
+};
 use super::verify::fail_on_problems;
 use crate::matcher::Matcher;
 use crate::transcript::{FrameKind, TranscriptEntry};
@@ -59,10 +61,16 @@ pub(super) struct ConnectionInner<In, Out> {
     request: HandshakeRequest,
     /// Where the test took this connection.
     location: &'static Location<'static>,
+    /// Whether dropping the last clone checks the connection: not for a handle of
+    /// [`FakeServer::connection`](super::FakeServer::connection).
+    checked: bool,
 }
 
 impl<In, Out> Drop for ConnectionInner<In, Out> {
     fn drop(&mut self) {
+        if !self.checked {
+            return;
+        }
         fail_on_problems(
             &self.shared,
             Some(self.id),
@@ -104,8 +112,17 @@ where
                 pings: Mutex::default(),
                 request: state.connections[id].request.clone(),
                 location,
+                checked: true,
             }),
         }
+    }
+
+    /// This fresh handle, whose drop checks nothing.
+    pub(super) fn unchecked(mut self) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.checked = false;
+        }
+        self
     }
 
     /// The upgrade request of this connection.
@@ -365,6 +382,39 @@ where
         In: Sync,
         Out: Sync,
     {
+        fail_at_await(self.expect_next_attempt(matcher, deadline))
+    }
+
+    /// [`Connection::expect_next_within`] that returns the failure (`Err`, the message
+    /// the test would fail with, with the transcript and without the caller's
+    /// location) instead of failing the test: for a harness that reports failures its
+    /// own way, such as the standalone fake's admin API.
+    #[track_caller]
+    pub fn try_expect_next_within(
+        &self,
+        matcher: Matcher<In>,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = Result<In, String>> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
+        without_location(
+            Location::caller(),
+            self.expect_next_attempt(matcher, deadline),
+        )
+    }
+
+    #[track_caller]
+    fn expect_next_attempt(
+        &self,
+        matcher: Matcher<In>,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = Result<In, String>> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
         let caller = Location::caller();
         let described = matcher.clone();
         let next = self.try_wait(
@@ -388,7 +438,7 @@ where
             },
         );
         let id = self.inner.id;
-        fail_at_await(async move {
+        async move {
             match next.await? {
                 Ok(message) => Ok(message),
                 Err(entry) => {
@@ -407,7 +457,7 @@ where
                     Err(format!("{caller}: {failure}"))
                 }
             }
-        })
+        }
     }
 
     /// [`Connection::expect`] with a deadline of your choosing.
@@ -421,8 +471,62 @@ where
         In: Sync,
         Out: Sync,
     {
+        fail_at_await(self.expect_attempt(matcher, deadline))
+    }
+
+    /// [`Connection::expect_within`] that returns the failure (`Err`, the message the
+    /// test would fail with: what it waited for, the diff against the closest message
+    /// and the transcript, without the caller's location) instead of failing the
+    /// test: for a harness that reports failures its own way, such as the standalone
+    /// fake's admin API.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fake_ws_server::{FakeServer, json_includes};
+    /// use futures_util::SinkExt;
+    /// use tokio_tungstenite::tungstenite::Message;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let fake = FakeServer::json().start().await;
+    /// let (mut client, _) = tokio_tungstenite::connect_async(fake.url()).await.unwrap();
+    /// client.send(Message::text(r#"{"type":"say","text":"hello"}"#)).await.unwrap();
+    /// let conn = fake.next_connection().await;
+    /// let failure = conn
+    ///     .try_expect_within(json_includes!({"text": "hi"}), Duration::from_millis(100))
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(failure.contains(r#"client → fake  text {"type":"say","text":"hello"}"#));
+    /// conn.expect(json_includes!({"text": "hello"})).await;
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn try_expect_within(
+        &self,
+        matcher: Matcher<In>,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = Result<In, String>> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
+        without_location(Location::caller(), self.expect_attempt(matcher, deadline))
+    }
+
+    #[track_caller]
+    fn expect_attempt(
+        &self,
+        matcher: Matcher<In>,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = Result<In, String>> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
         let described = matcher.clone();
-        self.wait_or_fail_with(
+        self.try_wait_with(
             deadline,
             move |conn| {
                 conn.take(|i| i.message.as_ref().is_some_and(|m| matcher.matches(m)))?
@@ -466,7 +570,34 @@ where
         In: Sync,
         Out: Sync,
     {
-        self.wait_or_fail(
+        fail_at_await(self.recv_attempt(deadline))
+    }
+
+    /// [`Connection::recv_within`] that returns the failure (`Err`, the message the
+    /// test would fail with, with the transcript and without the caller's location)
+    /// instead of failing the test.
+    #[track_caller]
+    pub fn try_recv_within(
+        &self,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = Result<Option<In>, String>> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
+        without_location(Location::caller(), self.recv_attempt(deadline))
+    }
+
+    #[track_caller]
+    fn recv_attempt(
+        &self,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = Result<Option<In>, String>> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
+        self.try_wait(
             deadline,
             |conn| match conn.take(|i| i.message.is_some() && !i.handled) {
                 Some(inbound) => Some(inbound.message.clone()),
@@ -607,6 +738,14 @@ where
             .clone()
     }
 
+    /// How the connection ended, without waiting: `None` while it is open (see
+    /// [`Connection::wait_closed`]).
+    pub fn closed(&self) -> Option<Closed> {
+        self.inner.shared.lock().connections[self.inner.id]
+            .closed
+            .clone()
+    }
+
     /// Whether the connection is still open: `false` once it ended, however
     /// ([`Connection::wait_closed`] says how).
     pub fn is_open(&self) -> bool {
@@ -649,7 +788,33 @@ where
         In: Sync,
         Out: Sync,
     {
-        self.wait_or_fail(
+        fail_at_await(self.wait_closed_attempt(deadline))
+    }
+
+    /// [`Connection::wait_closed_within`] that returns the failure (`Err`, with the
+    /// transcript and without the caller's location) instead of failing the test.
+    #[track_caller]
+    pub fn try_wait_closed_within(
+        &self,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = Result<Closed, String>> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
+        without_location(Location::caller(), self.wait_closed_attempt(deadline))
+    }
+
+    #[track_caller]
+    fn wait_closed_attempt(
+        &self,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = Result<Closed, String>> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
+        self.try_wait(
             deadline,
             |conn| conn.closed.clone(),
             move |id| format!("connection {id} still open after {deadline:?}."),

@@ -70,7 +70,7 @@ mod verify;
 mod wire;
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::panic::Location;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -229,10 +229,10 @@ where
             .expect("fake server thread");
         let shared = Arc::new(builder.into_shared(location));
         let listener = handle
-            .spawn(bind(0, shared.config.small_buffers))
+            .spawn(bind(shared.config.bind, shared.config.small_buffers))
             .await
             .expect("fake server runtime")
-            .expect("bind 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("bind {}: {e}", shared.config.bind));
         let port = listener.local_addr().expect("local addr").port();
         let server = FakeServer {
             shared,
@@ -266,17 +266,24 @@ where
         } else {
             "ws"
         };
-        format!("{scheme}://127.0.0.1:{}{path}", self.port)
+        format!("{scheme}://{}{path}", self.addr())
     }
 
-    /// The port the fake listens on, on 127.0.0.1.
+    /// The port the fake listens on, on 127.0.0.1 (or the address of
+    /// [`FakeServerBuilder::bind`]).
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// The fake's address: 127.0.0.1 and [`port`](Self::port).
+    /// The fake's address: 127.0.0.1 and [`port`](Self::port), or the address of
+    /// [`FakeServerBuilder::bind`] (127.0.0.1 when that is `0.0.0.0`, `[::1]` when `::`).
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        let ip = match self.shared.config.bind.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        SocketAddr::new(ip, self.port)
     }
 
     /// The next connection not yet handed out, waiting up to the server's default
@@ -325,8 +332,28 @@ where
         &self,
         deadline: Duration,
     ) -> impl std::future::Future<Output = Connection<In, Out>> + Send + '_ {
+        fail_at_await(self.next_connection_attempt(deadline))
+    }
+
+    /// [`FakeServer::next_connection_within`] that says why no connection came
+    /// (`Err`, the message the test would fail with, with the log of attempts and
+    /// without the caller's location) instead of failing the test: for a harness that
+    /// reports failures its own way, such as the standalone fake's admin API.
+    #[track_caller]
+    pub fn try_next_connection_within(
+        &self,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = Result<Connection<In, Out>, String>> + Send + '_ {
+        state::without_location(Location::caller(), self.next_connection_attempt(deadline))
+    }
+
+    #[track_caller]
+    fn next_connection_attempt(
+        &self,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = Result<Connection<In, Out>, String>> + Send + '_ {
         let caller = Location::caller();
-        fail_at_await(async move {
+        async move {
             let id = wait_or_fail(
                 &self.shared,
                 &self.runtime,
@@ -346,7 +373,39 @@ where
             )
             .await?;
             Ok(Connection::new(&self.shared, &self.runtime, id, caller))
-        })
+        }
+    }
+
+    /// A handle on connection `index` (0 for the first accepted), whether
+    /// [`next_connection`](Self::next_connection) handed it out or not, without
+    /// handing it out; `None` when fewer were accepted. Unlike a handed-out one, its
+    /// drop checks nothing: the server's drop and [`problems`](Self::problems) still
+    /// cover the connection. For a harness that looks connections up by index, such as
+    /// the standalone fake's admin API.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use fake_ws_server::FakeServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let fake = FakeServer::json().start().await;
+    /// assert!(fake.connection(0).is_none());
+    /// let _client = tokio_tungstenite::connect_async(fake.url()).await.unwrap();
+    /// fake.wait_for_connections(1).await;
+    /// assert!(fake.connection(0).unwrap().is_open());
+    /// // Still there to hand out.
+    /// assert_eq!(fake.next_connection().await.index(), 0);
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn connection(&self, index: usize) -> Option<Connection<In, Out>> {
+        if index >= self.shared.lock().connections.len() {
+            return None;
+        }
+        let conn = Connection::new(&self.shared, &self.runtime, index, Location::caller());
+        Some(conn.unchecked())
     }
 
     /// How many WebSocket connections were accepted so far.
@@ -495,6 +554,7 @@ where
             return;
         }
         let port = self.port;
+        let addr = SocketAddr::new(self.shared.config.bind.ip(), port);
         let small_buffers = self.shared.config.small_buffers;
         let listener = self
             .runtime
@@ -502,7 +562,7 @@ where
                 // The old socket may linger for a moment: retry briefly.
                 let mut last = None;
                 for _ in 0..200 {
-                    match bind(port, small_buffers).await {
+                    match bind(addr, small_buffers).await {
                         Ok(listener) => return Ok(listener),
                         Err(e) => last = Some(e),
                     }

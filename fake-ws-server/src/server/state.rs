@@ -159,6 +159,10 @@ pub(super) struct Shared<In, Out> {
 
 /// What the builder set, fixed for the server's life.
 pub(super) struct Config<In, Out> {
+    /// The address to listen on ([`FakeServerBuilder::bind`]); port 0 for a free one.
+    ///
+    /// [`FakeServerBuilder::bind`]: super::FakeServerBuilder::bind
+    pub(super) bind: std::net::SocketAddr,
     pub(super) path: String,
     /// More paths upgrades are accepted on ([`FakeServerBuilder::also_path`]).
     ///
@@ -298,6 +302,20 @@ pub(super) async fn wait_or_fail<In, Out, T>(
     }
     let failure = failure(&shared.lock());
     Err(format!("{caller}: {failure}"))
+}
+
+/// `wait`, with the failure's first words (`caller`'s location, which [`wait_or_fail`]
+/// puts there) taken off: the `try_` waits say why they failed, not where.
+pub(super) async fn without_location<T>(
+    caller: &'static Location<'static>,
+    wait: impl Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    wait.await.map_err(|failure| {
+        failure
+            .strip_prefix(&format!("{caller}: "))
+            .map(str::to_owned)
+            .unwrap_or(failure)
+    })
 }
 
 /// A wait of the test that fails it (panics) where the test awaits it: `fail_at_await`
