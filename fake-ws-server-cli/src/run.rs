@@ -1,0 +1,183 @@
+//! The process: parse the arguments, read the scenario, start the fake and the admin
+//! API, print the ready line, and serve until SIGTERM or SIGINT.
+
+use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use actix_web::{App, HttpServer, web};
+use clap::Parser;
+use fake_ws_server::FakeServer;
+use serde::Serialize;
+
+use crate::admin::{self, Admin, MAX_TIMEOUT};
+use crate::scenario::{Json, Scenario};
+
+/// A fake WebSocket server for testing WebSocket clients, driven over an admin HTTP
+/// API. Prints one JSON line to stdout when ready: `{"ws_url": ..., "admin_url": ...}`;
+/// logs go to stderr.
+#[derive(Debug, Parser)]
+#[command(name = "fake-ws-server", version)]
+pub struct Args {
+    /// The address both ports listen on (0.0.0.0 in a container).
+    #[arg(long, env = "FAKE_WS_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// The WebSocket port; 0 for a free one (the ready line says which).
+    #[arg(long, env = "FAKE_WS_PORT", default_value_t = 0)]
+    pub port: u16,
+    /// The admin API's port; 0 for a free one (the ready line says which).
+    #[arg(long, env = "FAKE_WS_ADMIN_PORT", default_value_t = 0)]
+    pub admin_port: u16,
+    /// The path WebSocket upgrades are accepted on (others get 404).
+    #[arg(long, env = "FAKE_WS_PATH", default_value = "/")]
+    pub path: String,
+    /// A scenario file (JSON): rules, handshake rules, messages sent on connect.
+    #[arg(long, env = "FAKE_WS_SCENARIO")]
+    pub scenario: Option<PathBuf>,
+}
+
+/// The line printed to stdout once both ports listen.
+#[derive(Debug, Serialize)]
+struct Ready {
+    ws_url: String,
+    admin_url: String,
+}
+
+/// Runs the process; exit code 2 for a scenario it cannot take, 1 for a port it
+/// cannot bind.
+pub fn main(args: Args) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let scenario = match &args.scenario {
+        Some(path) => match Scenario::load(path) {
+            Ok(scenario) => scenario,
+            Err(e) => {
+                eprintln!("fake-ws-server: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Scenario::default(),
+    };
+    match actix_web::rt::System::new().block_on(serve(args, scenario)) {
+        Ok(()) => {
+            // Not dropping the fake: its drop would panic on what a test left unchecked,
+            // which `POST /verify` reports instead.
+            let _ = std::io::stdout().flush();
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("fake-ws-server: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Starts the fake from `scenario` and the admin API, prints the ready line, and
+/// serves until a signal.
+async fn serve(args: Args, scenario: Scenario) -> std::io::Result<()> {
+    let fake = start_fake(&args, &scenario).await;
+    let ws_url = fake.url();
+    let admin = web::Data::new(Admin::new(fake));
+    let server = HttpServer::new({
+        let admin = admin.clone();
+        move || {
+            App::new()
+                .app_data(admin.clone())
+                .configure(admin::configure)
+        }
+    })
+    .workers(2)
+    .disable_signals()
+    .bind((args.host, args.admin_port))?;
+    let admin_addr = loopback_if_unspecified(server.addrs()[0]);
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    if !scenario.on_connect.is_empty() {
+        actix_web::rt::spawn(greet(admin.clone(), scenario.on_connect.clone()));
+    }
+    let ready = Ready {
+        ws_url,
+        admin_url: format!("http://{admin_addr}"),
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&ready).expect("the ready line serialises")
+    );
+    std::io::stdout().flush()?;
+    tracing::info!(ws_url = %ready.ws_url, admin_url = %ready.admin_url, "fake-ws-server ready");
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    admin.fake.stop().await;
+    handle.stop(true).await;
+    Ok(())
+}
+
+/// The fake, with the scenario's rules mounted.
+async fn start_fake(args: &Args, scenario: &Scenario) -> FakeServer<Json, Json> {
+    let mut builder = FakeServer::json()
+        .bind(SocketAddr::new(args.host, args.port))
+        .path(args.path.clone());
+    for rule in &scenario.rules {
+        builder = builder.rule(rule.rule());
+    }
+    for rule in &scenario.handshake_rules {
+        builder = builder.handshake_rule(rule.rule());
+    }
+    let fake = builder.start().await;
+    for matcher in &scenario.allow {
+        fake.allow(matcher.matcher());
+    }
+    fake
+}
+
+/// Sends `messages` to every new connection, in the order they are accepted.
+async fn greet(admin: web::Data<Admin>, messages: Vec<Json>) {
+    let mut next = 0;
+    loop {
+        let accepted = admin
+            .fake
+            .try_wait_for_connections_within(next + 1, MAX_TIMEOUT)
+            .await;
+        if accepted.is_err() {
+            continue;
+        }
+        if let Ok(conn) = admin.connection(next) {
+            for message in &messages {
+                if conn.send(message.clone()).await.is_err() {
+                    break;
+                }
+            }
+        }
+        next += 1;
+    }
+}
+
+/// 127.0.0.1 (or ::1) in place of an unspecified address, for a URL a client can use.
+fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
