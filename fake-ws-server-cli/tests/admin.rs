@@ -179,6 +179,8 @@ async fn a_refused_client_reconnects_after_a_restart() {
     );
     let (_, attempts) = fake.get("/attempts").await;
     assert_eq!(attempts["attempts"][0]["outcome"], "refused", "{attempts}");
+    let waited = fake.ok("/attempts/wait?count=1").await;
+    assert_eq!(waited["attempts"].as_array().unwrap().len(), 1);
     fake.ok("/server/restart").await;
     let _client = fake.connect().await;
     let conn = fake.ok("/connections/next").await;
@@ -223,8 +225,11 @@ async fn verify_reports_an_unlooked_at_message_and_a_rule_short_of_its_times() {
     assert_eq!(status, 201, "{body}");
     let mut client = fake.connect().await;
     send_json(&mut client, json!({"type": "surprise"})).await;
+    let (status, body) = fake
+        .post("/connections/0/wait-frames?count=1", json!(null))
+        .await;
+    assert_eq!(status, 200, "{body}");
     send_json(&mut client, json!({"type": "ping"})).await;
-    // The pong comes after the fake read the surprise: no sleep needed.
     assert_eq!(receive_json(&mut client).await, json!({"type": "pong"}));
     let problems = fake.ok("/verify").await["problems"].clone();
     let problems: Vec<&str> = problems

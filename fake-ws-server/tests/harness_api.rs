@@ -73,6 +73,18 @@ async fn the_try_waits_return_the_failure_with_the_transcript() {
     )
     .await;
     let conn = fake.try_next_connection_within(SHORT).await.unwrap();
+    assert_eq!(
+        fake.try_wait_for_attempts_within(1, SHORT)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    conn.try_wait_for_frames_within(1, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let failure = conn.try_wait_for_frames_within(2, SHORT).await.unwrap_err();
+    assert!(failure.contains("fewer than 2 frames"), "{failure}");
     let failure = conn
         .try_expect_within(json_includes!({"text": "hi"}), SHORT)
         .await

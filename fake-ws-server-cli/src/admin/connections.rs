@@ -8,7 +8,7 @@ use fake_ws_server::{
     Closed, Connection, Direction, FrameKind, TranscriptEntry, render_transcript,
 };
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{Admin, ApiError, Done, ErrorBody, Message, Timeout, deadline, millis};
 use crate::scenario::{Json, MatcherSpec, RuleSpec, check_close_code};
@@ -29,7 +29,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/connections/{id}/abort", web::post().to(abort))
         .route("/connections/{id}/stall", web::post().to(stall))
         .route("/connections/{id}/resume", web::post().to(resume))
+        .route(
+            "/connections/{id}/stop-answering-pings",
+            web::post().to(stop_answering_pings),
+        )
         .route("/connections/{id}/wait-closed", web::post().to(wait_closed))
+        .route("/connections/{id}/wait-frames", web::post().to(wait_frames))
         .route("/connections/{id}/rules", web::post().to(mount_rule));
 }
 
@@ -243,8 +248,7 @@ pub async fn transcript(
     params(("id" = usize, Path, description = "The connection's id"), Timeout),
     responses(
         (status = 200, body = Message),
-        (status = 404, body = ErrorBody, description = "No such connection"),
-        (status = 408, body = ErrorBody, description = "Nothing came in time; the error has the transcript"),
+        (status = 408, body = ErrorBody, description = "Nothing came in time (or no connection `id`); the error has the transcript"),
     ))]
 pub async fn next_message(
     admin: web::Data<Admin>,
@@ -252,7 +256,7 @@ pub async fn next_message(
     timeout: web::Query<Timeout>,
 ) -> Result<HttpResponse, ApiError> {
     let deadline = deadline(timeout.timeout_ms)?;
-    let conn = admin.connection(*id)?;
+    let conn = admin.connection_within(*id, deadline).await?;
     let message = conn
         .try_recv_within(deadline)
         .await
@@ -282,8 +286,7 @@ pub struct Expectation {
     request_body = Expectation,
     responses(
         (status = 200, body = Message),
-        (status = 404, body = ErrorBody, description = "No such connection"),
-        (status = 408, body = ErrorBody, description = "None came in time; the error is the fake's failure message: what it waited for, a diff against the closest message, the transcript"),
+        (status = 408, body = ErrorBody, description = "None came in time (or no connection `id`); the error is the fake's failure message: what it waited for, a diff against the closest message, the transcript"),
         (status = 409, body = ErrorBody, description = "With `next`: another message came first; the error says which, with the transcript"),
     ))]
 pub async fn expect(
@@ -292,7 +295,7 @@ pub async fn expect(
     body: web::Json<Expectation>,
 ) -> Result<HttpResponse, ApiError> {
     let deadline = deadline(body.timeout_ms)?;
-    let conn = admin.connection(*id)?;
+    let conn = admin.connection_within(*id, deadline).await?;
     let matcher = body.matcher.matcher();
     let message = if body.next {
         conn.try_expect_next_within(matcher, deadline)
@@ -432,7 +435,24 @@ pub async fn stall(
     Ok(HttpResponse::Ok().json(Done {}))
 }
 
-/// Reads (and answers pings) again after `stall`.
+/// Stops answering the client's pings, as a server that hangs would not, while it
+/// still reads and records what the client sends (rules still answer): for a client's
+/// heartbeat. `resume` undoes it.
+#[utoipa::path(post, path = "/connections/{id}/stop-answering-pings", tag = "connections",
+    params(("id" = usize, Path, description = "The connection's id")),
+    responses(
+        (status = 200, body = Done),
+        (status = 404, body = ErrorBody, description = "No such connection"),
+    ))]
+pub async fn stop_answering_pings(
+    admin: web::Data<Admin>,
+    id: web::Path<usize>,
+) -> Result<HttpResponse, ApiError> {
+    admin.connection(*id)?.stop_answering_pings();
+    Ok(HttpResponse::Ok().json(Done {}))
+}
+
+/// Reads (and answers pings) again after `stall` or `stop-answering-pings`.
 #[utoipa::path(post, path = "/connections/{id}/resume", tag = "connections",
     params(("id" = usize, Path, description = "The connection's id")),
     responses(
@@ -452,8 +472,7 @@ pub async fn resume(
     params(("id" = usize, Path, description = "The connection's id"), Timeout),
     responses(
         (status = 200, body = ClosedInfo),
-        (status = 404, body = ErrorBody, description = "No such connection"),
-        (status = 408, body = ErrorBody, description = "Still open; the error has the transcript"),
+        (status = 408, body = ErrorBody, description = "Still open (or no connection `id`); the error has the transcript"),
     ))]
 pub async fn wait_closed(
     admin: web::Data<Admin>,
@@ -461,7 +480,7 @@ pub async fn wait_closed(
     timeout: web::Query<Timeout>,
 ) -> Result<HttpResponse, ApiError> {
     let deadline = deadline(timeout.timeout_ms)?;
-    let conn = admin.connection(*id)?;
+    let conn = admin.connection_within(*id, deadline).await?;
     let closed = conn
         .try_wait_closed_within(deadline)
         .await
@@ -489,4 +508,35 @@ pub async fn mount_rule(
     Ok(HttpResponse::Created().json(super::server::Mounted {
         id: admin.rule_id(),
     }))
+}
+
+/// How many frames to wait for: `?count=&timeout_ms=`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FramesQuery {
+    /// Frames in the transcript, both ways, whatever they are.
+    pub count: usize,
+    /// Milliseconds; default 5000, at most 60000.
+    pub timeout_ms: Option<u64>,
+}
+
+/// Waits until the transcript holds at least `count` frames, without taking any
+/// message: to know the fake got what the client sent before `verify`.
+#[utoipa::path(post, path = "/connections/{id}/wait-frames", tag = "connections",
+    params(("id" = usize, Path, description = "The connection's id"), FramesQuery),
+    responses(
+        (status = 200, body = Transcript),
+        (status = 408, body = ErrorBody, description = "Fewer came in time (or no connection `id`); the error has the transcript"),
+    ))]
+pub async fn wait_frames(
+    admin: web::Data<Admin>,
+    id: web::Path<usize>,
+    query: web::Query<FramesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let deadline = deadline(query.timeout_ms)?;
+    let conn = admin.connection_within(*id, deadline).await?;
+    conn.try_wait_for_frames_within(query.count, deadline)
+        .await
+        .map_err(ApiError::timeout)?;
+    transcript(admin, id).await
 }

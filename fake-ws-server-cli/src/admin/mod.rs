@@ -59,6 +59,22 @@ impl Admin {
         Ok(conn)
     }
 
+    /// The handle of connection `id`, waiting up to `deadline` for the fake to accept
+    /// it: a wait route's, so that a client's connect (which returns on the 101, a
+    /// moment before the fake records the connection) and the wait cannot race.
+    /// 408 when it does not come.
+    pub async fn connection_within(
+        &self,
+        id: usize,
+        deadline: Duration,
+    ) -> Result<Connection<Json, Json>, ApiError> {
+        self.fake
+            .try_wait_for_connections_within(id + 1, deadline)
+            .await
+            .map_err(|e| ApiError::timeout(format!("no connection {id}: {e}")))?;
+        self.connection(id)
+    }
+
     /// Keeps the handle `next_connection` handed out (in place of any looked up by
     /// index, whose drop checks nothing).
     pub fn keep(&self, conn: Connection<Json, Json>) {

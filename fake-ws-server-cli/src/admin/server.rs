@@ -4,7 +4,7 @@
 use actix_web::{HttpResponse, web};
 use fake_ws_server::{Attempt, AttemptOutcome};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{Admin, ApiError, Done, ErrorBody, millis};
 use crate::scenario::{HandshakeRuleSpec, Json, MatcherSpec, RuleSpec};
@@ -22,6 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/server/stop", web::post().to(stop))
         .route("/server/restart", web::post().to(restart))
         .route("/attempts", web::get().to(attempts))
+        .route("/attempts/wait", web::post().to(wait_attempts))
         .route("/verify", web::post().to(verify));
 }
 
@@ -216,6 +217,36 @@ pub async fn attempts(admin: web::Data<Admin>) -> HttpResponse {
         attempts: attempts.iter().map(AttemptInfo::from).collect(),
         log: admin.fake.attempt_log(),
     })
+}
+
+/// How many attempts to wait for: `?count=&timeout_ms=`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AttemptsQuery {
+    /// Attempts since the fake started, whatever their outcome (accepted ones count).
+    pub count: usize,
+    /// Milliseconds; default 5000, at most 60000.
+    pub timeout_ms: Option<u64>,
+}
+
+/// Waits until at least `count` attempts were recorded since the fake started: a
+/// client's reconnects across an outage, to measure its backoff (`at_ms`).
+#[utoipa::path(post, path = "/attempts/wait", tag = "server", params(AttemptsQuery),
+    responses(
+        (status = 200, body = Attempts),
+        (status = 408, body = ErrorBody, description = "Fewer came in time; the error has the attempts' log"),
+    ))]
+pub async fn wait_attempts(
+    admin: web::Data<Admin>,
+    query: web::Query<AttemptsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let deadline = super::deadline(query.timeout_ms)?;
+    admin
+        .fake
+        .try_wait_for_attempts_within(query.count, deadline)
+        .await
+        .map_err(ApiError::timeout)?;
+    Ok(attempts(admin).await)
 }
 
 /// What the fake would fail the test for.

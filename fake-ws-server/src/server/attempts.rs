@@ -77,8 +77,29 @@ where
         n: usize,
         deadline: Duration,
     ) -> impl std::future::Future<Output = Vec<Attempt>> + Send + '_ {
+        fail_at_await(self.attempts_attempt(n, deadline))
+    }
+
+    /// [`FakeServer::wait_for_attempts_within`] that returns the failure (`Err`, with
+    /// the attempts' log and without the caller's location) instead of failing the
+    /// test.
+    #[track_caller]
+    pub fn try_wait_for_attempts_within(
+        &self,
+        n: usize,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = Result<Vec<Attempt>, String>> + Send + '_ {
+        without_location(Location::caller(), self.attempts_attempt(n, deadline))
+    }
+
+    #[track_caller]
+    fn attempts_attempt(
+        &self,
+        n: usize,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = Result<Vec<Attempt>, String>> + Send + '_ {
         let caller = Location::caller();
-        fail_at_await(wait_or_fail(
+        wait_or_fail(
             &self.shared,
             &self.runtime,
             caller,
@@ -91,7 +112,7 @@ where
                     attempt_log(state)
                 )
             },
-        ))
+        )
     }
 
     /// Waits (up to the server's default deadline) until at least `n` WebSocket

@@ -706,7 +706,35 @@ where
         In: Sync,
         Out: Sync,
     {
-        self.wait_or_fail(
+        fail_at_await(self.frames_attempt(n, deadline))
+    }
+
+    /// [`Connection::wait_for_frames_within`] that returns the failure (`Err`, with the
+    /// transcript and without the caller's location) instead of failing the test.
+    #[track_caller]
+    pub fn try_wait_for_frames_within(
+        &self,
+        n: usize,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
+        without_location(Location::caller(), self.frames_attempt(n, deadline))
+    }
+
+    #[track_caller]
+    fn frames_attempt(
+        &self,
+        n: usize,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
+        self.try_wait(
             deadline,
             move |conn| (conn.transcript.len() >= n).then_some(()),
             move |id| format!("connection {id} carried fewer than {n} frames within {deadline:?}."),
