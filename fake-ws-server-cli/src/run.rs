@@ -30,11 +30,20 @@ pub struct Args {
     #[arg(long, env = "FAKE_WS_ADMIN_PORT", default_value_t = 0)]
     pub admin_port: u16,
     /// The path WebSocket upgrades are accepted on (others get 404).
-    #[arg(long, env = "FAKE_WS_PATH", default_value = "/")]
+    #[arg(long, env = "FAKE_WS_PATH", default_value = "/", value_parser = absolute_path)]
     pub path: String,
     /// A scenario file (JSON): rules, handshake rules, messages sent on connect.
     #[arg(long, env = "FAKE_WS_SCENARIO")]
     pub scenario: Option<PathBuf>,
+}
+
+/// A path that starts with `/`.
+fn absolute_path(path: &str) -> Result<String, String> {
+    if path.starts_with('/') {
+        Ok(path.to_owned())
+    } else {
+        Err(format!("{path:?} does not start with '/'"))
+    }
 }
 
 /// The line printed to stdout once both ports listen.
@@ -81,6 +90,13 @@ pub fn main(args: Args) -> ExitCode {
 /// Starts the fake from `scenario` and the admin API, prints the ready line, and
 /// serves until a signal.
 async fn serve(args: Args, scenario: Scenario) -> std::io::Result<()> {
+    let ws_addr = SocketAddr::new(args.host, args.port);
+    if args.port != 0 {
+        // The fake panics when it cannot bind: say why here instead.
+        std::net::TcpListener::bind(ws_addr).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {ws_addr}: {e}"))
+        })?;
+    }
     let fake = start_fake(&args, &scenario).await;
     let ws_url = fake.url();
     let admin = web::Data::new(Admin::new(fake));
