@@ -49,6 +49,8 @@ use crate::scenario;
         scenario::RuleSpec,
         scenario::MatcherSpec,
         scenario::CloseSpec,
+        scenario::TimesSpec,
+        scenario::Bounds,
         scenario::HandshakeRuleSpec,
         scenario::HandshakeMatch,
         admin::ErrorBody,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use fake_ws_server::{HandshakeRequest, HandshakeRule, Matcher, Response, Rule};
+use fake_ws_server::{HandshakeRequest, HandshakeRule, Matcher, Response, Rule, Times};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
@@ -84,9 +84,9 @@ pub struct RuleSpec {
     /// After the replies, closes the connection with this close frame.
     #[serde(default)]
     pub close: Option<CloseSpec>,
-    /// It must fire exactly this many times: `POST /verify` reports otherwise.
+    /// How often it must fire: `POST /verify` reports otherwise.
     #[serde(default)]
-    pub times: Option<usize>,
+    pub times: Option<TimesSpec>,
     /// It answers only this many times, then lets the next matching rule answer.
     #[serde(default)]
     pub up_to_n_times: Option<usize>,
@@ -96,6 +96,59 @@ pub struct RuleSpec {
     /// Its name in failure messages and transcripts.
     #[serde(default)]
     pub name: Option<String>,
+}
+
+/// How often a rule must fire: a number (exactly), or `{"at_least": n}`,
+/// `{"at_most": n}` or both.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum TimesSpec {
+    /// Exactly this many times.
+    Exactly(usize),
+    /// Within bounds, both included.
+    Between(Bounds),
+}
+
+/// Bounds of a count, both included; at least one of them.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Bounds {
+    /// At least this many.
+    #[serde(default)]
+    pub at_least: Option<usize>,
+    /// At most this many.
+    #[serde(default)]
+    pub at_most: Option<usize>,
+}
+
+impl TimesSpec {
+    /// `Err` when the bounds are empty or reversed (the library panics on those).
+    pub fn check(self) -> Result<(), String> {
+        match self {
+            TimesSpec::Between(Bounds {
+                at_least: None,
+                at_most: None,
+            }) => Err("give at_least, at_most or both".into()),
+            TimesSpec::Between(Bounds {
+                at_least: Some(low),
+                at_most: Some(high),
+            }) if low > high => Err(format!("at_least {low} is over at_most {high}")),
+            _ => Ok(()),
+        }
+    }
+
+    /// The library's count; call [`TimesSpec::check`] first.
+    pub fn times(self) -> Times {
+        match self {
+            TimesSpec::Exactly(n) => n.into(),
+            TimesSpec::Between(Bounds { at_least, at_most }) => match (at_least, at_most) {
+                (Some(low), Some(high)) => (low..=high).into(),
+                (Some(low), None) => (low..).into(),
+                (None, Some(high)) => (..=high).into(),
+                (None, None) => (..).into(),
+            },
+        }
+    }
 }
 
 /// A close frame.
@@ -124,9 +177,9 @@ pub struct HandshakeRuleSpec {
     /// The body of the answer.
     #[serde(default)]
     pub body: Option<String>,
-    /// It must answer exactly this many requests: `POST /verify` reports otherwise.
+    /// How many requests it must answer: `POST /verify` reports otherwise.
     #[serde(default)]
-    pub times: Option<usize>,
+    pub times: Option<TimesSpec>,
     /// It answers only this many requests; later ones go on to the next rule.
     #[serde(default)]
     pub up_to_n_times: Option<usize>,
@@ -223,6 +276,9 @@ impl RuleSpec {
         if let Some(close) = &self.close {
             check_close_code(close.code).map_err(|e| format!("close.code: {e}"))?;
         }
+        if let Some(times) = self.times {
+            times.check().map_err(|e| format!("times: {e}"))?;
+        }
         Ok(())
     }
 
@@ -241,8 +297,8 @@ impl RuleSpec {
         if let Some(ms) = self.delay_ms {
             rule = rule.delay(Duration::from_millis(ms));
         }
-        if let Some(n) = self.times {
-            rule = rule.times(n);
+        if let Some(times) = self.times {
+            rule = rule.times(times.times());
         }
         if let Some(n) = self.up_to_n_times {
             rule = rule.up_to_n_times(n);
@@ -301,6 +357,9 @@ impl HandshakeRuleSpec {
                 ));
             }
         }
+        if let Some(times) = self.times {
+            times.check().map_err(|e| format!("times: {e}"))?;
+        }
         Ok(())
     }
 
@@ -314,8 +373,8 @@ impl HandshakeRuleSpec {
         if let Some(body) = &self.body {
             rule = rule.body(body.clone());
         }
-        if let Some(n) = self.times {
-            rule = rule.times(n);
+        if let Some(times) = self.times {
+            rule = rule.times(times.times());
         }
         if let Some(n) = self.up_to_n_times {
             rule = rule.up_to_n_times(n);
@@ -369,6 +428,24 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(error.contains("unknown field `replies`"), "{error}");
+    }
+
+    #[test]
+    fn times_are_a_count_or_bounds() {
+        let rule: RuleSpec =
+            serde_json::from_value(json!({"match": "any", "times": {"at_least": 1}})).unwrap();
+        assert!(rule.check().is_ok());
+        let rule: RuleSpec =
+            serde_json::from_value(json!({"match": "any", "times": {"at_least": 3, "at_most": 2}}))
+                .unwrap();
+        assert_eq!(
+            rule.check().unwrap_err(),
+            "times: at_least 3 is over at_most 2"
+        );
+        assert!(
+            serde_json::from_value::<RuleSpec>(json!({"match": "any", "times": {"least": 1}}))
+                .is_err()
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ async fn a_scenario_rule_answers_and_greets_every_connection() {
         "rules": [{
             "match": {"json_includes": {"type": "ping"}},
             "reply": [{"type": "pong", "id": "{{/id}}"}],
-            "times": 1,
+            "times": {"at_least": 1},
             "name": "pong"
         }],
         "on_connect": [{"type": "welcome"}]
