@@ -431,6 +431,20 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_scenario_is_one() {
+        let readme = include_str!("../README.md");
+        let section = &readme[readme.find("## The scenario file").unwrap()..];
+        let start = section.find("```json\n").unwrap() + "```json\n".len();
+        let end = start + section[start..].find("```").unwrap();
+        let scenario: Scenario = serde_json::from_str(&section[start..end]).unwrap();
+        scenario.check().unwrap();
+        assert_eq!(
+            (scenario.rules.len(), scenario.handshake_rules.len()),
+            (3, 1)
+        );
+    }
+
+    #[test]
     fn times_are_a_count_or_bounds() {
         let rule: RuleSpec =
             serde_json::from_value(json!({"match": "any", "times": {"at_least": 1}})).unwrap();
