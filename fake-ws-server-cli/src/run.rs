@@ -35,6 +35,13 @@ pub struct Args {
     /// A scenario file (JSON): rules, handshake rules, messages sent on connect.
     #[arg(long, env = "FAKE_WS_SCENARIO")]
     pub scenario: Option<PathBuf>,
+    /// The subprotocol to select when the client offers it.
+    #[arg(long, env = "FAKE_WS_SUBPROTOCOL")]
+    pub subprotocol: Option<String>,
+    /// Messages nobody looked at are no problem for `POST /verify` (invalid frames
+    /// and rules short of their `times` still are).
+    #[arg(long, env = "FAKE_WS_LENIENT")]
+    pub lenient: bool,
 }
 
 /// A path that starts with `/`.
@@ -140,6 +147,12 @@ async fn start_fake(args: &Args, scenario: &Scenario) -> FakeServer<Json, Json> 
     let mut builder = FakeServer::json()
         .bind(SocketAddr::new(args.host, args.port))
         .path(args.path.clone());
+    if let Some(subprotocol) = &args.subprotocol {
+        builder = builder.subprotocol(subprotocol.clone());
+    }
+    if args.lenient {
+        builder = builder.lenient();
+    }
     for rule in &scenario.rules {
         builder = builder.rule(rule.rule());
     }

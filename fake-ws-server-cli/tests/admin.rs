@@ -342,3 +342,15 @@ async fn a_port_in_use_exits_1_and_says_which() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn lenient_lets_unlooked_at_messages_pass_verify() {
+    let fake = Fake::spawn(&["--lenient"]).await;
+    let mut client = fake.connect().await;
+    send_json(&mut client, json!({"type": "chatter"})).await;
+    let (status, body) = fake
+        .post("/connections/0/wait-frames?count=1", json!(null))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(fake.ok("/verify").await, json!({"problems": []}));
+}
