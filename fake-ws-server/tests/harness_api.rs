@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use fake_ws_server::{Closed, FakeServer, json_includes};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 const SHORT: Duration = Duration::from_millis(200);
@@ -113,4 +114,24 @@ async fn the_try_waits_return_the_failure_with_the_transcript() {
         .unwrap();
     assert!(!matches!(closed, Closed::Aborted), "{closed:?}");
     assert_eq!(conn.try_recv_within(SHORT).await, Ok(None));
+}
+
+#[tokio::test]
+async fn the_greeting_comes_before_any_answer() {
+    let fake = FakeServer::json()
+        .on_connect(|request| vec![json!({"type": "welcome", "query": request.query()})])
+        .on(json_includes!({"type": "ping"}), |_| {
+            vec![json!({"type": "pong"})]
+        })
+        .start()
+        .await;
+    let mut client = connect(&format!("{}?v=2", fake.url())).await;
+    // Sent before the client reads anything: the pong still comes after the welcome.
+    send_frame(&mut client, Message::text(r#"{"type":"ping"}"#)).await;
+    assert_eq!(
+        receive_text(&mut client).await,
+        r#"{"query":"v=2","type":"welcome"}"#
+    );
+    assert_eq!(receive_text(&mut client).await, r#"{"type":"pong"}"#);
+    fake.wait_for_connections(1).await;
 }

@@ -20,10 +20,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use super::FakeServer;
 use super::admission::HandshakeRule;
 use super::clock::Clock;
+use super::handshake::HandshakeRequest;
 use super::impairment::Impairment;
 use super::replay::{Replay, Replayer};
 use super::rule::{Rule, check_priority};
-use super::state::{Config, Shared};
+use super::state::{Config, Greeting, Shared};
 use super::tls::Tls;
 use crate::codec::{Codec, JsonCodec};
 use crate::matcher::Matcher;
@@ -62,6 +63,7 @@ pub struct FakeServerBuilder<In, Out> {
     pub(super) deadline: Duration,
     pub(super) replay: Option<Replay>,
     pub(super) impairment: Option<Impairment>,
+    pub(super) greeting: Option<Greeting<Out>>,
     /// The kind of rule mounted last, if any.
     last: Option<Last>,
 }
@@ -104,6 +106,7 @@ where
             deadline: super::DEFAULT_DEADLINE,
             replay: None,
             impairment: None,
+            greeting: None,
             last: None,
         }
     }
@@ -307,6 +310,41 @@ where
         self
     }
 
+    /// Sends `greeting(request)` (messages, a `Vec<Out>`, or a [`Response`]) on every
+    /// new connection as soon as it is accepted: before anything a rule answers, and
+    /// before [`FakeServer::next_connection`] hands it out. For a server that speaks
+    /// first (a welcome, a snapshot); `request` is the connection's upgrade request.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use fake_ws_server::FakeServer;
+    /// use futures_util::StreamExt;
+    /// use serde_json::json;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let fake = FakeServer::json()
+    ///     .on_connect(|request| vec![json!({"type": "welcome", "path": request.path()})])
+    ///     .start()
+    ///     .await;
+    /// let (mut client, _) = tokio_tungstenite::connect_async(fake.url()).await.unwrap();
+    /// let welcome = client.next().await.unwrap().unwrap();
+    /// assert_eq!(welcome.to_text().unwrap(), r#"{"path":"/ws","type":"welcome"}"#);
+    /// # fake.wait_for_connections(1).await;
+    /// # }
+    /// ```
+    pub fn on_connect<R>(
+        mut self,
+        greeting: impl Fn(&HandshakeRequest) -> R + Send + Sync + 'static,
+    ) -> Self
+    where
+        R: Into<Response<Out>>,
+    {
+        self.greeting = Some(Arc::new(move |request| greeting(request).into()));
+        self
+    }
+
     /// Frames the test never looked at do not fail it.
     pub fn lenient(mut self) -> Self {
         self.strict = false;
@@ -427,6 +465,7 @@ impl<In, Out> FakeServerBuilder<In, Out> {
             tls: self.tls,
             deadline: self.deadline,
             impairment: self.impairment,
+            greeting: self.greeting,
             location,
             started: clock.now(),
             clock,

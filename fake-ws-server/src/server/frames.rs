@@ -173,14 +173,18 @@ fn replay<In, Out>(
     answer
 }
 
-/// What a replaying fake sends on connection `id` as it opens: the server's frames
-/// recorded before the client's first. A connection the recording does not have is a
-/// failure, reported at drop.
+/// What the fake sends on connection `id` as it opens: the builder's `on_connect`
+/// greeting, then, when replaying, the server's frames recorded before the client's
+/// first. A connection the recording does not have is a failure, reported at drop.
 pub(super) fn greet<In: 'static, Out: 'static>(
     shared: &Shared<In, Out>,
     id: usize,
     commands: &mpsc::UnboundedSender<Command>,
 ) {
+    if let Some(greeting) = &shared.config.greeting {
+        let request = shared.lock().connections[id].request.clone();
+        fire(shared, id, greeting(&request), None, commands);
+    }
     let mut state = shared.lock();
     let Some(replay) = state.replay.as_mut() else {
         return;

@@ -41,6 +41,7 @@ use super::rule::Rule;
 use super::tls::Tls;
 use crate::codec::Codec;
 use crate::matcher::Matcher;
+use crate::response::Response;
 use crate::transcript::{Direction, FrameKind, TranscriptEntry, render};
 
 /// A data frame from the client, and what became of it.
@@ -157,6 +158,10 @@ pub(super) struct Shared<In, Out> {
     pub(super) config: Config<In, Out>,
 }
 
+/// What a new connection is sent first, made from its upgrade request
+/// ([`FakeServerBuilder::on_connect`](super::FakeServerBuilder::on_connect)).
+pub(super) type Greeting<Out> = Arc<dyn Fn(&HandshakeRequest) -> Response<Out> + Send + Sync>;
+
 /// What the builder set, fixed for the server's life.
 pub(super) struct Config<In, Out> {
     /// The address to listen on ([`FakeServerBuilder::bind`]); port 0 for a free one.
@@ -181,6 +186,8 @@ pub(super) struct Config<In, Out> {
     pub(super) deadline: Duration,
     /// What every connection's link starts impaired with (`impairment`).
     pub(super) impairment: Option<Impairment>,
+    /// What every new connection is sent first (`on_connect`).
+    pub(super) greeting: Option<Greeting<Out>>,
     pub(super) location: &'static Location<'static>,
     /// When the server started: attempts' times are shown since then.
     pub(super) started: Instant,
