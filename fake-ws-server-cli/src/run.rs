@@ -11,7 +11,7 @@ use clap::Parser;
 use fake_ws_server::FakeServer;
 use serde::Serialize;
 
-use crate::admin::{self, Admin, MAX_TIMEOUT};
+use crate::admin::{self, Admin};
 use crate::scenario::{Json, Scenario};
 
 /// A fake WebSocket server for testing WebSocket clients, driven over an admin HTTP
@@ -122,9 +122,6 @@ async fn serve(args: Args, scenario: Scenario) -> std::io::Result<()> {
     let server = server.run();
     let handle = server.handle();
     actix_web::rt::spawn(server);
-    if !scenario.on_connect.is_empty() {
-        actix_web::rt::spawn(greet(admin.clone(), scenario.on_connect.clone()));
-    }
     let ready = Ready {
         ws_url,
         admin_url: format!("http://{admin_addr}"),
@@ -153,6 +150,10 @@ async fn start_fake(args: &Args, scenario: &Scenario) -> FakeServer<Json, Json> 
     if args.lenient {
         builder = builder.lenient();
     }
+    if !scenario.on_connect.is_empty() {
+        let greeting = scenario.on_connect.clone();
+        builder = builder.on_connect(move |_| greeting.clone());
+    }
     for rule in &scenario.rules {
         builder = builder.rule(rule.rule());
     }
@@ -164,28 +165,6 @@ async fn start_fake(args: &Args, scenario: &Scenario) -> FakeServer<Json, Json> 
         fake.allow(matcher.matcher());
     }
     fake
-}
-
-/// Sends `messages` to every new connection, in the order they are accepted.
-async fn greet(admin: web::Data<Admin>, messages: Vec<Json>) {
-    let mut next = 0;
-    loop {
-        let accepted = admin
-            .fake
-            .try_wait_for_connections_within(next + 1, MAX_TIMEOUT)
-            .await;
-        if accepted.is_err() {
-            continue;
-        }
-        if let Ok(conn) = admin.connection(next) {
-            for message in &messages {
-                if conn.send(message.clone()).await.is_err() {
-                    break;
-                }
-            }
-        }
-        next += 1;
-    }
 }
 
 /// 127.0.0.1 (or ::1) in place of an unspecified address, for a URL a client can use.

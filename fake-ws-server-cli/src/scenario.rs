@@ -26,7 +26,8 @@ pub struct Scenario {
     /// Rules that reject some upgrade requests, tried in order.
     #[serde(default)]
     pub handshake_rules: Vec<HandshakeRuleSpec>,
-    /// Messages sent to every new connection, in order, once it is accepted.
+    /// Messages sent to every new connection, in order, as soon as it is accepted:
+    /// before anything a rule answers.
     #[serde(default)]
     #[schema(value_type = Vec<Object>)]
     pub on_connect: Vec<Json>,

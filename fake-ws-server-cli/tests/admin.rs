@@ -164,7 +164,12 @@ async fn close_and_abort_reach_the_client() {
         matches!(receive(&mut second).await, None | Some(Err(_))),
         "an abort is no close frame"
     );
+    assert_eq!(
+        fake.ok("/connections/1/wait-closed").await["how"],
+        "aborted"
+    );
     let (_, connections) = fake.get("/connections").await;
+    assert_eq!(connections[1]["open"], false, "{connections}");
     assert_eq!(connections[1]["closed"]["how"], "aborted", "{connections}");
 }
 
@@ -177,15 +182,13 @@ async fn a_refused_client_reconnects_after_a_restart() {
             .await
             .is_err()
     );
-    let (_, attempts) = fake.get("/attempts").await;
+    let attempts = fake.ok("/attempts/wait?count=1").await;
     assert_eq!(attempts["attempts"][0]["outcome"], "refused", "{attempts}");
-    let waited = fake.ok("/attempts/wait?count=1").await;
-    assert_eq!(waited["attempts"].as_array().unwrap().len(), 1);
     fake.ok("/server/restart").await;
     let _client = fake.connect().await;
     let conn = fake.ok("/connections/next").await;
     assert_eq!(conn["id"], 0);
-    let (_, attempts) = fake.get("/attempts").await;
+    let attempts = fake.ok("/attempts/wait?count=2").await;
     assert_eq!(attempts["attempts"][1]["outcome"], "accepted", "{attempts}");
     assert!(
         attempts["log"].as_str().unwrap().contains("Refused"),
@@ -205,7 +208,8 @@ async fn a_handshake_rule_rejects_and_is_recorded() {
     assert_eq!(status, 201, "{body}");
     let refused = tokio_tungstenite::connect_async(fake.ws_url.as_str()).await;
     assert!(refused.unwrap_err().to_string().contains("401"));
-    let (_, attempts) = fake.get("/attempts").await;
+    // Recorded a moment after the client read the 401: wait for it.
+    let attempts = fake.ok("/attempts/wait?count=1").await;
     let attempt = &attempts["attempts"][0];
     assert_eq!(
         (attempt["outcome"].clone(), attempt["status"].clone()),
