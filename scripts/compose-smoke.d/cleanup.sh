@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# compose-smoke step 8, cleanup: the EXIT trap, on success and on failure. On failure it
+# compose-smoke step 9, cleanup: the EXIT trap, on success and on failure. On failure it
 # first shows what the containers and dockerd said; --keep leaves everything in place.
 # Sourced by scripts/compose-smoke.
 # Checked whole with `shellcheck -x -a scripts/compose-smoke`; alone, the globals shared
@@ -22,7 +22,7 @@ cleanup() {
     exit "$rc"
   fi
 
-  begin 7
+  begin 8
   if docker_up; then
     remove_projects || failed_cleanup=1
     if [ "$clean" = 1 ]; then
@@ -64,11 +64,12 @@ show_what_failed() { # the projects' containers and logs, dockerd's errors
 }
 
 keep_everything() { # --keep: the summary line, and how to remove it all by hand
-  step_result[7]=skipped
-  step_note[7]="--keep: left projects $project and $fleet_project, $work"
-  [ "$started_dockerd" = 0 ] || step_note[7]+=", dockerd (pid $dockerd_pid)"
-  printf '\n==> [8/8] cleanup skipped (--keep). To remove by hand:\n'
-  printf '    %s down -v; %s down -v; docker rmi %s' "${compose[*]}" "${fleet[*]}" "$app_image"
+  step_result[8]=skipped
+  step_note[8]="--keep: left projects $project and $fleet_project, $work"
+  [ "$started_dockerd" = 0 ] || step_note[8]+=", dockerd (pid $dockerd_pid)"
+  printf '\n==> [9/9] cleanup skipped (--keep). To remove by hand:\n'
+  printf '    %s down -v; %s down -v; docker rm -f %s; docker network rm %s; docker rmi %s %s' \
+    "${compose[*]}" "${fleet[*]}" "$fake_ws_container" "$fake_ws_network" "$app_image" "$fake_ws_image"
   [ "${#built_images[@]}" = 0 ] || printf ' %s' "${built_images[@]}"
   printf '; rm -rf %s\n' "$work"
 }
@@ -80,8 +81,9 @@ project_left() {
     [ -n "$(docker network ls -q --filter "label=com.docker.compose.project=$1")" ]
 }
 
-remove_projects() { # both projects' containers, networks and volumes
+remove_projects() { # both projects' containers, networks and volumes; the fake's
   local failed=0
+  remove_fake_ws || failed=1
   if project_left "$fleet_project"; then
     try cleanup "${fleet[@]}" down -v --remove-orphans --timeout 15 || failed=1
   fi
@@ -93,9 +95,11 @@ remove_projects() { # both projects' containers, networks and volumes
 
 remove_images() { # --clean: the app's image, the stand-ins, this engine's build cache
   local failed=0 ref standins=()
-  if docker image inspect "$app_image" >/dev/null 2>&1; then
-    try cleanup docker rmi "$app_image" || failed=1
-  fi
+  for ref in "$app_image" "$fake_ws_image"; do
+    if docker image inspect "$ref" >/dev/null 2>&1; then
+      try cleanup docker rmi "$ref" || failed=1
+    fi
+  done
   # The stand-ins: built by this run or an earlier one (labelled). Children first:
   # the other stand-ins are built FROM the debian one.
   for ref in "$rust_image" "$postgres_image" "$haproxy_image" "$debian_image"; do

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# compose-smoke step 7, fleet: docker-compose.fleet.yml on the image step 3 built, the
+# compose-smoke step 8, fleet: docker-compose.fleet.yml on the image step 3 built, the
 # walk-through through HAProxy, then every instance restarted in turn under
 # `loadgen drive`. Sourced by scripts/compose-smoke.
 # Checked whole with `shellcheck -x -a scripts/compose-smoke`; alone, the globals shared

@@ -51,14 +51,20 @@ class ExpectationFailed(AssertionError):
 class FakeWsServer:
     """One running fake: its WebSocket URL, its admin URL, and the admin calls."""
 
-    def __init__(self, process: subprocess.Popen, ready: dict[str, Any]):
+    def __init__(self, process: subprocess.Popen | None, ready: dict[str, Any]):
         self._process = process
         self.ws_url: str = ready["ws_url"]
         self.admin_url: str = ready["admin_url"].rstrip("/")
         # stderr is drained so the server never blocks on a full pipe; kept for errors.
         self._stderr: list[str] = []
-        self._drain = threading.Thread(target=self._read_stderr, daemon=True)
-        self._drain.start()
+        if process is not None:
+            threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    @classmethod
+    def attach(cls, ws_url: str, admin_url: str) -> "FakeWsServer":
+        """Drive a fake that runs elsewhere (the Docker image, in a compose file next
+        to the service under test); `close()` then leaves it running."""
+        return cls(None, {"ws_url": ws_url, "admin_url": admin_url})
 
     @classmethod
     def start(
@@ -157,8 +163,8 @@ class FakeWsServer:
             raise ExpectationFailed("the fake found problems:\n" + "\n".join(problems))
 
     def close(self) -> None:
-        """Stop the process (SIGTERM, then SIGKILL after 5 s)."""
-        if self._process.poll() is None:
+        """Stop the process (SIGTERM, then SIGKILL after 5 s); nothing for `attach`."""
+        if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:
                 self._process.wait(timeout=5)
@@ -179,7 +185,7 @@ class FakeWsServer:
     # --- plumbing -------------------------------------------------------------------
 
     def _read_stderr(self) -> None:
-        assert self._process.stderr is not None
+        assert self._process is not None and self._process.stderr is not None
         for line in self._process.stderr:
             self._stderr.append(line)
             del self._stderr[:-200]  # the last 200 lines are enough to explain a failure
@@ -208,6 +214,12 @@ class FakeWsServer:
                 raw = response.read()
         except urllib.error.HTTPError as error:
             raise _error_of(error) from None
+        except urllib.error.URLError as error:
+            exited = "" if self._process is None else f" (exit code {self._process.poll()})"
+            log = "".join(self._stderr[-20:])
+            raise FakeWsError(
+                0, f"the admin API at {self.admin_url} did not answer{exited}: {error.reason}\n{log}"
+            ) from None
         return json.loads(raw) if raw else None
 
 
