@@ -347,9 +347,10 @@ impl Link {
 
     /// Serves one connection; the link's state and metrics say it is up meanwhile.
     async fn serve(&mut self, framed: connect::Framed) -> End {
+        // The line first: whoever sees the state Connected finds it already logged.
+        tracing::info!(url = %self.config.url, "connected to Payments");
         let _ = self.state.send(LinkState::Connected);
         self.metrics.link_up();
-        tracing::info!(url = %self.config.url, "connected to Payments");
         let end = Connection::new(&self.config, &self.store, &self.metrics)
             .run(
                 framed,
