@@ -90,7 +90,7 @@ async fn rejected_handshakes_get_the_status_and_are_logged_with_their_time() {
         }
     }
     let (_client, _conn) = open(&fake).await;
-    let attempts = fake.attempts();
+    let attempts = fake.wait_for_attempts(3).await;
     assert_eq!(attempts.len(), 3);
     assert_eq!(attempts[0].rejected_with(), Some(401));
     assert_eq!(attempts[1].rejected_with(), Some(401));

@@ -228,7 +228,8 @@ async fn stop_logs_no_attempt_of_its_own_and_refuses_each_try_until_restart() {
         Err(_) => {}
         Ok(_) => panic!("connected while stopped"),
     }
-    let attempts = fake.attempts();
+    // The fake records the try a moment after the client saw the reset: wait for it.
+    let attempts = fake.wait_for_attempts(2).await;
     assert_eq!(attempts.len(), 2, "{attempts:#?}");
     assert_eq!(attempts[1].outcome(), &AttemptOutcome::Refused);
 
