@@ -1,6 +1,8 @@
 #![warn(missing_docs)]
 #![doc = include_str!("../README.md")]
 
+#[cfg(feature = "asyncapi")]
+mod asyncapi;
 mod codec;
 mod json;
 mod matcher;
@@ -11,6 +13,8 @@ mod times;
 mod timing;
 mod transcript;
 
+#[cfg(feature = "asyncapi")]
+pub use asyncapi::{AsyncApi, AsyncApiError};
 #[cfg(feature = "cbor")]
 pub use codec::CborCodec;
 #[cfg(feature = "msgpack")]

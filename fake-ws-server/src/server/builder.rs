@@ -24,7 +24,7 @@ use super::handshake::HandshakeRequest;
 use super::impairment::Impairment;
 use super::replay::{Replay, Replayer};
 use super::rule::{Rule, check_priority};
-use super::state::{Config, Greeting, Shared};
+use super::state::{Config, Contract, Greeting, Shared};
 use super::tls::Tls;
 use crate::codec::{Codec, JsonCodec};
 use crate::matcher::Matcher;
@@ -64,6 +64,7 @@ pub struct FakeServerBuilder<In, Out> {
     pub(super) replay: Option<Replay>,
     pub(super) impairment: Option<Impairment>,
     pub(super) greeting: Option<Greeting<Out>>,
+    pub(super) contract: Option<Contract>,
     /// The kind of rule mounted last, if any.
     last: Option<Last>,
 }
@@ -107,6 +108,7 @@ where
             replay: None,
             impairment: None,
             greeting: None,
+            contract: None,
             last: None,
         }
     }
@@ -345,6 +347,27 @@ where
         self
     }
 
+    /// Checks every message the client sends against the AsyncAPI document `contract`
+    /// before the codec decodes it: the channel whose `address` is the connection's
+    /// path says which messages a client may send, and one that fits none of their
+    /// schemas is a contract violation, as a frame the codec refuses is
+    /// ([`Connection::expect_invalid`] takes it, the drop check reports it). Cargo
+    /// feature `asyncapi`; see [`AsyncApi`](crate::AsyncApi).
+    ///
+    /// [`Connection::expect_invalid`]: super::Connection::expect_invalid
+    #[cfg(feature = "asyncapi")]
+    pub fn asyncapi(mut self, contract: crate::AsyncApi) -> Self {
+        self.contract = Some(Arc::new(
+            move |path: &str, payload: &crate::Payload| match payload {
+                crate::Payload::Text(text) => contract.check(path, text),
+                crate::Payload::Binary(_) => {
+                    Err("a binary frame; the AsyncAPI channels carry JSON text".into())
+                }
+            },
+        ));
+        self
+    }
+
     /// Frames the test never looked at do not fail it.
     pub fn lenient(mut self) -> Self {
         self.strict = false;
@@ -466,6 +489,7 @@ impl<In, Out> FakeServerBuilder<In, Out> {
             deadline: self.deadline,
             impairment: self.impairment,
             greeting: self.greeting,
+            contract: self.contract,
             location,
             started: clock.now(),
             clock,

@@ -110,7 +110,11 @@ fn on_data<In, Out>(
     Out: Send + 'static,
 {
     let mut state = shared.lock();
-    let (message, error) = match shared.config.codec.decode(&payload) {
+    let fits = match &shared.config.contract {
+        Some(contract) => contract(state.connections[id].request.path(), &payload),
+        None => Ok(()),
+    };
+    let (message, error) = match fits.and_then(|()| shared.config.codec.decode(&payload)) {
         Ok(message) => (Some(message), None),
         Err(e) => (None, Some(e)),
     };

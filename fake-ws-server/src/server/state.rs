@@ -162,6 +162,11 @@ pub(super) struct Shared<In, Out> {
 /// ([`FakeServerBuilder::on_connect`](super::FakeServerBuilder::on_connect)).
 pub(super) type Greeting<Out> = Arc<dyn Fn(&HandshakeRequest) -> Response<Out> + Send + Sync>;
 
+/// A check of every data frame from the client before the codec decodes it, given the
+/// connection's path: `Err` is a contract violation (an AsyncAPI document's, with the
+/// `asyncapi` feature).
+pub(super) type Contract = Arc<dyn Fn(&str, &crate::Payload) -> Result<(), String> + Send + Sync>;
+
 /// What the builder set, fixed for the server's life.
 pub(super) struct Config<In, Out> {
     /// The address to listen on ([`FakeServerBuilder::bind`]); port 0 for a free one.
@@ -188,6 +193,8 @@ pub(super) struct Config<In, Out> {
     pub(super) impairment: Option<Impairment>,
     /// What every new connection is sent first (`on_connect`).
     pub(super) greeting: Option<Greeting<Out>>,
+    /// What every client frame must fit before it is decoded (`asyncapi`).
+    pub(super) contract: Option<Contract>,
     pub(super) location: &'static Location<'static>,
     /// When the server started: attempts' times are shown since then.
     pub(super) started: Instant,
