@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use actix_web::{App, HttpServer, web};
-use clap::Parser;
-use fake_ws_server::FakeServer;
+use clap::{Parser, ValueEnum};
+use fake_ws_server::{AsyncApi, FakeServer};
 use serde::Serialize;
 
 use crate::admin::{self, Admin};
@@ -42,6 +42,49 @@ pub struct Args {
     /// and rules short of their `times` still are).
     #[arg(long, env = "FAKE_WS_LENIENT")]
     pub lenient: bool,
+    /// An AsyncAPI 3 document (YAML or JSON): every client message must fit a message
+    /// of the channel whose address is its path, else it is a contract violation.
+    #[arg(long, env = "FAKE_WS_ASYNCAPI")]
+    pub asyncapi: Option<PathBuf>,
+    /// Whose side the AsyncAPI document takes: a server's lists what clients send under
+    /// `receive` operations, a client's under `send`.
+    #[arg(long, env = "FAKE_WS_ASYNCAPI_DESCRIBES", value_enum, default_value_t = Describes::Server)]
+    pub asyncapi_describes: Describes,
+}
+
+/// The application an AsyncAPI document describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Describes {
+    /// The server: client messages are those of its `receive` operations.
+    Server,
+    /// The client: client messages are those of its `send` operations.
+    Client,
+}
+
+/// What the files name: the scenario, and the AsyncAPI contract if any.
+struct Setup {
+    scenario: Scenario,
+    contract: Option<AsyncApi>,
+}
+
+/// Reads the scenario and the AsyncAPI document the arguments name.
+fn load(args: &Args) -> Result<Setup, String> {
+    let scenario = match &args.scenario {
+        Some(path) => Scenario::load(path).map_err(|e| e.to_string())?,
+        None => Scenario::default(),
+    };
+    let contract = match &args.asyncapi {
+        Some(path) => {
+            let contract = AsyncApi::from_path(path)
+                .map_err(|e| format!("AsyncAPI document {}: {e}", path.display()))?;
+            Some(match args.asyncapi_describes {
+                Describes::Server => contract,
+                Describes::Client => contract.describing_the_client(),
+            })
+        }
+        None => None,
+    };
+    Ok(Setup { scenario, contract })
 }
 
 /// A path that starts with `/`.
@@ -60,7 +103,7 @@ struct Ready {
     admin_url: String,
 }
 
-/// Runs the process; exit code 2 for a scenario it cannot take, 1 for a port it
+/// Runs the process; exit code 2 for a scenario or AsyncAPI document it cannot take, 1 for a port it
 /// cannot bind.
 pub fn main(args: Args) -> ExitCode {
     tracing_subscriber::fmt()
@@ -70,17 +113,14 @@ pub fn main(args: Args) -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let scenario = match &args.scenario {
-        Some(path) => match Scenario::load(path) {
-            Ok(scenario) => scenario,
-            Err(e) => {
-                eprintln!("fake-ws-server: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => Scenario::default(),
+    let setup = match load(&args) {
+        Ok(setup) => setup,
+        Err(e) => {
+            eprintln!("fake-ws-server: {e}");
+            return ExitCode::from(2);
+        }
     };
-    match actix_web::rt::System::new().block_on(serve(args, scenario)) {
+    match actix_web::rt::System::new().block_on(serve(args, setup)) {
         Ok(()) => {
             // Not dropping the fake: its drop would panic on what a test left unchecked,
             // which `POST /verify` reports instead.
@@ -96,7 +136,7 @@ pub fn main(args: Args) -> ExitCode {
 
 /// Starts the fake from `scenario` and the admin API, prints the ready line, and
 /// serves until a signal.
-async fn serve(args: Args, scenario: Scenario) -> std::io::Result<()> {
+async fn serve(args: Args, setup: Setup) -> std::io::Result<()> {
     let ws_addr = SocketAddr::new(args.host, args.port);
     if args.port != 0 {
         // The fake panics when it cannot bind: say why here instead.
@@ -104,7 +144,7 @@ async fn serve(args: Args, scenario: Scenario) -> std::io::Result<()> {
             std::io::Error::new(e.kind(), format!("cannot listen on {ws_addr}: {e}"))
         })?;
     }
-    let fake = start_fake(&args, &scenario).await;
+    let fake = start_fake(&args, setup).await;
     let ws_url = fake.url();
     let admin = web::Data::new(Admin::new(fake));
     let server = HttpServer::new({
@@ -139,8 +179,9 @@ async fn serve(args: Args, scenario: Scenario) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The fake, with the scenario's rules mounted.
-async fn start_fake(args: &Args, scenario: &Scenario) -> FakeServer<Json, Json> {
+/// The fake, with the scenario's rules mounted and the contract checked.
+async fn start_fake(args: &Args, setup: Setup) -> FakeServer<Json, Json> {
+    let Setup { scenario, contract } = setup;
     let mut builder = FakeServer::json()
         .bind(SocketAddr::new(args.host, args.port))
         .path(args.path.clone());
@@ -149,6 +190,9 @@ async fn start_fake(args: &Args, scenario: &Scenario) -> FakeServer<Json, Json> 
     }
     if args.lenient {
         builder = builder.lenient();
+    }
+    if let Some(contract) = contract {
+        builder = builder.asyncapi(contract);
     }
     if !scenario.on_connect.is_empty() {
         let greeting = scenario.on_connect.clone();

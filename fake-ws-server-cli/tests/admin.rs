@@ -358,3 +358,61 @@ async fn lenient_lets_unlooked_at_messages_pass_verify() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(fake.ok("/verify").await, json!({"problems": []}));
 }
+
+/// This repository's Payments link contract, written from Orders' (the client's) side.
+fn payments_contract() -> String {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/asyncapi.yaml");
+    docs.to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn an_asyncapi_document_makes_a_malformed_message_a_problem() {
+    let contract = payments_contract();
+    let args = [
+        "--path",
+        "/ws",
+        "--asyncapi",
+        &contract,
+        "--asyncapi-describes",
+        "client",
+    ];
+    let fake = Fake::spawn(&args).await;
+    let mut client = fake.connect().await;
+    fake.ok("/connections/next?timeout_ms=5000").await;
+    send_json(&mut client, json!({"type": "ack", "event_id": 42})).await;
+    send_json(&mut client, json!({"type": "ack"})).await;
+    let (status, body) = fake
+        .post(
+            "/connections/0/expect",
+            json!({"match": {"json_includes": {"type": "ack", "event_id": 42}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    fake.post("/connections/0/wait-frames?count=2", json!(null))
+        .await;
+
+    let problems = fake.ok("/verify").await["problems"].clone();
+    let problems = problems.as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let problem = problems[0].as_str().unwrap();
+    assert!(problem.contains("contract violation"), "{problem}");
+    assert!(
+        problem.contains(r#""event_id" is a required property"#),
+        "{problem}"
+    );
+}
+
+#[tokio::test]
+async fn an_asyncapi_document_it_cannot_take_exits_2() {
+    let path = temp_file("asyncapi: 2.6.0\nchannels: {}\n");
+    let output = tokio::process::Command::new(BINARY)
+        .args(["--asyncapi", path.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty(), "nothing served");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("this fake reads AsyncAPI 3"), "{stderr}");
+    assert!(stderr.contains(path.to_str().unwrap()), "{stderr}");
+}
