@@ -352,20 +352,7 @@ fn compile_messages(
 /// The JSON pointer, in the document, of a message's payload schema: following the
 /// message's own `$ref`s, and into `schema` for a multi-format payload.
 fn payload_pointer(document: &Value, message: &Value) -> Result<String, AsyncApiError> {
-    let mut pointer = None;
-    let mut message = message;
-    for _ in 0..MAX_REF_DEPTH {
-        let Some(reference) = message.get("$ref").and_then(Value::as_str) else {
-            break;
-        };
-        let inner = reference
-            .strip_prefix('#')
-            .ok_or_else(|| error(format!("a message $ref outside the document: {reference}")))?;
-        message = document
-            .pointer(inner)
-            .ok_or_else(|| error(format!("$ref {reference} points at nothing")))?;
-        pointer = Some(inner.to_owned());
-    }
+    let (message, pointer) = follow(document, message)?;
     let pointer = pointer.ok_or_else(|| error("define messages under components and $ref them"))?;
     match message.get("payload") {
         None => Err(error("no `payload`")),
@@ -384,10 +371,20 @@ fn payload_pointer(document: &Value, message: &Value) -> Result<String, AsyncApi
 }
 
 /// Follows `$ref`s within the document from `value`, up to [`MAX_REF_DEPTH`].
-fn resolve<'a>(document: &'a Value, mut value: &'a Value) -> Result<&'a Value, AsyncApiError> {
+fn resolve<'a>(document: &'a Value, value: &'a Value) -> Result<&'a Value, AsyncApiError> {
+    follow(document, value).map(|(value, _)| value)
+}
+
+/// Follows `$ref`s within the document from `value`, up to [`MAX_REF_DEPTH`]: where
+/// they lead, and the JSON pointer of the last one followed (`None`: `value` had none).
+fn follow<'a>(
+    document: &'a Value,
+    mut value: &'a Value,
+) -> Result<(&'a Value, Option<&'a str>), AsyncApiError> {
+    let mut pointer = None;
     for _ in 0..MAX_REF_DEPTH {
         let Some(reference) = value.get("$ref").and_then(Value::as_str) else {
-            return Ok(value);
+            return Ok((value, pointer));
         };
         let inner = reference
             .strip_prefix('#')
@@ -395,6 +392,7 @@ fn resolve<'a>(document: &'a Value, mut value: &'a Value) -> Result<&'a Value, A
         value = document
             .pointer(inner)
             .ok_or_else(|| error(format!("$ref {reference} points at nothing")))?;
+        pointer = Some(inner);
     }
     Err(error(format!(
         "$refs deeper than {MAX_REF_DEPTH}: a cycle?"
