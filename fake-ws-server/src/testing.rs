@@ -37,15 +37,29 @@ pub async fn send_frame(client: &mut Client, frame: Message) {
 /// within 5 s, or the connection ends.
 pub async fn receive_text(client: &mut Client) -> String {
     loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), client.next())
-            .await
-            .expect("a frame within 5 s")
-            .expect("open")
-            .expect("no error");
-        if let Message::Text(text) = frame {
+        if let Message::Text(text) = next_frame(client).await {
             return text.as_str().to_owned();
         }
     }
+}
+
+/// The bytes of the next binary frame, skipping other frames; panics as
+/// [`receive_text`] does.
+pub async fn receive_binary(client: &mut Client) -> Vec<u8> {
+    loop {
+        if let Message::Binary(bytes) = next_frame(client).await {
+            return bytes.to_vec();
+        }
+    }
+}
+
+/// The next frame of any kind, within 5 s.
+async fn next_frame(client: &mut Client) -> Message {
+    tokio::time::timeout(Duration::from_secs(5), client.next())
+        .await
+        .expect("a frame within 5 s")
+        .expect("open")
+        .expect("no error")
 }
 
 /// Asserts that no frame comes within `within`; the failure message is `what`, what a

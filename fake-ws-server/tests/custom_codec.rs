@@ -3,11 +3,8 @@
 //! protobuf types or a hand-written binary format. Here the format is one tag byte and a
 //! big-endian `u32`, and neither message type derives anything from serde.
 
-use std::time::Duration;
-
-use fake_ws_server::testing::{Client, connect, send_frame};
+use fake_ws_server::testing::{connect, receive_binary, send_frame};
 use fake_ws_server::{Codec, FakeServer, FrameKind, Matcher, Payload};
-use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
 /// What the client sends: no serde derive, only what the fake needs.
@@ -52,20 +49,6 @@ fn is_ping() -> Matcher<Up> {
     Matcher::new("a ping", |m| matches!(m, Up::Ping(_)))
 }
 
-/// The next binary frame from the fake, within 5 s.
-async fn next_binary(client: &mut Client) -> Vec<u8> {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), client.next())
-            .await
-            .expect("a frame within 5 s")
-            .expect("open")
-            .expect("no error");
-        if let Message::Binary(bytes) = frame {
-            return bytes.to_vec();
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_rule_answers_and_expect_takes_messages_of_a_type_without_serde() {
     let fake = FakeServer::builder_with_codec(TagCodec)
@@ -80,7 +63,7 @@ async fn a_rule_answers_and_expect_takes_messages_of_a_type_without_serde() {
     let conn = fake.next_connection().await;
 
     send_frame(&mut client, ping_frame(7)).await;
-    assert_eq!(next_binary(&mut client).await, [3, 0, 0, 0, 7]);
+    assert_eq!(receive_binary(&mut client).await, [3, 0, 0, 0, 7]);
     send_frame(&mut client, Message::binary(vec![2])).await;
     assert_eq!(
         conn.expect(Matcher::new("bye", |m| *m == Up::Bye)).await,
@@ -88,7 +71,7 @@ async fn a_rule_answers_and_expect_takes_messages_of_a_type_without_serde() {
     );
 
     conn.send(Pong(9)).await.expect("encodes and sends");
-    assert_eq!(next_binary(&mut client).await, [3, 0, 0, 0, 9]);
+    assert_eq!(receive_binary(&mut client).await, [3, 0, 0, 0, 9]);
 }
 
 #[tokio::test]
