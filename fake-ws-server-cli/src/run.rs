@@ -10,6 +10,7 @@ use actix_web::{App, HttpServer, web};
 use clap::{Parser, ValueEnum};
 use fake_ws_server::{AsyncApi, FakeServer};
 use serde::Serialize;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::admin::{self, Admin};
 use crate::scenario::{Json, Scenario};
@@ -144,6 +145,9 @@ async fn serve(args: Args, setup: Setup) -> std::io::Result<()> {
             std::io::Error::new(e.kind(), format!("cannot listen on {ws_addr}: {e}"))
         })?;
     }
+    // Listen for signals before the ready line: a supervisor that reads it may
+    // send SIGTERM at once, and an unhandled one kills the process with no cleanup.
+    let shutdown = ShutdownSignals::install()?;
     let fake = start_fake(&args, setup).await;
     let ws_url = fake.url();
     let admin = web::Data::new(Admin::new(fake));
@@ -172,7 +176,7 @@ async fn serve(args: Args, setup: Setup) -> std::io::Result<()> {
     );
     std::io::stdout().flush()?;
     tracing::info!(ws_url = %ready.ws_url, admin_url = %ready.admin_url, "fake-ws-server ready");
-    shutdown_signal().await;
+    shutdown.received().await;
     tracing::info!("stopping");
     admin.fake.stop().await;
     handle.stop(true).await;
@@ -224,12 +228,25 @@ fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Waits for SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a SIGTERM handler");
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// SIGTERM and SIGINT, listened for from `install` on.
+struct ShutdownSignals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the first of them.
+    async fn received(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
     }
 }
