@@ -33,6 +33,8 @@ pub struct Application {
     /// Set on SIGTERM, for `DRAIN_PERIOD`: `/readyz` answers 503.
     draining: service_kit::startup::Draining,
     drain_period: std::time::Duration,
+    /// Listened for from `build` on.
+    stop_signals: service_kit::startup::StopSignals,
 }
 
 /// A `Send` handle to stop a running [`Application`].
@@ -69,6 +71,8 @@ impl Application {
             .await
             .map_err(StartupError::store)?
             .with_max_payment_attempts(config.max_payment_attempts);
+        // Before the port answers, so that no early signal is lost (see StopSignals).
+        let stop_signals = service_kit::startup::StopSignals::listen()?;
         let listener = service_kit::startup::bind(&config.orders_addr)?;
         let port = listener.local_addr()?.port();
         let metrics = Metrics::new();
@@ -94,6 +98,7 @@ impl Application {
             store,
             draining,
             drain_period: config.common.drain_period,
+            stop_signals,
         })
     }
 
@@ -121,13 +126,13 @@ impl Application {
 
     /// Serves until stopped (SIGTERM/SIGINT, after the drain, or [`AppHandle::stop`]),
     /// then closes the link.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+    pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
         let handle = self.server.handle();
         let server = self.server;
         tokio::pin!(server);
         let result = tokio::select! {
             result = &mut server => result,
-            () = service_kit::startup::wait_for_stop(&self.draining, self.drain_period) => {
+            () = service_kit::startup::wait_for_stop(&mut self.stop_signals, &self.draining, self.drain_period) => {
                 // Ask, then keep polling the server: it is the server future that carries
                 // the stop out.
                 drop(handle.stop(true));

@@ -161,8 +161,8 @@ async fn sigterm_with_a_request_that_never_finishes_exits_within_the_grace_perio
         .stderr(Stdio::null());
     let mut child = command.spawn().unwrap();
     let _conn = fake.next_connection_within(Duration::from_secs(20)).await;
-    // SIGTERM is handled once the HTTP server runs (before, it kills): wait until it
-    // answers.
+    // SIGTERM is handled from just before the port is bound (before, while the
+    // database opens, it kills): wait until the port answers.
     let healthz = format!("http://127.0.0.1:{port}/healthz");
     let client = reqwest::Client::new();
     let end = Instant::now() + Duration::from_secs(20);
@@ -273,7 +273,7 @@ async fn sigterm_closes_the_link_with_1001_and_exits_within_10_seconds() {
     let port = free_port();
     let mut child = orders(&db, port, &fake.url()).spawn().unwrap();
     let conn = fake.next_connection_within(Duration::from_secs(20)).await;
-    // SIGTERM is handled once the HTTP server runs: wait until it answers.
+    // SIGTERM is handled once the port is bound: wait until it answers.
     let client = reqwest::Client::new();
     let healthz = format!("http://127.0.0.1:{port}/healthz");
     let end = Instant::now() + Duration::from_secs(20);

@@ -39,6 +39,8 @@ pub struct Application {
     /// Set on SIGTERM, for `DRAIN_PERIOD`: `/readyz` answers 503.
     draining: service_kit::startup::Draining,
     drain_period: Duration,
+    /// Listened for from `build` on.
+    stop_signals: service_kit::startup::StopSignals,
 }
 
 /// How long the background tasks get to finish after the server stopped.
@@ -81,6 +83,8 @@ impl Application {
             .await
             .map_err(StartupError::store)?;
         let tls = load_tls(&config)?;
+        // Before the port answers, so that no early signal is lost (see StopSignals).
+        let stop_signals = service_kit::startup::StopSignals::listen()?;
         let listener = service_kit::startup::bind(&config.payments_addr)?;
         let local = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -102,6 +106,7 @@ impl Application {
             background,
             draining,
             drain_period: config.common.drain_period,
+            stop_signals,
         })
     }
 
@@ -126,13 +131,13 @@ impl Application {
     }
 
     /// Serves until SIGTERM/SIGINT or [`AppHandle::stop`].
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+    pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
         let handle = self.handle();
         let server = self.server;
         tokio::pin!(server);
         let result = tokio::select! {
             result = &mut server => result,
-            () = service_kit::startup::wait_for_stop(&self.draining, self.drain_period) => {
+            () = service_kit::startup::wait_for_stop(&mut self.stop_signals, &self.draining, self.drain_period) => {
                 tracing::info!("stopping: closing WebSockets, finishing in-flight requests");
                 // Ask, then keep polling the server: it is the server future that carries
                 // the stop out, so awaiting the stop's completion here would deadlock.

@@ -83,36 +83,54 @@ impl Draining {
 /// `/readyz` answers 503) while the server goes on serving, long enough for a load
 /// balancer's health checks to take the instance out. Returns when it is time to stop
 /// accepting; a second signal cuts the drain short.
-pub async fn wait_for_stop(draining: &Draining, period: Duration) {
-    termination().await;
+pub async fn wait_for_stop(signals: &mut StopSignals, draining: &Draining, period: Duration) {
+    signals.next().await;
     draining.start();
     tracing::info!(drain = ?period, "stopping: /readyz answers 503 while draining, then no new connections are taken");
     tokio::select! {
         () = tokio::time::sleep(period) => {}
-        () = termination() => tracing::info!("a second signal: the drain is cut short"),
+        () = signals.next() => tracing::info!("a second signal: the drain is cut short"),
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn termination() {
+/// SIGTERM and SIGINT, listened for from [`StopSignals::listen`] on. A service
+/// listens before its port answers: a signal sent as soon as `/readyz` says ready is
+/// then kept for [`wait_for_stop`], where it would otherwise take its default action
+/// and kill the process with no drain.
+#[derive(Debug)]
+pub struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Starts listening (inside a tokio runtime).
+    pub fn listen() -> std::io::Result<StopSignals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(StopSignals {
+                terminate: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(StopSignals {})
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Resolves on the next SIGTERM or SIGINT, or one that came since the last.
+    pub async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
