@@ -6,29 +6,14 @@
 
 mod helpers;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use helpers::TestApp;
 use shared_protocol::{EventId, PaymentId, PaymentOutcome, ServerMessage};
+use test_harness::logs::CapturedLogs;
 use test_harness::payments::{FakePayments, ack_of};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test]
 async fn no_payment_id_or_page_url_is_logged_at_info_or_above() {
-    let captured = Captured::default();
+    let captured = CapturedLogs::default();
     let writer = captured.clone();
     tracing_subscriber::fmt()
         .with_env_filter("info")
@@ -56,7 +41,7 @@ async fn no_payment_id_or_page_url_is_logged_at_info_or_above() {
     conn.expect(ack_of(fulfilled)).await;
     app.wait_for_status(order.id(), "fulfilled").await;
 
-    let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let logs = captured.text();
     assert!(
         logs.contains("another payment than the order's"),
         "the mismatch was not logged:\n{logs}"

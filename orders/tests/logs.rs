@@ -3,34 +3,13 @@
 
 mod helpers;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use helpers::TestApp;
+use test_harness::logs::CapturedLogs;
 use test_harness::payments::FakePayments;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test]
 async fn a_refused_handshake_and_each_attempt_are_logged() {
-    let captured = Captured::default();
+    let captured = CapturedLogs::default();
     let writer = captured.clone();
     tracing_subscriber::fmt()
         .with_env_filter("orders=info")

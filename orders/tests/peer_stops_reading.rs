@@ -16,8 +16,6 @@
 mod helpers;
 
 use std::collections::HashSet;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -26,6 +24,7 @@ use helpers::{DEADLINE, TestApp};
 use shared_protocol::OrderId;
 use shared_protocol::{ClientMessage, ServerMessage};
 use test_harness::Matcher;
+use test_harness::logs::CapturedLogs;
 use test_harness::payments::FakePayments;
 
 /// PEER_TIMEOUT of this test: short, so the test is quick, and still 20 pings long.
@@ -37,28 +36,9 @@ const PING_EVERY: Duration = Duration::from_millis(100);
 /// socket, so writes block well before the last one.
 const ORDERS: usize = 1500;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_payments_that_stops_reading_is_dropped_after_the_peer_timeout_and_nothing_is_lost() {
-    let captured = Captured::default();
+    let captured = CapturedLogs::default();
     let writer = captured.clone();
     tracing_subscriber::fmt()
         .with_env_filter("orders=info")

@@ -5,11 +5,13 @@
 //! - [`payments::FakePayments`]: the fake Payments service built on it.
 //! - [`postgres::TestDatabase`]: a fresh PostgreSQL database per test.
 //! - [`process`]: for tests that run a service's binary.
+//! - [`logs::CapturedLogs`]: log lines captured in memory.
 //! - [`http`]: raw HTTP requests, for paths and methods a client library would not send.
 //! - [`tls`]: a CA and the certificates it signs, as PEM files, for TLS tests.
 //! - [`otlp::OtlpReceiver`]: an in-process OTLP/HTTP receiver of the services' traces.
 
 pub mod http;
+pub mod logs;
 pub mod otlp;
 pub mod payments;
 pub mod postgres;
