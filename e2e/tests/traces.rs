@@ -283,6 +283,8 @@ fn assert_the_order_trace(spans: &[Span], order_id: &str) -> String {
         s.parent_span_id.as_deref() == Some(PARENT)
     });
     assert_eq!(http.service, "orders");
+    assert_eq!(http.name, "POST /orders");
+    assert_eq!(http.attributes["http.route"], "/orders", "{http:#?}");
     child_of(&trace, http, "orders", "insert_order");
     let sent = child_of(&trace, http, "orders", "send initiate_payment");
     assert_eq!(sent.attributes["order_id"], order_id);
@@ -302,6 +304,7 @@ fn assert_the_order_trace(spans: &[Span], order_id: &str) -> String {
         "the Pay links to the order's trace: {pay:#?}"
     );
     assert_ne!(pay.trace_id, TRACE, "the Pay is a trace of its own");
+    assert_eq!(pay.name, "POST /pay/{payment_id}/complete", "{pay:#?}");
     pay.trace_id.clone()
 }
 

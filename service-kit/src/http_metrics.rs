@@ -114,7 +114,7 @@ pub async fn record(
     let method = method_label(req.method());
     let response = next.call(req).await?;
     if let Some(metrics) = metrics {
-        let route = route_label(response.request().match_pattern());
+        let route = route_label(crate::routing::matched_pattern(response.request()));
         metrics.observe(
             method,
             &route,

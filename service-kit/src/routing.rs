@@ -1,8 +1,36 @@
 //! Route helpers both services mount their resources with.
 
-use actix_web::dev::{AppService, HttpServiceFactory};
+use actix_web::body::MessageBody;
+use actix_web::dev::{AppService, HttpServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::{StatusCode, header};
-use actix_web::{FromRequest, Handler, HttpResponse, Resource, Responder, Route, guard, web};
+use actix_web::middleware::Next;
+use actix_web::{
+    FromRequest, Handler, HttpMessage, HttpRequest, HttpResponse, Resource, Responder, Route,
+    guard, web,
+};
+
+/// The pattern of the route `request` matched (`/orders/{id}`), or `None`: kept in the
+/// request's extensions once known, for the metrics and the logs that want it too.
+///
+/// Call it once the request is routed (from a resource's middleware, a handler, or on
+/// the response): actix then reads the pattern off the matched resource. Before
+/// routing, or for a path no resource matched, it walks the whole resource map with
+/// actix-router's regexes, about 39 k instructions.
+pub fn matched_pattern(request: &HttpRequest) -> Option<String> {
+    if let Some(MatchedPattern(pattern)) = request.extensions().get::<MatchedPattern>() {
+        return pattern.clone();
+    }
+    let pattern = request.match_pattern();
+    request
+        .extensions_mut()
+        .insert(MatchedPattern(pattern.clone()));
+    pattern
+}
+
+/// What [`matched_pattern`] keeps. The path a request matches on is never rewritten
+/// here (no middleware changes the URI), so the first answer holds for the request.
+#[derive(Clone)]
+struct MatchedPattern(Option<String>);
 
 /// A resource whose methods are listed once: `resource("/orders").get(list).post(create)`
 /// mounts GET (answering HEAD too) and POST, and answers every other method with a 405
@@ -52,8 +80,20 @@ impl HttpServiceFactory for Methods {
         allow.sort_unstable();
         self.resource
             .default_service(method_not_allowed(allow.join(", ")))
+            // Innermost, so the request is routed: the route is read off the resource.
+            .wrap(actix_web::middleware::from_fn(route_on_span))
             .register(config)
     }
+}
+
+/// Middleware on every resource: puts the route on the request's span before the
+/// handler runs, so that its log lines carry it (see [`crate::http_span`]).
+async fn route_on_span(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    crate::http_span::record_route(request.request());
+    next.call(request).await
 }
 
 /// A route for GET that answers HEAD too, as RFC 9110 §9.3.2 asks: the same status and

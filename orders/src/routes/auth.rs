@@ -34,7 +34,9 @@ pub async fn require_api_token(
         if !service_kit::token::bearer_matches(presented, token) {
             tracing::warn!(
                 method = %service_kit::http_metrics::method_label(req.method()),
-                route = req.match_pattern().as_deref().unwrap_or("unmatched"),
+                route = service_kit::routing::matched_pattern(req.request())
+                    .as_deref()
+                    .unwrap_or("unmatched"),
                 with_header = presented.is_some(),
                 "refused a request without a valid API token"
             );

@@ -111,7 +111,9 @@ pub async fn require_admin_token(
     if let Some(refusal) = refusal {
         tracing::warn!(
             peer = ?req.peer_addr(),
-            route = req.match_pattern().as_deref().unwrap_or("unmatched"),
+            route = service_kit::routing::matched_pattern(req.request())
+                .as_deref()
+                .unwrap_or("unmatched"),
             with_header = presented.is_some(),
             "refused an admin request without a valid admin token"
         );
