@@ -9,7 +9,8 @@
 # flows (100 and 300) with both services under callgrind; the difference of the two
 # runs' totals over the difference of the counts is the instructions of one flow, with
 # start-up, migrations and shutdown taken out. RUNS rounds (2 by default), interleaved;
-# medians. About 6 minutes a round.
+# medians. About 6 minutes a round. SETS picks some of the three (default
+# "off on-1pct on-100pct").
 #
 #   bench/run-tracing-instructions.sh
 # Binaries as in run-reference.sh. Reports: target/bench/tracing-instructions-<time>/.
@@ -51,19 +52,31 @@ one() {
         --out "$out/run" >"$out/report.md" 2>"$out/loadgen.err"
     echo "$set $count $round $(cat "$out"/*.out | awk '/^totals:/ {s += $2} END {print s}')"
 }
+read -ra sets <<<"${SETS:-off on-1pct on-100pct}"
 on=(OTEL_EXPORTER_OTLP_ENDPOINT="$endpoint")
+# set_env SET: the environment of one of the sets.
+set_env() {
+    case $1 in
+        off) echo NO_TRACES=1 ;;
+        on-1pct) echo "${on[@]}" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.01 ;;
+        on-100pct) echo "${on[@]}" OTEL_TRACES_SAMPLER=parentbased_always_on ;;
+        *) echo "unknown set $1 (SETS takes off, on-1pct, on-100pct)" >&2; return 2 ;;
+    esac
+}
+for set in "${sets[@]}"; do set_env "$set" >/dev/null; done
 for ((n = 1; n <= runs; n++)); do
     for count in "$low" "$high"; do
-        one off "$count" "$n" NO_TRACES=1
-        one on-1pct "$count" "$n" "${on[@]}" OTEL_TRACES_SAMPLER=parentbased_traceidratio \
-            OTEL_TRACES_SAMPLER_ARG=0.01
-        one on-100pct "$count" "$n" "${on[@]}" OTEL_TRACES_SAMPLER=parentbased_always_on
+        for set in "${sets[@]}"; do
+            # shellcheck disable=SC2046 # the set's VAR=VALUE words, split on purpose
+            one "$set" "$count" "$n" $(set_env "$set")
+        done
     done
 done | tee "$dir/totals.txt"
 
-python3 - "$dir/totals.txt" "$low" "$high" "$runs" <<'PY' | tee "$dir/summary.md"
+python3 - "$dir/totals.txt" "$low" "$high" "$runs" "${sets[@]}" <<'PY' | tee "$dir/summary.md"
 import statistics, sys
 path, low, high, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+sets = sys.argv[5:]
 totals = {}
 for line in open(path):
     name, count, round_, value = line.split()
@@ -72,10 +85,11 @@ per_flow = {}
 for (name, count, round_), value in totals.items():
     if count == high and (name, low, round_) in totals:
         per_flow.setdefault(name, []).append((value - totals[(name, low, round_)]) / (high - low))
-off = statistics.median(per_flow["off"])
-print(f"| traces | both services' instructions per flow (median of {runs}) | ÷ off |")
+base = sets[0]
+off = statistics.median(per_flow[base])
+print(f"| traces | both services' instructions per flow (median of {runs}) | ÷ {base} |")
 print("|---|---:|---:|")
-for name in ("off", "on-1pct", "on-100pct"):
+for name in sets:
     m = statistics.median(per_flow[name])
     runs_text = " · ".join(f"{v / 1e6:.3f} M" for v in per_flow[name])
     print(f"| {name} | {m / 1e6:.3f} M ({runs_text}) | {m / off:.2f} |")
