@@ -3,14 +3,14 @@
 
 use utoipa::OpenApi;
 
-use crate::admin::{self, connections, server};
+use crate::admin::{self, connections, network, server};
 use crate::scenario;
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "fake-ws-server admin API",
-        description = "Drive a standalone fake WebSocket server from a test in any language: mount rules, wait for connections and messages, send, close, take the server down and up, read the attempts, verify.",
+        description = "Drive a standalone fake WebSocket server from a test in any language: mount rules, wait for connections and messages, send, close, slow a link down or unplug it, send forbidden frames, take the server down and up, read the attempts, verify.",
         version = env!("CARGO_PKG_VERSION"),
     ),
     paths(
@@ -29,6 +29,11 @@ use crate::scenario;
         connections::wait_closed,
         connections::wait_frames,
         connections::mount_rule,
+        network::impair,
+        network::clear_impairment,
+        network::blackhole,
+        network::heal,
+        network::fault,
         server::mount_rule,
         server::mount_handshake_rule,
         server::allow,

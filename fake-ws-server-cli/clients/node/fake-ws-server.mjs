@@ -228,6 +228,35 @@ export class Connection {
     return this.post("/resume");
   }
 
+  /** Slows the link down, both ways: each byte waits `latencyMs` plus up to
+   * `jitterMs` more, at most `bytesPerSec` go through a second. */
+  impair({ latencyMs = 0, jitterMs = 0, bytesPerSec } = {}) {
+    const body = { latency_ms: latencyMs, jitter_ms: jitterMs };
+    if (bytesPerSec !== undefined) body.bytes_per_sec = bytesPerSec;
+    return this.post("/impair", body);
+  }
+
+  clearImpairment() {
+    return this.post("/clear-impairment");
+  }
+
+  /** Unplugs the cable: nothing passes either way, nothing says so, until heal(). */
+  blackhole() {
+    return this.post("/blackhole");
+  }
+
+  /** Plugs it back in: what was held both ways goes on, in order. */
+  heal() {
+    return this.post("/heal");
+  }
+
+  /** Sends a frame RFC 6455 forbids: "invalid_utf8", "reserved_bits",
+   * "masked_frame", "oversized_control", "fragmented_control",
+   * "truncated_then_reset", "close_code" (with `{ code }`) or "raw" (`{ base64 }`). */
+  sendFault(fault, fields = {}) {
+    return this.post("/fault", { fault, ...fields });
+  }
+
   /** Waits until the connection ended: `{how, code, reason}`. */
   waitClosed(timeoutMs = 5_000) {
     return this.server.call("POST", `/connections/${this.id}/wait-closed`, undefined, timeoutMs);

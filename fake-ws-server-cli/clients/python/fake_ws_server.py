@@ -263,6 +263,36 @@ class Connection:
     def resume(self) -> None:
         self._post("/resume")
 
+    def impair(
+        self, latency: float = 0.0, jitter: float = 0.0, bytes_per_sec: int | None = None
+    ) -> None:
+        """Slow the link down, both ways: each byte waits `latency` seconds plus up to
+        `jitter` more, at most `bytes_per_sec` go through a second."""
+        body: dict[str, Any] = {
+            "latency_ms": round(latency * 1000),
+            "jitter_ms": round(jitter * 1000),
+        }
+        if bytes_per_sec is not None:
+            body["bytes_per_sec"] = bytes_per_sec
+        self._post("/impair", body)
+
+    def clear_impairment(self) -> None:
+        self._post("/clear-impairment")
+
+    def blackhole(self) -> None:
+        """Unplug the cable: nothing passes either way, nothing says so, until heal()."""
+        self._post("/blackhole")
+
+    def heal(self) -> None:
+        """Plug it back in: what was held both ways goes on, in order."""
+        self._post("/heal")
+
+    def send_fault(self, fault: str, **fields: Any) -> None:
+        """Send a frame RFC 6455 forbids: "invalid_utf8", "reserved_bits",
+        "masked_frame", "oversized_control", "fragmented_control",
+        "truncated_then_reset", "close_code" (with code=...) or "raw" (base64=...)."""
+        self._post("/fault", {"fault": fault, **fields})
+
     def wait_closed(self, timeout: float = 5.0) -> dict[str, Any]:
         """Wait until the connection ended: `{"how", "code", "reason"}`."""
         path = f"/connections/{self.id}/wait-closed"

@@ -1,9 +1,11 @@
 //! The admin HTTP API: what a test in any language does with the fake, in JSON over
-//! HTTP. `connections` drives one connection (waits, sends, closes), `server` the
+//! HTTP. `connections` drives one connection (waits, sends, closes), `network` its
+//! faults (a slow link, a blackhole, forbidden frames), `server` the
 //! fake as a whole (rules, outages, attempts, verify); this file holds what both
 //! share: the state, the error answer, the deadlines, and the routes' wiring.
 
 pub mod connections;
+pub mod network;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -195,6 +197,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .error_handler(|e, _| ApiError::bad_request(format!("invalid query: {e}")).into()),
     )
     .configure(connections::configure)
+    .configure(network::configure)
     .configure(server::configure)
     .route("/openapi.json", web::get().to(openapi_json))
     .default_service(web::to(|| async {

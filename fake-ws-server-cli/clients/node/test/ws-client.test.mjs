@@ -124,6 +124,19 @@ test("retries with a growing delay while the server is down", async () => {
   assert.deepEqual(await feed.nextMessage(), { type: "subscribed" });
 });
 
+test("ws closes with 1007 on a frame that is not UTF-8, and the feed reconnects", async () => {
+  await fake.mountRule({ match: SUBSCRIBE, reply: [{ type: "subscribed" }] });
+  feed = new PriceFeed(fake.wsUrl, "eth");
+  const first = await fake.nextConnection();
+  assert.deepEqual(await feed.nextMessage(), { type: "subscribed" });
+
+  await first.sendFault("invalid_utf8");
+  const closed = await first.waitClosed();
+  assert.deepEqual([closed.how, closed.code], ["frame", 1007], JSON.stringify(closed));
+  await fake.nextConnection();
+  assert.deepEqual(await feed.nextMessage(), { type: "subscribed" });
+});
+
 test("a failed expectation shows the transcript", async () => {
   feed = new PriceFeed(fake.wsUrl, "eth");
   const conn = await fake.nextConnection();
