@@ -33,7 +33,8 @@ pub struct Args {
     /// The path WebSocket upgrades are accepted on (others get 404).
     #[arg(long, env = "FAKE_WS_PATH", default_value = "/", value_parser = absolute_path)]
     pub path: String,
-    /// A scenario file (JSON): rules, handshake rules, messages sent on connect.
+    /// A scenario file, JSON or YAML (`.yaml`, `.yml`): rules, handshake rules,
+    /// messages sent on connect.
     #[arg(long, env = "FAKE_WS_SCENARIO")]
     pub scenario: Option<PathBuf>,
     /// The subprotocol to select when the client offers it.

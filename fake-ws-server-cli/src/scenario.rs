@@ -1,7 +1,8 @@
 //! The scenario file: what the fake does before any test drives it (message rules,
 //! handshake rules, messages sent on every new connection), and the same rule shapes
-//! the admin API mounts at run time. JSON, read with serde: an unknown field or a
-//! wrong type is an error that names it, never ignored.
+//! the admin API mounts at run time. JSON, or YAML for a file named `.yaml` or `.yml`,
+//! read with serde: an unknown field or a wrong type is an error that names it, never
+//! ignored.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -223,8 +224,8 @@ pub enum ScenarioError {
     Parse {
         /// The file.
         path: String,
-        /// What serde said: the field, the line and the column.
-        error: serde_json::Error,
+        /// What the parser said: the field, the line and the column.
+        error: String,
     },
     /// A value out of its range.
     #[error("invalid scenario {path}: {what}")]
@@ -244,11 +245,15 @@ impl Scenario {
             path: shown.clone(),
             error,
         })?;
-        let scenario: Scenario =
-            serde_json::from_str(&text).map_err(|error| ScenarioError::Parse {
-                path: shown.clone(),
-                error,
-            })?;
+        let parsed = if is_yaml(path) {
+            serde_saphyr::from_str(&text).map_err(|e| e.to_string())
+        } else {
+            serde_json::from_str(&text).map_err(|e| e.to_string())
+        };
+        let scenario: Scenario = parsed.map_err(|error| ScenarioError::Parse {
+            path: shown.clone(),
+            error,
+        })?;
         scenario
             .check()
             .map_err(|what| ScenarioError::Invalid { path: shown, what })?;
@@ -266,6 +271,15 @@ impl Scenario {
         }
         Ok(())
     }
+}
+
+/// Whether `path` names a YAML file (`.yaml` or `.yml`, in any case).
+fn is_yaml(path: &Path) -> bool {
+    path.extension()
+        .and_then(|extension| extension.to_str())
+        .is_some_and(|extension| {
+            extension.eq_ignore_ascii_case("yaml") || extension.eq_ignore_ascii_case("yml")
+        })
 }
 
 impl RuleSpec {

@@ -313,6 +313,49 @@ async fn an_invalid_scenario_exits_2_and_names_the_field() {
 }
 
 #[tokio::test]
+async fn a_yaml_scenario_is_read_as_the_json_one_is() {
+    let path = temp_file_ending(
+        r#"
+# The same scenario as a_scenario_rule_answers_and_greets_every_connection's.
+rules:
+  - match: {json_includes: {type: ping}}
+    reply:
+      - {type: pong, id: "{{/id}}"}
+    times: {at_least: 1}
+    name: pong
+on_connect:
+  - type: welcome
+"#,
+        "yaml",
+    );
+    let fake = Fake::spawn(&["--scenario", path.to_str().unwrap()]).await;
+    let mut client = fake.connect().await;
+    assert_eq!(receive_json(&mut client).await, json!({"type": "welcome"}));
+    send_json(&mut client, json!({"type": "ping", "id": 7})).await;
+    assert_eq!(
+        receive_json(&mut client).await,
+        json!({"type": "pong", "id": 7})
+    );
+    assert_eq!(fake.ok("/verify").await, json!({"problems": []}));
+}
+
+#[tokio::test]
+async fn an_invalid_yaml_scenario_exits_2_and_says_where() {
+    let path = temp_file_ending("rules:\n  - match: any\n    replies: []\n", "yml");
+    let output = tokio::process::Command::new(BINARY)
+        .args(["--scenario", path.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty(), "nothing served");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown field `replies`"), "{stderr}");
+    assert!(stderr.contains("line 3"), "{stderr}");
+    assert!(stderr.contains(path.to_str().unwrap()), "{stderr}");
+}
+
+#[tokio::test]
 async fn sigterm_stops_it_cleanly() {
     let mut fake = Fake::spawn(&[]).await;
     let _client = fake.connect().await;

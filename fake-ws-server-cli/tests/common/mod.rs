@@ -138,11 +138,17 @@ pub async fn receive_json(client: &mut Client) -> Value {
     }
 }
 
-/// A file of its own under the temporary directory, holding `text`.
+/// A `.json` file of its own under the temporary directory, holding `text`.
 pub fn temp_file(text: &str) -> PathBuf {
+    temp_file_ending(text, "json")
+}
+
+/// A file of its own under the temporary directory, named `*.{extension}`, holding
+/// `text`.
+pub fn temp_file_ending(text: &str, extension: &str) -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let path = std::env::temp_dir().join(format!(
-        "fake-ws-server-cli-{}-{}.json",
+        "fake-ws-server-cli-{}-{}.{extension}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
