@@ -91,6 +91,50 @@ fn a_failed_expectation_panics_at_the_tests_await() {
     assert!(message.contains("expected subscribe to btc"), "{message}");
 }
 
+/// A fake with a client that stays connected and never reads, on a thread of its
+/// own: `wait` fails a wait on its connection and sets `line` to the line it fails at,
+/// where the panic must point. The panic's message.
+fn panic_of_a_wait_on_a_silent_client(
+    wait: impl AsyncFnOnce(&fake_ws_server::Connection<Up, Down>, &mut u32),
+) -> String {
+    let mut line = 0;
+    let (file, at, message) = panic_of(async {
+        let fake = Fake::builder().start().await;
+        let url = fake.url();
+        let (done, held) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            tokio::runtime::Runtime::new().unwrap().block_on(async {
+                let _client = connect(&url).await;
+                let _ = held.recv();
+            })
+        });
+        let conn = fake.next_connection().await;
+        wait(&conn, &mut line).await;
+        drop(done);
+        unreachable!();
+    });
+    assert_eq!((file.as_str(), at), (this_file(), line), "{message}");
+    message
+}
+
+#[test]
+fn an_unanswered_ping_and_no_invalid_frame_panic_at_the_tests_await() {
+    let message = panic_of_a_wait_on_a_silent_client(async |conn, line| {
+        conn.ping(b"anyone?".to_vec()).await;
+        *line = line!() + 1;
+        conn.expect_pong_within(SHORT).await;
+    });
+    assert!(message.contains("expected a pong"), "{message}");
+    let message = panic_of_a_wait_on_a_silent_client(async |conn, line| {
+        *line = line!() + 1;
+        conn.expect_invalid_within(SHORT).await;
+    });
+    assert!(
+        message.contains("expected a frame that is not a valid message"),
+        "{message}"
+    );
+}
+
 #[test]
 fn a_failure_at_drop_names_where_the_server_started_first() {
     let mut line = 0;

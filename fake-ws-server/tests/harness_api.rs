@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use common::*;
-use fake_ws_server::{Closed, FakeServer, json_includes};
+use fake_ws_server::{Closed, FakeServer, FrameKind, json_includes};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -100,11 +100,25 @@ async fn the_try_waits_return_the_failure_with_the_transcript() {
         .await
         .unwrap_err();
     assert!(failure.contains("but it was:"), "{failure}");
+    let failure = conn.try_expect_invalid_within(SHORT).await.unwrap_err();
+    assert!(
+        failure.starts_with("expected a frame that is not a valid message"),
+        "{failure}"
+    );
+    let failure = conn.try_expect_pong_within(SHORT).await.unwrap_err();
+    assert!(failure.contains("needs a ping"), "{failure}");
     assert!(conn.try_wait_closed_within(SHORT).await.is_err());
     assert!(
         conn.try_recv_within(SHORT).await.is_err(),
         "the next one was taken"
     );
+
+    send_frame(&mut client, Message::binary(vec![1, 2])).await;
+    let invalid = conn
+        .try_expect_invalid_within(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(invalid.frame, FrameKind::Binary(vec![1, 2]));
 
     conn.close(1000, "bye").await.unwrap();
     drop(client);

@@ -634,7 +634,33 @@ where
         In: Sync,
         Out: Sync,
     {
-        self.wait_or_fail(
+        fail_at_await(self.invalid_attempt(deadline))
+    }
+
+    /// [`Connection::expect_invalid_within`] that returns the failure (`Err`, with the
+    /// transcript and without the caller's location) instead of failing the test.
+    #[track_caller]
+    pub fn try_expect_invalid_within(
+        &self,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = Result<InvalidFrame, String>> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
+        without_location(Location::caller(), self.invalid_attempt(deadline))
+    }
+
+    #[track_caller]
+    fn invalid_attempt(
+        &self,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = Result<InvalidFrame, String>> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
+        self.try_wait(
             deadline,
             |conn| {
                 let (entry, error) = conn
@@ -850,44 +876,13 @@ where
     }
 
     /// Waits up to `deadline` until `check` finds in this connection's state what it
-    /// looks for, and returns it; when the deadline passes first, fails the test at the
-    /// caller, saying what did not come (`what`, given the connection's index) above
-    /// the transcript. [`wait_or_fail`] for one connection.
+    /// looks for, and returns it; when the deadline passes first, yields the failure:
+    /// what did not come (`what`, given the connection's index) above the transcript,
+    /// after the caller's location. A wait that fails the test wraps it in
+    /// `fail_at_await`, a `try_*` one in `without_location`. [`wait_or_fail`] for one
+    /// connection.
     #[track_caller]
-    pub(super) fn wait_or_fail<T>(
-        &self,
-        deadline: Duration,
-        check: impl FnMut(&mut ConnState<In>) -> Option<T> + Send + 'static,
-        what: impl FnOnce(usize) -> String + Send + 'static,
-    ) -> impl std::future::Future<Output = T> + Send + '_
-    where
-        In: Sync,
-        Out: Sync,
-        T: Send + 'static,
-    {
-        self.wait_or_fail_with(deadline, check, move |conn| what(conn.id))
-    }
-
-    /// [`Connection::wait_or_fail`], where what did not come is said from the
-    /// connection's state (to show the closest candidate, say).
-    #[track_caller]
-    fn wait_or_fail_with<T>(
-        &self,
-        deadline: Duration,
-        check: impl FnMut(&mut ConnState<In>) -> Option<T> + Send + 'static,
-        what: impl FnOnce(&ConnState<In>) -> String + Send + 'static,
-    ) -> impl std::future::Future<Output = T> + Send + '_
-    where
-        In: Sync,
-        Out: Sync,
-        T: Send + 'static,
-    {
-        fail_at_await(self.try_wait_with(deadline, check, what))
-    }
-
-    /// [`Connection::wait_or_fail`] that yields the failure instead of failing the test.
-    #[track_caller]
-    fn try_wait<T>(
+    pub(super) fn try_wait<T>(
         &self,
         deadline: Duration,
         check: impl FnMut(&mut ConnState<In>) -> Option<T> + Send + 'static,
@@ -901,8 +896,8 @@ where
         self.try_wait_with(deadline, check, move |conn| what(conn.id))
     }
 
-    /// [`Connection::wait_or_fail_with`] that yields the failure instead of failing the
-    /// test.
+    /// [`Connection::try_wait`], where what did not come is said from the connection's
+    /// state (to show the closest candidate, say).
     #[track_caller]
     fn try_wait_with<T>(
         &self,

@@ -14,9 +14,12 @@ use tokio::sync::oneshot;
 
 use super::command::Command;
 use super::connection::Connection;
-use super::state::ConnState;
+use super::state::{ConnState, fail_at_await, without_location};
 use crate::codec::Payload;
 use crate::transcript::{Direction, FrameKind};
+
+/// Why a pong cannot be waited for.
+const NO_PING: &str = "expect_pong needs a ping waiting for its pong: call `conn.ping(payload).await` first (the pings of ping_every are not awaited)";
 
 /// The most a control frame (a ping) may carry (RFC 6455, 5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -81,18 +84,61 @@ where
         Out: Sync,
     {
         let caller = Location::caller();
-        let ping = self
-            .inner
+        let Some(ping) = self.oldest_unanswered_ping() else {
+            panic!("{caller}: {NO_PING}");
+        };
+        fail_at_await(self.pong_attempt(ping, deadline))
+    }
+
+    /// [`Connection::expect_pong_within`] that returns the failure (`Err`, with the
+    /// transcript and without the caller's location) instead of failing the test, and
+    /// an `Err` too when no ping is waiting for its pong.
+    #[track_caller]
+    pub fn try_expect_pong_within(
+        &self,
+        deadline: Duration,
+    ) -> impl Future<Output = Result<Duration, String>> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
+        let caller = Location::caller();
+        // Called here, not in the async block or a closure, for `pong_attempt` to see
+        // our caller.
+        #[expect(clippy::manual_map, reason = "a closure would hide the caller")]
+        let attempt = match self.oldest_unanswered_ping() {
+            Some(ping) => Some(self.pong_attempt(ping, deadline)),
+            None => None,
+        };
+        async move {
+            match attempt {
+                Some(attempt) => without_location(caller, attempt).await,
+                None => Err(NO_PING.to_owned()),
+            }
+        }
+    }
+
+    /// The transcript entry of the oldest ping of [`Connection::ping`] not yet
+    /// answered, taken off the queue.
+    fn oldest_unanswered_ping(&self) -> Option<usize> {
+        self.inner
             .pings
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .pop_front();
-        let Some(ping) = ping else {
-            panic!(
-                "{caller}: expect_pong needs a ping waiting for its pong: call `conn.ping(payload).await` first (the pings of ping_every are not awaited)"
-            );
-        };
-        self.wait_or_fail(
+            .pop_front()
+    }
+
+    #[track_caller]
+    fn pong_attempt(
+        &self,
+        ping: usize,
+        deadline: Duration,
+    ) -> impl Future<Output = Result<Duration, String>> + Send + '_
+    where
+        In: Sync,
+        Out: Sync,
+    {
+        self.try_wait(
             deadline,
             move |conn| pong_to(conn, ping),
             move |id| {
