@@ -3,7 +3,7 @@
 
 use utoipa::OpenApi;
 
-use crate::admin::{self, connections, network, server};
+use crate::admin::{self, connections, network, protocol, server};
 use crate::scenario;
 
 #[derive(OpenApi)]
@@ -34,6 +34,9 @@ use crate::scenario;
         network::blackhole,
         network::heal,
         network::fault,
+        protocol::ping,
+        protocol::ping_every,
+        protocol::expect_invalid,
         server::mount_rule,
         server::mount_handshake_rule,
         server::allow,

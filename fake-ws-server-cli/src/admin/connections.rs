@@ -163,6 +163,32 @@ pub struct Entry {
     pub at_ms: f64,
     /// `from_client` or `to_client`.
     pub direction: String,
+    /// The frame.
+    #[serde(flatten)]
+    pub frame: FrameInfo,
+    /// What the fake made of it: the rule that answered, why it is invalid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl From<&TranscriptEntry> for Entry {
+    fn from(entry: &TranscriptEntry) -> Self {
+        Entry {
+            at_ms: millis(entry.at),
+            direction: match entry.direction {
+                Direction::FromClient => "from_client",
+                Direction::ToClient => "to_client",
+            }
+            .into(),
+            frame: FrameInfo::from(&entry.frame),
+            note: entry.note.clone(),
+        }
+    }
+}
+
+/// One frame, as the transcript holds it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FrameInfo {
     /// `text`, `binary`, `ping`, `pong`, `close`, `oversize` or `raw`.
     pub kind: String,
     /// A text frame's text.
@@ -177,28 +203,18 @@ pub struct Entry {
     /// A close frame's reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// What the fake made of it: the rule that answered, why it is invalid.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
 }
 
-impl From<&TranscriptEntry> for Entry {
-    fn from(entry: &TranscriptEntry) -> Self {
-        let mut out = Entry {
-            at_ms: millis(entry.at),
-            direction: match entry.direction {
-                Direction::FromClient => "from_client",
-                Direction::ToClient => "to_client",
-            }
-            .into(),
+impl From<&FrameKind> for FrameInfo {
+    fn from(frame: &FrameKind) -> Self {
+        let mut out = FrameInfo {
             kind: String::new(),
             text: None,
             base64: None,
             code: None,
             reason: None,
-            note: entry.note.clone(),
         };
-        let (kind, bytes) = match &entry.frame {
+        let (kind, bytes) = match frame {
             FrameKind::Text(text) => {
                 out.text = Some(text.clone());
                 ("text", None)

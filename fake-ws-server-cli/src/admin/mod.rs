@@ -1,11 +1,13 @@
 //! The admin HTTP API: what a test in any language does with the fake, in JSON over
 //! HTTP. `connections` drives one connection (waits, sends, closes), `network` its
-//! faults (a slow link, a blackhole, forbidden frames), `server` the
+//! faults (a slow link, a blackhole, forbidden frames), `protocol` its pings and
+//! invalid frames, `server` the
 //! fake as a whole (rules, outages, attempts, verify); this file holds what both
 //! share: the state, the error answer, the deadlines, and the routes' wiring.
 
 pub mod connections;
 pub mod network;
+pub mod protocol;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -198,6 +200,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .configure(connections::configure)
     .configure(network::configure)
+    .configure(protocol::configure)
     .configure(server::configure)
     .route("/openapi.json", web::get().to(openapi_json))
     .default_service(web::to(|| async {
