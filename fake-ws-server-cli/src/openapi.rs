@@ -50,6 +50,7 @@ use crate::scenario;
         server::attempts,
         server::wait_attempts,
         server::verify,
+        server::root_certificate,
         admin::openapi_json,
     ),
     components(schemas(

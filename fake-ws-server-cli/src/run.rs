@@ -52,6 +52,11 @@ pub struct Args {
     /// `receive` operations, a client's under `send`.
     #[arg(long, env = "FAKE_WS_ASYNCAPI_DESCRIBES", value_enum, default_value_t = Describes::Server)]
     pub asyncapi_describes: Describes,
+    /// Serves wss:// with a certificate for 127.0.0.1 and localhost, signed by a root
+    /// generated at start: the ready line carries it in PEM (`root_certificate_pem`),
+    /// for the client to trust, and so does `GET /tls/root-certificate`.
+    #[arg(long, env = "FAKE_WS_TLS")]
+    pub tls: bool,
 }
 
 /// The application an AsyncAPI document describes.
@@ -103,6 +108,9 @@ fn absolute_path(path: &str) -> Result<String, String> {
 struct Ready {
     ws_url: String,
     admin_url: String,
+    /// With `--tls`: the root the server's certificate is signed by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root_certificate_pem: Option<String>,
 }
 
 /// Runs the process; exit code 2 for a scenario or AsyncAPI document it cannot take, 1 for a port it
@@ -151,6 +159,7 @@ async fn serve(args: Args, setup: Setup) -> std::io::Result<()> {
     let shutdown = ShutdownSignals::install()?;
     let fake = start_fake(&args, setup).await;
     let ws_url = fake.url();
+    let root_certificate_pem = args.tls.then(|| fake.root_certificate_pem());
     let admin = web::Data::new(Admin::new(fake));
     let server = HttpServer::new({
         let admin = admin.clone();
@@ -170,6 +179,7 @@ async fn serve(args: Args, setup: Setup) -> std::io::Result<()> {
     let ready = Ready {
         ws_url,
         admin_url: format!("http://{admin_addr}"),
+        root_certificate_pem,
     };
     println!(
         "{}",
@@ -195,6 +205,9 @@ async fn start_fake(args: &Args, setup: Setup) -> FakeServer<Json, Json> {
     }
     if args.lenient {
         builder = builder.lenient();
+    }
+    if args.tls {
+        builder = builder.tls();
     }
     if let Some(contract) = contract {
         builder = builder.asyncapi(contract);

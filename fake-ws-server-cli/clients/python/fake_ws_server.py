@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import threading
 import urllib.error
@@ -55,6 +56,8 @@ class FakeWsServer:
         self._process = process
         self.ws_url: str = ready["ws_url"]
         self.admin_url: str = ready["admin_url"].rstrip("/")
+        # With tls=True: the root the wss:// certificate is signed by (PEM).
+        self.root_certificate_pem: str | None = ready.get("root_certificate_pem")
         # stderr is drained so the server never blocks on a full pipe; kept for errors.
         self._stderr: list[str] = []
         if process is not None:
@@ -73,8 +76,10 @@ class FakeWsServer:
         scenario: str | os.PathLike | None = None,
         binary: str | None = None,
         args: list[str] | None = None,
+        tls: bool = False,
     ) -> "FakeWsServer":
-        """Start the binary on free ports and wait for its ready line."""
+        """Start the binary on free ports and wait for its ready line; with `tls`, it
+        serves wss:// and `ssl_context()` trusts its certificate."""
         binary = binary or os.environ.get("FAKE_WS_SERVER_BIN") or shutil.which("fake-ws-server")
         if not binary:
             raise FileNotFoundError(
@@ -84,6 +89,8 @@ class FakeWsServer:
         command = [binary, "--port", "0", "--admin-port", "0", *(args or [])]
         if scenario is not None:
             command += ["--scenario", os.fspath(scenario)]
+        if tls:
+            command.append("--tls")
         process = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,
@@ -93,6 +100,13 @@ class FakeWsServer:
         return cls(process, _read_ready_line(process, command))
 
     # --- the server -----------------------------------------------------------------
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts this fake's wss:// certificate (for 127.0.0.1
+        and localhost) and nothing else."""
+        if self.root_certificate_pem is None:
+            raise FakeWsError(0, "this fake serves plain ws://: start it with tls=True")
+        return ssl.create_default_context(cadata=self.root_certificate_pem)
 
     def url_for(self, path: str) -> str:
         """The WebSocket URL of another path on this fake."""

@@ -23,7 +23,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/server/restart", web::post().to(restart))
         .route("/attempts", web::get().to(attempts))
         .route("/attempts/wait", web::post().to(wait_attempts))
-        .route("/verify", web::post().to(verify));
+        .route("/verify", web::post().to(verify))
+        .route("/tls/root-certificate", web::get().to(root_certificate));
 }
 
 /// A rule was mounted.
@@ -263,4 +264,21 @@ pub async fn verify(admin: web::Data<Admin>) -> HttpResponse {
     HttpResponse::Ok().json(Verification {
         problems: admin.fake.problems(),
     })
+}
+
+/// The root certificate the fake's `wss://` certificate is signed by, in PEM, for a
+/// client's trust store (with `--tls`).
+#[utoipa::path(get, path = "/tls/root-certificate", tag = "server", responses(
+    (status = 200, description = "The root certificate, PEM", content_type = "application/x-pem-file"),
+    (status = 404, body = ErrorBody, description = "The fake serves plain ws:// (no --tls)"),
+))]
+pub async fn root_certificate(admin: web::Data<Admin>) -> Result<HttpResponse, ApiError> {
+    if !admin.fake.url().starts_with("wss://") {
+        return Err(ApiError::not_found(
+            "this fake serves plain ws://: start it with --tls for wss://",
+        ));
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-pem-file")
+        .body(admin.fake.root_certificate_pem()))
 }

@@ -27,6 +27,8 @@ pub struct Fake {
     pub child: Child,
     pub ws_url: String,
     pub admin_url: String,
+    /// The whole ready line.
+    pub ready: Value,
     http: reqwest::Client,
 }
 
@@ -51,6 +53,7 @@ impl Fake {
             child,
             ws_url: ready["ws_url"].as_str().unwrap().to_owned(),
             admin_url: ready["admin_url"].as_str().unwrap().to_owned(),
+            ready,
             http: reqwest::Client::new(),
         }
     }
@@ -71,6 +74,18 @@ impl Fake {
             .await
             .unwrap();
         (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    /// `GET path`: the status and the body as text.
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.admin_url))
+            .timeout(WAIT)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
     }
 
     /// `POST path` with a JSON body: the status and the JSON body.

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from websockets.client import process_exception
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
-from websockets.sync.client import reconnect
+from websockets.sync.client import connect, reconnect
 
 from fake_ws_server import ExpectationFailed, FakeWsServer
 
@@ -197,3 +197,13 @@ def test_a_failed_expectation_shows_the_transcript(fake_ws: FakeWsServer) -> Non
         assert len(problems) == 1 and "no expectation or rule looked at" in problems[0]
         conn.expect({"json_includes": {"topic": "eth"}})
     assert fake_ws.verify() == []
+
+
+def test_a_client_that_trusts_the_fakes_root_talks_over_wss() -> None:
+    with FakeWsServer.start(tls=True) as fake:
+        assert fake.ws_url.startswith("wss://")
+        fake.mount_rule({"match": SUBSCRIBE, "reply": [{"type": "subscribed"}]})
+        with connect(fake.ws_url, ssl=fake.ssl_context(), proxy=None, open_timeout=5) as ws:
+            ws.send(json.dumps({"type": "subscribe", "topic": "btc"}))
+            assert json.loads(ws.recv(timeout=5)) == {"type": "subscribed"}
+        fake.assert_verified()
