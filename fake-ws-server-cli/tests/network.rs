@@ -10,17 +10,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-/// A fake with one client connected, and the fake's side of it looked at.
-async fn fake_with_a_client() -> (Fake, Client) {
-    let fake = Fake::spawn(&[]).await;
-    let client = fake.connect().await;
-    fake.ok("/connections/next").await;
-    (fake, client)
-}
-
 #[tokio::test]
 async fn a_blackhole_holds_everything_both_ways_until_the_heal() {
-    let (fake, mut client) = fake_with_a_client().await;
+    let (fake, mut client) = Fake::with_a_client().await;
     fake.ok("/connections/0/blackhole").await;
     client
         .send(Message::Ping(b"anyone?".to_vec().into()))
@@ -56,7 +48,7 @@ async fn a_blackhole_holds_everything_both_ways_until_the_heal() {
 
 #[tokio::test]
 async fn a_slow_link_delays_each_frame_by_its_latency_until_cleared() {
-    let (fake, mut client) = fake_with_a_client().await;
+    let (fake, mut client) = Fake::with_a_client().await;
     let (status, body) = fake
         .post(
             "/connections/0/impair",
@@ -79,7 +71,7 @@ async fn a_slow_link_delays_each_frame_by_its_latency_until_cleared() {
 
 #[tokio::test]
 async fn a_forbidden_frame_fails_the_client_and_is_in_the_transcript() {
-    let (fake, mut client) = fake_with_a_client().await;
+    let (fake, mut client) = Fake::with_a_client().await;
     let (status, body) = fake
         .post("/connections/0/fault", json!({"fault": "invalid_utf8"}))
         .await;
@@ -99,7 +91,7 @@ async fn a_forbidden_frame_fails_the_client_and_is_in_the_transcript() {
 
 #[tokio::test]
 async fn a_close_code_fault_and_raw_bytes_are_sent_as_given() {
-    let (fake, mut client) = fake_with_a_client().await;
+    let (fake, mut client) = Fake::with_a_client().await;
     // A ping with payload "hi", as raw bytes: a legal frame, sent past tungstenite.
     let (status, body) = fake
         .post(
@@ -133,7 +125,7 @@ async fn a_close_code_fault_and_raw_bytes_are_sent_as_given() {
 
 #[tokio::test]
 async fn bad_network_requests_are_answered_with_an_error_and_change_nothing() {
-    let (fake, mut client) = fake_with_a_client().await;
+    let (fake, mut client) = Fake::with_a_client().await;
     let bad = [
         (
             "/connections/0/impair",

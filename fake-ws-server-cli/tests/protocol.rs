@@ -9,17 +9,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-/// A fake with one client connected, and the fake's side of it looked at.
-async fn fake_with_a_client() -> (Fake, Client) {
-    let fake = Fake::spawn(&[]).await;
-    let client = fake.connect().await;
-    fake.ok("/connections/next").await;
-    (fake, client)
-}
-
 #[tokio::test]
 async fn a_reading_client_answers_the_ping() {
-    let (fake, mut client) = fake_with_a_client().await;
+    let (fake, mut client) = Fake::with_a_client().await;
     // tungstenite answers a ping while it reads: read until the stream ends.
     let reader = tokio::spawn(async move { while client.next().await.is_some() {} });
     let (status, body) = fake
@@ -46,7 +38,7 @@ async fn a_reading_client_answers_the_ping() {
 
 #[tokio::test]
 async fn a_client_that_does_not_read_leaves_the_ping_unanswered() {
-    let (fake, _client) = fake_with_a_client().await;
+    let (fake, _client) = Fake::with_a_client().await;
     let (status, body) = fake
         .post("/connections/0/ping?timeout_ms=300", json!({}))
         .await;
@@ -58,7 +50,7 @@ async fn a_client_that_does_not_read_leaves_the_ping_unanswered() {
 
 #[tokio::test]
 async fn ping_every_pings_until_stopped() {
-    let (fake, mut client) = fake_with_a_client().await;
+    let (fake, mut client) = Fake::with_a_client().await;
     let (status, body) = fake
         .post("/connections/0/ping-every", json!({"every_ms": 20}))
         .await;
@@ -80,7 +72,7 @@ async fn ping_every_pings_until_stopped() {
 
 #[tokio::test]
 async fn an_invalid_frame_taken_by_expect_invalid_no_longer_fails_verify() {
-    let (fake, mut client) = fake_with_a_client().await;
+    let (fake, mut client) = Fake::with_a_client().await;
     client.send(Message::binary(vec![0, 1, 255])).await.unwrap();
     let (status, body) = fake
         .post("/connections/0/expect-invalid", Value::Null)
@@ -104,7 +96,7 @@ async fn an_invalid_frame_taken_by_expect_invalid_no_longer_fails_verify() {
 
 #[tokio::test]
 async fn bad_protocol_requests_are_answered_with_an_error() {
-    let (fake, _client) = fake_with_a_client().await;
+    let (fake, _client) = Fake::with_a_client().await;
     let too_long = base64_of(&[7; 126]);
     let bad = [
         (

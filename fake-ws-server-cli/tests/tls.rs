@@ -7,14 +7,12 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
+use fake_ws_server::testing::connect_tls;
 use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::json;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-
-type TlsClient = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// A rustls client configuration that trusts `root_pem` and nothing else.
 fn trusting(root_pem: &str) -> Arc<rustls::ClientConfig> {
@@ -29,22 +27,6 @@ fn trusting(root_pem: &str) -> Arc<rustls::ClientConfig> {
             .with_root_certificates(roots)
             .with_no_client_auth(),
     )
-}
-
-/// A WebSocket client over TLS to `url` (`wss://127.0.0.1:port/...`) with `config`.
-async fn connect_tls(
-    url: &str,
-    config: Arc<rustls::ClientConfig>,
-) -> Result<TlsClient, Box<dyn std::error::Error>> {
-    let authority = url
-        .strip_prefix("wss://")
-        .and_then(|rest| rest.split('/').next())
-        .ok_or("a wss:// URL")?;
-    let tcp = TcpStream::connect(authority).await?;
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(ServerName::try_from("127.0.0.1")?, tcp)
-        .await?;
-    Ok(tokio_tungstenite::client_async(url, tls).await?.0)
 }
 
 #[tokio::test]

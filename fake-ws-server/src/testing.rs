@@ -1,6 +1,7 @@
 //! Not part of the API, and hidden from the docs: the plain tokio-tungstenite client
-//! that the fake's own tests (`tests/common`) and test-harness's tests drive a fake
-//! with, so that neither keeps a copy of it. Each test file puts its own protocol on
+//! (and, with feature `tls`, its TLS twin) that the fake's own tests (`tests/common`),
+//! the standalone binary's and test-harness's tests drive a fake with, so that none
+//! keeps a copy of it. Each test file puts its own protocol on
 //! top: what it encodes into the frames it sends, what it decodes from the texts.
 
 use std::time::Duration;
@@ -26,6 +27,34 @@ pub async fn try_connect(request: impl IntoClientRequest) -> Result<Client, WsEr
     tokio_tungstenite::connect_async(request)
         .await
         .map(|(ws, _)| ws)
+}
+
+/// A WebSocket client over TLS (feature `tls`): tokio-tungstenite over tokio-rustls.
+#[cfg(feature = "tls")]
+pub type TlsClient = WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// Connects over TLS to `url` (`wss://host:port/...`) with `config`, checking the
+/// server's certificate against the URL's host, the way a client under test would:
+/// the client, or why the TCP, TLS or WebSocket handshake failed (feature `tls`).
+#[cfg(feature = "tls")]
+pub async fn connect_tls(
+    url: &str,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<TlsClient, Box<dyn std::error::Error>> {
+    let authority = url
+        .strip_prefix("wss://")
+        .and_then(|rest| rest.split('/').next())
+        .ok_or("a wss:// URL")?;
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host);
+    let tcp = TcpStream::connect(authority).await?;
+    let server_name = rustls::pki_types::ServerName::try_from(host.to_owned())?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(server_name, tcp)
+        .await?;
+    let (ws, _) = tokio_tungstenite::client_async(url, tls).await?;
+    Ok(ws)
 }
 
 /// Sends one frame; panics if it cannot be written.

@@ -9,35 +9,10 @@ use std::time::Duration;
 
 use common::{Down, Fake, Up, any_subscribe, subscribe, subscribed};
 use fake_ws_server::AttemptOutcome;
+use fake_ws_server::testing::{TlsClient, connect_tls};
 use futures_util::{SinkExt, StreamExt};
-use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-
-type TlsClient = WebSocketStream<TlsStream<TcpStream>>;
-
-/// A WebSocket client over TLS with `config`, the way a client under test would do it.
-async fn connect_tls(
-    url: &str,
-    config: Arc<rustls::ClientConfig>,
-) -> Result<TlsClient, Box<dyn std::error::Error>> {
-    let authority = url
-        .strip_prefix("wss://")
-        .and_then(|rest| rest.split('/').next())
-        .ok_or("a wss:// URL")?;
-    let host = authority
-        .rsplit_once(':')
-        .map_or(authority, |(host, _)| host);
-    let tcp = TcpStream::connect(authority).await?;
-    let server_name = ServerName::try_from(host.to_owned())?;
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(server_name, tcp)
-        .await?;
-    let (ws, _) = tokio_tungstenite::client_async(url, tls).await?;
-    Ok(ws)
-}
 
 async fn send(client: &mut TlsClient, message: &Up) {
     let text = serde_json::to_string(message).unwrap();

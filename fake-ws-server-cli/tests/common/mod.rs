@@ -108,6 +108,15 @@ impl Fake {
         body
     }
 
+    /// A fake started with no arguments, a client connected to it, and the fake's side
+    /// of that connection handed out (`POST /connections/next`): connection 0.
+    pub async fn with_a_client() -> (Fake, Client) {
+        let fake = Fake::spawn(&[]).await;
+        let client = fake.connect().await;
+        fake.ok("/connections/next").await;
+        (fake, client)
+    }
+
     /// A client connected to the fake's URL.
     pub async fn connect(&self) -> Client {
         connect(&self.ws_url).await
