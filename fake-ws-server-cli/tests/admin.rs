@@ -303,17 +303,23 @@ async fn bad_requests_are_answered_with_an_error_not_a_panic() {
     );
 }
 
-#[tokio::test]
-async fn an_invalid_scenario_exits_2_and_names_the_field() {
-    let path = temp_file(r#"{"rules": [{"match": "any", "replies": []}]}"#);
+/// Runs the binary with `args`, which it must refuse before it serves anything (exit
+/// code 2, nothing on stdout): what it said on stderr.
+async fn refused_at_start(args: &[&str]) -> String {
     let output = tokio::process::Command::new(BINARY)
-        .args(["--scenario", path.to_str().unwrap()])
+        .args(args)
         .output()
         .await
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(output.stdout.is_empty(), "nothing served");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn an_invalid_scenario_exits_2_and_names_the_field() {
+    let path = temp_file(r#"{"rules": [{"match": "any", "replies": []}]}"#);
+    let stderr = refused_at_start(&["--scenario", path.to_str().unwrap()]).await;
     assert!(stderr.contains("unknown field `replies`"), "{stderr}");
     assert!(stderr.contains(path.to_str().unwrap()), "{stderr}");
 }
@@ -341,14 +347,7 @@ on_connect:
 #[tokio::test]
 async fn an_invalid_yaml_scenario_exits_2_and_says_where() {
     let path = temp_file_ending("rules:\n  - match: any\n    replies: []\n", "yml");
-    let output = tokio::process::Command::new(BINARY)
-        .args(["--scenario", path.to_str().unwrap()])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(output.stdout.is_empty(), "nothing served");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_at_start(&["--scenario", path.to_str().unwrap()]).await;
     assert!(stderr.contains("unknown field `replies`"), "{stderr}");
     assert!(stderr.contains("line 3"), "{stderr}");
     assert!(stderr.contains(path.to_str().unwrap()), "{stderr}");
@@ -447,14 +446,7 @@ async fn an_asyncapi_document_makes_a_malformed_message_a_problem() {
 #[tokio::test]
 async fn an_asyncapi_document_it_cannot_take_exits_2() {
     let path = temp_file("asyncapi: 2.6.0\nchannels: {}\n");
-    let output = tokio::process::Command::new(BINARY)
-        .args(["--asyncapi", path.to_str().unwrap()])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(output.stdout.is_empty(), "nothing served");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_at_start(&["--asyncapi", path.to_str().unwrap()]).await;
     assert!(stderr.contains("this fake reads AsyncAPI 3"), "{stderr}");
     assert!(stderr.contains(path.to_str().unwrap()), "{stderr}");
 }
