@@ -81,8 +81,7 @@ async fn a_forbidden_frame_fails_the_client_and_is_in_the_transcript() {
         matches!(&error, Some(Err(e)) if e.contains("UTF-8")),
         "tungstenite refuses the frame: {error:?}"
     );
-    let (_, transcript) = fake.get("/connections/0/transcript").await;
-    let rendered = transcript["rendered"].as_str().unwrap();
+    let rendered = fake.rendered_transcript(0).await;
     assert!(
         rendered.contains("a text frame that is not UTF-8"),
         "{rendered}"
@@ -115,8 +114,7 @@ async fn a_close_code_fault_and_raw_bytes_are_sent_as_given() {
         !matches!(closed, Some(Ok(Message::Text(_) | Message::Binary(_)))),
         "a forbidden close code ends the client's side: {closed:?}"
     );
-    let (_, transcript) = fake.get("/connections/0/transcript").await;
-    let rendered = transcript["rendered"].as_str().unwrap();
+    let rendered = fake.rendered_transcript(0).await;
     assert!(
         rendered.contains("a close frame with code 1005"),
         "{rendered}"
@@ -182,12 +180,7 @@ async fn bad_network_requests_are_answered_with_an_error_and_change_nothing() {
             "no connection 7",
         ),
     ];
-    for (path, body, status, says) in bad {
-        let (got, answer) = fake.post(path, body.clone()).await;
-        assert_eq!(got, status, "{path} {body}: {answer}");
-        let error = answer["error"].as_str().unwrap_or_default();
-        assert!(error.contains(says), "{path} {body}: {error}");
-    }
+    fake.assert_refuses(&bad).await;
     // The link is still clean and the connection open.
     fake.post("/connections/0/send", json!({"text": "still here"}))
         .await;

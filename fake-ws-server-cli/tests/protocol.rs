@@ -126,12 +126,7 @@ async fn bad_protocol_requests_are_answered_with_an_error() {
         ),
         ("/connections/9/ping", json!({}), 404, "no connection 9"),
     ];
-    for (path, body, status, says) in bad {
-        let (got, answer) = fake.post(path, body.clone()).await;
-        assert_eq!(got, status, "{path} {body}: {answer}");
-        let error = answer["error"].as_str().unwrap_or_default();
-        assert!(error.contains(says), "{path} {body}: {error}");
-    }
+    fake.assert_refuses(&bad).await;
     fake.ok("/connections/0/abort").await;
     fake.ok("/connections/0/wait-closed").await;
     let (status, answer) = fake.post("/connections/0/ping", json!({})).await;

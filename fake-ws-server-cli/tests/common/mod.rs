@@ -117,6 +117,24 @@ impl Fake {
         (fake, client)
     }
 
+    /// Posts each `(path, body, status, says)` and checks that the fake answers with
+    /// that status and an error containing `says`.
+    pub async fn assert_refuses(&self, requests: &[(&str, Value, u16, &str)]) {
+        for (path, body, status, says) in requests {
+            let (got, answer) = self.post(path, body.clone()).await;
+            assert_eq!(got, *status, "{path} {body}: {answer}");
+            let error = answer["error"].as_str().unwrap_or_default();
+            assert!(error.contains(says), "{path} {body}: {error}");
+        }
+    }
+
+    /// Connection `id`'s transcript as failure messages show it.
+    pub async fn rendered_transcript(&self, id: usize) -> String {
+        let (status, transcript) = self.get(&format!("/connections/{id}/transcript")).await;
+        assert_eq!(status, 200, "{transcript}");
+        transcript["rendered"].as_str().unwrap().to_owned()
+    }
+
     /// A client connected to the fake's URL.
     pub async fn connect(&self) -> Client {
         connect(&self.ws_url).await
