@@ -27,6 +27,9 @@ use crate::scenario::Json;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a request may wait.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest delay or interval a request may set, in milliseconds: a day (the
+/// library caps a link's delays there too).
+pub const A_DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// What every route shares: the fake, and the handles of its connections.
 pub struct Admin {

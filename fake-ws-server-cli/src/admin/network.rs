@@ -12,10 +12,7 @@ use fake_ws_server::{Fault, Impairment};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{Admin, ApiError, Done, ErrorBody};
-
-/// The longest latency or jitter a request may set: a day, the library's cap.
-const MAX_DELAY_MS: u64 = 24 * 60 * 60 * 1000;
+use super::{A_DAY_MS, Admin, ApiError, Done, ErrorBody};
 
 /// The routes of this file.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -54,9 +51,9 @@ impl ImpairRequest {
             ("latency_ms", self.latency_ms),
             ("jitter_ms", self.jitter_ms),
         ] {
-            if value > MAX_DELAY_MS {
+            if value > A_DAY_MS {
                 return Err(ApiError::bad_request(format!(
-                    "{name}: at most {MAX_DELAY_MS} (a day), not {value}"
+                    "{name}: at most {A_DAY_MS} (a day), not {value}"
                 )));
             }
         }

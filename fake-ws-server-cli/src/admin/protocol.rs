@@ -12,12 +12,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::connections::FrameInfo;
-use super::{Admin, ApiError, Done, ErrorBody, Timeout, deadline, millis};
+use super::{A_DAY_MS, Admin, ApiError, Done, ErrorBody, Timeout, deadline, millis};
 
 /// The most a ping may carry (RFC 6455, 5.5).
 const MAX_PING_PAYLOAD: usize = 125;
-/// The longest `every_ms`: a day.
-const MAX_EVERY_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// The routes of this file.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -125,10 +123,10 @@ pub async fn ping_every(
     body: web::Json<PingEveryRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let every = match body.every_ms {
-        Some(ms @ 1..=MAX_EVERY_MS) => Some(Duration::from_millis(ms)),
+        Some(ms @ 1..=A_DAY_MS) => Some(Duration::from_millis(ms)),
         Some(ms) => {
             return Err(ApiError::bad_request(format!(
-                "every_ms: from 1 to {MAX_EVERY_MS} (a day), not {ms}"
+                "every_ms: from 1 to {A_DAY_MS} (a day), not {ms}"
             )));
         }
         None => None,
